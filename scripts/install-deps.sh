@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs what lisa.cpp needs to build and test, from Debian 12 packages only.
+#   scripts/install-deps.sh            build + test dependencies
+#   scripts/install-deps.sh --golden   also PyTorch, to regenerate tests/golden (not needed to run tests)
+# Each package is here on purpose:
+#   g++ cmake make      the toolchain (C++20, CMake >= 3.25)
+#   libopenblas-dev     cblas_sgemm for every matrix product (threaded)
+#   nlohmann-json3-dev  config.json, safetensors headers, tokenizer.json
+#   libcli11-dev        the `lisa` command line
+#   libgtest-dev        unit, kernel and golden tests (ctest)
+#   python3-torch       only with --golden: the PyTorch reference that writes tests/golden
+set -euo pipefail
+pkgs=(g++ cmake make pkg-config libopenblas-dev nlohmann-json3-dev libcli11-dev libgtest-dev)
+if [[ "${1:-}" == "--golden" ]]; then pkgs+=(python3-torch python3-numpy); fi
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO="sudo"
+  echo "install-deps: installing ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi

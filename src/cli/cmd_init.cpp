@@ -1,0 +1,39 @@
+// lisa init --config CONFIG.json --output_model_path DIR [--tokenizer_path DIR] [--seed N] [--dtype D]
+#include <cstdio>
+
+#include "cli/commands.h"
+#include "core/error.h"
+#include "io/fs.h"
+#include "model/llama.h"
+
+namespace lisa {
+
+command_fn cmd_init_register(CLI::App& app) {
+    struct opts {
+        std::string config, output, tokenizer, dtype_name, max_shard_size = "5GB";
+        uint64_t    seed = 42;
+    };
+    auto o = std::make_shared<opts>();
+    app.add_option("--config", o->config, "Hugging Face config.json describing the model shape")->required();
+    app.add_option("--output_model_path", o->output, "folder to write the model to")->required();
+    app.add_option("--tokenizer_path", o->tokenizer, "folder whose tokenizer files are copied into the model");
+    app.add_option("--seed", o->seed, "random seed for the weights (default 42)");
+    app.add_option("--dtype", o->dtype_name, "stored dtype: float32 | bfloat16 | float16 (default: config's torch_dtype)");
+    app.add_option("--max_shard_size", o->max_shard_size, "largest safetensors file before sharding (default 5GB)");
+    return [o] {
+        llama_config cfg = config_load(o->config);
+        if (!o->tokenizer.empty() && !fs_is_dir(o->tokenizer))
+            fail(strf("--tokenizer_path %s: not a folder", o->tokenizer.c_str()));
+        auto m = llama_model_init(cfg);
+        llama_model_init_random(m.get(), o->seed);
+        llama_save_options so;
+        so.out_dtype = o->dtype_name.empty() ? cfg.torch_dtype : parse_dtype_option(o->dtype_name);
+        so.max_shard_bytes = parse_size_option(o->max_shard_size);
+        so.tokenizer_from = o->tokenizer;
+        llama_model_save(*m, o->output, so);
+        std::printf("wrote %s: %s, %lld parameters, %s\n", o->output.c_str(), cfg.architecture.c_str(),
+                    (long long)config_num_params(cfg), dtype_torch_name(so.out_dtype));
+    };
+}
+
+}  // namespace lisa

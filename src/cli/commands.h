@@ -1,0 +1,16 @@
+// The `lisa` subcommands. Each file cmd_<name>.cpp registers its flags on the app and returns
+// the function that runs it; flags are read there, next to their help text.
+#pragma once
+#include <CLI/CLI.hpp>
+#include <functional>
+
+namespace lisa {
+
+using command_fn = std::function<void()>;
+
+command_fn cmd_init_register(CLI::App& app);  // lisa init: write a randomly initialised model
+command_fn cmd_info_register(CLI::App& app);  // lisa info: describe a model folder
+
+void set_threads(int n);  // OpenMP + OpenBLAS thread count (0 = leave the default)
+
+}  // namespace lisa

@@ -1,0 +1,48 @@
+// lisa: command-line entry point. A thin layer: parse flags, call the library, print errors
+// as one line and exit non-zero.
+#include <cblas.h>
+#include <cstdio>
+#include <map>
+#include <omp.h>
+
+#include "cli/commands.h"
+#include "core/error.h"
+
+namespace lisa {
+void set_threads(int n) {
+    if (n <= 0) return;
+    omp_set_num_threads(n);
+    openblas_set_num_threads(n);
+}
+}  // namespace lisa
+
+int main(int argc, char** argv) {
+    CLI::App app{"lisa: fine-tune Llama-family models with LISA, full fine-tuning or LoRA"};
+    app.require_subcommand(1);
+    int threads = 0;
+    app.add_option("--threads", threads, "CPU threads for compute (default: all cores)")->check(CLI::NonNegativeNumber);
+    std::map<CLI::App*, lisa::command_fn> commands;
+    auto add = [&](const char* name, const char* help, lisa::command_fn (*reg)(CLI::App&)) {
+        CLI::App* sub = app.add_subcommand(name, help);
+        commands[sub] = reg(*sub);
+    };
+    add("init", "write a randomly initialised model in Hugging Face format", lisa::cmd_init_register);
+    add("info", "print a model folder's configuration and parameter count as JSON", lisa::cmd_info_register);
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::ParseError& e) {
+        return app.exit(e);
+    }
+    try {
+        lisa::set_threads(threads);
+        for (auto& [sub, fn] : commands)
+            if (sub->parsed()) fn();
+    } catch (const lisa::error& e) {
+        std::fprintf(stderr, "lisa: error: %s\n", e.what());
+        return 1;
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "lisa: error: %s\n", e.what());
+        return 1;
+    }
+    return 0;
+}

@@ -1,0 +1,357 @@
+#include "model/llama.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "core/error.h"
+#include "core/rng.h"
+#include "kernels/cpu/kernels.h"
+
+namespace lisa {
+
+// ------------------------------------------------------------------ size table and pointers
+
+static void build_table(llama_model* m) {
+    const llama_config& c = m->cfg;
+    const int64_t D = c.hidden_size, F = c.intermediate_size, Q = c.num_heads * c.head_dim,
+                  K = c.num_kv_heads * c.head_dim, V = c.vocab_size;
+    size_t off = 0;
+    auto add = [&](const std::string& name, std::vector<int64_t> shape, int layer) {
+        size_t n = 1;
+        for (auto d : shape) n *= (size_t)d;
+        bool mat = shape.size() == 2;
+        m->tensors.push_back({name, std::move(shape), off, n, layer, mat});
+        off += n;
+    };
+    add("model.embed_tokens.weight", {V, D}, -1);
+    for (int l = 0; l < (int)c.num_layers; l++) {
+        std::string p = "model.layers." + std::to_string(l) + ".";
+        add(p + "input_layernorm.weight", {D}, l);
+        add(p + "self_attn.q_proj.weight", {Q, D}, l);
+        if (c.qkv_bias) add(p + "self_attn.q_proj.bias", {Q}, l);
+        add(p + "self_attn.k_proj.weight", {K, D}, l);
+        if (c.qkv_bias) add(p + "self_attn.k_proj.bias", {K}, l);
+        add(p + "self_attn.v_proj.weight", {K, D}, l);
+        if (c.qkv_bias) add(p + "self_attn.v_proj.bias", {K}, l);
+        add(p + "self_attn.o_proj.weight", {D, Q}, l);
+        if (c.o_bias) add(p + "self_attn.o_proj.bias", {D}, l);
+        add(p + "post_attention_layernorm.weight", {D}, l);
+        add(p + "mlp.gate_proj.weight", {F, D}, l);
+        add(p + "mlp.up_proj.weight", {F, D}, l);
+        add(p + "mlp.down_proj.weight", {D, F}, l);
+    }
+    add("model.norm.weight", {D}, -1);
+    if (!c.tie_word_embeddings) add("lm_head.weight", {V, D}, -1);
+}
+
+// Fills a pointer struct for any buffer laid out like the size table (params or grads).
+static llama_weights pointers_into(const llama_model& m, float* base) {
+    llama_weights w{};
+    w.layers.assign(m.cfg.num_layers, llama_layer_weights{});
+    for (const auto& t : m.tensors) {
+        float* p = base + t.offset;
+        const std::string& n = t.name;
+        auto ends = [&](const char* s) {
+            size_t k = std::strlen(s);
+            return n.size() >= k && n.compare(n.size() - k, k, s) == 0;
+        };
+        if (t.layer < 0) {
+            if (n == "model.embed_tokens.weight") w.embed = p;
+            else if (n == "model.norm.weight") w.norm = p;
+            else if (n == "lm_head.weight") w.lm_head = p;
+            continue;
+        }
+        llama_layer_weights& L = w.layers[t.layer];
+        if (ends("input_layernorm.weight")) L.attn_norm = p;
+        else if (ends("q_proj.weight")) L.wq = p;
+        else if (ends("q_proj.bias")) L.bq = p;
+        else if (ends("k_proj.weight")) L.wk = p;
+        else if (ends("k_proj.bias")) L.bk = p;
+        else if (ends("v_proj.weight")) L.wv = p;
+        else if (ends("v_proj.bias")) L.bv = p;
+        else if (ends("o_proj.weight")) L.wo = p;
+        else if (ends("o_proj.bias")) L.bo = p;
+        else if (ends("post_attention_layernorm.weight")) L.mlp_norm = p;
+        else if (ends("gate_proj.weight")) L.w_gate = p;
+        else if (ends("up_proj.weight")) L.w_up = p;
+        else if (ends("down_proj.weight")) L.w_down = p;
+    }
+    if (m.cfg.tie_word_embeddings) w.lm_head = w.embed;
+    return w;
+}
+
+std::unique_ptr<llama_model> llama_model_init(const llama_config& cfg) {
+    auto m = std::make_unique<llama_model>();
+    m->cfg = cfg;
+    m->stored_dtype = cfg.torch_dtype;
+    build_table(m.get());
+    const auto& last = m->tensors.back();
+    m->params.assign(last.offset + last.numel, 0.0f);
+    m->w = pointers_into(*m, m->params.data());
+    return m;
+}
+
+void llama_model_init_random(llama_model* m, uint64_t seed) {
+    rng r;
+    rng_init(&r, seed);
+    const double std = m->cfg.initializer_range;
+    for (const auto& t : m->tensors) {
+        float* p = m->params.data() + t.offset;
+        bool is_norm = t.name.find("norm") != std::string::npos;
+        for (size_t i = 0; i < t.numel; i++) {
+            if (t.is_matrix) p[i] = (float)(rng_normal(&r) * std);
+            else p[i] = is_norm ? 1.0f : 0.0f;
+        }
+    }
+}
+
+// ------------------------------------------------------------------ gradients
+
+void llama_grads_init(llama_grads* gr, const llama_model& m) {
+    gr->buf.assign(m.params.size(), 0.0f);
+    gr->g = pointers_into(m, gr->buf.data());
+}
+
+void llama_grads_zero(llama_grads* gr) { std::fill(gr->buf.begin(), gr->buf.end(), 0.0f); }
+
+void llama_grads_freeze_layer(llama_grads* gr, int layer) { gr->g.layers.at(layer) = llama_layer_weights{}; }
+
+float* llama_grad_of(const llama_grads& gr, const llama_model& m, size_t i) {
+    // map the tensor's parameter pointer to the matching gradient pointer via the pointer structs
+    const float* p = m.params.data() + m.tensors[i].offset;
+    const llama_weights& w = m.w;
+    const llama_weights& g = gr.g;
+    if (p == w.embed) return g.embed;
+    if (p == w.norm) return g.norm;
+    if (p == w.lm_head) return g.lm_head;
+    int l = m.tensors[i].layer;
+    const llama_layer_weights& W = w.layers[l];
+    const llama_layer_weights& G = g.layers[l];
+    const float* const* wp = (const float* const*)&W;
+    float* const* gp = (float* const*)&G;
+    for (size_t k = 0; k < sizeof(llama_layer_weights) / sizeof(float*); k++)
+        if (wp[k] == p) return gp[k];
+    return nullptr;
+}
+
+// ------------------------------------------------------------------ rope
+
+std::vector<float> llama_rope_inv_freq(const llama_config& c) {
+    const int64_t half = c.head_dim / 2;
+    std::vector<float> f(half);
+    for (int64_t i = 0; i < half; i++) {
+        // as Hugging Face: 1 / theta^(2i/d), computed in fp32
+        float e = (float)(2 * i) / (float)c.head_dim;
+        f[i] = (float)(1.0 / std::pow(c.rope.theta, (double)e));
+    }
+    if (c.rope.kind == rope_kind::linear) {
+        for (auto& x : f) x = (float)(x / c.rope.factor);
+    } else if (c.rope.kind == rope_kind::llama3) {
+        const double factor = c.rope.factor, lo = c.rope.low_freq_factor, hi = c.rope.high_freq_factor;
+        const double old_ctx = (double)c.rope.original_max_position_embeddings;
+        const double low_wavelen = old_ctx / lo, high_wavelen = old_ctx / hi;
+        for (auto& x : f) {
+            double inv = x, wavelen = 2.0 * M_PI / inv;
+            if (wavelen < high_wavelen) continue;  // high frequency: kept
+            if (wavelen > low_wavelen) {           // low frequency: scaled down by factor
+                x = (float)(inv / factor);
+                continue;
+            }
+            double smooth = (old_ctx / wavelen - lo) / (hi - lo);  // medium: interpolate
+            x = (float)((1.0 - smooth) * inv / factor + smooth * inv);
+        }
+    }
+    return f;
+}
+
+// ------------------------------------------------------------------ activations
+
+void llama_acts_init(llama_acts* a, const llama_model& m, int64_t B, int64_t T) {
+    const llama_config& c = m.cfg;
+    if (B <= 0 || T <= 0) fail(strf("llama_acts_init: batch shape %lld x %lld must be positive", (long long)B, (long long)T));
+    if (c.sliding_window > 0 && T > c.sliding_window)
+        fail(strf("sequence length %lld exceeds the model's sliding_window %lld (sliding-window attention is not "
+                  "implemented); use a block size <= %lld", (long long)T, (long long)c.sliding_window,
+                  (long long)c.sliding_window));
+    const int64_t N = B * T, D = c.hidden_size, F = c.intermediate_size, Q = c.num_heads * c.head_dim,
+                  K = c.num_kv_heads * c.head_dim, V = c.vocab_size, L = c.num_layers, half = c.head_dim / 2;
+    a->B = B;
+    a->T = T;
+    a->head_chunk = std::min<int64_t>(N, 256);
+    // size table: compute every offset first, then one allocation
+    std::vector<std::pair<float**, size_t>> plan;
+    a->layers.assign(L, {});
+    a->resid.assign(L + 1, nullptr);
+    for (int64_t l = 0; l <= L; l++) plan.push_back({&a->resid[l], N * D});
+    for (auto& ly : a->layers) {
+        plan.push_back({&ly.x_mid, N * D});
+        plan.push_back({&ly.rstd1, N});
+        plan.push_back({&ly.xn1, N * D});
+        plan.push_back({&ly.q, N * Q});
+        plan.push_back({&ly.k, N * K});
+        plan.push_back({&ly.v, N * K});
+        plan.push_back({&ly.att, N * Q});
+        plan.push_back({&ly.lse, N * c.num_heads});
+        plan.push_back({&ly.rstd2, N});
+        plan.push_back({&ly.xn2, N * D});
+        plan.push_back({&ly.gate, N * F});
+        plan.push_back({&ly.up, N * F});
+        plan.push_back({&ly.h, N * F});
+    }
+    plan.push_back({&a->rstd_f, N});
+    plan.push_back({&a->xn_f, N * D});
+    plan.push_back({&a->dresid, N * D});
+    plan.push_back({&a->dxn, N * D});
+    plan.push_back({&a->dq, N * Q});
+    plan.push_back({&a->dk, N * K});
+    plan.push_back({&a->dv, N * K});
+    plan.push_back({&a->datt, N * Q});
+    plan.push_back({&a->dh, N * F});
+    plan.push_back({&a->dgate, N * F});
+    plan.push_back({&a->dup, N * F});
+    plan.push_back({&a->head_scratch, a->head_chunk * V + 2 * a->head_chunk * D});
+    plan.push_back({&a->rope_cos, T * half});
+    plan.push_back({&a->rope_sin, T * half});
+    size_t total = 0;
+    for (auto& p : plan) total += p.second;
+    a->buf.assign(total, 0.0f);
+    size_t off = 0;
+    for (auto& p : plan) {
+        *p.first = a->buf.data() + off;
+        off += p.second;
+    }
+    std::vector<float> inv = llama_rope_inv_freq(c);
+    rope_tables(a->rope_cos, a->rope_sin, inv.data(), T, c.head_dim);
+    a->tokens.assign(N, 0);
+    a->targets.assign(N, -100);
+}
+
+// ------------------------------------------------------------------ forward
+
+static void check_ids(const llama_model& m, const int32_t* ids, int64_t n, const char* what, bool allow_ignore) {
+    for (int64_t i = 0; i < n; i++) {
+        int32_t t = ids[i];
+        if (allow_ignore && t == -100) continue;
+        if (t < 0 || t >= m.cfg.vocab_size)
+            fail(strf("%s[%lld] = %d is outside the vocabulary [0, %lld)", what, (long long)i, t,
+                      (long long)m.cfg.vocab_size));
+    }
+}
+
+void llama_forward(const llama_model& m, llama_acts* a, const int32_t* tokens) {
+    const llama_config& c = m.cfg;
+    const int64_t B = a->B, T = a->T, N = B * T, D = c.hidden_size, F = c.intermediate_size, hd = c.head_dim,
+                  Hq = c.num_heads, Hkv = c.num_kv_heads, Q = Hq * hd, K = Hkv * hd;
+    const float eps = (float)c.rms_norm_eps;
+    check_ids(m, tokens, N, "input_ids", false);
+    std::memcpy(a->tokens.data(), tokens, N * sizeof(int32_t));
+    embedding_forward(a->resid[0], tokens, m.w.embed, N, D);
+    for (int64_t l = 0; l < c.num_layers; l++) {
+        const llama_layer_weights& w = m.w.layers[l];
+        llama_acts::layer& s = a->layers[l];
+        const float* x = a->resid[l];
+        // attention block
+        rmsnorm_forward(s.xn1, s.rstd1, x, w.attn_norm, N, D, eps);
+        linear_forward(s.q, s.xn1, w.wq, w.bq, N, D, Q);
+        linear_forward(s.k, s.xn1, w.wk, w.bk, N, D, K);
+        linear_forward(s.v, s.xn1, w.wv, w.bv, N, D, K);
+        rope_forward(s.q, a->rope_cos, a->rope_sin, B, T, Hq, hd);
+        rope_forward(s.k, a->rope_cos, a->rope_sin, B, T, Hkv, hd);
+        attention_forward(s.att, s.lse, s.q, s.k, s.v, B, T, Hq, Hkv, hd);
+        linear_forward(s.x_mid, s.att, w.wo, w.bo, N, Q, D);
+        for (int64_t i = 0; i < N * D; i++) s.x_mid[i] += x[i];
+        // MLP block
+        rmsnorm_forward(s.xn2, s.rstd2, s.x_mid, w.mlp_norm, N, D, eps);
+        linear_forward(s.gate, s.xn2, w.w_gate, nullptr, N, D, F);
+        linear_forward(s.up, s.xn2, w.w_up, nullptr, N, D, F);
+        swiglu_forward(s.h, s.gate, s.up, N * F);
+        float* y = a->resid[l + 1];
+        linear_forward(y, s.h, w.w_down, nullptr, N, F, D);
+        for (int64_t i = 0; i < N * D; i++) y[i] += s.x_mid[i];
+    }
+    rmsnorm_forward(a->xn_f, a->rstd_f, a->resid[c.num_layers], m.w.norm, N, D, eps);
+}
+
+void llama_logits(const llama_model& m, const llama_acts& a, float* logits) {
+    linear_forward(logits, a.xn_f, m.w.lm_head, nullptr, a.B * a.T, m.cfg.hidden_size, m.cfg.vocab_size);
+}
+
+// ------------------------------------------------------------------ backward
+
+double llama_forward_backward(const llama_model& m, llama_acts* a, llama_grads* gr, const int32_t* tokens,
+                              const int32_t* labels, float grad_scale, int64_t* n_tokens) {
+    const llama_config& c = m.cfg;
+    const int64_t B = a->B, T = a->T, N = B * T, D = c.hidden_size, F = c.intermediate_size, hd = c.head_dim,
+                  Hq = c.num_heads, Hkv = c.num_kv_heads, Q = Hq * hd, K = Hkv * hd, V = c.vocab_size;
+    check_ids(m, labels, N, "labels", true);
+    // shift: position t predicts labels[t+1] of the same sequence
+    int64_t count = 0;
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t t = 0; t < T; t++) {
+            int32_t y = t + 1 < T ? labels[b * T + t + 1] : -100;
+            a->targets[b * T + t] = y;
+            count += y >= 0;
+        }
+    if (n_tokens) *n_tokens = count;
+    llama_forward(m, a, tokens);
+    const llama_weights* g = gr ? &gr->g : nullptr;
+    if (!g) {
+        return lmhead_xent_forward_backward(nullptr, nullptr, a->xn_f, m.w.lm_head, a->targets.data(), N, D, V, 0.0f,
+                                            a->head_scratch, a->head_chunk);
+    }
+    // Lowest layer whose backward is needed: below it nothing is trainable.
+    int64_t lowest = 0;
+    if (!g->embed) {
+        lowest = c.num_layers;
+        for (int64_t l = 0; l < c.num_layers; l++) {
+            const llama_layer_weights& G = g->layers[l];
+            const float* const* gp = (const float* const*)&G;
+            bool any = false;
+            for (size_t k = 0; k < sizeof(G) / sizeof(float*); k++) any |= gp[k] != nullptr;
+            if (any) {
+                lowest = l;
+                break;
+            }
+        }
+    }
+    // LM head + cross-entropy: dxn_f into dxn, head weight gradient into g->lm_head
+    std::memset(a->dxn, 0, N * D * sizeof(float));
+    std::memset(a->dresid, 0, N * D * sizeof(float));
+    double loss = lmhead_xent_forward_backward(a->dxn, g->lm_head, a->xn_f, m.w.lm_head, a->targets.data(), N, D, V,
+                                               grad_scale, a->head_scratch, a->head_chunk);
+    rmsnorm_backward(a->dresid, g->norm, a->dxn, a->resid[c.num_layers], m.w.norm, a->rstd_f, N, D);
+    for (int64_t l = c.num_layers - 1; l >= lowest; l--) {
+        const llama_layer_weights& w = m.w.layers[l];
+        const llama_layer_weights& G = g->layers[l];
+        llama_acts::layer& s = a->layers[l];
+        // MLP block: resid[l+1] = x_mid + down(swiglu(gate(xn2), up(xn2)))
+        std::memset(a->dh, 0, N * F * sizeof(float));
+        linear_backward(a->dh, G.w_down, nullptr, a->dresid, s.h, w.w_down, N, F, D);
+        std::memset(a->dgate, 0, N * F * sizeof(float));
+        std::memset(a->dup, 0, N * F * sizeof(float));
+        swiglu_backward(a->dgate, a->dup, a->dh, s.gate, s.up, N * F);
+        std::memset(a->dxn, 0, N * D * sizeof(float));
+        linear_backward(a->dxn, G.w_gate, nullptr, a->dgate, s.xn2, w.w_gate, N, D, F);
+        linear_backward(a->dxn, G.w_up, nullptr, a->dup, s.xn2, w.w_up, N, D, F);
+        rmsnorm_backward(a->dresid, G.mlp_norm, a->dxn, s.x_mid, w.mlp_norm, s.rstd2, N, D);  // dresid = d x_mid
+        // attention block: x_mid = resid[l] + o(attention(rope(q(xn1)), rope(k(xn1)), v(xn1)))
+        std::memset(a->datt, 0, N * Q * sizeof(float));
+        linear_backward(a->datt, G.wo, G.bo, a->dresid, s.att, w.wo, N, Q, D);
+        std::memset(a->dq, 0, N * Q * sizeof(float));
+        std::memset(a->dk, 0, N * K * sizeof(float));
+        std::memset(a->dv, 0, N * K * sizeof(float));
+        attention_backward(a->dq, a->dk, a->dv, a->datt, s.att, s.lse, s.q, s.k, s.v, B, T, Hq, Hkv, hd);
+        rope_backward(a->dq, a->rope_cos, a->rope_sin, B, T, Hq, hd);
+        rope_backward(a->dk, a->rope_cos, a->rope_sin, B, T, Hkv, hd);
+        std::memset(a->dxn, 0, N * D * sizeof(float));
+        linear_backward(a->dxn, G.wq, G.bq, a->dq, s.xn1, w.wq, N, D, Q);
+        linear_backward(a->dxn, G.wk, G.bk, a->dk, s.xn1, w.wk, N, D, K);
+        linear_backward(a->dxn, G.wv, G.bv, a->dv, s.xn1, w.wv, N, D, K);
+        rmsnorm_backward(a->dresid, G.attn_norm, a->dxn, a->resid[l], w.attn_norm, s.rstd1, N, D);  // d resid[l]
+    }
+    if (g->embed && lowest == 0) embedding_backward(g->embed, a->dresid, a->tokens.data(), N, D);
+    return loss;
+}
+
+}  // namespace lisa

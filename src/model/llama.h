@@ -1,0 +1,128 @@
+// Llama-family decoder (Llama 2/3, Mistral, Qwen2): parameters, activations, forward and backward.
+//
+// Parameters live in ONE fp32 allocation described by a size table (`tensors`), like llm.c;
+// `llama_weights` holds typed pointers into it. Gradients use the same pointer struct: a
+// nullptr gradient means "frozen": no weight gradient is computed for that tensor, while
+// input gradients still flow through it (what LISA needs for the layers it does not train).
+// Activations for one batch shape are one allocation too (`llama_acts`), sized up front.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "model/config.h"
+
+namespace lisa {
+
+struct llama_layer_weights {
+    float* attn_norm;  // [D]            input_layernorm.weight
+    float* wq;         // [Hq*hd, D]     self_attn.q_proj.weight
+    float* bq;         // [Hq*hd]        q_proj.bias (null unless qkv_bias)
+    float* wk;         // [Hkv*hd, D]    k_proj.weight
+    float* bk;         // [Hkv*hd]
+    float* wv;         // [Hkv*hd, D]    v_proj.weight
+    float* bv;         // [Hkv*hd]
+    float* wo;         // [D, Hq*hd]     o_proj.weight
+    float* bo;         // [D]            o_proj.bias (null unless o_bias)
+    float* mlp_norm;   // [D]            post_attention_layernorm.weight
+    float* w_gate;     // [F, D]         mlp.gate_proj.weight
+    float* w_up;       // [F, D]         mlp.up_proj.weight
+    float* w_down;     // [D, F]         mlp.down_proj.weight
+};
+
+struct llama_weights {
+    float*                           embed;    // [V, D]  model.embed_tokens.weight
+    std::vector<llama_layer_weights> layers;   // num_layers entries
+    float*                           norm;     // [D]     model.norm.weight
+    float*                           lm_head;  // [V, D]  lm_head.weight (== embed when tied)
+};
+
+// One entry of the size table: where a Hugging Face tensor lives in the parameter buffer.
+struct llama_tensor_info {
+    std::string          name;    // Hugging Face name, e.g. "model.layers.3.mlp.up_proj.weight"
+    std::vector<int64_t> shape;
+    size_t               offset;  // in floats, from the start of the buffer
+    size_t               numel;
+    int                  layer;   // decoder layer index, or -1 for embed / final norm / lm_head
+    bool                 is_matrix;  // 2-D weight (normal init) vs norm/bias (ones/zeros)
+};
+
+struct llama_model {
+    llama_config                   cfg;
+    std::vector<llama_tensor_info> tensors;       // size table, in a fixed order
+    std::vector<float>             params;        // the one fp32 allocation for all weights
+    llama_weights                  w;             // pointers into params
+    dtype                          stored_dtype;  // dtype of the loaded files (default for saving)
+    std::string                    source_dir;    // folder it was loaded from ("" if made here)
+};
+
+// Allocates a zero model for cfg and fills the size table and pointers.
+std::unique_ptr<llama_model> llama_model_init(const llama_config& cfg);
+// Loads a Hugging Face model folder (config.json + model.safetensors or shards with
+// model.safetensors.index.json; F32/BF16/F16). Files are memory-mapped and converted once.
+std::unique_ptr<llama_model> llama_model_load(const std::string& dir);
+// Random init as Hugging Face does: normal(0, initializer_range) for matrices and the
+// embedding, ones for norms, zeros for biases. Deterministic in seed.
+void llama_model_init_random(llama_model* m, uint64_t seed);
+
+struct llama_save_options {
+    dtype       out_dtype = dtype::f32;
+    size_t      max_shard_bytes = (size_t)5 << 30;  // like save_pretrained(max_shard_size="5GB")
+    std::string tokenizer_from;                     // folder to copy tokenizer files from ("" = none)
+};
+// Writes config.json, model.safetensors (or shards + index), generation_config.json and the
+// tokenizer files. Each file is written atomically; config.json is removed first and written
+// last, so an interrupted save never leaves a folder that looks loadable.
+void llama_model_save(const llama_model& m, const std::string& dir, const llama_save_options& opt);
+dtype parse_dtype_option(const std::string& s);  // "float32" | "bfloat16" | "float16"; throws otherwise
+size_t parse_size_option(const std::string& s);  // "5GB", "500MB", "100KB", "123" (bytes)
+
+// Gradient buffer shaped like the parameters; `g` points into it. All tensors start
+// trainable; set pointers to nullptr to freeze.
+struct llama_grads {
+    std::vector<float> buf;
+    llama_weights      g;
+};
+void llama_grads_init(llama_grads* gr, const llama_model& m);
+void llama_grads_zero(llama_grads* gr);
+void llama_grads_freeze_layer(llama_grads* gr, int layer);  // null every pointer of one layer
+float* llama_grad_of(const llama_grads& gr, const llama_model& m, size_t tensor_index);  // nullptr if frozen
+
+// Activations for a batch of B sequences of length T (one allocation, sized up front).
+struct llama_acts {
+    int64_t B = 0, T = 0;
+    std::vector<float> buf;
+    // per layer (pointers into buf)
+    struct layer {
+        float *x_mid, *rstd1, *xn1, *q, *k, *v, *att, *lse, *rstd2, *xn2, *gate, *up, *h;
+    };
+    std::vector<layer> layers;
+    std::vector<float*> resid;  // num_layers + 1 residual streams: resid[0] = embeddings
+    float *rstd_f, *xn_f;       // final norm
+    // backward scratch
+    float *dresid, *dxn, *dq, *dk, *dv, *datt, *dh, *dgate, *dup;
+    float *head_scratch;        // fused LM head + cross-entropy
+    int64_t head_chunk;
+    float *rope_cos, *rope_sin; // [T, hd/2]
+    std::vector<int32_t> tokens, targets;  // [B*T]
+};
+void llama_acts_init(llama_acts* a, const llama_model& m, int64_t B, int64_t T);
+
+// Runs the decoder on tokens [B*T] (row-major, right-padded) up to the final norm (acts.xn_f).
+void llama_forward(const llama_model& m, llama_acts* a, const int32_t* tokens);
+// Full logits [B*T, V] for the last forward (for evaluation, generation and tests).
+void llama_logits(const llama_model& m, const llama_acts& a, float* logits);
+
+// Forward + backward for a batch. labels [B*T] are aligned with tokens as in Hugging Face:
+// position t is trained to predict labels[t+1]; -100 is ignored (padding, prompts).
+// Gradients of grad_scale × Σ CE are ACCUMULATED into gr (pass 1/total label tokens of the whole
+// accumulated batch to get the mean). Returns Σ CE and sets *n_tokens to the label-token count.
+// gr == nullptr: loss only.
+double llama_forward_backward(const llama_model& m, llama_acts* a, llama_grads* gr, const int32_t* tokens,
+                              const int32_t* labels, float grad_scale, int64_t* n_tokens);
+
+// Inverse rotary frequencies [head_dim/2] with the config's rope scaling applied.
+std::vector<float> llama_rope_inv_freq(const llama_config& c);
+
+}  // namespace lisa

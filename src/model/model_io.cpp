@@ -1,0 +1,218 @@
+// Hugging Face model folder I/O: config.json + safetensors (single or sharded) in, same out.
+#include <algorithm>
+#include <filesystem>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <set>
+
+#include "core/error.h"
+#include "io/fs.h"
+#include "io/safetensors.h"
+#include "model/llama.h"
+
+namespace lisa {
+
+using json = nlohmann::json;
+
+// Tensors some checkpoints carry that hold no parameters (old Llama conversions saved RoPE buffers).
+static bool is_ignorable(const std::string& name) {
+    return name.find("rotary_emb.inv_freq") != std::string::npos;
+}
+
+std::unique_ptr<llama_model> llama_model_load(const std::string& dir) {
+    if (!fs_is_dir(dir)) {
+        if (fs_is_file(dir))
+            fail(strf("%s: expected a Hugging Face model folder (config.json + *.safetensors), got a file", dir.c_str()));
+        fail(strf("%s: no such local folder. Models are read from disk, not from a hub: download it first, e.g. "
+                  "`huggingface-cli download %s --local-dir models/NAME`, then pass that folder",
+                  dir.c_str(), dir.c_str()));
+    }
+    std::string cfg_path = fs_join(dir, "config.json");
+    if (!fs_is_file(cfg_path)) fail(strf("%s: missing; expected a Hugging Face model folder", cfg_path.c_str()));
+    auto m = llama_model_init(config_load(cfg_path));
+    m->source_dir = dir;
+
+    // which files hold the weights
+    std::vector<std::string> files;
+    std::map<std::string, std::string> weight_map;  // from the index, if sharded
+    std::string index_path = fs_join(dir, "model.safetensors.index.json");
+    if (fs_is_file(index_path)) {
+        json idx;
+        try {
+            idx = json::parse(fs_read_text(index_path));
+        } catch (const json::exception& e) {
+            fail(strf("%s: not valid JSON (%s)", index_path.c_str(), e.what()));
+        }
+        if (!idx.is_object() || !idx.contains("weight_map") || !idx["weight_map"].is_object())
+            fail(strf("%s: field 'weight_map': expected an object mapping tensor names to files", index_path.c_str()));
+        std::set<std::string> seen;
+        for (auto it = idx["weight_map"].begin(); it != idx["weight_map"].end(); ++it) {
+            if (!it.value().is_string())
+                fail(strf("%s: field 'weight_map.%s': expected a file name", index_path.c_str(), it.key().c_str()));
+            std::string f = it.value().get<std::string>();
+            if (f.find('/') != std::string::npos || f.empty() || f[0] == '.')
+                fail(strf("%s: field 'weight_map.%s': file name \"%s\" must be a plain name in the folder",
+                          index_path.c_str(), it.key().c_str(), f.c_str()));
+            weight_map[it.key()] = f;
+            if (seen.insert(f).second) files.push_back(f);
+        }
+    } else if (fs_is_file(fs_join(dir, "model.safetensors"))) {
+        files.push_back("model.safetensors");
+    } else if (fs_is_file(fs_join(dir, "pytorch_model.bin")) ||
+               fs_is_file(fs_join(dir, "pytorch_model.bin.index.json"))) {
+        fail(strf("%s: has only PyTorch .bin weights; convert them to safetensors first (e.g. load and "
+                  "save_pretrained(..., safe_serialization=True) in transformers)", dir.c_str()));
+    } else {
+        fail(strf("%s: no model.safetensors or model.safetensors.index.json found", dir.c_str()));
+    }
+    std::vector<std::unique_ptr<st_file>> open_files;
+    std::map<std::string, std::pair<const st_file*, const st_tensor*>> where;
+    for (const auto& f : files) {
+        open_files.push_back(st_open(fs_join(dir, f)));
+        const st_file* sf = open_files.back().get();
+        for (const auto& t : sf->tensors) {
+            if (where.count(t.name))
+                fail(strf("%s: tensor '%s' is also in %s", sf->path.c_str(), t.name.c_str(),
+                          where[t.name].first->path.c_str()));
+            where[t.name] = {sf, &t};
+        }
+    }
+    // copy every parameter into the fp32 buffer, checking dtype and shape
+    std::map<dtype, size_t> dtype_bytes;
+    for (const auto& info : m->tensors) {
+        auto it = where.find(info.name);
+        if (it == where.end()) {
+            std::string in = weight_map.count(info.name) ? weight_map[info.name] : (files.size() == 1 ? files[0] : "any shard");
+            fail(strf("%s: tensor '%s' is missing (expected shape %s from config.json)", fs_join(dir, in).c_str(),
+                      info.name.c_str(), shape_str(info.shape).c_str()));
+        }
+        const st_tensor& t = *it->second.second;
+        const std::string& path = it->second.first->path;
+        if (weight_map.count(info.name) && fs_join(dir, weight_map[info.name]) != path)
+            fail(strf("%s: tensor '%s' is in %s, not where the index says", index_path.c_str(), info.name.c_str(),
+                      path.c_str()));
+        if (t.dt != dtype::f32 && t.dt != dtype::bf16 && t.dt != dtype::f16)
+            fail(strf("%s: tensor '%s': dtype %s, expected F32, BF16 or F16", path.c_str(), info.name.c_str(),
+                      dtype_name(t.dt)));
+        if (t.shape != info.shape)
+            fail(strf("%s: tensor '%s': shape %s, expected %s from config.json", path.c_str(), info.name.c_str(),
+                      shape_str(t.shape).c_str(), shape_str(info.shape).c_str()));
+        convert_to_f32(m->params.data() + info.offset, t.data, t.dt, t.numel);
+        dtype_bytes[t.dt] += t.nbytes;
+    }
+    std::set<std::string> expected;
+    for (const auto& info : m->tensors) expected.insert(info.name);
+    for (const auto& [name, loc] : where) {
+        if (expected.count(name) || is_ignorable(name)) continue;
+        if (name == "lm_head.weight" && m->cfg.tie_word_embeddings) continue;  // a copy of the embedding
+        fail(strf("%s: unexpected tensor '%s' for a %s with this config.json (wrong config, or an "
+                  "unsupported variant)", loc.first->path.c_str(), name.c_str(), m->cfg.architecture.c_str()));
+    }
+    // the stored dtype is the one holding most bytes (norms are sometimes kept in F32)
+    m->stored_dtype = std::max_element(dtype_bytes.begin(), dtype_bytes.end(),
+                                       [](auto& a, auto& b) { return a.second < b.second; })->first;
+    return m;
+}
+
+dtype parse_dtype_option(const std::string& s) {
+    dtype d;
+    if (!dtype_from_torch_name(s, &d)) fail(strf("dtype \"%s\": expected float32, bfloat16 or float16", s.c_str()));
+    return d;
+}
+
+size_t parse_size_option(const std::string& s) {
+    size_t i = 0;
+    while (i < s.size() && (isdigit((unsigned char)s[i]) || s[i] == '.')) i++;
+    if (i == 0) fail(strf("size \"%s\": expected a number with an optional unit (KB, MB, GB)", s.c_str()));
+    double v = std::stod(s.substr(0, i));
+    std::string u = s.substr(i);
+    for (auto& ch : u) ch = (char)toupper((unsigned char)ch);
+    double mul = 1;
+    if (u == "" || u == "B") mul = 1;
+    else if (u == "KB") mul = 1e3;
+    else if (u == "MB") mul = 1e6;
+    else if (u == "GB") mul = 1e9;
+    else if (u == "KIB") mul = 1024.0;
+    else if (u == "MIB") mul = 1024.0 * 1024;
+    else if (u == "GIB") mul = 1024.0 * 1024 * 1024;
+    else fail(strf("size \"%s\": unknown unit \"%s\" (expected B, KB, MB, GB, KiB, MiB or GiB)", s.c_str(), u.c_str()));
+    if (v * mul < 1) fail(strf("size \"%s\": must be at least one byte", s.c_str()));
+    return (size_t)(v * mul);
+}
+
+static const char* kTokenizerFiles[] = {"tokenizer.json",     "tokenizer_config.json", "special_tokens_map.json",
+                                        "tokenizer.model",    "added_tokens.json",     "vocab.json",
+                                        "merges.txt",         "chat_template.jinja",   "chat_template.json"};
+
+void llama_model_save(const llama_model& m, const std::string& dir, const llama_save_options& opt) {
+    fs_mkdirs(dir);
+    const std::string cfg_path = fs_join(dir, "config.json");
+    // keep the fields of the source config we do not model (read before removing: dir may be the source)
+    const std::string src = m.source_dir;
+    std::string original;
+    if (!src.empty() && fs_is_file(fs_join(src, "config.json"))) original = fs_read_text(fs_join(src, "config.json"));
+    fs_remove(cfg_path);  // the folder must not look complete until everything is written
+
+    // shard greedily in table order, as save_pretrained does
+    std::vector<std::vector<st_write_entry>> shards(1);
+    size_t cur = 0, total = 0;
+    for (const auto& t : m.tensors) {
+        st_write_entry e{t.name, t.shape, opt.out_dtype, m.params.data() + t.offset, dtype::f32};
+        size_t nb = st_entry_bytes(e);
+        if (cur > 0 && cur + nb > opt.max_shard_bytes) {
+            shards.emplace_back();
+            cur = 0;
+        }
+        shards.back().push_back(e);
+        cur += nb;
+        total += nb;
+    }
+    std::set<std::string> written;
+    const std::string index_path = fs_join(dir, "model.safetensors.index.json");
+    if (shards.size() == 1) {
+        st_write(fs_join(dir, "model.safetensors"), shards[0]);
+        written.insert("model.safetensors");
+        fs_remove(index_path);
+    } else {
+        json wm = json::object();
+        for (size_t i = 0; i < shards.size(); i++) {
+            std::string name = strf("model-%05zu-of-%05zu.safetensors", i + 1, shards.size());
+            st_write(fs_join(dir, name), shards[i]);
+            written.insert(name);
+            for (const auto& e : shards[i]) wm[e.name] = name;
+        }
+        json idx = {{"metadata", {{"total_size", total}}}, {"weight_map", wm}};
+        fs_write_atomic(index_path, idx.dump(2) + "\n");
+    }
+    // remove weight files of an earlier save that this one did not rewrite
+    std::error_code ec;
+    for (const auto& de : std::filesystem::directory_iterator(dir, ec)) {
+        std::string n = de.path().filename().string();
+        bool weights = n == "model.safetensors" ||
+                       (n.rfind("model-", 0) == 0 && n.size() > 12 && n.compare(n.size() - 12, 12, ".safetensors") == 0);
+        if (weights && !written.count(n)) fs_remove(de.path().string());
+    }
+    // generation_config.json: the source's, else one from the config's special tokens
+    if (!src.empty() && fs_is_file(fs_join(src, "generation_config.json"))) {
+        if (fs_join(src, "generation_config.json") != fs_join(dir, "generation_config.json"))
+            fs_copy_atomic(fs_join(src, "generation_config.json"), fs_join(dir, "generation_config.json"));
+    } else {
+        json gc = {{"_from_model_config", true}};
+        if (!m.cfg.bos_token_ids.empty()) gc["bos_token_id"] = m.cfg.bos_token_ids[0];
+        if (m.cfg.eos_token_ids.size() == 1) gc["eos_token_id"] = m.cfg.eos_token_ids[0];
+        else if (!m.cfg.eos_token_ids.empty()) gc["eos_token_id"] = m.cfg.eos_token_ids;
+        fs_write_atomic(fs_join(dir, "generation_config.json"), gc.dump(2) + "\n");
+    }
+    std::string tok_from = opt.tokenizer_from.empty() ? src : opt.tokenizer_from;
+    if (!tok_from.empty()) {
+        for (const char* f : kTokenizerFiles) {
+            std::string s = fs_join(tok_from, f), d = fs_join(dir, f);
+            if (fs_is_file(s) && std::filesystem::absolute(s) != std::filesystem::absolute(d)) fs_copy_atomic(s, d);
+        }
+    }
+    llama_config c = m.cfg;
+    c.torch_dtype = opt.out_dtype;
+    fs_write_atomic(cfg_path, config_to_json(c, original));
+}
+
+}  // namespace lisa

@@ -1,0 +1,310 @@
+#!/usr/bin/env python3
+"""Writes the PyTorch golden files the C++ tests compare against.
+
+An independent reference: a plain PyTorch implementation of the Hugging Face Llama-family
+decoder (RMSNorm in fp32, rotate-half RoPE with linear/llama3 scaling, causal GQA attention,
+SwiGLU MLP, tied or untied head), with gradients from autograd. It shares no code with the C++.
+
+For each flavour it writes tests/golden/<flavour>/
+  model/            a Hugging Face model folder (config.json + safetensors, written here)
+  batch.json        input_ids / labels (right-padded, -100 = ignored) and sequence lengths
+  golden.safetensors  logits [B,T,V] (zero at padding), loss [1], and grad.<name> for every tensor
+Each sequence is computed ALONE at its own length (no padding), so the C++ padded batch must
+reproduce "each sequence alone" exactly. Loss = sum of CE over label tokens / their count.
+
+It also writes tests/golden/aidreams_greedy.json: 40 greedy tokens from BOS on the trained
+model in ../shared/assets/models/aidreams-260k (if present).
+
+Run with Debian's PyTorch:  scripts/install-deps.sh --golden && /usr/bin/python3 tests/golden/make_golden.py
+"""
+import json
+import math
+import os
+import struct
+import sys
+
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+torch.set_default_dtype(torch.float32)
+
+# ---------------------------------------------------------------- safetensors (minimal writer/reader)
+DT = {torch.float32: "F32", torch.bfloat16: "BF16", torch.float16: "F16"}
+RDT = {v: k for k, v in DT.items()}
+
+
+def st_save(path, tensors):
+    header, blobs, off = {"__metadata__": {"format": "pt"}}, [], 0
+    for name, t in tensors.items():
+        t = t.detach().contiguous()
+        raw = t.view(torch.int16).numpy().tobytes() if t.dtype in (torch.bfloat16, torch.float16) else t.numpy().tobytes()
+        header[name] = {"dtype": DT[t.dtype], "shape": list(t.shape), "data_offsets": [off, off + len(raw)]}
+        blobs.append(raw)
+        off += len(raw)
+    h = json.dumps(header).encode()
+    h += b" " * ((8 - (len(h) + 8) % 8) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(h)))
+        f.write(h)
+        for b in blobs:
+            f.write(b)
+
+
+def st_load(path):
+    with open(path, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        header = json.loads(f.read(n))
+        data = f.read()
+    out = {}
+    for name, e in header.items():
+        if name == "__metadata__":
+            continue
+        b, en = e["data_offsets"]
+        dt = RDT[e["dtype"]]
+        raw = bytearray(data[b:en])
+        if dt == torch.float32:
+            t = torch.frombuffer(raw, dtype=torch.float32)
+        else:
+            t = torch.frombuffer(raw, dtype=torch.int16).view(dt)
+        out[name] = t.reshape(e["shape"]).float()
+    return out
+
+
+# ---------------------------------------------------------------- reference model
+def inv_freq_of(cfg):
+    hd = cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"]
+    base = cfg.get("rope_theta", 10000.0)
+    inv = 1.0 / (base ** (torch.arange(0, hd, 2, dtype=torch.int64).float() / hd))
+    rs = cfg.get("rope_scaling")
+    if rs:
+        kind = rs.get("rope_type", rs.get("type"))
+        if kind == "linear":
+            inv = inv / rs["factor"]
+        elif kind == "llama3":
+            factor, lo, hi = rs["factor"], rs["low_freq_factor"], rs["high_freq_factor"]
+            old = rs["original_max_position_embeddings"]
+            low_wl, high_wl = old / lo, old / hi
+            wavelen = 2 * math.pi / inv
+            inv_l = torch.where(wavelen > low_wl, inv / factor, inv)
+            smooth = (old / wavelen - lo) / (hi - lo)
+            smoothed = (1 - smooth) * inv_l / factor + smooth * inv_l
+            medium = ~(wavelen < high_wl) * ~(wavelen > low_wl)
+            inv = torch.where(medium, smoothed, inv_l)
+    return inv, hd
+
+
+def rotate_half(x):
+    h = x.shape[-1] // 2
+    return torch.cat((-x[..., h:], x[..., :h]), dim=-1)
+
+
+def rmsnorm(x, w, eps):
+    var = x.pow(2).mean(-1, keepdim=True)
+    return w * (x * torch.rsqrt(var + eps))
+
+
+def forward(cfg, P, ids):
+    """ids: LongTensor [T] (one sequence, no padding) -> logits [T, V]"""
+    T = ids.shape[0]
+    D, Hq = cfg["hidden_size"], cfg["num_attention_heads"]
+    Hkv = cfg.get("num_key_value_heads", Hq)
+    eps = cfg["rms_norm_eps"]
+    inv, hd = inv_freq_of(cfg)
+    freqs = torch.outer(torch.arange(T).float(), inv)
+    emb = torch.cat((freqs, freqs), dim=-1)
+    cos, sin = emb.cos(), emb.sin()
+    x = P["model.embed_tokens.weight"][ids]
+    qkv_bias = cfg["model_type"] == "qwen2" or cfg.get("attention_bias", False)
+    o_bias = cfg["model_type"] == "llama" and cfg.get("attention_bias", False)
+    mask = torch.full((T, T), float("-inf")).triu(1)
+    for l in range(cfg["num_hidden_layers"]):
+        p = f"model.layers.{l}."
+        h = rmsnorm(x, P[p + "input_layernorm.weight"], eps)
+
+        def proj(name, inp, bias):
+            y = inp @ P[p + name + ".weight"].T
+            return y + P[p + name + ".bias"] if bias else y
+
+        q = proj("self_attn.q_proj", h, qkv_bias).view(T, Hq, hd).transpose(0, 1)
+        k = proj("self_attn.k_proj", h, qkv_bias).view(T, Hkv, hd).transpose(0, 1)
+        v = proj("self_attn.v_proj", h, qkv_bias).view(T, Hkv, hd).transpose(0, 1)
+        q = q * cos + rotate_half(q) * sin
+        k = k * cos + rotate_half(k) * sin
+        k = k.repeat_interleave(Hq // Hkv, dim=0)
+        v = v.repeat_interleave(Hq // Hkv, dim=0)
+        s = (q @ k.transpose(1, 2)) / math.sqrt(hd) + mask
+        a = torch.softmax(s.float(), dim=-1) @ v
+        a = a.transpose(0, 1).reshape(T, Hq * hd)
+        x = x + proj("self_attn.o_proj", a, o_bias)
+        h = rmsnorm(x, P[p + "post_attention_layernorm.weight"], eps)
+        g = h @ P[p + "mlp.gate_proj.weight"].T
+        u = h @ P[p + "mlp.up_proj.weight"].T
+        x = x + (torch.nn.functional.silu(g) * u) @ P[p + "mlp.down_proj.weight"].T
+    x = rmsnorm(x, P["model.norm.weight"], eps)
+    head = P["model.embed_tokens.weight"] if cfg.get("tie_word_embeddings") else P["lm_head.weight"]
+    return x @ head.T
+
+
+def param_shapes(cfg):
+    D, F, V = cfg["hidden_size"], cfg["intermediate_size"], cfg["vocab_size"]
+    Hq = cfg["num_attention_heads"]
+    Hkv = cfg.get("num_key_value_heads", Hq)
+    hd = cfg.get("head_dim") or D // Hq
+    qkv_bias = cfg["model_type"] == "qwen2" or cfg.get("attention_bias", False)
+    o_bias = cfg["model_type"] == "llama" and cfg.get("attention_bias", False)
+    s = {"model.embed_tokens.weight": (V, D)}
+    for l in range(cfg["num_hidden_layers"]):
+        p = f"model.layers.{l}."
+        s[p + "input_layernorm.weight"] = (D,)
+        for n, o in (("q", Hq * hd), ("k", Hkv * hd), ("v", Hkv * hd)):
+            s[p + f"self_attn.{n}_proj.weight"] = (o, D)
+            if qkv_bias:
+                s[p + f"self_attn.{n}_proj.bias"] = (o,)
+        s[p + "self_attn.o_proj.weight"] = (D, Hq * hd)
+        if o_bias:
+            s[p + "self_attn.o_proj.bias"] = (D,)
+        s[p + "post_attention_layernorm.weight"] = (D,)
+        s[p + "mlp.gate_proj.weight"] = (F, D)
+        s[p + "mlp.up_proj.weight"] = (F, D)
+        s[p + "mlp.down_proj.weight"] = (D, F)
+    s["model.norm.weight"] = (D,)
+    if not cfg.get("tie_word_embeddings"):
+        s["lm_head.weight"] = (V, D)
+    return s
+
+
+# ---------------------------------------------------------------- flavours
+FLAVOURS = {
+    # Llama-2 style: multi-head attention, untied head, fp32 storage, attention biases
+    "llama2": dict(
+        cfg={"architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": 96, "hidden_size": 32,
+             "intermediate_size": 72, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 4,
+             "max_position_embeddings": 64, "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "hidden_act": "silu",
+             "tie_word_embeddings": False, "attention_bias": True, "torch_dtype": "float32",
+             "bos_token_id": 1, "eos_token_id": 2},
+        dtype=torch.float32, shards=1, seed=1),
+    # Llama-3 style: GQA, llama3 rope scaling, explicit head_dim != hidden/heads, bf16 storage
+    "llama3": dict(
+        cfg={"architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": 112, "hidden_size": 32,
+             "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+             "head_dim": 12, "max_position_embeddings": 64, "rms_norm_eps": 1e-5, "rope_theta": 500000.0,
+             "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                              "original_max_position_embeddings": 16},
+             "hidden_act": "silu", "tie_word_embeddings": False, "attention_bias": False,
+             "torch_dtype": "bfloat16", "bos_token_id": 100, "eos_token_id": [101, 102]},
+        dtype=torch.bfloat16, shards=1, seed=2),
+    # Qwen2 style: GQA, q/k/v biases, tied embeddings, two shards with an index, f16 storage
+    "qwen2": dict(
+        cfg={"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "vocab_size": 80, "hidden_size": 48,
+             "intermediate_size": 96, "num_hidden_layers": 3, "num_attention_heads": 6, "num_key_value_heads": 2,
+             "max_position_embeddings": 128, "rms_norm_eps": 1e-6, "rope_theta": 1000000.0,
+             "hidden_act": "silu", "tie_word_embeddings": True, "use_sliding_window": False,
+             "torch_dtype": "float16", "bos_token_id": 70, "eos_token_id": 71},
+        dtype=torch.float16, shards=2, seed=3),
+}
+LENGTHS = [14, 11, 7]  # right-padded to 14
+
+
+def make_flavour(name, spec):
+    out = os.path.join(HERE, name)
+    mdir = os.path.join(out, "model")
+    os.makedirs(mdir, exist_ok=True)
+    cfg = spec["cfg"]
+    g = torch.Generator().manual_seed(spec["seed"])
+    P = {}
+    for n, shp in param_shapes(cfg).items():
+        if len(shp) == 2:
+            t = torch.randn(shp, generator=g) * 0.2
+        elif "norm" in n:
+            t = 1.0 + 0.1 * torch.randn(shp, generator=g)  # not all ones, so norm gradients are exercised
+        else:
+            t = 0.1 * torch.randn(shp, generator=g)
+        P[n] = t.to(spec["dtype"])
+    with open(os.path.join(mdir, "config.json"), "w") as f:
+        json.dump(cfg, f, indent=2)
+    names = list(P)
+    if spec["shards"] == 1:
+        st_save(os.path.join(mdir, "model.safetensors"), P)
+    else:
+        k = (len(names) + 1) // 2
+        parts = [names[:k], names[k:]]
+        wm, total = {}, 0
+        for i, part in enumerate(parts):
+            fn = f"model-{i + 1:05d}-of-{len(parts):05d}.safetensors"
+            st_save(os.path.join(mdir, fn), {n: P[n] for n in part})
+            for n in part:
+                wm[n] = fn
+                total += P[n].numel() * P[n].element_size()
+        with open(os.path.join(mdir, "model.safetensors.index.json"), "w") as f:
+            json.dump({"metadata": {"total_size": total}, "weight_map": wm}, f, indent=2)
+
+    # fp32 compute on the stored values
+    P32 = {n: t.float().clone().requires_grad_(True) for n, t in P.items()}
+    V, T, B = cfg["vocab_size"], max(LENGTHS), len(LENGTHS)
+    gi = torch.Generator().manual_seed(100 + spec["seed"])
+    ids = torch.zeros(B, T, dtype=torch.long)
+    labels = torch.full((B, T), -100, dtype=torch.long)
+    for b, L in enumerate(LENGTHS):
+        ids[b, :L] = torch.randint(0, V, (L,), generator=gi)
+        labels[b, :L] = ids[b, :L]
+    labels[0, :4] = -100  # a "prompt" whose labels are ignored
+    labels[1, 6] = -100   # an ignored label in the middle
+    logits_all = torch.zeros(B, T, V)
+    total, count = 0.0, 0
+    for b, L in enumerate(LENGTHS):
+        lg = forward(cfg, P32, ids[b, :L])
+        logits_all[b, :L] = lg.detach()
+        y = labels[b, 1:L]
+        keep = y != -100
+        total = total + torch.nn.functional.cross_entropy(lg[:-1][keep], y[keep], reduction="sum")
+        count += int(keep.sum())
+    loss = total / count
+    loss.backward()
+    gold = {"logits": logits_all, "loss": loss.detach().reshape(1)}
+    for n, t in P32.items():
+        gold["grad." + n] = t.grad
+    st_save(os.path.join(out, "golden.safetensors"), gold)
+    with open(os.path.join(out, "batch.json"), "w") as f:
+        json.dump({"input_ids": ids.tolist(), "labels": labels.tolist(), "lengths": LENGTHS,
+                   "label_tokens": count}, f)
+    print(f"{name}: loss {loss.item():.6f} over {count} label tokens")
+
+
+def decode_sentencepiece(tok, ids):
+    vocab = {i: s for s, i in tok["model"]["vocab"].items()}
+    out = bytearray()
+    for i in ids:
+        s = vocab[i]
+        if len(s) == 6 and s.startswith("<0x") and s.endswith(">"):
+            out.append(int(s[3:5], 16))
+        else:
+            out += s.replace("\u2581", " ").encode()
+    text = out.decode("utf-8", errors="replace")
+    return text[1:] if text.startswith(" ") else text
+
+
+def make_aidreams():
+    assets = os.environ.get("LISA_ASSETS", os.path.join(HERE, "..", "..", "..", "shared", "assets"))
+    mdir = os.path.join(assets, "models", "aidreams-260k")
+    if not os.path.isdir(mdir):
+        print(f"skip aidreams: {mdir} not found")
+        return
+    cfg = json.load(open(os.path.join(mdir, "config.json")))
+    P = st_load(os.path.join(mdir, "model.safetensors"))
+    ids = [cfg["bos_token_id"]]
+    with torch.no_grad():
+        for _ in range(40):
+            lg = forward(cfg, P, torch.tensor(ids))
+            ids.append(int(lg[-1].argmax()))
+    tok = json.load(open(os.path.join(mdir, "tokenizer.json")))
+    text = decode_sentencepiece(tok, ids[1:])
+    with open(os.path.join(HERE, "aidreams_greedy.json"), "w") as f:
+        json.dump({"prompt_ids": ids[:1], "generated_ids": ids[1:], "text": text}, f)
+    print(f"aidreams: {text!r}")
+
+
+if __name__ == "__main__":
+    torch.manual_seed(0)
+    for name, spec in FLAVOURS.items():
+        make_flavour(name, spec)
+    make_aidreams()

@@ -1,0 +1,201 @@
+// Golden tests: logits, loss and every parameter gradient against PyTorch (tests/golden,
+// written by make_golden.py from an independent PyTorch implementation).
+// Tolerances (fp32 compute), relative to the largest magnitude of the reference tensor:
+//   logits and loss <= 1e-4, gradients <= 1e-3.
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "io/fs.h"
+#include "kernels/cpu/kernels.h"
+#include "model/llama.h"
+#include "test_util.h"
+
+using namespace lisa;
+using json = nlohmann::json;
+
+struct golden_case {
+    std::unique_ptr<llama_model> model;
+    std::unique_ptr<st_file>     gold;
+    std::vector<int32_t>         ids, labels;
+    std::vector<int64_t>         lengths;
+    int64_t                      B, T, label_tokens;
+};
+
+static golden_case load_case(const std::string& flavour) {
+    golden_case c;
+    std::string dir = lisa_test::golden_dir(flavour);
+    c.model = llama_model_load(dir + "/model");
+    c.gold = st_open(dir + "/golden.safetensors");
+    json b = json::parse(fs_read_text(dir + "/batch.json"));
+    c.B = (int64_t)b["input_ids"].size();
+    c.T = (int64_t)b["input_ids"][0].size();
+    for (auto& row : b["input_ids"])
+        for (auto& x : row) c.ids.push_back(x.get<int32_t>());
+    for (auto& row : b["labels"])
+        for (auto& x : row) c.labels.push_back(x.get<int32_t>());
+    c.lengths = b["lengths"].get<std::vector<int64_t>>();
+    c.label_tokens = b["label_tokens"].get<int64_t>();
+    return c;
+}
+
+class golden : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(golden, logits_loss_and_every_gradient_match_pytorch) {
+    golden_case c = load_case(GetParam());
+    const llama_model& m = *c.model;
+    const int64_t V = m.cfg.vocab_size;
+    llama_acts a;
+    llama_acts_init(&a, m, c.B, c.T);
+    llama_grads gr;
+    llama_grads_init(&gr, m);
+    int64_t n = 0;
+    double sum = llama_forward_backward(m, &a, &gr, c.ids.data(), c.labels.data(), 1.0f / (float)c.label_tokens, &n);
+    ASSERT_EQ(n, c.label_tokens);
+    double loss = sum / (double)n;
+    float want_loss = lisa_test::read_f32(*c.gold, "loss")[0];
+    EXPECT_NEAR(loss, want_loss, 1e-4 * std::fabs(want_loss)) << "loss";
+
+    // logits at real (non-padding) positions
+    std::vector<float> logits(c.B * c.T * V);
+    llama_logits(m, a, logits.data());
+    std::vector<float> want = lisa_test::read_f32(*c.gold, "logits"), got_valid, want_valid;
+    for (int64_t b = 0; b < c.B; b++)
+        for (int64_t t = 0; t < c.lengths[b]; t++)
+            for (int64_t v = 0; v < V; v++) {
+                got_valid.push_back(logits[(b * c.T + t) * V + v]);
+                want_valid.push_back(want[(b * c.T + t) * V + v]);
+            }
+    EXPECT_LT(lisa_test::rel_err(got_valid.data(), want_valid.data(), got_valid.size()), 1e-4) << "logits";
+
+    for (size_t i = 0; i < m.tensors.size(); i++) {
+        const auto& t = m.tensors[i];
+        std::vector<float> g = lisa_test::read_f32(*c.gold, "grad." + t.name);
+        ASSERT_EQ(g.size(), t.numel) << t.name;
+        const float* mine = llama_grad_of(gr, m, i);
+        ASSERT_NE(mine, nullptr);
+        EXPECT_LT(lisa_test::rel_err(mine, g.data(), t.numel), 1e-3) << "gradient of " << t.name;
+    }
+}
+
+// Frozen tensors get no weight gradient while input gradients still flow through them:
+// with layer 0 frozen, the embedding gradient (which needs dX through layer 0) still matches.
+TEST_P(golden, frozen_layers_compute_no_weight_gradient_but_pass_input_gradient) {
+    golden_case c = load_case(GetParam());
+    const llama_model& m = *c.model;
+    for (int variant = 0; variant < 2; variant++) {
+        llama_acts a;
+        llama_acts_init(&a, m, c.B, c.T);
+        llama_grads gr;
+        llama_grads_init(&gr, m);
+        llama_grads_freeze_layer(&gr, 0);
+        if (variant == 1) gr.g.embed = nullptr;  // LISA with frozen embeddings: backward may stop early
+        if (variant == 1 && m.cfg.tie_word_embeddings) continue;  // tied head shares the embedding
+        llama_forward_backward(m, &a, &gr, c.ids.data(), c.labels.data(), 1.0f / (float)c.label_tokens, nullptr);
+        for (size_t i = 0; i < m.tensors.size(); i++) {
+            const auto& t = m.tensors[i];
+            bool frozen = t.layer == 0 || (variant == 1 && t.name == "model.embed_tokens.weight");
+            const float* mine = llama_grad_of(gr, m, i);
+            if (frozen) {
+                EXPECT_EQ(mine, nullptr) << t.name;
+                // nothing was written into its slot either
+                const float* slot = gr.buf.data() + t.offset;
+                for (size_t k = 0; k < t.numel; k++) ASSERT_EQ(slot[k], 0.0f) << t.name;
+                continue;
+            }
+            std::vector<float> g = lisa_test::read_f32(*c.gold, "grad." + t.name);
+            EXPECT_LT(lisa_test::rel_err(mine, g.data(), t.numel), 1e-3) << "variant " << variant << ": " << t.name;
+        }
+    }
+}
+
+// A right-padded batch gives the same loss and gradients as each sequence computed alone.
+TEST_P(golden, padded_batch_equals_each_sequence_alone) {
+    golden_case c = load_case(GetParam());
+    const llama_model& m = *c.model;
+    const float scale = 1.0f / (float)c.label_tokens;
+    llama_acts a;
+    llama_acts_init(&a, m, c.B, c.T);
+    llama_grads batched;
+    llama_grads_init(&batched, m);
+    double lb = llama_forward_backward(m, &a, &batched, c.ids.data(), c.labels.data(), scale, nullptr);
+    llama_grads alone;
+    llama_grads_init(&alone, m);
+    double la = 0;
+    for (int64_t b = 0; b < c.B; b++) {
+        int64_t L = c.lengths[b];
+        llama_acts a1;
+        llama_acts_init(&a1, m, 1, L);
+        la += llama_forward_backward(m, &a1, &alone, c.ids.data() + b * c.T, c.labels.data() + b * c.T, scale, nullptr);
+    }
+    EXPECT_NEAR(lb, la, 1e-5 * std::fabs(la));
+    EXPECT_LT(lisa_test::rel_err(batched.buf.data(), alone.buf.data(), alone.buf.size()), 1e-5);
+}
+
+TEST_P(golden, same_inputs_same_threads_give_bit_identical_gradients) {
+    golden_case c = load_case(GetParam());
+    const llama_model& m = *c.model;
+    std::vector<float> first;
+    for (int run = 0; run < 2; run++) {
+        llama_acts a;
+        llama_acts_init(&a, m, c.B, c.T);
+        llama_grads gr;
+        llama_grads_init(&gr, m);
+        llama_forward_backward(m, &a, &gr, c.ids.data(), c.labels.data(), 0.1f, nullptr);
+        if (run == 0) first = gr.buf;
+        else ASSERT_EQ(std::memcmp(first.data(), gr.buf.data(), first.size() * 4), 0);
+    }
+}
+
+INSTANTIATE_TEST_SUITE_P(flavours, golden, ::testing::Values("llama2", "llama3", "qwen2"));
+
+TEST(golden_io, flavours_load_with_their_stored_dtypes) {
+    EXPECT_EQ(llama_model_load(lisa_test::golden_dir("llama2") + "/model")->stored_dtype, dtype::f32);
+    EXPECT_EQ(llama_model_load(lisa_test::golden_dir("llama3") + "/model")->stored_dtype, dtype::bf16);
+    auto q = llama_model_load(lisa_test::golden_dir("qwen2") + "/model");  // two shards + index
+    EXPECT_EQ(q->stored_dtype, dtype::f16);
+    EXPECT_TRUE(q->cfg.tie_word_embeddings);
+    EXPECT_EQ(q->w.lm_head, q->w.embed);
+}
+
+// The real trained model: greedy decoding from BOS gives PyTorch's tokens and text.
+TEST(aidreams, greedy_decoding_matches_pytorch) {
+    std::string assets = lisa_test::assets_dir();
+    if (assets.empty()) GTEST_SKIP() << "../shared/assets not found (set LISA_ASSETS): aidreams-260k not checked";
+    std::string dir = assets + "/models/aidreams-260k";
+    auto m = llama_model_load(dir);
+    json want = json::parse(fs_read_text(lisa_test::golden_dir("") + "/aidreams_greedy.json"));
+    std::vector<int32_t> ids = want["prompt_ids"].get<std::vector<int32_t>>();
+    std::vector<int32_t> expect = want["generated_ids"].get<std::vector<int32_t>>();
+    const int64_t V = m->cfg.vocab_size;
+    for (size_t step = 0; step < expect.size(); step++) {
+        llama_acts a;
+        llama_acts_init(&a, *m, 1, (int64_t)ids.size());
+        llama_forward(*m, &a, ids.data());
+        std::vector<float> logits(ids.size() * V);
+        llama_logits(*m, a, logits.data());
+        const float* last = logits.data() + (ids.size() - 1) * V;
+        ids.push_back((int32_t)(std::max_element(last, last + V) - last));
+    }
+    std::vector<int32_t> got(ids.begin() + 1, ids.end());
+    EXPECT_EQ(got, expect);
+    // decode with the model's own vocabulary (SentencePiece pieces: ▁ is a space, <0xNN> a byte)
+    json tok = json::parse(fs_read_text(dir + "/tokenizer.json"));
+    std::vector<std::string> vocab(V);
+    for (auto it = tok["model"]["vocab"].begin(); it != tok["model"]["vocab"].end(); ++it)
+        vocab[it.value().get<int>()] = it.key();
+    std::string text;
+    for (int32_t id : got) {
+        const std::string& p = vocab[id];
+        if (p.size() == 6 && p.rfind("<0x", 0) == 0) text += (char)std::stoi(p.substr(3, 2), nullptr, 16);
+        else
+            for (size_t i = 0; i < p.size(); i++) {
+                if (p.compare(i, 3, "\xe2\x96\x81") == 0) {
+                    text += ' ';
+                    i += 2;
+                } else text += p[i];
+            }
+    }
+    if (!text.empty() && text[0] == ' ') text.erase(0, 1);
+    EXPECT_EQ(text, want["text"].get<std::string>());
+    EXPECT_NE(text.find("Echoes of vectors unfold"), std::string::npos) << text;
+}
