@@ -7,10 +7,13 @@
 #   libopenblas-dev     cblas_sgemm for every matrix product (threaded)
 #   nlohmann-json3-dev  config.json, safetensors headers, tokenizer.json
 #   libcli11-dev        the `lisa` command line
+#   libpcre2-dev        tokenizer pre-tokenizer regexes (\p{L}, \p{N}, look-ahead) with UTF + UCP
+#   libutf8proc-dev     tokenizer Unicode normalization (NFC/NFKC), categories and lowercase
 #   libgtest-dev        unit, kernel and golden tests (ctest)
 #   python3-torch       only with --golden: the PyTorch reference that writes tests/golden
 set -euo pipefail
-pkgs=(g++ cmake make pkg-config libopenblas-dev nlohmann-json3-dev libcli11-dev libgtest-dev)
+pkgs=(g++ cmake make pkg-config libopenblas-dev nlohmann-json3-dev libcli11-dev libgtest-dev libpcre2-dev
+      libutf8proc-dev)
 if [[ "${1:-}" == "--golden" ]]; then pkgs+=(python3-torch python3-numpy); fi
 missing=()
 for p in "${pkgs[@]}"; do

@@ -10,6 +10,7 @@ using command_fn = std::function<void()>;
 
 command_fn cmd_init_register(CLI::App& app);  // lisa init: write a randomly initialised model
 command_fn cmd_info_register(CLI::App& app);  // lisa info: describe a model folder
+command_fn cmd_tokenize_register(CLI::App& app);  // lisa tokenize: text <-> ids
 
 void set_threads(int n);  // OpenMP + OpenBLAS thread count (0 = leave the default)
 

@@ -28,6 +28,8 @@ int main(int argc, char** argv) {
     };
     add("init", "write a randomly initialised model in Hugging Face format", lisa::cmd_init_register);
     add("info", "print a model folder's configuration and parameter count as JSON", lisa::cmd_info_register);
+    add("tokenize", "encode text to ids (or --decode ids to text) with the model's tokenizer.json",
+        lisa::cmd_tokenize_register);
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {

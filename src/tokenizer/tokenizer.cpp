@@ -1,0 +1,967 @@
+#include "tokenizer/tokenizer.h"
+
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
+#include <utf8proc.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <map>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <queue>
+#include <unordered_map>
+
+#include "core/error.h"
+#include "io/fs.h"
+#include "tokenizer/unicode.h"
+
+namespace lisa {
+
+using json = nlohmann::json;
+
+// ======================================================================== components
+
+// A compiled PCRE2 pattern with UTF + UCP semantics (\p{L}, \s, ... over Unicode).
+struct regex {
+    pcre2_code* code = nullptr;
+    ~regex() {
+        if (code) pcre2_code_free(code);
+    }
+};
+
+static std::shared_ptr<regex> regex_compile(const std::string& pattern, const std::string& where) {
+    int err;
+    PCRE2_SIZE off;
+    auto r = std::make_shared<regex>();
+    r->code = pcre2_compile((PCRE2_SPTR)pattern.data(), pattern.size(), PCRE2_UTF | PCRE2_UCP, &err, &off, nullptr);
+    if (!r->code) {
+        PCRE2_UCHAR msg[256];
+        pcre2_get_error_message(err, msg, sizeof msg);
+        fail(strf("%s: regex \"%s\" does not compile at offset %zu (%s)", where.c_str(), pattern.c_str(), (size_t)off,
+                  (const char*)msg));
+    }
+    pcre2_jit_compile(r->code, PCRE2_JIT_COMPLETE);  // optional speed-up; the interpreter is used if it fails
+    return r;
+}
+
+// Non-overlapping leftmost matches [begin, end) of re in s (s is valid UTF-8).
+static std::vector<std::pair<size_t, size_t>> regex_find_all(const regex& re, const std::string& s) {
+    std::vector<std::pair<size_t, size_t>> out;
+    pcre2_match_data* md = pcre2_match_data_create_from_pattern(re.code, nullptr);
+    size_t pos = 0;
+    while (pos <= s.size()) {
+        int rc = pcre2_match(re.code, (PCRE2_SPTR)s.data(), s.size(), pos, PCRE2_NO_UTF_CHECK, md, nullptr);
+        if (rc < 0) break;
+        PCRE2_SIZE* ov = pcre2_get_ovector_pointer(md);
+        size_t b = ov[0], e = ov[1];
+        if (e == b) {  // empty match: step over one character
+            uint32_t cp;
+            int n = b < s.size() ? utf8_decode(s, b, &cp) : 1;
+            pos = b + std::max(n, 1);
+            continue;
+        }
+        out.push_back({b, e});
+        pos = e;
+    }
+    pcre2_match_data_free(md);
+    return out;
+}
+
+static std::string replace_all(const std::string& s, const std::string& from, const std::string& to) {
+    if (from.empty()) return s;
+    std::string out;
+    size_t i = 0;
+    while (true) {
+        size_t j = s.find(from, i);
+        if (j == std::string::npos) break;
+        out.append(s, i, j - i);
+        out += to;
+        i = j + from.size();
+    }
+    out.append(s, i, std::string::npos);
+    return out;
+}
+
+// A pattern of Split / Replace: a literal string or a regex.
+struct pattern {
+    std::string            literal;
+    std::shared_ptr<regex> re;  // null for a literal
+};
+
+static pattern pattern_parse(const json& j, const std::string& where) {
+    pattern p;
+    if (j.is_object() && j.contains("String") && j["String"].is_string()) {
+        p.literal = j["String"].get<std::string>();
+    } else if (j.is_object() && j.contains("Regex") && j["Regex"].is_string()) {
+        p.re = regex_compile(j["Regex"].get<std::string>(), where);
+    } else {
+        fail(strf("%s: field 'pattern': expected {\"String\": ...} or {\"Regex\": ...}", where.c_str()));
+    }
+    return p;
+}
+
+static std::vector<std::pair<size_t, size_t>> pattern_find_all(const pattern& p, const std::string& s) {
+    if (p.re) return regex_find_all(*p.re, s);
+    std::vector<std::pair<size_t, size_t>> out;
+    if (p.literal.empty()) return out;
+    for (size_t i = s.find(p.literal); i != std::string::npos; i = s.find(p.literal, i + p.literal.size()))
+        out.push_back({i, i + p.literal.size()});
+    return out;
+}
+
+// ---------------------------------------------------------------- normalizers
+enum class norm_kind { nfc, nfkc, nfd, nfkd, prepend, replace, strip, lowercase, sequence };
+struct normalizer {
+    norm_kind               kind;
+    std::string             text;       // prepend: what; replace: content
+    pattern                 pat;        // replace
+    bool                    left = false, right = false;  // strip
+    std::vector<normalizer> seq;
+};
+
+static normalizer normalizer_parse(const json& j, const std::string& where) {
+    if (!j.is_object() || !j.contains("type") || !j["type"].is_string())
+        fail(strf("%s: normalizer without a 'type'", where.c_str()));
+    std::string t = j["type"].get<std::string>();
+    normalizer n;
+    if (t == "NFC") n.kind = norm_kind::nfc;
+    else if (t == "NFKC") n.kind = norm_kind::nfkc;
+    else if (t == "NFD") n.kind = norm_kind::nfd;
+    else if (t == "NFKD") n.kind = norm_kind::nfkd;
+    else if (t == "Lowercase") n.kind = norm_kind::lowercase;
+    else if (t == "Prepend") {
+        n.kind = norm_kind::prepend;
+        n.text = j.value("prepend", std::string());
+    } else if (t == "Replace") {
+        n.kind = norm_kind::replace;
+        n.pat = pattern_parse(j.value("pattern", json()), where + ": normalizer Replace");
+        n.text = j.value("content", std::string());
+    } else if (t == "Strip") {
+        n.kind = norm_kind::strip;
+        n.left = j.value("strip_left", true);
+        n.right = j.value("strip_right", true);
+    } else if (t == "Sequence") {
+        n.kind = norm_kind::sequence;
+        for (const json& c : j.value("normalizers", json::array())) n.seq.push_back(normalizer_parse(c, where));
+    } else {
+        fail(strf("%s: normalizer \"%s\" is not supported (supported: NFC, NFKC, NFD, NFKD, Prepend, Replace, "
+                  "Strip, Lowercase, Sequence)", where.c_str(), t.c_str()));
+    }
+    return n;
+}
+
+static std::string utf8proc_apply(const std::string& s, int options) {
+    utf8proc_uint8_t* out = nullptr;
+    utf8proc_ssize_t n = utf8proc_map((const utf8proc_uint8_t*)s.data(), (utf8proc_ssize_t)s.size(), &out,
+                                      (utf8proc_option_t)(options | UTF8PROC_STABLE));
+    if (n < 0) return s;  // cannot happen on repaired UTF-8; keep the text rather than lose it
+    std::string r((const char*)out, (size_t)n);
+    std::free(out);
+    return r;
+}
+
+static std::string normalize(const normalizer& n, const std::string& s) {
+    switch (n.kind) {
+        case norm_kind::nfc: return utf8proc_apply(s, UTF8PROC_COMPOSE);
+        case norm_kind::nfkc: return utf8proc_apply(s, UTF8PROC_COMPOSE | UTF8PROC_COMPAT);
+        case norm_kind::nfd: return utf8proc_apply(s, UTF8PROC_DECOMPOSE);
+        case norm_kind::nfkd: return utf8proc_apply(s, UTF8PROC_DECOMPOSE | UTF8PROC_COMPAT);
+        case norm_kind::prepend: return s.empty() ? s : n.text + s;  // an empty segment stays empty
+        case norm_kind::replace: {
+            if (!n.pat.re) return replace_all(s, n.pat.literal, n.text);
+            std::string out;
+            size_t last = 0;
+            for (auto [b, e] : regex_find_all(*n.pat.re, s)) {
+                out.append(s, last, b - last);
+                out += n.text;
+                last = e;
+            }
+            return out + s.substr(last);
+        }
+        case norm_kind::strip: {
+            std::vector<uint32_t> cps = utf8_codepoints(s);
+            size_t b = 0, e = cps.size();
+            if (n.left)
+                while (b < e && unicode_is_whitespace(cps[b])) b++;
+            if (n.right)
+                while (e > b && unicode_is_whitespace(cps[e - 1])) e--;
+            std::string out;
+            for (size_t i = b; i < e; i++) utf8_append(&out, cps[i]);
+            return out;
+        }
+        case norm_kind::lowercase: {
+            std::string out;
+            for (uint32_t cp : utf8_codepoints(s)) utf8_append(&out, (uint32_t)utf8proc_tolower((utf8proc_int32_t)cp));
+            return out;
+        }
+        case norm_kind::sequence: {
+            std::string out = s;
+            for (const auto& c : n.seq) out = normalize(c, out);
+            return out;
+        }
+    }
+    return s;
+}
+
+// ---------------------------------------------------------------- pre-tokenizers
+enum class pre_kind { split, bytelevel, digits, metaspace, sequence };
+enum class split_behavior { isolated, removed, merged_with_previous, merged_with_next, contiguous };
+enum class prepend_scheme { always, first, never };
+
+struct pretokenizer {
+    pre_kind                  kind;
+    pattern                   pat;                  // split
+    split_behavior            behavior = split_behavior::isolated;
+    bool                      add_prefix_space = false;  // bytelevel
+    bool                      use_regex = true;          // bytelevel
+    bool                      individual_digits = false; // digits
+    std::string               replacement = "\xe2\x96\x81";  // metaspace (U+2581)
+    prepend_scheme            prepend = prepend_scheme::always;
+    bool                      split = true;              // metaspace
+    std::vector<pretokenizer> seq;
+};
+
+// A piece of text between pre-tokenizer steps; at_start: it begins the (original) input.
+struct piece {
+    std::string s;
+    bool        at_start;
+};
+
+static const char* kGpt2Pattern =
+    "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
+
+static std::shared_ptr<regex> gpt2_regex() {
+    static std::shared_ptr<regex> r = regex_compile(kGpt2Pattern, "ByteLevel");
+    return r;
+}
+
+static split_behavior behavior_parse(const json& j, const std::string& where) {
+    std::string b = j.is_string() ? j.get<std::string>() : "";
+    if (b == "Isolated") return split_behavior::isolated;
+    if (b == "Removed") return split_behavior::removed;
+    if (b == "MergedWithPrevious") return split_behavior::merged_with_previous;
+    if (b == "MergedWithNext") return split_behavior::merged_with_next;
+    if (b == "Contiguous") return split_behavior::contiguous;
+    fail(strf("%s: Split behavior \"%s\" is not supported", where.c_str(), b.c_str()));
+}
+
+static pretokenizer pretokenizer_parse(const json& j, const std::string& where) {
+    if (!j.is_object() || !j.contains("type") || !j["type"].is_string())
+        fail(strf("%s: pre_tokenizer without a 'type'", where.c_str()));
+    std::string t = j["type"].get<std::string>();
+    pretokenizer p;
+    if (t == "Split") {
+        p.kind = pre_kind::split;
+        p.pat = pattern_parse(j.value("pattern", json()), where + ": pre_tokenizer Split");
+        p.behavior = behavior_parse(j.value("behavior", json("Isolated")), where);
+        if (j.value("invert", false)) fail(strf("%s: pre_tokenizer Split with invert=true is not supported", where.c_str()));
+    } else if (t == "ByteLevel") {
+        p.kind = pre_kind::bytelevel;
+        p.add_prefix_space = j.value("add_prefix_space", false);
+        p.use_regex = j.value("use_regex", true);
+    } else if (t == "Digits") {
+        p.kind = pre_kind::digits;
+        p.individual_digits = j.value("individual_digits", false);
+    } else if (t == "Metaspace") {
+        p.kind = pre_kind::metaspace;
+        p.replacement = j.value("replacement", std::string("\xe2\x96\x81"));
+        p.split = j.value("split", true);
+        std::string scheme = j.value("prepend_scheme", std::string(j.value("add_prefix_space", true) ? "always" : "never"));
+        if (scheme == "always") p.prepend = prepend_scheme::always;
+        else if (scheme == "first") p.prepend = prepend_scheme::first;
+        else if (scheme == "never") p.prepend = prepend_scheme::never;
+        else fail(strf("%s: Metaspace prepend_scheme \"%s\" is not supported", where.c_str(), scheme.c_str()));
+    } else if (t == "Sequence") {
+        p.kind = pre_kind::sequence;
+        for (const json& c : j.value("pretokenizers", json::array())) p.seq.push_back(pretokenizer_parse(c, where));
+    } else {
+        fail(strf("%s: pre_tokenizer \"%s\" is not supported (supported: Split, ByteLevel, Digits, Metaspace, "
+                  "Sequence)", where.c_str(), t.c_str()));
+    }
+    return p;
+}
+
+// Splits s at the [begin, end) matches according to the behavior.
+static void split_by(std::vector<piece>* out, const piece& in, const std::vector<std::pair<size_t, size_t>>& m,
+                     split_behavior beh) {
+    const std::string& s = in.s;
+    std::vector<std::pair<std::pair<size_t, size_t>, bool>> spans;  // (range, is_match)
+    size_t last = 0;
+    for (auto r : m) {
+        if (r.first > last) spans.push_back({{last, r.first}, false});
+        spans.push_back({r, true});
+        last = r.second;
+    }
+    if (last < s.size()) spans.push_back({{last, s.size()}, false});
+    std::vector<std::pair<size_t, size_t>> res;
+    bool prev_match = false;
+    for (auto& [r, is_match] : spans) {
+        switch (beh) {
+            case split_behavior::isolated: res.push_back(r); break;
+            case split_behavior::removed:
+                if (!is_match) res.push_back(r);
+                break;
+            case split_behavior::merged_with_previous:
+                if (is_match && !res.empty() && !prev_match) res.back().second = r.second;
+                else res.push_back(r);
+                break;
+            case split_behavior::merged_with_next:
+                if (!is_match && prev_match && !res.empty()) res.back().second = r.second;
+                else res.push_back(r);
+                break;
+            case split_behavior::contiguous:
+                if (is_match && prev_match && !res.empty()) res.back().second = r.second;
+                else res.push_back(r);
+                break;
+        }
+        prev_match = is_match;
+    }
+    for (auto r : res)
+        if (r.second > r.first) out->push_back({s.substr(r.first, r.second - r.first), in.at_start && r.first == 0});
+}
+
+static std::string bytes_to_alphabet(const std::string& s) {
+    std::string out;
+    for (unsigned char b : s) utf8_append(&out, bytelevel_char_of(b));
+    return out;
+}
+
+static std::vector<piece> pretokenize(const pretokenizer& p, std::vector<piece> in) {
+    std::vector<piece> out;
+    switch (p.kind) {
+        case pre_kind::split:
+            for (const auto& x : in) split_by(&out, x, pattern_find_all(p.pat, x.s), p.behavior);
+            return out;
+        case pre_kind::bytelevel:
+            for (auto x : in) {
+                if (p.add_prefix_space && (x.s.empty() || x.s[0] != ' ')) x.s = " " + x.s;
+                std::vector<piece> parts;
+                if (p.use_regex) split_by(&parts, x, regex_find_all(*gpt2_regex(), x.s), split_behavior::isolated);
+                else parts.push_back(x);
+                for (auto& q : parts) out.push_back({bytes_to_alphabet(q.s), q.at_start});
+            }
+            return out;
+        case pre_kind::digits:
+            for (const auto& x : in) {
+                std::vector<std::pair<size_t, size_t>> m;
+                size_t i = 0;
+                while (i < x.s.size()) {
+                    uint32_t cp;
+                    int n = std::max(utf8_decode(x.s, i, &cp), 1);
+                    if (unicode_is_numeric(cp)) {
+                        if (!p.individual_digits && !m.empty() && m.back().second == i) m.back().second = i + n;
+                        else m.push_back({i, i + n});
+                    }
+                    i += n;
+                }
+                split_by(&out, x, m, split_behavior::isolated);
+            }
+            return out;
+        case pre_kind::metaspace:
+            for (auto x : in) {
+                x.s = replace_all(x.s, " ", p.replacement);
+                bool prepend = p.prepend == prepend_scheme::always || (p.prepend == prepend_scheme::first && x.at_start);
+                if (prepend && x.s.compare(0, p.replacement.size(), p.replacement) != 0) x.s = p.replacement + x.s;
+                if (!p.split) {
+                    out.push_back(x);
+                    continue;
+                }
+                pattern lit;
+                lit.literal = p.replacement;
+                split_by(&out, x, pattern_find_all(lit, x.s), split_behavior::merged_with_next);
+            }
+            return out;
+        case pre_kind::sequence:
+            for (const auto& c : p.seq) in = pretokenize(c, std::move(in));
+            return in;
+    }
+    return in;
+}
+
+// ---------------------------------------------------------------- post-processors
+struct template_item {
+    bool        special;  // SpecialToken (else the sequence)
+    std::string id;       // special token name
+};
+struct postprocessor {
+    bool                       none = true;
+    std::vector<template_item> single;                       // TemplateProcessing "single"
+    std::map<std::string, std::vector<int32_t>> special_ids;  // name -> ids
+};
+
+static void postprocessor_parse(postprocessor* pp, const json& j, const std::string& where) {
+    if (j.is_null()) return;
+    std::string t = j.value("type", std::string());
+    if (t == "ByteLevel") return;  // trims offsets only; ids unchanged
+    if (t == "Sequence") {
+        for (const json& c : j.value("processors", json::array())) postprocessor_parse(pp, c, where);
+        return;
+    }
+    if (t != "TemplateProcessing")
+        fail(strf("%s: post_processor \"%s\" is not supported (supported: TemplateProcessing, ByteLevel, Sequence)",
+                  where.c_str(), t.c_str()));
+    pp->none = false;
+    pp->single.clear();
+    for (const json& it : j.value("single", json::array())) {
+        if (it.contains("SpecialToken")) pp->single.push_back({true, it["SpecialToken"].value("id", std::string())});
+        else if (it.contains("Sequence")) pp->single.push_back({false, ""});
+        else fail(strf("%s: post_processor TemplateProcessing: unknown item %s", where.c_str(), it.dump().c_str()));
+    }
+    const json specials = j.value("special_tokens", json::object());
+    for (auto it = specials.begin(); it != specials.end(); ++it)
+        pp->special_ids[it.key()] = it.value().value("ids", std::vector<int32_t>{});
+    for (const auto& item : pp->single)
+        if (item.special && !pp->special_ids.count(item.id))
+            fail(strf("%s: post_processor TemplateProcessing: special token \"%s\" has no ids", where.c_str(),
+                      item.id.c_str()));
+}
+
+// ---------------------------------------------------------------- decoders
+enum class dec_kind { bytelevel, replace, bytefallback, fuse, strip, metaspace, sequence };
+struct decoder {
+    dec_kind             kind;
+    std::string          from, to;           // replace (literal)
+    std::string          content;            // strip: the character
+    int                  start = 0, stop = 0;// strip
+    std::string          replacement = "\xe2\x96\x81";  // metaspace
+    bool                 prepend = true;     // metaspace: strip the first token's leading space
+    std::vector<decoder> seq;
+};
+
+static decoder decoder_parse(const json& j, const std::string& where) {
+    std::string t = j.value("type", std::string());
+    decoder d;
+    if (t == "ByteLevel") d.kind = dec_kind::bytelevel;
+    else if (t == "ByteFallback") d.kind = dec_kind::bytefallback;
+    else if (t == "Fuse") d.kind = dec_kind::fuse;
+    else if (t == "Replace") {
+        d.kind = dec_kind::replace;
+        const json& p = j.value("pattern", json());
+        if (!p.is_object() || !p.contains("String"))
+            fail(strf("%s: decoder Replace with a regex pattern is not supported", where.c_str()));
+        d.from = p["String"].get<std::string>();
+        d.to = j.value("content", std::string());
+    } else if (t == "Strip") {
+        d.kind = dec_kind::strip;
+        d.content = j.value("content", std::string(" "));
+        d.start = j.value("start", 0);
+        d.stop = j.value("stop", 0);
+    } else if (t == "Metaspace") {
+        d.kind = dec_kind::metaspace;
+        d.replacement = j.value("replacement", std::string("\xe2\x96\x81"));
+        std::string scheme = j.value("prepend_scheme", std::string(j.value("add_prefix_space", true) ? "always" : "never"));
+        d.prepend = scheme != "never";
+    } else if (t == "Sequence") {
+        d.kind = dec_kind::sequence;
+        for (const json& c : j.value("decoders", json::array())) d.seq.push_back(decoder_parse(c, where));
+    } else {
+        fail(strf("%s: decoder \"%s\" is not supported (supported: ByteLevel, Replace, ByteFallback, Fuse, Strip, "
+                  "Metaspace, Sequence)", where.c_str(), t.c_str()));
+    }
+    return d;
+}
+
+static std::vector<std::string> decode_chain(const decoder& d, std::vector<std::string> toks) {
+    switch (d.kind) {
+        case dec_kind::bytelevel: {
+            std::string bytes;
+            for (const auto& t : toks) {
+                std::string b;
+                bool all = true;
+                for (uint32_t cp : utf8_codepoints(t)) {
+                    int v = bytelevel_byte_of(cp);
+                    if (v < 0) {
+                        all = false;
+                        break;
+                    }
+                    b.push_back((char)v);
+                }
+                bytes += all ? b : t;
+            }
+            return {utf8_lossy(bytes)};
+        }
+        case dec_kind::replace:
+            for (auto& t : toks) t = replace_all(t, d.from, d.to);
+            return toks;
+        case dec_kind::bytefallback: {
+            std::vector<std::string> out;
+            std::string pending;
+            auto flush = [&] {
+                if (pending.empty()) return;
+                if (utf8_lossy(pending) == pending) out.push_back(pending);
+                else
+                    for (size_t i = 0; i < pending.size(); i++) out.push_back("\xef\xbf\xbd");
+                pending.clear();
+            };
+            for (auto& t : toks) {
+                if (t.size() == 6 && t.compare(0, 3, "<0x") == 0 && t[5] == '>' && isxdigit((unsigned char)t[3]) &&
+                    isxdigit((unsigned char)t[4])) {
+                    pending.push_back((char)std::strtol(t.substr(3, 2).c_str(), nullptr, 16));
+                } else {
+                    flush();
+                    out.push_back(t);
+                }
+            }
+            flush();
+            return out;
+        }
+        case dec_kind::fuse: {
+            std::string all;
+            for (auto& t : toks) all += t;
+            return {all};
+        }
+        case dec_kind::strip:
+            for (auto& t : toks) {
+                std::vector<uint32_t> cps = utf8_codepoints(t);
+                std::vector<uint32_t> c = utf8_codepoints(d.content);
+                uint32_t ch = c.empty() ? ' ' : c[0];
+                size_t b = 0, e = cps.size();
+                for (int k = 0; k < d.start && b < e && cps[b] == ch; k++) b++;
+                for (int k = 0; k < d.stop && e > b && cps[e - 1] == ch; k++) e--;
+                std::string s;
+                for (size_t i = b; i < e; i++) utf8_append(&s, cps[i]);
+                t = s;
+            }
+            return toks;
+        case dec_kind::metaspace:
+            for (size_t i = 0; i < toks.size(); i++) {
+                toks[i] = replace_all(toks[i], d.replacement, " ");
+                if (i == 0 && d.prepend && !toks[i].empty() && toks[i][0] == ' ') toks[i].erase(0, 1);
+            }
+            return toks;
+        case dec_kind::sequence:
+            for (const auto& c : d.seq) toks = decode_chain(c, std::move(toks));
+            return toks;
+    }
+    return toks;
+}
+
+// ======================================================================== the tokenizer
+
+struct added_token {
+    std::string content;
+    int32_t     id;
+    bool        special, lstrip, rstrip, single_word;
+};
+
+}  // namespace lisa
+
+struct lisa::tokenizer {
+    std::string path;
+    // model (BPE)
+    std::unordered_map<std::string, int32_t>                vocab;
+    std::vector<std::string>                                id_to_token;  // model + added
+    std::unordered_map<uint64_t, std::pair<int32_t, int32_t>> merges;     // (left,right) -> (rank, merged id)
+    int32_t unk_id = -1;
+    bool    fuse_unk = false, byte_fallback = false, ignore_merges = false;
+    int32_t byte_ids[256];  // id of "<0xXX>" for byte fallback, -1 if absent
+    // pipeline
+    bool                        has_normalizer = false, has_pre = false, has_decoder = false;
+    normalizer                  norm;
+    pretokenizer                pre;
+    postprocessor               post;
+    decoder                     dec;
+    std::vector<added_token>    added;
+    std::map<unsigned char, std::vector<size_t>> added_by_first;  // first byte -> added tokens, longest first
+    std::vector<bool>           special;  // by id
+    int32_t bos = -1, eos = -1, pad = -1;
+    // tokenizer.json "truncation" (applied only when asked: transformers ignores it)
+    int64_t trunc_max = 0;      // 0 = none
+    bool    trunc_left = false; // direction "Left": keep the end
+    // BPE cache: piece -> ids
+    mutable std::mutex                                            cache_mu;
+    mutable std::unordered_map<std::string, std::vector<int32_t>> cache;
+};
+
+namespace lisa {
+
+void tokenizer_free(tokenizer* t) { delete t; }
+
+static uint64_t pair_key(int32_t a, int32_t b) { return (uint64_t)(uint32_t)a << 32 | (uint32_t)b; }
+
+// Token name from tokenizer_config.json: a string, or an AddedToken object {"content": ...}.
+static std::string config_token(const json& cfg, const char* key) {
+    if (!cfg.contains(key)) return "";
+    const json& v = cfg[key];
+    if (v.is_string()) return v.get<std::string>();
+    if (v.is_object() && v.contains("content") && v["content"].is_string()) return v["content"].get<std::string>();
+    return "";
+}
+
+std::unique_ptr<tokenizer> tokenizer_load(const std::string& path) {
+    std::string file = path, dir;
+    if (fs_is_dir(path)) {
+        dir = path;
+        file = fs_join(path, "tokenizer.json");
+        if (!fs_is_file(file))
+            fail(strf("%s: missing; lisa.cpp reads Hugging Face tokenizer.json files (a SentencePiece "
+                      "tokenizer.model alone is not supported: convert it with transformers first)", file.c_str()));
+    }
+    json j;
+    try {
+        j = json::parse(fs_read_text(file));
+    } catch (const json::exception& e) {
+        fail(strf("%s: not valid JSON (%s)", file.c_str(), e.what()));
+    }
+    auto t = std::unique_ptr<tokenizer>(new tokenizer());
+    t->path = file;
+    if (!j.is_object() || !j.contains("model") || !j["model"].is_object())
+        fail(strf("%s: field 'model': expected an object", file.c_str()));
+    const json& m = j["model"];
+    std::string mtype = m.value("type", std::string("BPE"));
+    if (mtype != "BPE")
+        fail(strf("%s: model \"%s\" is not supported (only BPE: Llama, Mistral, Qwen2, GPT-2, SmolLM tokenizers)",
+                  file.c_str(), mtype.c_str()));
+    if (!m.contains("vocab") || !m["vocab"].is_object())
+        fail(strf("%s: field 'model.vocab': expected an object of token -> id", file.c_str()));
+    int32_t max_id = -1;
+    for (auto it = m["vocab"].begin(); it != m["vocab"].end(); ++it) {
+        if (!it.value().is_number_integer() || it.value().get<int64_t>() < 0)
+            fail(strf("%s: field 'model.vocab': id of \"%s\" is not a non-negative integer", file.c_str(), it.key().c_str()));
+        int32_t id = it.value().get<int32_t>();
+        t->vocab[it.key()] = id;
+        max_id = std::max(max_id, id);
+    }
+    t->id_to_token.assign(max_id + 1, "");
+    for (auto& [s, id] : t->vocab) t->id_to_token[id] = s;
+    for (const char* k : {"continuing_subword_prefix", "end_of_word_suffix"}) {
+        if (m.contains(k) && m[k].is_string() && !m[k].get<std::string>().empty())
+            fail(strf("%s: field 'model.%s' = \"%s\" is not supported", file.c_str(), k, m[k].get<std::string>().c_str()));
+    }
+    if (m.contains("dropout") && !m["dropout"].is_null() && m["dropout"].get<double>() > 0)
+        fail(strf("%s: field 'model.dropout': BPE dropout is not supported (expected null)", file.c_str()));
+    t->fuse_unk = m.value("fuse_unk", false);
+    t->byte_fallback = m.value("byte_fallback", false);
+    t->ignore_merges = m.value("ignore_merges", false);
+    if (m.contains("unk_token") && m["unk_token"].is_string()) {
+        auto it = t->vocab.find(m["unk_token"].get<std::string>());
+        if (it == t->vocab.end())
+            fail(strf("%s: field 'model.unk_token': \"%s\" is not in the vocabulary", file.c_str(),
+                      m["unk_token"].get<std::string>().c_str()));
+        t->unk_id = it->second;
+    }
+    for (int b = 0; b < 256; b++) {
+        auto it = t->vocab.find(strf("<0x%02X>", b));
+        t->byte_ids[b] = it == t->vocab.end() ? -1 : it->second;
+    }
+    // merges: "a b" strings or ["a", "b"] pairs; rank = position
+    const json& merges = m.value("merges", json::array());
+    int32_t rank = 0;
+    for (const json& mg : merges) {
+        std::string a, b;
+        if (mg.is_string()) {
+            std::string s = mg.get<std::string>();
+            size_t sp = s.find(' ');
+            if (sp == std::string::npos)
+                fail(strf("%s: field 'model.merges[%d]': \"%s\" is not a pair \"a b\"", file.c_str(), rank, s.c_str()));
+            a = s.substr(0, sp);
+            b = s.substr(sp + 1);
+        } else if (mg.is_array() && mg.size() == 2 && mg[0].is_string() && mg[1].is_string()) {
+            a = mg[0].get<std::string>();
+            b = mg[1].get<std::string>();
+        } else {
+            fail(strf("%s: field 'model.merges[%d]': expected \"a b\" or [\"a\", \"b\"]", file.c_str(), rank));
+        }
+        auto ia = t->vocab.find(a), ib = t->vocab.find(b), im = t->vocab.find(a + b);
+        if (ia == t->vocab.end() || ib == t->vocab.end() || im == t->vocab.end())
+            fail(strf("%s: field 'model.merges[%d]': merge \"%s\" + \"%s\" uses a token not in the vocabulary",
+                      file.c_str(), rank, a.c_str(), b.c_str()));
+        t->merges.emplace(pair_key(ia->second, ib->second), std::make_pair(rank, im->second));
+        rank++;
+    }
+    // added tokens
+    for (const json& a : j.value("added_tokens", json::array())) {
+        added_token at;
+        at.content = a.value("content", std::string());
+        at.id = a.value("id", -1);
+        at.special = a.value("special", false);
+        at.lstrip = a.value("lstrip", false);
+        at.rstrip = a.value("rstrip", false);
+        at.single_word = a.value("single_word", false);
+        if (at.content.empty() || at.id < 0)
+            fail(strf("%s: field 'added_tokens': entry %s needs a non-empty content and an id", file.c_str(), a.dump().c_str()));
+        t->added.push_back(at);
+        if ((size_t)at.id >= t->id_to_token.size()) t->id_to_token.resize(at.id + 1);
+        t->id_to_token[at.id] = at.content;
+    }
+    t->special.assign(t->id_to_token.size(), false);
+    for (size_t i = 0; i < t->added.size(); i++) {
+        t->special[t->added[i].id] = t->added[i].special;
+        t->added_by_first[(unsigned char)t->added[i].content[0]].push_back(i);
+    }
+    for (auto& [c, v] : t->added_by_first)
+        std::stable_sort(v.begin(), v.end(),
+                         [&](size_t a, size_t b) { return t->added[a].content.size() > t->added[b].content.size(); });
+    // pipeline
+    if (j.contains("normalizer") && !j["normalizer"].is_null()) {
+        t->norm = normalizer_parse(j["normalizer"], file);
+        t->has_normalizer = true;
+    }
+    if (j.contains("pre_tokenizer") && !j["pre_tokenizer"].is_null()) {
+        t->pre = pretokenizer_parse(j["pre_tokenizer"], file);
+        t->has_pre = true;
+    }
+    if (j.contains("post_processor")) postprocessor_parse(&t->post, j["post_processor"], file);
+    if (j.contains("decoder") && !j["decoder"].is_null()) {
+        t->dec = decoder_parse(j["decoder"], file);
+        t->has_decoder = true;
+    }
+    if (j.contains("truncation") && j["truncation"].is_object()) {
+        const json& tr = j["truncation"];
+        t->trunc_max = tr.value("max_length", (int64_t)0);
+        t->trunc_left = tr.value("direction", std::string("Right")) == "Left";
+    }
+    // tokenizer_config.json: special token names, and add_bos_token / add_eos_token
+    std::string cfg_path = dir.empty() ? "" : fs_join(dir, "tokenizer_config.json");
+    if (!cfg_path.empty() && fs_is_file(cfg_path)) {
+        json cfg;
+        try {
+            cfg = json::parse(fs_read_text(cfg_path));
+        } catch (const json::exception& e) {
+            fail(strf("%s: not valid JSON (%s)", cfg_path.c_str(), e.what()));
+        }
+        auto id_of = [&](const char* key) {
+            std::string s = config_token(cfg, key);
+            return s.empty() ? -1 : tokenizer_token_to_id(*t, s);
+        };
+        t->bos = id_of("bos_token");
+        t->eos = id_of("eos_token");
+        t->pad = id_of("pad_token");
+        // Llama-style fast tokenizers in transformers rebuild the template from these flags
+        std::string cls = cfg.value("tokenizer_class", std::string());
+        bool rebuilds = cls.find("Llama") != std::string::npos || cls.find("Gemma") != std::string::npos;
+        if (rebuilds && (cfg.contains("add_bos_token") || cfg.contains("add_eos_token"))) {
+            bool add_bos = cfg.value("add_bos_token", true), add_eos = cfg.value("add_eos_token", false);
+            postprocessor pp;
+            pp.none = false;
+            std::string bos = config_token(cfg, "bos_token"), eos = config_token(cfg, "eos_token");
+            if (add_bos && t->bos >= 0) {
+                pp.single.push_back({true, bos});
+                pp.special_ids[bos] = {t->bos};
+            }
+            pp.single.push_back({false, ""});
+            if (add_eos && t->eos >= 0) {
+                pp.single.push_back({true, eos});
+                pp.special_ids[eos] = {t->eos};
+            }
+            t->post = pp;
+        }
+    }
+    return t;
+}
+
+// BPE of one pre-tokenized piece.
+static void bpe_piece(const tokenizer& t, const std::string& w, std::vector<int32_t>* out) {
+    if (t.ignore_merges) {
+        auto it = t.vocab.find(w);
+        if (it != t.vocab.end()) {
+            out->push_back(it->second);
+            return;
+        }
+    }
+    {
+        std::lock_guard<std::mutex> lk(t.cache_mu);
+        auto it = t.cache.find(w);
+        if (it != t.cache.end()) {
+            out->insert(out->end(), it->second.begin(), it->second.end());
+            return;
+        }
+    }
+    // initial symbols: one per character (byte fallback / unk for characters not in the vocabulary)
+    std::vector<int32_t> ids;
+    bool pending_unk = false;
+    size_t i = 0;
+    while (i < w.size()) {
+        uint32_t cp;
+        int n = std::max(utf8_decode(w, i, &cp), 1);
+        auto it = t.vocab.find(w.substr(i, n));
+        if (it != t.vocab.end()) {
+            if (pending_unk) ids.push_back(t.unk_id), pending_unk = false;
+            ids.push_back(it->second);
+        } else {
+            bool done = false;
+            if (t.byte_fallback) {
+                bool all = true;
+                for (int k = 0; k < n; k++) all &= t.byte_ids[(unsigned char)w[i + k]] >= 0;
+                if (all) {
+                    if (pending_unk) ids.push_back(t.unk_id), pending_unk = false;
+                    for (int k = 0; k < n; k++) ids.push_back(t.byte_ids[(unsigned char)w[i + k]]);
+                    done = true;
+                }
+            }
+            if (!done && t.unk_id >= 0) {
+                if (pending_unk && !t.fuse_unk) ids.push_back(t.unk_id);
+                pending_unk = true;
+            }
+        }
+        i += n;
+    }
+    if (pending_unk) ids.push_back(t.unk_id);
+    // merge loop: always apply the lowest-rank pair, leftmost first (a heap of candidate merges
+    // over a linked list of symbols; stale heap entries are skipped)
+    const int n = (int)ids.size();
+    std::vector<int> prev(n), next(n);
+    for (int k = 0; k < n; k++) prev[k] = k - 1, next[k] = k + 1 < n ? k + 1 : -1;
+    using cand = std::tuple<int32_t, int, int32_t, int32_t>;  // rank, position, left id, right id
+    std::priority_queue<cand, std::vector<cand>, std::greater<cand>> heap;
+    auto push = [&](int pos) {
+        if (pos < 0 || next[pos] < 0) return;
+        auto it = t.merges.find(pair_key(ids[pos], ids[next[pos]]));
+        if (it != t.merges.end()) heap.push({it->second.first, pos, ids[pos], ids[next[pos]]});
+    };
+    for (int k = 0; k + 1 < n; k++) push(k);
+    std::vector<bool> alive(n, true);
+    while (!heap.empty()) {
+        auto [rank, pos, a, b] = heap.top();
+        heap.pop();
+        int nx = next[pos];
+        if (!alive[pos] || nx < 0 || ids[pos] != a || ids[nx] != b) continue;  // stale
+        ids[pos] = t.merges.at(pair_key(a, b)).second;
+        alive[nx] = false;
+        next[pos] = next[nx];
+        if (next[nx] >= 0) prev[next[nx]] = pos;
+        push(prev[pos]);
+        push(pos);
+    }
+    std::vector<int32_t> result;
+    for (int k = n ? 0 : -1; k >= 0; k = next[k]) result.push_back(ids[k]);
+    out->insert(out->end(), result.begin(), result.end());
+    std::lock_guard<std::mutex> lk(t.cache_mu);
+    if (t.cache.size() > 100000) t.cache.clear();  // bounded memory on long runs
+    t.cache.emplace(w, std::move(result));
+}
+
+// Splits text into (segment, added-token id or -1) in order.
+static std::vector<std::pair<std::string, int32_t>> split_added(const tokenizer& t, const std::string& s) {
+    std::vector<std::pair<std::string, int32_t>> out;
+    size_t seg_start = 0, i = 0;
+    auto is_ws = [&](size_t p) {
+        uint32_t cp;
+        return utf8_decode(s, p, &cp) > 0 && unicode_is_whitespace(cp);
+    };
+    while (i < s.size()) {
+        auto it = t.added_by_first.find((unsigned char)s[i]);
+        const added_token* hit = nullptr;
+        if (it != t.added_by_first.end()) {
+            for (size_t k : it->second) {
+                const added_token& a = t.added[k];
+                if (s.compare(i, a.content.size(), a.content) != 0) continue;
+                if (a.single_word) {
+                    uint32_t cp;
+                    bool before_word = false, after_word = false;
+                    if (i > 0) {
+                        size_t p = i - 1;
+                        while (p > 0 && ((unsigned char)s[p] & 0xc0) == 0x80) p--;
+                        before_word = utf8_decode(s, p, &cp) > 0 && unicode_is_alnum(cp);
+                    }
+                    size_t e = i + a.content.size();
+                    if (e < s.size()) after_word = utf8_decode(s, e, &cp) > 0 && unicode_is_alnum(cp);
+                    if (before_word || after_word) continue;
+                }
+                hit = &a;
+                break;
+            }
+        }
+        if (!hit) {
+            uint32_t cp;
+            i += std::max(utf8_decode(s, i, &cp), 1);
+            continue;
+        }
+        size_t b = i, e = i + hit->content.size();
+        if (hit->lstrip)
+            while (b > seg_start && ((unsigned char)s[b - 1] == ' ' || is_ws(b - 1))) b--;
+        if (hit->rstrip)
+            while (e < s.size() && is_ws(e)) {
+                uint32_t cp;
+                e += std::max(utf8_decode(s, e, &cp), 1);
+            }
+        if (b > seg_start) out.push_back({s.substr(seg_start, b - seg_start), -1});
+        out.push_back({"", hit->id});
+        seg_start = i = e;
+    }
+    if (seg_start < s.size()) out.push_back({s.substr(seg_start), -1});
+    return out;
+}
+
+std::vector<int32_t> tokenizer_encode(const tokenizer& t, const std::string& raw, bool add_special_tokens,
+                                      bool apply_file_truncation) {
+    const std::string text = utf8_lossy(raw);
+    std::vector<int32_t> ids;
+    bool first = true;
+    for (auto& [seg, added_id] : split_added(t, text)) {
+        if (added_id >= 0) {
+            ids.push_back(added_id);
+            first = false;
+            continue;
+        }
+        std::string s = t.has_normalizer ? normalize(t.norm, seg) : seg;
+        std::vector<piece> pieces = {{s, first}};
+        first = false;
+        if (t.has_pre) pieces = pretokenize(t.pre, std::move(pieces));
+        for (const auto& p : pieces)
+            if (!p.s.empty()) bpe_piece(t, p.s, &ids);
+    }
+    if (apply_file_truncation && t.trunc_max > 0) {
+        int64_t added = 0;  // room the post-processor's special tokens will take
+        if (add_special_tokens && !t.post.none)
+            for (const auto& item : t.post.single)
+                if (item.special) added += (int64_t)t.post.special_ids.at(item.id).size();
+        int64_t keep = std::max<int64_t>(0, t.trunc_max - added);
+        if ((int64_t)ids.size() > keep) {
+            if (t.trunc_left) ids.erase(ids.begin(), ids.end() - keep);
+            else ids.resize(keep);
+        }
+    }
+    if (!add_special_tokens || t.post.none) return ids;
+    std::vector<int32_t> out;
+    for (const auto& item : t.post.single) {
+        if (item.special) {
+            const auto& v = t.post.special_ids.at(item.id);
+            out.insert(out.end(), v.begin(), v.end());
+        } else {
+            out.insert(out.end(), ids.begin(), ids.end());
+        }
+    }
+    return out;
+}
+
+std::string tokenizer_decode(const tokenizer& t, const std::vector<int32_t>& ids, bool skip_special_tokens) {
+    std::vector<std::string> toks;
+    for (int32_t id : ids) {
+        if (id < 0 || (size_t)id >= t.id_to_token.size() || t.id_to_token[id].empty()) continue;  // unknown ids
+        if (skip_special_tokens && t.special[id]) continue;
+        toks.push_back(t.id_to_token[id]);
+    }
+    if (!t.has_decoder) {
+        std::string s;
+        for (size_t i = 0; i < toks.size(); i++) s += (i ? " " : "") + toks[i];
+        return s;
+    }
+    std::string s;
+    for (auto& x : decode_chain(t.dec, std::move(toks))) s += x;
+    return s;
+}
+
+int64_t tokenizer_vocab_size(const tokenizer& t) { return (int64_t)t.id_to_token.size(); }
+
+int32_t tokenizer_token_to_id(const tokenizer& t, const std::string& token) {
+    for (const auto& a : t.added)
+        if (a.content == token) return a.id;
+    auto it = t.vocab.find(token);
+    return it == t.vocab.end() ? -1 : it->second;
+}
+
+std::string tokenizer_id_to_token(const tokenizer& t, int32_t id) {
+    return id >= 0 && (size_t)id < t.id_to_token.size() ? t.id_to_token[id] : "";
+}
+
+bool tokenizer_is_special(const tokenizer& t, int32_t id) {
+    return id >= 0 && (size_t)id < t.special.size() && t.special[id];
+}
+
+int32_t tokenizer_bos_id(const tokenizer& t) { return t.bos; }
+int32_t tokenizer_eos_id(const tokenizer& t) { return t.eos; }
+int32_t tokenizer_pad_id(const tokenizer& t) { return t.pad; }
+
+}  // namespace lisa
