@@ -191,3 +191,36 @@ TEST(tokenizer, cli_tokenize_and_decode) {
     EXPECT_EQ(r.code, 1);
     EXPECT_NE(r.output.find("--ids: \"99999\" is not a token id"), std::string::npos) << r.output;
 }
+
+// 250 random strings of hard characters per tokenizer, encoded/decoded by the Hugging Face
+// library (tests/golden/make_tokenizer_fuzz.js): ids, ids with special tokens, decoding, and
+// decoding with skip_special_tokens.
+TEST_P(tokenizer_golden, differential_fuzz_cases_match_hugging_face) {
+    std::string dir = tokenizer_dir(GetParam());
+    if (dir.empty()) GTEST_SKIP() << "../shared/assets not found (set LISA_ASSETS): tokenizer fuzz not checked";
+    auto tok = tokenizer_load(dir);
+    std::istringstream in(fs_read_text(lisa_test::golden_dir("tokenizer_fuzz") + "/" + GetParam() + ".jsonl"));
+    std::string line;
+    int n = 0, bad = 0;
+    while (std::getline(in, line)) {
+        if (line.empty()) continue;
+        json c = json::parse(line);
+        std::string text = c["text"].get<std::string>();
+        auto ids = tokenizer_encode(*tok, text, false, true);
+        auto ids_sp = tokenizer_encode(*tok, text, true, true);
+        std::string dec = tokenizer_decode(*tok, c["ids"].get<std::vector<int32_t>>(), false);
+        std::string dec_skip = tokenizer_decode(*tok, c["ids_special"].get<std::vector<int32_t>>(), true);
+        if (ids != c["ids"].get<std::vector<int32_t>>() || ids_sp != c["ids_special"].get<std::vector<int32_t>>() ||
+            dec != c["decoded"].get<std::string>() || dec_skip != c["decoded_skip_special"].get<std::string>()) {
+            if (++bad <= 5)
+                ADD_FAILURE() << GetParam() << " fuzz case " << n << " " << json(text).dump() << "\n  ids got "
+                              << json(ids).dump() << "\n      want " << c["ids"].dump() << "\n  special got "
+                              << json(ids_sp).dump() << "\n      want " << c["ids_special"].dump()
+                              << "\n  decoded got " << json(dec).dump() << " want " << c["decoded"].dump()
+                              << "\n  skip got " << json(dec_skip).dump() << " want " << c["decoded_skip_special"].dump();
+        }
+        n++;
+    }
+    EXPECT_EQ(n, 250);
+    EXPECT_EQ(bad, 0);
+}
