@@ -224,3 +224,49 @@ TEST_P(tokenizer_golden, differential_fuzz_cases_match_hugging_face) {
     EXPECT_EQ(n, 250);
     EXPECT_EQ(bad, 0);
 }
+
+// Real tokenizers with components replaced (tests/golden/tokenizer_variants/variants.json), so
+// that Metaspace, Lowercase, Strip, NFKC, Split behaviours, a Sequence post-processor and
+// lstrip/rstrip/single_word are checked against the Hugging Face library too.
+TEST(tokenizer, variants_match_hugging_face) {
+    if (lisa_test::assets_dir().empty()) GTEST_SKIP() << "../shared/assets not found";
+    std::string vdir = lisa_test::golden_dir("tokenizer_variants");
+    json variants = json::parse(fs_read_text(vdir + "/variants.json"));
+    for (auto& [name, v] : variants.items()) {
+        json t = json::parse(fs_read_text(tokenizer_dir(v["base"].get<std::string>()) + "/tokenizer.json"));
+        if (v.contains("set"))
+            for (auto& [k, val] : v["set"].items()) t[k] = val;
+        if (v.contains("added_flags"))
+            for (auto& a : t["added_tokens"])
+                if (v["added_flags"].contains(a["content"].get<std::string>()))
+                    for (auto& [k, val] : v["added_flags"][a["content"].get<std::string>()].items()) a[k] = val;
+        lisa_test::temp_dir td;
+        lisa_test::write_file(td.path + "/tokenizer.json", t.dump());
+        auto tok = tokenizer_load(td.path);
+        std::istringstream in(fs_read_text(vdir + "/" + name + ".jsonl"));
+        std::string line;
+        int n = 0, bad = 0;
+        while (std::getline(in, line)) {
+            if (line.empty()) continue;
+            json c = json::parse(line);
+            std::string text = c["text"].get<std::string>();
+            auto ids = tokenizer_encode(*tok, text, false, true);
+            auto ids_sp = tokenizer_encode(*tok, text, true, true);
+            std::string dec = tokenizer_decode(*tok, c["ids"].get<std::vector<int32_t>>(), false);
+            std::string dec_skip = tokenizer_decode(*tok, c["ids_special"].get<std::vector<int32_t>>(), true);
+            if (ids != c["ids"].get<std::vector<int32_t>>() || ids_sp != c["ids_special"].get<std::vector<int32_t>>() ||
+                dec != c["decoded"].get<std::string>() || dec_skip != c["decoded_skip_special"].get<std::string>()) {
+                if (++bad <= 4)
+                    ADD_FAILURE() << name << " case " << n << " " << json(text).dump() << "\n  ids got "
+                                  << json(ids).dump() << "\n      want " << c["ids"].dump() << "\n  special got "
+                                  << json(ids_sp).dump() << "\n      want " << c["ids_special"].dump()
+                                  << "\n  decoded got " << json(dec).dump() << " want " << c["decoded"].dump()
+                                  << "\n  skip got " << json(dec_skip).dump() << " want "
+                                  << c["decoded_skip_special"].dump();
+            }
+            n++;
+        }
+        EXPECT_EQ(n, 200) << name;
+        EXPECT_EQ(bad, 0) << name;
+    }
+}

@@ -542,7 +542,15 @@ static std::vector<std::string> decode_chain(const decoder& d, std::vector<std::
 struct added_token {
     std::string content;
     int32_t     id;
-    bool        special, lstrip, rstrip, single_word;
+    bool        special, lstrip, rstrip, single_word, normalized;
+};
+
+// Added tokens to look for in one pass: what to match (the content, or its normalized form),
+// indexed by first byte, longest first (leftmost-longest matching).
+struct added_matcher {
+    std::vector<std::string> contents;
+    std::vector<size_t>      token_index;  // into tokenizer::added
+    std::map<unsigned char, std::vector<size_t>> by_first;
 };
 
 }  // namespace lisa
@@ -563,7 +571,8 @@ struct lisa::tokenizer {
     postprocessor               post;
     decoder                     dec;
     std::vector<added_token>    added;
-    std::map<unsigned char, std::vector<size_t>> added_by_first;  // first byte -> added tokens, longest first
+    added_matcher               raw_added;         // normalized=false: matched in the raw text
+    added_matcher               normalized_added;  // normalized=true: matched in normalized text
     std::vector<bool>           special;  // by id
     int32_t bos = -1, eos = -1, pad = -1;
     // tokenizer.json "truncation" (applied only when asked: transformers ignores it)
@@ -679,6 +688,7 @@ std::unique_ptr<tokenizer> tokenizer_load(const std::string& path) {
         at.lstrip = a.value("lstrip", false);
         at.rstrip = a.value("rstrip", false);
         at.single_word = a.value("single_word", false);
+        at.normalized = a.value("normalized", !at.special);
         if (at.content.empty() || at.id < 0)
             fail(strf("%s: field 'added_tokens': entry %s needs a non-empty content and an id", file.c_str(), a.dump().c_str()));
         t->added.push_back(at);
@@ -686,18 +696,26 @@ std::unique_ptr<tokenizer> tokenizer_load(const std::string& path) {
         t->id_to_token[at.id] = at.content;
     }
     t->special.assign(t->id_to_token.size(), false);
-    for (size_t i = 0; i < t->added.size(); i++) {
-        t->special[t->added[i].id] = t->added[i].special;
-        t->added_by_first[(unsigned char)t->added[i].content[0]].push_back(i);
-    }
-    for (auto& [c, v] : t->added_by_first)
-        std::stable_sort(v.begin(), v.end(),
-                         [&](size_t a, size_t b) { return t->added[a].content.size() > t->added[b].content.size(); });
-    // pipeline
     if (j.contains("normalizer") && !j["normalizer"].is_null()) {
         t->norm = normalizer_parse(j["normalizer"], file);
         t->has_normalizer = true;
     }
+    for (size_t i = 0; i < t->added.size(); i++) {
+        const added_token& a = t->added[i];
+        t->special[a.id] = a.special;
+        bool norm = a.normalized && t->has_normalizer;
+        added_matcher& m = norm ? t->normalized_added : t->raw_added;
+        std::string content = norm ? normalize(t->norm, a.content) : a.content;
+        if (content.empty()) continue;
+        m.contents.push_back(content);
+        m.token_index.push_back(i);
+        m.by_first[(unsigned char)content[0]].push_back(m.contents.size() - 1);
+    }
+    for (added_matcher* m : {&t->raw_added, &t->normalized_added})
+        for (auto& [c, v] : m->by_first)
+            std::stable_sort(v.begin(), v.end(),
+                             [&](size_t a, size_t b) { return m->contents[a].size() > m->contents[b].size(); });
+    // pipeline
     if (j.contains("pre_tokenizer") && !j["pre_tokenizer"].is_null()) {
         t->pre = pretokenizer_parse(j["pre_tokenizer"], file);
         t->has_pre = true;
@@ -832,34 +850,45 @@ static void bpe_piece(const tokenizer& t, const std::string& w, std::vector<int3
     t.cache.emplace(w, std::move(result));
 }
 
-// Splits text into (segment, added-token id or -1) in order.
-static std::vector<std::pair<std::string, int32_t>> split_added(const tokenizer& t, const std::string& s) {
-    std::vector<std::pair<std::string, int32_t>> out;
-    size_t seg_start = 0, i = 0;
-    auto is_ws = [&](size_t p) {
-        uint32_t cp;
-        return utf8_decode(s, p, &cp) > 0 && unicode_is_whitespace(cp);
+// One piece of input after added tokens are split out: text, or an added token's id.
+struct segment {
+    std::string text;
+    int32_t     added_id;  // -1 for text
+    size_t      begin;     // byte offset in the string it was cut from
+};
+
+// Splits s on the added tokens of `m` (leftmost-longest), honouring single_word, lstrip, rstrip.
+static std::vector<segment> split_added(const tokenizer& t, const added_matcher& m, const std::string& s) {
+    std::vector<segment> out;
+    if (m.by_first.empty()) {
+        if (!s.empty()) out.push_back({s, -1, 0});
+        return out;
+    }
+    auto char_before = [&](size_t p, uint32_t* cp) -> size_t {  // start of the character ending at p
+        size_t q = p - 1;
+        while (q > 0 && ((unsigned char)s[q] & 0xc0) == 0x80) q--;
+        if (utf8_decode(s, q, cp) == 0) *cp = 0xfffd;
+        return q;
     };
+    size_t seg_start = 0, i = 0;
     while (i < s.size()) {
-        auto it = t.added_by_first.find((unsigned char)s[i]);
+        auto it = m.by_first.find((unsigned char)s[i]);
         const added_token* hit = nullptr;
-        if (it != t.added_by_first.end()) {
+        size_t hit_len = 0;
+        if (it != m.by_first.end()) {
             for (size_t k : it->second) {
-                const added_token& a = t.added[k];
-                if (s.compare(i, a.content.size(), a.content) != 0) continue;
-                if (a.single_word) {
+                const std::string& content = m.contents[k];
+                if (s.compare(i, content.size(), content) != 0) continue;
+                const added_token& a = t.added[m.token_index[k]];
+                if (a.single_word) {  // must not touch a word character on either side
                     uint32_t cp;
-                    bool before_word = false, after_word = false;
-                    if (i > 0) {
-                        size_t p = i - 1;
-                        while (p > 0 && ((unsigned char)s[p] & 0xc0) == 0x80) p--;
-                        before_word = utf8_decode(s, p, &cp) > 0 && unicode_is_alnum(cp);
-                    }
-                    size_t e = i + a.content.size();
-                    if (e < s.size()) after_word = utf8_decode(s, e, &cp) > 0 && unicode_is_alnum(cp);
+                    bool before_word = i > 0 && (char_before(i, &cp), unicode_is_alnum(cp));
+                    size_t e = i + content.size();
+                    bool after_word = e < s.size() && utf8_decode(s, e, &cp) > 0 && unicode_is_alnum(cp);
                     if (before_word || after_word) continue;
                 }
                 hit = &a;
+                hit_len = content.size();
                 break;
             }
         }
@@ -868,19 +897,26 @@ static std::vector<std::pair<std::string, int32_t>> split_added(const tokenizer&
             i += std::max(utf8_decode(s, i, &cp), 1);
             continue;
         }
-        size_t b = i, e = i + hit->content.size();
+        size_t b = i, e = i + hit_len;
         if (hit->lstrip)
-            while (b > seg_start && ((unsigned char)s[b - 1] == ' ' || is_ws(b - 1))) b--;
-        if (hit->rstrip)
-            while (e < s.size() && is_ws(e)) {
+            while (b > seg_start) {
                 uint32_t cp;
-                e += std::max(utf8_decode(s, e, &cp), 1);
+                size_t q = char_before(b, &cp);
+                if (!unicode_is_whitespace(cp)) break;
+                b = q;
             }
-        if (b > seg_start) out.push_back({s.substr(seg_start, b - seg_start), -1});
-        out.push_back({"", hit->id});
+        if (hit->rstrip)
+            while (e < s.size()) {
+                uint32_t cp;
+                int n = utf8_decode(s, e, &cp);
+                if (n == 0 || !unicode_is_whitespace(cp)) break;
+                e += n;
+            }
+        if (b > seg_start) out.push_back({s.substr(seg_start, b - seg_start), -1, seg_start});
+        out.push_back({"", hit->id, b});
         seg_start = i = e;
     }
-    if (seg_start < s.size()) out.push_back({s.substr(seg_start), -1});
+    if (seg_start < s.size()) out.push_back({s.substr(seg_start), -1, seg_start});
     return out;
 }
 
@@ -888,19 +924,24 @@ std::vector<int32_t> tokenizer_encode(const tokenizer& t, const std::string& raw
                                       bool apply_file_truncation) {
     const std::string text = utf8_lossy(raw);
     std::vector<int32_t> ids;
-    bool first = true;
-    for (auto& [seg, added_id] : split_added(t, text)) {
-        if (added_id >= 0) {
-            ids.push_back(added_id);
-            first = false;
+    // pass 1: added tokens with normalized=false, in the raw text; pass 2: the others, in each
+    // normalized segment (matched against their normalized content), as the tokenizers library
+    for (const segment& raw : split_added(t, t.raw_added, text)) {
+        if (raw.added_id >= 0) {
+            ids.push_back(raw.added_id);
             continue;
         }
-        std::string s = t.has_normalizer ? normalize(t.norm, seg) : seg;
-        std::vector<piece> pieces = {{s, first}};
-        first = false;
-        if (t.has_pre) pieces = pretokenize(t.pre, std::move(pieces));
-        for (const auto& p : pieces)
-            if (!p.s.empty()) bpe_piece(t, p.s, &ids);
+        std::string s = t.has_normalizer ? normalize(t.norm, raw.text) : raw.text;
+        for (const segment& seg : split_added(t, t.normalized_added, s)) {
+            if (seg.added_id >= 0) {
+                ids.push_back(seg.added_id);
+                continue;
+            }
+            std::vector<piece> pieces = {{seg.text, raw.begin == 0 && seg.begin == 0}};
+            if (t.has_pre) pieces = pretokenize(t.pre, std::move(pieces));
+            for (const auto& p : pieces)
+                if (!p.s.empty()) bpe_piece(t, p.s, &ids);
+        }
     }
     if (apply_file_truncation && t.trunc_max > 0) {
         int64_t added = 0;  // room the post-processor's special tokens will take
