@@ -11,6 +11,8 @@ using command_fn = std::function<void()>;
 command_fn cmd_init_register(CLI::App& app);  // lisa init: write a randomly initialised model
 command_fn cmd_info_register(CLI::App& app);  // lisa info: describe a model folder
 command_fn cmd_tokenize_register(CLI::App& app);  // lisa tokenize: text <-> ids
+command_fn cmd_eval_register(CLI::App& app);      // lisa eval: loss and perplexity on a dataset
+command_fn cmd_generate_register(CLI::App& app);  // lisa generate: sample a continuation
 
 void set_threads(int n);  // OpenMP + OpenBLAS thread count (0 = leave the default)
 

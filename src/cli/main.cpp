@@ -30,6 +30,8 @@ int main(int argc, char** argv) {
     add("info", "print a model folder's configuration and parameter count as JSON", lisa::cmd_info_register);
     add("tokenize", "encode text to ids (or --decode ids to text) with the model's tokenizer.json",
         lisa::cmd_tokenize_register);
+    add("eval", "loss and perplexity of a model on an LMFlow dataset", lisa::cmd_eval_register);
+    add("generate", "generate text from a prompt (KV-cached; greedy at temperature 0)", lisa::cmd_generate_register);
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {

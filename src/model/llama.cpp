@@ -355,3 +355,64 @@ double llama_forward_backward(const llama_model& m, llama_acts* a, llama_grads* 
 }
 
 }  // namespace lisa
+
+namespace lisa {
+
+// ------------------------------------------------------------------ generation (KV cache)
+
+void llama_kv_cache_init(llama_kv_cache* c, const llama_model& m, int64_t max_T) {
+    const llama_config& cfg = m.cfg;
+    if (cfg.sliding_window > 0 && max_T > cfg.sliding_window) max_T = cfg.sliding_window;
+    c->max_T = max_T;
+    c->n_past = 0;
+    const size_t per = (size_t)cfg.num_layers * max_T * cfg.num_kv_heads * cfg.head_dim;
+    c->k.assign(per, 0.0f);
+    c->v.assign(per, 0.0f);
+    c->rope_cos.assign(max_T * cfg.head_dim / 2, 0.0f);
+    c->rope_sin.assign(max_T * cfg.head_dim / 2, 0.0f);
+    std::vector<float> inv = llama_rope_inv_freq(cfg);
+    rope_tables(c->rope_cos.data(), c->rope_sin.data(), inv.data(), max_T, cfg.head_dim);
+}
+
+void llama_decode(const llama_model& m, llama_kv_cache* c, const int32_t* tokens, int64_t n, float* logits_last) {
+    const llama_config& cfg = m.cfg;
+    const int64_t D = cfg.hidden_size, F = cfg.intermediate_size, hd = cfg.head_dim, Hq = cfg.num_heads,
+                  Hkv = cfg.num_kv_heads, Q = Hq * hd, K = Hkv * hd, half = hd / 2, p0 = c->n_past;
+    if (n <= 0) return;
+    if (p0 + n > c->max_T)
+        fail(strf("generation: %lld positions exceed the context of %lld tokens", (long long)(p0 + n),
+                  (long long)c->max_T));
+    check_ids(m, tokens, n, "input_ids", false);
+    std::vector<float> x(n * D), xn(n * D), rstd(n), q(n * Q), k(n * K), v(n * K), att(n * Q), tmp(n * D), g(n * F),
+        u(n * F), h(n * F);
+    embedding_forward(x.data(), tokens, m.w.embed, n, D);
+    for (int64_t l = 0; l < cfg.num_layers; l++) {
+        const llama_layer_weights& w = m.w.layers[l];
+        float* kc = c->k.data() + (size_t)l * c->max_T * K;
+        float* vc = c->v.data() + (size_t)l * c->max_T * K;
+        rmsnorm_forward(xn.data(), rstd.data(), x.data(), w.attn_norm, n, D, (float)cfg.rms_norm_eps);
+        linear_forward(q.data(), xn.data(), w.wq, w.bq, n, D, Q);
+        linear_forward(k.data(), xn.data(), w.wk, w.bk, n, D, K);
+        linear_forward(v.data(), xn.data(), w.wv, w.bv, n, D, K);
+        // rotate with the tables of positions p0.. (a batch of one sequence of n tokens)
+        rope_forward(q.data(), c->rope_cos.data() + p0 * half, c->rope_sin.data() + p0 * half, 1, n, Hq, hd);
+        rope_forward(k.data(), c->rope_cos.data() + p0 * half, c->rope_sin.data() + p0 * half, 1, n, Hkv, hd);
+        std::memcpy(kc + p0 * K, k.data(), n * K * sizeof(float));
+        std::memcpy(vc + p0 * K, v.data(), n * K * sizeof(float));
+        attention_forward_kv(att.data(), q.data(), kc, vc, n, p0, Hq, Hkv, hd);
+        linear_forward(tmp.data(), att.data(), w.wo, w.bo, n, Q, D);
+        for (int64_t i = 0; i < n * D; i++) x[i] += tmp[i];
+        rmsnorm_forward(xn.data(), rstd.data(), x.data(), w.mlp_norm, n, D, (float)cfg.rms_norm_eps);
+        linear_forward(g.data(), xn.data(), w.w_gate, nullptr, n, D, F);
+        linear_forward(u.data(), xn.data(), w.w_up, nullptr, n, D, F);
+        swiglu_forward(h.data(), g.data(), u.data(), n * F);
+        linear_forward(tmp.data(), h.data(), w.w_down, nullptr, n, F, D);
+        for (int64_t i = 0; i < n * D; i++) x[i] += tmp[i];
+    }
+    c->n_past += n;
+    const float* last = x.data() + (n - 1) * D;
+    rmsnorm_forward(xn.data(), rstd.data(), last, m.w.norm, 1, D, (float)cfg.rms_norm_eps);
+    linear_forward(logits_last, xn.data(), m.w.lm_head, nullptr, 1, D, cfg.vocab_size);
+}
+
+}  // namespace lisa

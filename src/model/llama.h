@@ -122,6 +122,18 @@ void llama_logits(const llama_model& m, const llama_acts& a, float* logits);
 double llama_forward_backward(const llama_model& m, llama_acts* a, llama_grads* gr, const int32_t* tokens,
                               const int32_t* labels, float grad_scale, int64_t* n_tokens);
 
+// KV cache for generation: keys (after RoPE) and values of every layer, for up to max_T positions.
+struct llama_kv_cache {
+    int64_t            max_T = 0;
+    int64_t            n_past = 0;  // positions already in the cache
+    std::vector<float> k, v;        // [num_layers, max_T, Hkv, hd]
+    std::vector<float> rope_cos, rope_sin;  // [max_T, hd/2]
+};
+void llama_kv_cache_init(llama_kv_cache* c, const llama_model& m, int64_t max_T);
+// Runs n new tokens at positions n_past.., appends them to the cache and writes the logits of
+// the last one ([vocab_size]). Throws if the cache would overflow.
+void llama_decode(const llama_model& m, llama_kv_cache* c, const int32_t* tokens, int64_t n, float* logits_last);
+
 // Inverse rotary frequencies [head_dim/2] with the config's rope scaling applied.
 std::vector<float> llama_rope_inv_freq(const llama_config& c);
 

@@ -303,8 +303,103 @@ def make_aidreams():
     print(f"aidreams: {text!r}")
 
 
+def aidreams_ids(assets):
+    """HF tokenizer ids of the golden strings for aidreams-260k (independent of our tokenizer)."""
+    rows = [json.loads(l) for l in open(os.path.join(assets, "tokenizer_golden", "aidreams-260k.jsonl"))]
+    return {r["text"]: r for r in rows}
+
+
+def loss_of(cfg, P, samples):
+    """samples: list of (ids, labels) -> (sum CE, label tokens), each sequence alone."""
+    total, count = 0.0, 0
+    for ids, labels in samples:
+        lg = forward(cfg, P, torch.tensor(ids))
+        y = torch.tensor(labels[1:])
+        keep = y != -100
+        total += float(torch.nn.functional.cross_entropy(lg[:-1][keep], y[keep], reduction="sum"))
+        count += int(keep.sum())
+    return total, count
+
+
+def make_aidreams_data():
+    """Eval datasets for `lisa eval` (text_only and text2text) whose token ids come from the
+    Hugging Face tokenizer goldens, the loss PyTorch gives on them, a random PEFT LoRA adapter
+    and its loss, and a greedy continuation of a prompt."""
+    assets = os.environ.get("LISA_ASSETS", os.path.join(HERE, "..", "..", "..", "shared", "assets"))
+    mdir = os.path.join(assets, "models", "aidreams-260k")
+    if not os.path.isdir(mdir):
+        print(f"skip aidreams data: {mdir} not found")
+        return
+    cfg = json.load(open(os.path.join(mdir, "config.json")))
+    P = st_load(os.path.join(mdir, "model.safetensors"))
+    gold = aidreams_ids(assets)
+    eos = cfg["eos_token_id"]
+    out = os.path.join(HERE, "aidreams_data")
+    texts = ["Hello world", "Hello, world!", "   leading spaces", "Führer", "I'm here, aren't you? We'LL see.",
+             "def f(x):\n    return x * 2  # double\n", "Prices: $1,234.56 and 7890123 units", "emoji 😀👍🏽🇺🇸 done"]
+    # text_only: ids = encode(text, special) + EOS, loss on every token
+    only = [(gold[t]["ids_special"] + [eos], gold[t]["ids_special"] + [eos]) for t in texts]
+    # text2text: prompt = encode(input, special); completion = encode(output) + EOS; loss on the completion
+    pairs = [(texts[i], texts[i + 1]) for i in range(0, len(texts) - 1, 2)] + [(texts[-1], texts[0])]
+    t2t = []
+    for a, b in pairs:
+        p, c = gold[a]["ids_special"], gold[b]["ids"] + [eos]
+        t2t.append((p + c, [-100] * len(p) + c))
+    expected = {}
+    for name, kind, samples, inst in (
+            ("text_only", "text_only", only, [{"text": t} for t in texts]),
+            ("text2text", "text2text", t2t, [{"input": a, "output": b} for a, b in pairs])):
+        d = os.path.join(out, name)
+        os.makedirs(d, exist_ok=True)
+        with open(os.path.join(d, "data.json"), "w") as f:
+            json.dump({"type": kind, "instances": inst}, f, ensure_ascii=False, indent=1)
+        with torch.no_grad():
+            total, count = loss_of(cfg, P, samples)
+        expected[name] = {"loss": total / count, "tokens": count, "samples": len(samples),
+                          "ids": [s[0] for s in samples], "labels": [s[1] for s in samples]}
+    # a PEFT LoRA adapter with random A and B; loss with W + (alpha/r) B A on the text_only data
+    g = torch.Generator().manual_seed(7)
+    r, alpha = 4, 8.0
+    adapter, PL = {}, dict(P)
+    for l in range(cfg["num_hidden_layers"]):
+        for mod in ("self_attn.q_proj", "self_attn.v_proj", "mlp.down_proj"):
+            W = P[f"model.layers.{l}.{mod}.weight"]
+            A = torch.randn(r, W.shape[1], generator=g) * 0.1
+            B = torch.randn(W.shape[0], r, generator=g) * 0.1
+            adapter[f"base_model.model.model.layers.{l}.{mod}.lora_A.weight"] = A
+            adapter[f"base_model.model.model.layers.{l}.{mod}.lora_B.weight"] = B
+            PL[f"model.layers.{l}.{mod}.weight"] = W + (alpha / r) * (B @ A)
+    ad = os.path.join(out, "lora_adapter")
+    os.makedirs(ad, exist_ok=True)
+    st_save(os.path.join(ad, "adapter_model.safetensors"), adapter)
+    with open(os.path.join(ad, "adapter_config.json"), "w") as f:
+        json.dump({"peft_type": "LORA", "task_type": "CAUSAL_LM", "r": r, "lora_alpha": alpha, "lora_dropout": 0.0,
+                   "target_modules": ["q_proj", "v_proj", "down_proj"], "bias": "none", "fan_in_fan_out": False,
+                   "base_model_name_or_path": "aidreams-260k"}, f, indent=2)
+    with torch.no_grad():
+        total, count = loss_of(cfg, PL, only)
+    expected["text_only_lora"] = {"loss": total / count, "tokens": count, "samples": len(only)}
+    # greedy continuation of "Hello world" (prompt ids with BOS from the HF golden)
+    ids = list(gold["Hello world"]["ids_special"])
+    n0 = len(ids)
+    with torch.no_grad():
+        for _ in range(30):
+            nxt = int(forward(cfg, P, torch.tensor(ids))[-1].argmax())
+            ids.append(nxt)
+            if nxt == eos:
+                break
+    tok = json.load(open(os.path.join(mdir, "tokenizer.json")))
+    gen = [i for i in ids[n0:] if i != eos]
+    expected["generate_hello_world"] = {"prompt": "Hello world", "max_new_tokens": 30, "ids": ids[n0:],
+                                        "text": decode_sentencepiece(tok, gen)}
+    with open(os.path.join(out, "expected.json"), "w") as f:
+        json.dump(expected, f, ensure_ascii=False, indent=1)
+    print("aidreams data:", {k: v.get("loss", v.get("text")) for k, v in expected.items()})
+
+
 if __name__ == "__main__":
     torch.manual_seed(0)
     for name, spec in FLAVOURS.items():
         make_flavour(name, spec)
     make_aidreams()
+    make_aidreams_data()

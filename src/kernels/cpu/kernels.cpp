@@ -194,6 +194,36 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
                 }
 }
 
+void attention_forward_kv(float* out, const float* q, const float* kc, const float* vc, int64_t n, int64_t pos0,
+                          int64_t Hq, int64_t Hkv, int64_t hd) {
+    const int64_t group = Hq / Hkv;
+    const float scale = 1.0f / std::sqrt((float)hd);
+#pragma omp parallel
+    {
+        std::vector<float> p(pos0 + n);
+#pragma omp for collapse(2) schedule(dynamic, 1)
+        for (int64_t i = 0; i < n; i++)
+            for (int64_t h = 0; h < Hq; h++) {
+                const int64_t kh = h / group, t = pos0 + i;
+                const float* qt = q + (i * Hq + h) * hd;
+                float m = -INFINITY;
+                for (int64_t j = 0; j <= t; j++) {
+                    p[j] = dotf(qt, kc + (j * Hkv + kh) * hd, hd) * scale;
+                    m = std::max(m, p[j]);
+                }
+                float l = 0.0f;
+                for (int64_t j = 0; j <= t; j++) l += (p[j] = std::exp(p[j] - m));
+                float* o = out + (i * Hq + h) * hd;
+                std::fill(o, o + hd, 0.0f);
+                for (int64_t j = 0; j <= t; j++) {
+                    const float* vj = vc + (j * Hkv + kh) * hd;
+                    float pj = p[j] / l;
+                    for (int64_t d = 0; d < hd; d++) o[d] += pj * vj[d];
+                }
+            }
+    }
+}
+
 // ============================================================================ swiglu
 void swiglu_forward(float* h, const float* g, const float* u, int64_t n) {
 #pragma omp parallel for schedule(static)

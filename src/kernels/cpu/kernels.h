@@ -39,6 +39,11 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
                         const float* q, const float* k, const float* v, int64_t B, int64_t T, int64_t Hq,
                         int64_t Hkv, int64_t hd);
 
+// Attention of n new queries (positions pos0..pos0+n-1) over a KV cache holding positions
+// 0..pos0+n-1: q/out [n,Hq,hd], kc/vc [>= pos0+n, Hkv, hd]. Inference only (no backward).
+void attention_forward_kv(float* out, const float* q, const float* kc, const float* vc, int64_t n, int64_t pos0,
+                          int64_t Hq, int64_t Hkv, int64_t hd);
+
 // ---- SwiGLU: h = silu(g) * u, elementwise over n
 void swiglu_forward(float* h, const float* g, const float* u, int64_t n);
 void swiglu_backward(float* dg, float* du, const float* dh, const float* g, const float* u, int64_t n);

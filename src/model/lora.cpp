@@ -1,0 +1,113 @@
+#include "model/lora.h"
+
+#include <cmath>
+#include <nlohmann/json.hpp>
+#include <set>
+
+#include "core/error.h"
+#include "io/fs.h"
+#include "io/safetensors.h"
+
+namespace lisa {
+
+using json = nlohmann::json;
+
+double lora_adapter_config::scale() const { return use_rslora ? alpha / std::sqrt((double)r) : alpha / (double)r; }
+
+lora_adapter_config lora_config_load(const std::string& path) {
+    json j;
+    try {
+        j = json::parse(fs_read_text(path));
+    } catch (const json::exception& e) {
+        fail(strf("%s: not valid JSON (%s)", path.c_str(), e.what()));
+    }
+    auto bad = [&](const char* f, const char* what) { fail(strf("%s: field '%s': expected %s", path.c_str(), f, what)); };
+    lora_adapter_config c;
+    if (j.value("peft_type", std::string("LORA")) != "LORA") bad("peft_type", "\"LORA\"");
+    if (!j.contains("r") || !j["r"].is_number_integer() || j["r"].get<int64_t>() <= 0) bad("r", "a positive integer");
+    c.r = j["r"].get<int64_t>();
+    if (!j.contains("lora_alpha") || !j["lora_alpha"].is_number()) bad("lora_alpha", "a number");
+    c.alpha = j["lora_alpha"].get<double>();
+    c.dropout = j.value("lora_dropout", 0.0);
+    c.use_rslora = j.value("use_rslora", false);
+    if (j.value("fan_in_fan_out", false)) bad("fan_in_fan_out", "false (Llama Linear layers)");
+    if (j.value("bias", std::string("none")) != "none") bad("bias", "\"none\" (LoRA biases are not supported)");
+    if (j.value("use_dora", false)) bad("use_dora", "false (DoRA is not supported)");
+    if (j.contains("modules_to_save") && !j["modules_to_save"].is_null() && !j["modules_to_save"].empty())
+        bad("modules_to_save", "null (fully trained extra modules are not supported)");
+    if (j.contains("target_modules") && j["target_modules"].is_array())
+        for (auto& t : j["target_modules"]) c.target_modules.push_back(t.get<std::string>());
+    return c;
+}
+
+std::string lora_config_to_json(const lora_adapter_config& c, const std::string& base_model) {
+    json j = {{"peft_type", "LORA"},       {"task_type", "CAUSAL_LM"},  {"r", c.r},
+              {"lora_alpha", c.alpha},     {"lora_dropout", c.dropout}, {"target_modules", c.target_modules},
+              {"bias", "none"},            {"fan_in_fan_out", false},   {"use_rslora", c.use_rslora},
+              {"modules_to_save", nullptr}, {"inference_mode", true},   {"init_lora_weights", true},
+              {"base_model_name_or_path", base_model}};
+    return j.dump(2) + "\n";
+}
+
+float* lora_module_weight(const llama_model& m, const std::string& module, int64_t* out, int64_t* in) {
+    const std::string name = module + ".weight";
+    for (const auto& t : m.tensors)
+        if (t.name == name && t.is_matrix && t.layer >= 0) {
+            *out = t.shape[0];
+            *in = t.shape[1];
+            return const_cast<float*>(m.params.data()) + t.offset;
+        }
+    return nullptr;
+}
+
+void lora_merge_adapter(llama_model* m, const std::string& dir) {
+    if (!fs_is_dir(dir)) fail(strf("%s: --lora_model_path must be a PEFT adapter folder", dir.c_str()));
+    lora_adapter_config c = lora_config_load(fs_join(dir, "adapter_config.json"));
+    std::string wpath = fs_join(dir, "adapter_model.safetensors");
+    if (!fs_is_file(wpath)) fail(strf("%s: missing (adapter weights must be safetensors)", wpath.c_str()));
+    auto f = st_open(wpath);
+    const std::string prefix = "base_model.model.";
+    std::set<std::string> used;
+    const float scale = (float)c.scale();
+    for (const auto& t : f->tensors) {
+        const std::string& n = t.name;
+        size_t pa = n.rfind(".lora_A.weight");
+        if (pa == std::string::npos) continue;
+        if (n.compare(0, prefix.size(), prefix) != 0)
+            fail(strf("%s: tensor '%s': expected a name starting with '%s'", wpath.c_str(), n.c_str(), prefix.c_str()));
+        std::string module = n.substr(prefix.size(), pa - prefix.size());
+        std::string bname = prefix + module + ".lora_B.weight";
+        const st_tensor* tb = st_find(*f, bname);
+        if (!tb) fail(strf("%s: tensor '%s' has no matching '%s'", wpath.c_str(), n.c_str(), bname.c_str()));
+        int64_t out, in;
+        float* w = lora_module_weight(*m, module, &out, &in);
+        if (!w) fail(strf("%s: tensor '%s': the base model has no Linear '%s'", wpath.c_str(), n.c_str(), module.c_str()));
+        if (t.shape.size() != 2 || t.shape[1] != in || tb->shape.size() != 2 || tb->shape[0] != out ||
+            tb->shape[1] != t.shape[0])
+            fail(strf("%s: '%s' %s and '%s' %s do not fit the base weight [%lld, %lld]", wpath.c_str(), n.c_str(),
+                      shape_str(t.shape).c_str(), bname.c_str(), shape_str(tb->shape).c_str(), (long long)out,
+                      (long long)in));
+        const int64_t r = t.shape[0];
+        std::vector<float> A(r * in), B(out * r);
+        convert_to_f32(A.data(), t.data, t.dt, t.numel);
+        convert_to_f32(B.data(), tb->data, tb->dt, tb->numel);
+        // W[out,in] += scale · B[out,r] · A[r,in]
+#pragma omp parallel for schedule(static)
+        for (int64_t o = 0; o < out; o++)
+            for (int64_t k = 0; k < r; k++) {
+                float b = scale * B[o * r + k];
+                const float* a = A.data() + k * in;
+                float* wr = w + o * in;
+                for (int64_t i = 0; i < in; i++) wr[i] += b * a[i];
+            }
+        used.insert(n);
+        used.insert(bname);
+    }
+    for (const auto& t : f->tensors)
+        if (!used.count(t.name))
+            fail(strf("%s: unexpected tensor '%s' (only lora_A / lora_B pairs are supported)", wpath.c_str(),
+                      t.name.c_str()));
+    if (used.empty()) fail(strf("%s: no lora_A / lora_B tensors", wpath.c_str()));
+}
+
+}  // namespace lisa

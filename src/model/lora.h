@@ -1,0 +1,32 @@
+// PEFT LoRA adapters on disk (adapter_config.json + adapter_model.safetensors).
+// Tensor names follow PEFT: base_model.model.<module>.lora_A.weight [r, in] and
+// base_model.model.<module>.lora_B.weight [out, r]; the update is W += scale · B·A with
+// scale = lora_alpha / r (lora_alpha / sqrt(r) with use_rslora).
+#pragma once
+#include <string>
+#include <vector>
+
+#include "model/llama.h"
+
+namespace lisa {
+
+struct lora_adapter_config {
+    int64_t                  r = 8;
+    double                   alpha = 16;
+    double                   dropout = 0.0;
+    bool                     use_rslora = false;
+    std::vector<std::string> target_modules;  // short names: q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj
+    double scale() const;
+};
+
+lora_adapter_config lora_config_load(const std::string& path);  // adapter_config.json
+std::string         lora_config_to_json(const lora_adapter_config& c, const std::string& base_model);
+
+// Merges an adapter folder into the model's weights in memory (for eval, generate, merge-lora).
+void lora_merge_adapter(llama_model* m, const std::string& adapter_dir);
+
+// The Linear weight a module name refers to ("model.layers.3.self_attn.q_proj"), with its
+// shape; nullptr if there is none.
+float* lora_module_weight(const llama_model& m, const std::string& module, int64_t* out, int64_t* in);
+
+}  // namespace lisa

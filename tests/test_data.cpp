@@ -1,0 +1,274 @@
+// Datasets, templates, batching, and the eval / generate commands.
+// Expected token ids are built from the Hugging Face tokenizer goldens (not from our tokenizer);
+// eval losses and greedy text are checked against PyTorch (tests/golden/aidreams_data).
+#include <nlohmann/json.hpp>
+
+#include "core/error.h"
+#include "data/dataset.h"
+#include "io/fs.h"
+#include "test_util.h"
+
+using namespace lisa;
+using json = nlohmann::json;
+using ids_t = std::vector<int32_t>;
+
+// golden ids of the shared strings for one tokenizer: text -> {ids, ids_special}
+static std::map<std::string, json> golden_ids(const std::string& name) {
+    std::map<std::string, json> m;
+    std::istringstream in(fs_read_text(lisa_test::assets_dir() + "/tokenizer_golden/" + name + ".jsonl"));
+    std::string line;
+    while (std::getline(in, line))
+        if (!line.empty()) {
+            json j = json::parse(line);
+            m[j["text"].get<std::string>()] = j;
+        }
+    return m;
+}
+
+static std::string write_dataset(const lisa_test::temp_dir& td, const std::string& file, const json& j) {
+    lisa_test::write_file(td.path + "/" + file, j.dump());
+    return td.path;
+}
+
+static ids_t cat(std::initializer_list<ids_t> parts) {
+    ids_t r;
+    for (auto& p : parts) r.insert(r.end(), p.begin(), p.end());
+    return r;
+}
+
+#define NEED_ASSETS() \
+    if (lisa_test::assets_dir().empty()) GTEST_SKIP() << "../shared/assets not found (set LISA_ASSETS)"
+
+TEST(dataset, text_only_and_text2text_ids_and_label_masks) {
+    NEED_ASSETS();
+    auto tok = tokenizer_load(lisa_test::assets_dir() + "/tokenizers/mistral");
+    auto g = golden_ids("mistral");
+    ids_t hw_sp = g["Hello world"]["ids_special"], hw2 = g["Hello, world!"]["ids"];
+    dataset_options o;
+    o.eos_id = 2;  // Mistral </s>
+    {
+        lisa_test::temp_dir td;
+        write_dataset(td, "a.json", {{"type", "text_only"}, {"instances", {{{"text", "Hello world"}}}}});
+        dataset d = dataset_load(td.path, *tok, o);
+        ASSERT_EQ(d.samples.size(), 1u);
+        EXPECT_EQ(d.samples[0].ids, cat({hw_sp, {2}}));  // BOS ... EOS
+        EXPECT_EQ(d.samples[0].labels, cat({hw_sp, {2}}));
+    }
+    {
+        lisa_test::temp_dir td;
+        write_dataset(td, "a.json",
+                      {{"type", "text2text"}, {"instances", {{{"input", "Hello world"}, {"output", "Hello, world!"}}}}});
+        dataset d = dataset_load(td.path, *tok, o);
+        ASSERT_EQ(d.samples.size(), 1u);
+        EXPECT_EQ(d.samples[0].ids, cat({hw_sp, hw2, {2}}));
+        EXPECT_EQ(d.samples[0].labels, cat({ids_t(hw_sp.size(), -100), hw2, {2}}));
+        EXPECT_EQ(sample_label_tokens(d.samples[0]), (int64_t)hw2.size() + 1);
+    }
+}
+
+TEST(dataset, conversation_trains_on_assistant_turns_and_their_closing_token) {
+    NEED_ASSETS();
+    auto tok = tokenizer_load(lisa_test::assets_dir() + "/tokenizers/llama3");
+    auto g = golden_ids("llama3");
+    json conv = {{"type", "conversation"},
+                 {"instances",
+                  {{{"system", "Be brief."},
+                    {"messages",
+                     {{{"role", "user"}, {"content", "Hello world"}},
+                      {{"role", "assistant"}, {"content", "Hello, world!"}},
+                      {{"role", "user"}, {"content", "3333"}},
+                      {{"role", "assistant"}, {"content", "Hello World!"}}}}}}}};
+    lisa_test::temp_dir td;
+    write_dataset(td, "c.json", conv);
+    dataset_options o;
+    o.conversation_template = "llama3";
+    dataset d = dataset_load(td.path, *tok, o);
+    ASSERT_EQ(d.samples.size(), 1u);
+    const sample& s = d.samples[0];
+    ids_t trained;
+    for (size_t i = 0; i < s.ids.size(); i++)
+        if (s.labels[i] != -100) trained.push_back(s.labels[i]);
+    const int32_t eot = 128009;  // <|eot_id|>
+    EXPECT_EQ(trained, cat({g["Hello, world!"]["ids"], {eot}, g["Hello World!"]["ids"], {eot}}));
+    EXPECT_EQ(s.ids.front(), 128000);  // <|begin_of_text|>
+    // train_on_prompt: every token is a label
+    o.train_on_prompt = true;
+    dataset all = dataset_load(td.path, *tok, o);
+    EXPECT_EQ(all.samples[0].labels, all.samples[0].ids);
+}
+
+TEST(chat_template, each_template_renders_as_documented) {
+    std::vector<chat_message> m = {{"system", "S"}, {"user", "U1"}, {"assistant", "A1"}, {"user", "U2"}, {"assistant", "A2"}};
+    auto render = [&](const char* name, bool gen = false) {
+        std::string all, trained;
+        auto msgs = m;
+        if (gen) msgs.pop_back();
+        for (auto& s : chat_template_render(name, msgs, gen)) {
+            all += s.text + (s.append_eos ? "<EOS>" : "");
+            if (s.trainable) trained += "[" + s.text + "]";
+        }
+        return all + " | " + trained;
+    };
+    EXPECT_EQ(render("llama3"),
+              "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nS<|eot_id|>"
+              "<|start_header_id|>user<|end_header_id|>\n\nU1<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"
+              "A1<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nU2<|eot_id|>"
+              "<|start_header_id|>assistant<|end_header_id|>\n\nA2<|eot_id|> | [A1<|eot_id|>][A2<|eot_id|>]");
+    EXPECT_EQ(render("chatml"),
+              "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nU1<|im_end|>\n<|im_start|>assistant\nA1<|im_end|>\n"
+              "<|im_start|>user\nU2<|im_end|>\n<|im_start|>assistant\nA2<|im_end|>\n | [A1<|im_end|>][A2<|im_end|>]");
+    EXPECT_EQ(render("llama2"),
+              "<s>[INST] <<SYS>>\nS\n<</SYS>>\n\nU1 [/INST] A1 </s><s>[INST] U2 [/INST] A2 </s> | [ A1 </s>][ A2 </s>]");
+    EXPECT_EQ(render("mistral"), "<s>[INST] S\n\nU1 [/INST]A1</s>[INST] U2 [/INST]A2</s> | [A1</s>][A2</s>]");
+    EXPECT_EQ(render("empty"), "SU1A1<EOS>U2A2<EOS> | [A1][A2]");
+    // generation prompt ends with the assistant header
+    EXPECT_EQ(render("chatml", true).substr(0, render("chatml", true).find(" | ")),
+              "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nU1<|im_end|>\n<|im_start|>assistant\nA1<|im_end|>\n"
+              "<|im_start|>user\nU2<|im_end|>\n<|im_start|>assistant\n");
+    EXPECT_THROW(chat_template_render("vicuna", m, false), lisa::error);
+}
+
+TEST(dataset, block_size_truncates_and_drops_samples_without_labels) {
+    NEED_ASSETS();
+    auto tok = tokenizer_load(lisa_test::assets_dir() + "/tokenizers/mistral");
+    lisa_test::temp_dir td;
+    std::string long_input(200, 'x');
+    write_dataset(td, "a.json",
+                  {{"type", "text2text"},
+                   {"instances", {{{"input", long_input}, {"output", "yes"}}, {{"input", "hi"}, {"output", "a b c d e f g"}}}}});
+    dataset_options o;
+    o.eos_id = 2;
+    o.block_size = 8;
+    dataset d = dataset_load(td.path, *tok, o);
+    EXPECT_EQ(d.n_instances, 2);
+    EXPECT_EQ(d.n_dropped, 1);    // its completion was cut away entirely
+    EXPECT_EQ(d.n_truncated, 2);
+    ASSERT_EQ(d.samples.size(), 1u);
+    EXPECT_EQ(d.samples[0].ids.size(), 8u);
+}
+
+TEST(dataset, bad_inputs_name_file_instance_and_field) {
+    NEED_ASSETS();
+    auto tok = tokenizer_load(lisa_test::assets_dir() + "/tokenizers/mistral");
+    dataset_options o;
+    o.eos_id = 2;
+    auto err = [&](const std::function<void(const std::string&)>& make) {
+        lisa_test::temp_dir td;
+        make(td.path);
+        try {
+            dataset_load(td.path, *tok, o);
+        } catch (const lisa::error& e) {
+            return std::string(e.what());
+        }
+        return std::string();
+    };
+    auto file = [](const std::string& text) {
+        return [text](const std::string& dir) { lisa_test::write_file(dir + "/d.json", text); };
+    };
+    struct bad_case {
+        std::function<void(const std::string&)> make;
+        const char*                             expect;
+    };
+    std::vector<bad_case> cases = {
+        {file("{\"type\": \"text_only\", "), "d.json: not valid JSON"},
+        {file("[1, 2]"), "d.json: expected a JSON object"},
+        {file(R"({"instances": []})"), "d.json: field 'type': expected"},
+        {file(R"({"type": "chat", "instances": []})"), "d.json: field 'type': expected \"text_only\", \"text2text\" or \"conversation\", got \"chat\""},
+        {file(R"({"type": "text_only", "instances": {}})"), "d.json: field 'instances': expected a list"},
+        {file(R"({"type": "text_only", "instances": [{"text": "a"}, {"txt": "b"}]})"), "d.json: instances[1]: field 'text' is missing"},
+        {file(R"({"type": "text2text", "instances": [{"input": "a", "output": 3}]})"), "d.json: instances[0]: field 'output': expected a string, got number 3"},
+        {file(R"({"type": "text2text", "instances": ["a"]})"), "d.json: instances[0]: expected an object"},
+        {[](const std::string& dir) {
+             lisa_test::write_file(dir + "/a.json", R"({"type": "text_only", "instances": [{"text": "a"}]})");
+             lisa_test::write_file(dir + "/b.json", R"({"type": "text2text", "instances": []})");
+         },
+         "b.json: type \"text2text\" differs from \"text_only\""},
+        {[](const std::string&) {}, "no *.json files"},
+        {file(R"({"type": "conversation", "instances": [{"messages": []}]})"), "needs --conversation_template"},
+        {file(R"({"type": "text_only", "instances": []})"), "no usable sample"},
+    };
+    for (auto& c : cases) {
+        std::string m = err(c.make);
+        EXPECT_NE(m.find(c.expect), std::string::npos) << "want: " << c.expect << "\n got: " << m;
+    }
+    o.conversation_template = "chatml";
+    std::string m = err(file(R"({"type": "conversation", "instances": [{"messages": [{"role": "bot", "content": "x"}]}]})"));
+    EXPECT_NE(m.find("instances[0].messages[0]: field 'role': expected \"user\" or \"assistant\", got \"bot\""),
+              std::string::npos) << m;
+    // through the CLI: one line, non-zero exit
+    lisa_test::temp_dir td;
+    lisa_test::write_file(td.path + "/d.json", R"({"type": "text_only", "instances": [{"text": 1}]})");
+    auto r = lisa_test::run_lisa("eval --model_name_or_path " + lisa_test::assets_dir() +
+                                 "/models/aidreams-260k --dataset_path " + td.path);
+    EXPECT_EQ(r.code, 1);
+    EXPECT_NE(r.output.find("d.json: instances[0]: field 'text': expected a string, got number 1"), std::string::npos)
+        << r.output;
+    EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 1) << r.output;
+}
+
+TEST(batching, shuffle_is_seeded_and_padding_is_on_the_right) {
+    auto a = epoch_order(10, 42, 0, true), b = epoch_order(10, 42, 0, true), c = epoch_order(10, 42, 1, true);
+    EXPECT_EQ(a, b);
+    EXPECT_NE(a, c);  // a new order each epoch
+    auto sorted = a;
+    std::sort(sorted.begin(), sorted.end());
+    EXPECT_EQ(sorted, epoch_order(10, 0, 0, false));  // a permutation
+    dataset d;
+    d.samples = {{{5, 6, 7}, {5, 6, 7}}, {{8, 9}, {-100, 9}}};
+    batch bt = make_batch(d, {0, 1}, 0);
+    EXPECT_EQ(bt.T, 3);
+    EXPECT_EQ(bt.ids, ids_t({5, 6, 7, 8, 9, 0}));
+    EXPECT_EQ(bt.labels, ids_t({5, 6, 7, -100, 9, -100}));
+    EXPECT_EQ(bt.label_tokens, 3);  // 6, 7 and 9 are predicted
+    // packing: concatenate and cut; a block with no label token left is not trained on
+    dataset p;
+    p.samples = {{{5, 6, 7}, {5, 6, 7}}, {{8, 9, 10}, {-100, -100, 10}}, {{11}, {11}}};
+    dataset_group_texts(&p, 2);
+    ASSERT_EQ(p.samples.size(), 2u);
+    EXPECT_EQ(p.samples[0].ids, ids_t({5, 6}));
+    EXPECT_EQ(p.samples[1].ids, ids_t({9, 10}));  // [7, 8] has no label to predict; [11] is a remainder
+}
+
+TEST(eval_and_generate, match_pytorch_on_the_trained_model) {
+    NEED_ASSETS();
+    const std::string model = lisa_test::assets_dir() + "/models/aidreams-260k";
+    const std::string g = lisa_test::golden_dir("aidreams_data");
+    json want = json::parse(fs_read_text(g + "/expected.json"));
+    // the dataset readers give exactly the ids PyTorch used (built from the HF tokenizer goldens)
+    auto tok = tokenizer_load(model);
+    for (const char* kind : {"text_only", "text2text"}) {
+        dataset_options o;
+        o.eos_id = 2;
+        o.block_size = 128;
+        dataset d = dataset_load(g + "/" + kind, *tok, o);
+        ASSERT_EQ(d.samples.size(), want[kind]["ids"].size()) << kind;
+        for (size_t i = 0; i < d.samples.size(); i++) {
+            EXPECT_EQ(d.samples[i].ids, want[kind]["ids"][i].get<ids_t>()) << kind << " " << i;
+            EXPECT_EQ(d.samples[i].labels, want[kind]["labels"][i].get<ids_t>()) << kind << " " << i;
+        }
+    }
+    // loss over all label tokens equals PyTorch's (1e-5 relative; batches of 3 with padding)
+    auto check = [&](const std::string& args, const json& w) {
+        auto r = lisa_test::run_lisa("eval --model_name_or_path " + model + " --per_device_eval_batch_size 3 " + args);
+        ASSERT_EQ(r.code, 0) << r.output;
+        json got = json::parse(r.output);
+        EXPECT_NEAR(got["loss"].get<double>(), w["loss"].get<double>(), 1e-5 * w["loss"].get<double>()) << args;
+        EXPECT_EQ(got["tokens"], w["tokens"]);
+        EXPECT_EQ(got["samples"], w["samples"]);
+        EXPECT_NEAR(got["perplexity"].get<double>(), std::exp(w["loss"].get<double>()), 1e-3 * got["perplexity"].get<double>());
+    };
+    check("--dataset_path " + g + "/text_only", want["text_only"]);
+    check("--dataset_path " + g + "/text2text", want["text2text"]);
+    check("--dataset_path " + g + "/text_only --lora_model_path " + g + "/lora_adapter", want["text_only_lora"]);
+    // greedy generation with the KV cache gives PyTorch's text
+    const json& gen = want["generate_hello_world"];
+    auto r = lisa_test::run_lisa("generate --model_name_or_path " + model + " --prompt 'Hello world' --max_new_tokens 30");
+    ASSERT_EQ(r.code, 0) << r.output;
+    EXPECT_EQ(r.output, gen["text"].get<std::string>() + "\n");
+    // sampling is reproducible for a seed and differs across seeds
+    std::string base = "generate --model_name_or_path " + model + " --prompt 'The stars' --max_new_tokens 20 --temperature 1 --top_p 0.9 --top_k 40 ";
+    auto s1 = lisa_test::run_lisa(base + "--seed 1"), s2 = lisa_test::run_lisa(base + "--seed 1"),
+         s3 = lisa_test::run_lisa(base + "--seed 2");
+    EXPECT_EQ(s1.output, s2.output);
+    EXPECT_NE(s1.output, s3.output);
+}
