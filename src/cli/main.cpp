@@ -19,6 +19,8 @@ void set_threads(int n) {
 int main(int argc, char** argv) {
     CLI::App app{"lisa: fine-tune Llama-family models with LISA, full fine-tuning or LoRA"};
     app.require_subcommand(1);
+    // a flag given twice takes its last value, so scripts can put defaults before the user's flags
+    app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
     int threads = 0;
     app.add_option("--threads", threads, "CPU threads for compute (default: all cores)")->check(CLI::NonNegativeNumber);
     std::map<CLI::App*, lisa::command_fn> commands;
@@ -30,6 +32,8 @@ int main(int argc, char** argv) {
     add("info", "print a model folder's configuration and parameter count as JSON", lisa::cmd_info_register);
     add("tokenize", "encode text to ids (or --decode ids to text) with the model's tokenizer.json",
         lisa::cmd_tokenize_register);
+    add("train", "fine-tune with LISA (default), full fine-tuning or LoRA", lisa::cmd_train_register);
+    add("merge-lora", "fold a PEFT LoRA adapter into its base model", lisa::cmd_merge_lora_register);
     add("eval", "loss and perplexity of a model on an LMFlow dataset", lisa::cmd_eval_register);
     add("generate", "generate text from a prompt (KV-cached; greedy at temperature 0)", lisa::cmd_generate_register);
     try {

@@ -8,6 +8,8 @@
 #include "core/rng.h"
 #include "kernels/cpu/kernels.h"
 
+#include <cblas.h>
+
 namespace lisa {
 
 // ------------------------------------------------------------------ size table and pointers
@@ -92,6 +94,8 @@ std::unique_ptr<llama_model> llama_model_init(const llama_config& cfg) {
     return m;
 }
 
+void llama_model_rebind(llama_model* m) { m->w = pointers_into(*m, m->params.data()); }
+
 void llama_model_init_random(llama_model* m, uint64_t seed) {
     rng r;
     rng_init(&r, seed);
@@ -111,11 +115,31 @@ void llama_model_init_random(llama_model* m, uint64_t seed) {
 void llama_grads_init(llama_grads* gr, const llama_model& m) {
     gr->buf.assign(m.params.size(), 0.0f);
     gr->g = pointers_into(m, gr->buf.data());
+    gr->lora.assign(m.cfg.num_layers, llama_lora_layer{});
+}
+
+const char* lora_target_name(int t) {
+    static const char* names[LORA_N] = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
+    return names[t];
 }
 
 void llama_grads_zero(llama_grads* gr) { std::fill(gr->buf.begin(), gr->buf.end(), 0.0f); }
 
 void llama_grads_freeze_layer(llama_grads* gr, int layer) { gr->g.layers.at(layer) = llama_layer_weights{}; }
+
+float** llama_weight_slot(llama_weights* w, const llama_model& m, size_t i) {
+    const float* p = m.params.data() + m.tensors[i].offset;
+    if (p == m.w.embed) return &w->embed;
+    if (p == m.w.norm) return &w->norm;
+    if (!m.cfg.tie_word_embeddings && p == m.w.lm_head) return &w->lm_head;
+    int l = m.tensors[i].layer;
+    LISA_ASSERT(l >= 0, "llama_weight_slot", "tensor is neither global nor in a layer");
+    const float* const* wp = (const float* const*)&m.w.layers[l];
+    float** gp = (float**)&w->layers[l];
+    for (size_t k = 0; k < sizeof(llama_layer_weights) / sizeof(float*); k++)
+        if (wp[k] == p) return &gp[k];
+    fail("llama_weight_slot: tensor not found in its layer");
+}
 
 float* llama_grad_of(const llama_grads& gr, const llama_model& m, size_t i) {
     // map the tensor's parameter pointer to the matching gradient pointer via the pointer structs
@@ -211,11 +235,20 @@ void llama_acts_init(llama_acts* a, const llama_model& m, int64_t B, int64_t T) 
     plan.push_back({&a->dgate, N * F});
     plan.push_back({&a->dup, N * F});
     plan.push_back({&a->head_scratch, a->head_chunk * V + 2 * a->head_chunk * D});
+    a->lora_xa.assign(L, {});
+    const int64_t R = m.lora.r, maxin = std::max({D, F, Q});
+    if (R > 0) {
+        for (auto& per : a->lora_xa)
+            for (auto& p : per) plan.push_back({&p, N * R});
+        plan.push_back({&a->lora_dxa, N * R});
+        plan.push_back({&a->lora_xdrop, m.lora.dropout > 0 ? N * maxin : 0});
+        plan.push_back({&a->lora_dx, N * maxin});
+    }
     plan.push_back({&a->rope_cos, T * half});
     plan.push_back({&a->rope_sin, T * half});
     size_t total = 0;
     for (auto& p : plan) total += p.second;
-    a->buf.assign(total, 0.0f);
+    if (a->buf.size() < total) a->buf.assign(total, 0.0f);  // a smaller batch reuses the allocation
     size_t off = 0;
     for (auto& p : plan) {
         *p.first = a->buf.data() + off;
@@ -239,6 +272,72 @@ static void check_ids(const llama_model& m, const int32_t* ids, int64_t n, const
     }
 }
 
+// ------------------------------------------------------------------ LoRA (unmerged)
+
+// dropout(x) into out, with a mask regenerated from (seed, layer, target): no mask is stored
+static const float* lora_dropped(const llama_model& m, const llama_acts* a, int64_t l, int t, const float* x,
+                                 int64_t n) {
+    const float p = m.lora.dropout;
+    if (p <= 0.0f) return x;
+    const uint64_t key = m.lora.dropout_seed ^ ((uint64_t)(l * LORA_N + t + 1) * 0x9e3779b97f4a7c15ull);
+    const float keep = 1.0f / (1.0f - p);
+    float* out = a->lora_xdrop;
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; i++) {
+        uint64_t z = key + (uint64_t)i;
+        double u = (double)(rng_splitmix(&z) >> 11) * 0x1.0p-53;
+        out[i] = u < p ? 0.0f : x[i] * keep;
+    }
+    return out;
+}
+
+// y[N,out] += s · dropout(x)·Aᵀ·Bᵀ, keeping xa = dropout(x)·Aᵀ for the backward
+static void lora_forward(const llama_model& m, llama_acts* a, int64_t l, int t, float* y, const float* x, int64_t N,
+                         int64_t in, int64_t out) {
+    if (m.lora.r == 0 || !m.lora.layers[l].A[t]) return;
+    const int64_t r = m.lora.r;
+    float* xa = a->lora_xa[l][t];
+    const float* xd = lora_dropped(m, a, l, t, x, N * in);
+    linear_forward(xa, xd, m.lora.layers[l].A[t], nullptr, N, in, r);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, (int)out, (int)r, m.lora.scale, xa, (int)r,
+                m.lora.layers[l].B[t], (int)r, 1.0f, y, (int)out);
+}
+
+// dx += ∂/∂x, dA, dB += gradients, from dy of y = x·Wᵀ + s·dropout(x)·Aᵀ·Bᵀ
+static void lora_backward(const llama_model& m, llama_acts* a, const llama_grads* gr, int64_t l, int t, float* dx,
+                          const float* dy, const float* x, int64_t N, int64_t in, int64_t out) {
+    if (m.lora.r == 0 || !m.lora.layers[l].A[t]) return;
+    const int64_t r = m.lora.r;
+    const float s = m.lora.scale;
+    const float* A = m.lora.layers[l].A[t];
+    const float* B = m.lora.layers[l].B[t];
+    const float* xa = a->lora_xa[l][t];
+    float* dA = gr->lora.empty() ? nullptr : gr->lora[l].A[t];
+    float* dB = gr->lora.empty() ? nullptr : gr->lora[l].B[t];
+    if (dB)  // dB[out,r] += s · dyᵀ · xa
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)out, (int)r, (int)N, s, dy, (int)out, xa, (int)r,
+                    1.0f, dB, (int)r);
+    // dxa[N,r] = s · dy · B
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, (int)r, (int)out, s, dy, (int)out, B, (int)r, 0.0f,
+                a->lora_dxa, (int)r);
+    if (dA) {  // dA[r,in] += dxaᵀ · dropout(x)
+        const float* xd = lora_dropped(m, a, l, t, x, N * in);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)r, (int)in, (int)N, 1.0f, a->lora_dxa, (int)r, xd,
+                    (int)in, 1.0f, dA, (int)in);
+    }
+    if (!dx) return;
+    if (m.lora.dropout <= 0.0f) {  // dx += dxa · A
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, (int)in, (int)r, 1.0f, a->lora_dxa, (int)r, A,
+                    (int)in, 1.0f, dx, (int)in);
+        return;
+    }
+    // with dropout: dx += (dxa · A) ⊙ mask / (1-p); the mask is the one lora_dropped applies
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, (int)in, (int)r, 1.0f, a->lora_dxa, (int)r, A,
+                (int)in, 0.0f, a->lora_dx, (int)in);
+    const float* masked = lora_dropped(m, a, l, t, a->lora_dx, N * in);
+    for (int64_t i = 0; i < N * in; i++) dx[i] += masked[i];
+}
+
 void llama_forward(const llama_model& m, llama_acts* a, const int32_t* tokens) {
     const llama_config& c = m.cfg;
     const int64_t B = a->B, T = a->T, N = B * T, D = c.hidden_size, F = c.intermediate_size, hd = c.head_dim,
@@ -256,18 +355,25 @@ void llama_forward(const llama_model& m, llama_acts* a, const int32_t* tokens) {
         linear_forward(s.q, s.xn1, w.wq, w.bq, N, D, Q);
         linear_forward(s.k, s.xn1, w.wk, w.bk, N, D, K);
         linear_forward(s.v, s.xn1, w.wv, w.bv, N, D, K);
+        lora_forward(m, a, l, LORA_Q, s.q, s.xn1, N, D, Q);
+        lora_forward(m, a, l, LORA_K, s.k, s.xn1, N, D, K);
+        lora_forward(m, a, l, LORA_V, s.v, s.xn1, N, D, K);
         rope_forward(s.q, a->rope_cos, a->rope_sin, B, T, Hq, hd);
         rope_forward(s.k, a->rope_cos, a->rope_sin, B, T, Hkv, hd);
         attention_forward(s.att, s.lse, s.q, s.k, s.v, B, T, Hq, Hkv, hd);
         linear_forward(s.x_mid, s.att, w.wo, w.bo, N, Q, D);
+        lora_forward(m, a, l, LORA_O, s.x_mid, s.att, N, Q, D);
         for (int64_t i = 0; i < N * D; i++) s.x_mid[i] += x[i];
         // MLP block
         rmsnorm_forward(s.xn2, s.rstd2, s.x_mid, w.mlp_norm, N, D, eps);
         linear_forward(s.gate, s.xn2, w.w_gate, nullptr, N, D, F);
         linear_forward(s.up, s.xn2, w.w_up, nullptr, N, D, F);
+        lora_forward(m, a, l, LORA_GATE, s.gate, s.xn2, N, D, F);
+        lora_forward(m, a, l, LORA_UP, s.up, s.xn2, N, D, F);
         swiglu_forward(s.h, s.gate, s.up, N * F);
         float* y = a->resid[l + 1];
         linear_forward(y, s.h, w.w_down, nullptr, N, F, D);
+        lora_forward(m, a, l, LORA_DOWN, y, s.h, N, F, D);
         for (int64_t i = 0; i < N * D; i++) y[i] += s.x_mid[i];
     }
     rmsnorm_forward(a->xn_f, a->rstd_f, a->resid[c.num_layers], m.w.norm, N, D, eps);
@@ -309,6 +415,8 @@ double llama_forward_backward(const llama_model& m, llama_acts* a, llama_grads* 
             const float* const* gp = (const float* const*)&G;
             bool any = false;
             for (size_t k = 0; k < sizeof(G) / sizeof(float*); k++) any |= gp[k] != nullptr;
+            if (!gr->lora.empty())
+                for (int t = 0; t < LORA_N; t++) any |= gr->lora[l].A[t] != nullptr || gr->lora[l].B[t] != nullptr;
             if (any) {
                 lowest = l;
                 break;
@@ -328,16 +436,20 @@ double llama_forward_backward(const llama_model& m, llama_acts* a, llama_grads* 
         // MLP block: resid[l+1] = x_mid + down(swiglu(gate(xn2), up(xn2)))
         std::memset(a->dh, 0, N * F * sizeof(float));
         linear_backward(a->dh, G.w_down, nullptr, a->dresid, s.h, w.w_down, N, F, D);
+        lora_backward(m, a, gr, l, LORA_DOWN, a->dh, a->dresid, s.h, N, F, D);
         std::memset(a->dgate, 0, N * F * sizeof(float));
         std::memset(a->dup, 0, N * F * sizeof(float));
         swiglu_backward(a->dgate, a->dup, a->dh, s.gate, s.up, N * F);
         std::memset(a->dxn, 0, N * D * sizeof(float));
         linear_backward(a->dxn, G.w_gate, nullptr, a->dgate, s.xn2, w.w_gate, N, D, F);
         linear_backward(a->dxn, G.w_up, nullptr, a->dup, s.xn2, w.w_up, N, D, F);
+        lora_backward(m, a, gr, l, LORA_GATE, a->dxn, a->dgate, s.xn2, N, D, F);
+        lora_backward(m, a, gr, l, LORA_UP, a->dxn, a->dup, s.xn2, N, D, F);
         rmsnorm_backward(a->dresid, G.mlp_norm, a->dxn, s.x_mid, w.mlp_norm, s.rstd2, N, D);  // dresid = d x_mid
         // attention block: x_mid = resid[l] + o(attention(rope(q(xn1)), rope(k(xn1)), v(xn1)))
         std::memset(a->datt, 0, N * Q * sizeof(float));
         linear_backward(a->datt, G.wo, G.bo, a->dresid, s.att, w.wo, N, Q, D);
+        lora_backward(m, a, gr, l, LORA_O, a->datt, a->dresid, s.att, N, Q, D);
         std::memset(a->dq, 0, N * Q * sizeof(float));
         std::memset(a->dk, 0, N * K * sizeof(float));
         std::memset(a->dv, 0, N * K * sizeof(float));
@@ -348,6 +460,9 @@ double llama_forward_backward(const llama_model& m, llama_acts* a, llama_grads* 
         linear_backward(a->dxn, G.wq, G.bq, a->dq, s.xn1, w.wq, N, D, Q);
         linear_backward(a->dxn, G.wk, G.bk, a->dk, s.xn1, w.wk, N, D, K);
         linear_backward(a->dxn, G.wv, G.bv, a->dv, s.xn1, w.wv, N, D, K);
+        lora_backward(m, a, gr, l, LORA_Q, a->dxn, a->dq, s.xn1, N, D, Q);
+        lora_backward(m, a, gr, l, LORA_K, a->dxn, a->dk, s.xn1, N, D, K);
+        lora_backward(m, a, gr, l, LORA_V, a->dxn, a->dv, s.xn1, N, D, K);
         rmsnorm_backward(a->dresid, G.attn_norm, a->dxn, a->resid[l], w.attn_norm, s.rstd1, N, D);  // d resid[l]
     }
     if (g->embed && lowest == 0) embedding_backward(g->embed, a->dresid, a->tokens.data(), N, D);

@@ -7,6 +7,7 @@
 // Activations for one batch shape are one allocation too (`llama_acts`), sized up front.
 #pragma once
 #include <cstdint>
+#include <array>
 #include <memory>
 #include <string>
 #include <vector>
@@ -48,6 +49,23 @@ struct llama_tensor_info {
     bool                 is_matrix;  // 2-D weight (normal init) vs norm/bias (ones/zeros)
 };
 
+// LoRA adapters on the decoder's Linear layers, computed unmerged (y += s·B·A·x) so that only
+// A and B need gradients. Pointers are owned elsewhere (the trainer's LoRA buffer); a null A
+// means the module has no adapter.
+enum lora_target { LORA_Q, LORA_K, LORA_V, LORA_O, LORA_GATE, LORA_UP, LORA_DOWN, LORA_N };
+const char* lora_target_name(int t);  // "q_proj", ..., "down_proj"
+struct llama_lora_layer {
+    float* A[LORA_N];  // [r, in]
+    float* B[LORA_N];  // [out, r]
+};
+struct llama_lora {
+    int64_t                       r = 0;        // 0 = no adapters
+    float                         scale = 1.0f; // lora_alpha / r
+    float                         dropout = 0.0f;
+    uint64_t                      dropout_seed = 0;  // set per micro-batch; masks are regenerated from it
+    std::vector<llama_lora_layer> layers;
+};
+
 struct llama_model {
     llama_config                   cfg;
     std::vector<llama_tensor_info> tensors;       // size table, in a fixed order
@@ -55,10 +73,13 @@ struct llama_model {
     llama_weights                  w;             // pointers into params
     dtype                          stored_dtype;  // dtype of the loaded files (default for saving)
     std::string                    source_dir;    // folder it was loaded from ("" if made here)
+    llama_lora                     lora;          // unmerged adapters (training); empty otherwise
 };
 
 // Allocates a zero model for cfg and fills the size table and pointers.
 std::unique_ptr<llama_model> llama_model_init(const llama_config& cfg);
+// Re-points m->w into m->params (after params were replaced, or the model was copied).
+void llama_model_rebind(llama_model* m);
 // Loads a Hugging Face model folder (config.json + model.safetensors or shards with
 // model.safetensors.index.json; F32/BF16/F16). Files are memory-mapped and converted once.
 std::unique_ptr<llama_model> llama_model_load(const std::string& dir);
@@ -81,12 +102,16 @@ size_t parse_size_option(const std::string& s);  // "5GB", "500MB", "100KB", "12
 // Gradient buffer shaped like the parameters; `g` points into it. All tensors start
 // trainable; set pointers to nullptr to freeze.
 struct llama_grads {
-    std::vector<float> buf;
-    llama_weights      g;
+    std::vector<float>            buf;
+    llama_weights                 g;
+    std::vector<llama_lora_layer> lora;  // gradients of the LoRA A/B (null = none)
 };
 void llama_grads_init(llama_grads* gr, const llama_model& m);
 void llama_grads_zero(llama_grads* gr);
 void llama_grads_freeze_layer(llama_grads* gr, int layer);  // null every pointer of one layer
+// Address of the pointer field for tensor i inside a pointer struct (params or grads), so a
+// gradient can be bound to storage anywhere (the trainer's per-layer state blocks).
+float** llama_weight_slot(llama_weights* w, const llama_model& m, size_t tensor_index);
 float* llama_grad_of(const llama_grads& gr, const llama_model& m, size_t tensor_index);  // nullptr if frozen
 
 // Activations for a batch of B sequences of length T (one allocation, sized up front).
@@ -103,6 +128,9 @@ struct llama_acts {
     // backward scratch
     float *dresid, *dxn, *dq, *dk, *dv, *datt, *dh, *dgate, *dup;
     float *head_scratch;        // fused LM head + cross-entropy
+    // LoRA: per layer and target, xa = dropout(x)·Aᵀ [N, r]; scratch for the backward
+    std::vector<std::array<float*, LORA_N>> lora_xa;
+    float *lora_dxa, *lora_xdrop, *lora_dx;
     int64_t head_chunk;
     float *rope_cos, *rope_sin; // [T, hd/2]
     std::vector<int32_t> tokens, targets;  // [B*T]

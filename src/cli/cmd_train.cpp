@@ -1,0 +1,156 @@
+// lisa train: fine-tune with LISA (default), full fine-tuning or LoRA. Flags follow Hugging Face
+// TrainingArguments and LMFlow names; every flag is read here, next to its help text.
+#include <csignal>
+#include <cstdio>
+#include <nlohmann/json.hpp>
+#include <unistd.h>
+
+#include "cli/commands.h"
+#include "core/error.h"
+#include "io/fs.h"
+#include "train/trainer.h"
+
+namespace lisa {
+
+static void on_signal(int sig) {
+    train_request_stop();
+    std::signal(sig, SIG_DFL);  // a second signal kills at once
+}
+
+static std::string fmt_time(double s) {
+    if (!(s >= 0) || s > 1e7) return "--:--";
+    int t = (int)s;
+    return t >= 3600 ? strf("%d:%02d:%02d", t / 3600, t / 60 % 60, t % 60) : strf("%02d:%02d", t / 60, t % 60);
+}
+
+command_fn cmd_train_register(CLI::App& app) {
+    struct opts {
+        train_options t;
+        int           use_lisa = -1, use_lora = -1, train_emb = 1, train_head = 1, aggregated = 0,
+                      disable_group_texts = -1;
+        bool          overwrite = false, do_train = false;
+        std::string   run_name, lora_targets;
+    };
+    auto o = std::make_shared<opts>();
+    train_options& t = o->t;
+    app.add_option("--model_name_or_path", t.model_name_or_path, "Hugging Face model folder to fine-tune")->required();
+    app.add_option("--dataset_path", t.dataset_path, "folder of LMFlow *.json files")->required();
+    app.add_option("--output_model_path,--output_dir", t.output_model_path, "folder for the fine-tuned model, logs and checkpoints")->required();
+    app.add_option("--method", t.method, "lisa | full | lora (default lisa)");
+    app.add_option("--use_lisa", o->use_lisa, "LMFlow spelling: 1 = --method lisa");
+    app.add_option("--use_lora", o->use_lora, "LMFlow spelling: 1 = --method lora");
+    app.add_option("--lisa_activated_layers", t.lisa_activated_layers, "decoder layers trained at a time (default 2)");
+    app.add_option("--lisa_interval_steps", t.lisa_interval_steps, "optimizer steps between layer draws (default 20)");
+    app.add_option("--lisa_train_embeddings", o->train_emb, "0 freezes the embedding under LISA (default 1)");
+    app.add_option("--lisa_train_head", o->train_head, "0 freezes the LM head under LISA (default 1)");
+    app.add_option("--lora_r", t.lora_r, "LoRA rank (default 8)");
+    app.add_option("--lora_alpha", t.lora_alpha, "LoRA alpha; scale = alpha / r (default 32)");
+    app.add_option("--lora_dropout", t.lora_dropout, "dropout on the LoRA input (default 0.1)");
+    app.add_option("--lora_target_modules", o->lora_targets, "comma-separated: q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj (default all)");
+    app.add_option("--save_aggregated_lora", o->aggregated, "1 also writes the merged model (LMFlow's flag)");
+    app.add_option("--learning_rate", t.adam.lr, "peak learning rate (default 5e-5)");
+    app.add_option("--adam_beta1", t.adam.beta1, "AdamW beta1 (default 0.9)");
+    app.add_option("--adam_beta2", t.adam.beta2, "AdamW beta2 (default 0.999)");
+    app.add_option("--adam_epsilon", t.adam.eps, "AdamW epsilon (default 1e-8)");
+    app.add_option("--weight_decay", t.adam.weight_decay, "decoupled weight decay of matrices (default 0)");
+    app.add_option("--max_grad_norm", t.max_grad_norm, "clip the global gradient norm; 0 disables (default 1.0)");
+    app.add_option("--lr_scheduler_type", t.lr_scheduler_type, "linear | cosine | constant | constant_with_warmup (default linear)");
+    app.add_option("--warmup_steps", t.warmup_steps, "linear warmup steps (default 0)");
+    app.add_option("--warmup_ratio", t.warmup_ratio, "warmup as a fraction of all steps (default 0)");
+    app.add_option("--num_train_epochs", t.num_train_epochs, "epochs (default 3)");
+    app.add_option("--max_steps", t.max_steps, "optimizer steps; overrides epochs when > 0");
+    app.add_option("--per_device_train_batch_size", t.per_device_train_batch_size, "sequences per micro-batch (default 8)");
+    app.add_option("--per_device_eval_batch_size", t.per_device_eval_batch_size, "sequences per eval batch (default 8)");
+    app.add_option("--gradient_accumulation_steps", t.gradient_accumulation_steps, "micro-batches per optimizer step (default 1)");
+    app.add_option("--block_size", t.block_size, "truncate samples to N tokens (default min(1024, model context))");
+    app.add_option("--conversation_template", t.conversation_template, "chat template for conversation data");
+    app.add_flag("--train_on_prompt", t.train_on_prompt, "conversation: train on prompt turns too");
+    app.add_flag("--group_texts", t.group_texts, "pack samples into blocks of --block_size");
+    app.add_option("--disable_group_texts", o->disable_group_texts, "LMFlow spelling: 0 = --group_texts");
+    app.add_option("--seed", t.seed, "seed for data order, LISA draws and init (default 42)");
+    app.add_option("--logging_steps", t.logging_steps, "write a trainer_log.jsonl record every N steps (default 500)");
+    app.add_option("--save_steps", t.save_steps, "write DIR/checkpoint-STEP every N steps (default: never)");
+    app.add_option("--eval_dataset_path", t.eval_dataset_path, "folder of LMFlow *.json files for eval loss");
+    app.add_option("--eval_steps", t.eval_steps, "log eval_loss every N steps");
+    app.add_option("--resume_from_checkpoint", t.resume_from_checkpoint, "checkpoint folder, or latest");
+    app.add_option("--torch_dtype", t.torch_dtype, "saved dtype: float32 | bfloat16 | float16 (default: the input's)");
+    app.add_option("--max_shard_size", t.max_shard_size, "largest safetensors file before sharding (default 5GB)");
+    app.add_flag("--overwrite_output_dir", o->overwrite, "allow writing into a folder that already holds a model");
+    app.add_flag("--do_train", o->do_train, "accepted for Hugging Face scripts (training is what this command does)");
+    app.add_option("--run_name", o->run_name, "a name recorded in training_args.json");
+    return [o, &app] {
+        train_options& t = o->t;
+        if (o->use_lora == 1) t.method = "lora";
+        else if (o->use_lisa == 1) t.method = "lisa";
+        else if (o->use_lisa == 0 && t.method == "lisa") t.method = "full";
+        t.lisa_train_embeddings = o->train_emb != 0;
+        t.lisa_train_head = o->train_head != 0;
+        t.save_aggregated_lora = o->aggregated != 0;
+        if (o->disable_group_texts >= 0) t.group_texts = o->disable_group_texts == 0;
+        if (!o->lora_targets.empty()) {
+            t.lora_target_modules.clear();
+            size_t i = 0;
+            while (i <= o->lora_targets.size()) {
+                size_t j = o->lora_targets.find(',', i);
+                if (j == std::string::npos) j = o->lora_targets.size();
+                if (j > i) t.lora_target_modules.push_back(o->lora_targets.substr(i, j - i));
+                i = j + 1;
+            }
+        }
+        // never overwrite a finished model by accident (as Hugging Face's Trainer)
+        const std::string out = t.output_model_path;
+        bool has_model = fs_is_file(fs_join(out, "config.json")) || fs_is_file(fs_join(out, "adapter_config.json"));
+        if (has_model && !o->overwrite && t.resume_from_checkpoint.empty())
+            fail(strf("%s already holds a model; pass --overwrite_output_dir to replace it, or "
+                      "--resume_from_checkpoint latest to continue", out.c_str()));
+        fs_mkdirs(out);
+        nlohmann::json args = nlohmann::json::object();
+        for (const CLI::Option* opt : app.get_options()) {
+            if (opt->get_lnames().empty() || opt->get_lnames()[0] == "help") continue;
+            args[opt->get_lnames()[0]] = opt->results().empty() ? nlohmann::json(opt->get_default_str())
+                                                                : nlohmann::json(opt->as<std::string>());
+        }
+        args["method"] = t.method;
+        args["run_name"] = o->run_name;
+        fs_write_atomic(fs_join(out, "training_args.json"), args.dump(2) + "\n");
+
+        const bool tty = isatty(STDERR_FILENO);
+        bool bar_drawn = false;
+        auto clear_bar = [&] {
+            if (bar_drawn) std::fprintf(stderr, "\r\033[K");
+            bar_drawn = false;
+        };
+        train_callbacks cb;
+        cb.on_info = [&](const std::string& s) {
+            clear_bar();
+            std::fprintf(stderr, "%s\n", s.c_str());
+        };
+        cb.on_log = [&](const std::string& line) {
+            clear_bar();
+            std::fprintf(stderr, "%s\n", line.c_str());
+        };
+        cb.on_progress = [&](int64_t step, int64_t total, double loss, double tps, double eta) {
+            if (!tty) return;
+            const int width = 24;
+            int fill = (int)(width * step / std::max<int64_t>(1, total));
+            std::fprintf(stderr, "\r\033[K%lld/%lld [%s%s] loss %.4f | %.0f tok/s | ETA %s", (long long)step,
+                         (long long)total, std::string(fill, '#').c_str(), std::string(width - fill, '.').c_str(), loss,
+                         tps, fmt_time(eta).c_str());
+            bar_drawn = true;
+        };
+        std::signal(SIGINT, on_signal);
+        std::signal(SIGTERM, on_signal);
+        train_result r = train_run(t, cb);
+        clear_bar();
+        if (r.interrupted) {
+            std::fprintf(stderr, "interrupted at step %lld: checkpoint written; continue with --resume_from_checkpoint latest\n",
+                         (long long)r.global_step);
+            std::exit(130);
+        }
+        std::fprintf(stderr, "done: %lld steps in %.1f s, train_loss %.4f, %.0f tokens/s, peak RSS %.0f MiB -> %s\n",
+                     (long long)r.global_step, r.train_runtime, r.train_loss, r.tokens_per_second, r.peak_rss_mib,
+                     out.c_str());
+    };
+}
+
+}  // namespace lisa

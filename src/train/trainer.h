@@ -1,0 +1,89 @@
+// The fine-tuning loop: LISA (default), full fine-tuning or LoRA, with AdamW, LR schedules,
+// gradient accumulation and clipping, evaluation, checkpoints and resume.
+//
+// Memory: gradients and AdamW moments exist only for trainable tensors, in contiguous blocks
+// (one per trainable group: embedding, final norm + head, each decoder layer, or all LoRA
+// weights). LISA holds exactly γ layer blocks, allocated once and re-bound to the layers drawn
+// at each switch (zeroed: entering layers start with fresh state), so its optimizer memory is
+// constant over the run.
+//
+// The library never prints: progress and log records go to the callbacks.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "train/optim.h"
+
+namespace lisa {
+
+struct train_options {
+    // what to train
+    std::string method = "lisa";          // lisa | full | lora
+    int64_t     lisa_activated_layers = 2;  // γ
+    int64_t     lisa_interval_steps = 20;   // K
+    bool        lisa_train_embeddings = true;
+    bool        lisa_train_head = true;
+    int64_t     lora_r = 8;
+    double      lora_alpha = 32;
+    double      lora_dropout = 0.1;
+    std::vector<std::string> lora_target_modules = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                                                    "down_proj"};
+    bool        save_aggregated_lora = false;
+    // data
+    std::string model_name_or_path, dataset_path, eval_dataset_path, output_model_path;
+    int64_t     block_size = 0;  // 0: min(1024, model context)
+    std::string conversation_template;
+    bool        train_on_prompt = false, group_texts = false;
+    // optimisation (Hugging Face TrainingArguments defaults)
+    adamw_hparams adam;                    // lr 5e-5, betas (0.9, 0.999), eps 1e-8, wd 0
+    double      max_grad_norm = 1.0;
+    std::string lr_scheduler_type = "linear";
+    int64_t     warmup_steps = 0;
+    double      warmup_ratio = 0.0;
+    double      num_train_epochs = 3.0;
+    int64_t     max_steps = -1;
+    int64_t     per_device_train_batch_size = 8;
+    int64_t     per_device_eval_batch_size = 8;
+    int64_t     gradient_accumulation_steps = 1;
+    uint64_t    seed = 42;
+    // outputs
+    int64_t     logging_steps = 500;
+    int64_t     save_steps = 0;  // 0 = no intermediate checkpoints
+    int64_t     eval_steps = 0;  // 0 = no evaluation during training
+    std::string resume_from_checkpoint;  // folder or "latest"
+    std::string torch_dtype;             // output dtype; "" = the input's
+    std::string max_shard_size = "5GB";
+};
+
+struct train_result {
+    int64_t global_step = 0;
+    double  train_loss = 0;        // mean of the logged step losses of this run
+    double  train_runtime = 0;     // seconds
+    double  tokens_per_second = 0; // label tokens... see docs: all tokens processed per second
+    double  steps_per_second = 0;
+    double  peak_rss_mib = 0;
+    bool    interrupted = false;   // stopped by SIGINT/SIGTERM after writing a checkpoint
+};
+
+struct train_callbacks {
+    std::function<void(const std::string& json_line)> on_log;      // every trainer_log.jsonl record
+    std::function<void(int64_t step, int64_t total, double loss, double tokens_per_s, double eta_s)> on_progress;
+    std::function<void(const std::string& message)> on_info;       // one-off notices (switches, saves)
+};
+
+// Runs the whole job; throws lisa::error on bad input or a non-finite loss (keeping the last
+// checkpoint). Writes the output folder as documented in docs/training.md.
+train_result train_run(const train_options& opt, const train_callbacks& cb);
+
+// The LISA draw of interval k: γ of n layers, uniformly without replacement, from the seed.
+std::vector<int> lisa_draw_layers(uint64_t seed, int64_t interval, int n_layers, int gamma);
+
+// Requests a graceful stop (checkpoint, then return): what SIGINT/SIGTERM handlers call.
+void train_request_stop();
+
+double current_rss_mib();
+double peak_rss_mib();
+
+}  // namespace lisa
