@@ -4,7 +4,8 @@
 #   scripts/install-deps.sh --golden   also PyTorch, to regenerate tests/golden (not needed to run tests)
 # Each package is here on purpose:
 #   g++ cmake make      the toolchain (C++20, CMake >= 3.25)
-#   libopenblas-dev     cblas_sgemm for every matrix product (threaded)
+#   libopenblas-openmp-dev  cblas_sgemm for every matrix product, threaded with OpenMP (one pool
+#                       with our kernels; see CMakeLists.txt)
 #   nlohmann-json3-dev  config.json, safetensors headers, tokenizer.json
 #   libcli11-dev        the `lisa` command line
 #   libpcre2-dev        tokenizer pre-tokenizer regexes (\p{L}, \p{N}, look-ahead) with UTF + UCP
@@ -12,7 +13,7 @@
 #   libgtest-dev        unit, kernel and golden tests (ctest)
 #   python3-torch       only with --golden: the PyTorch reference that writes tests/golden
 set -euo pipefail
-pkgs=(g++ cmake make pkg-config libopenblas-dev nlohmann-json3-dev libcli11-dev libgtest-dev libpcre2-dev
+pkgs=(g++ cmake make pkg-config libopenblas-openmp-dev nlohmann-json3-dev libcli11-dev libgtest-dev libpcre2-dev
       libutf8proc-dev)
 if [[ "${1:-}" == "--golden" ]]; then pkgs+=(python3-torch python3-numpy); fi
 missing=()

@@ -490,17 +490,17 @@ struct trainer {
                 for (int64_t i = 0; i < b.B * b.T; i++) tokens_since_log += b.labels[i] != -100 || b.ids[i] != pad_id;
             }
             const double loss = loss_sum / (double)std::max<int64_t>(1, label_tokens);
-            if (!std::isfinite(loss))
-                fail(strf("step %lld: the loss is %s; stopping without saving a model. %s", (long long)step,
-                          std::isnan(loss) ? "NaN" : "infinite",
+            auto diverged = [&](const char* what) {
+                fail(strf("step %lld: %s; stopping without saving a model. %s", (long long)step, what,
                           last_checkpoint.empty() ? "No checkpoint was written (see --save_steps)."
                                                   : ("The last checkpoint is " + last_checkpoint).c_str()));
+            };
+            if (!std::isfinite(loss)) diverged(std::isnan(loss) ? "the loss is NaN" : "the loss is infinite");
             // global gradient norm over trainable tensors, clipping
             double ss = 0;
             for (group* g : groups()) ss += sum_of_squares(g->grad(), g->n);
             const double norm = std::sqrt(ss);
-            if (!std::isfinite(norm))
-                fail(strf("step %lld: the gradient norm is not finite; stopping without saving a model", (long long)step));
+            if (!std::isfinite(norm)) diverged("the gradient norm is not finite");
             if (o.max_grad_norm > 0 && norm > o.max_grad_norm) {
                 float c = (float)(o.max_grad_norm / (norm + 1e-6));
                 for (group* g : groups()) scale_in_place(g->grad(), g->n, c);

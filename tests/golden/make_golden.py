@@ -103,8 +103,9 @@ def rmsnorm(x, w, eps):
     return w * (x * torch.rsqrt(var + eps))
 
 
-def forward(cfg, P, ids):
-    """ids: LongTensor [T] (one sequence, no padding) -> logits [T, V]"""
+def forward(cfg, P, ids, lora=None):
+    """ids: LongTensor [T] (one sequence, no padding) -> logits [T, V].
+    lora: optional (scale, {module: (A [r,in], B [out,r])}), added unmerged: y += scale·x·Aᵀ·Bᵀ"""
     T = ids.shape[0]
     D, Hq = cfg["hidden_size"], cfg["num_attention_heads"]
     Hkv = cfg.get("num_key_value_heads", Hq)
@@ -123,6 +124,9 @@ def forward(cfg, P, ids):
 
         def proj(name, inp, bias):
             y = inp @ P[p + name + ".weight"].T
+            if lora and (p + name) in lora[1]:
+                A, B = lora[1][p + name]
+                y = y + lora[0] * (inp @ A.T) @ B.T
             return y + P[p + name + ".bias"] if bias else y
 
         q = proj("self_attn.q_proj", h, qkv_bias).view(T, Hq, hd).transpose(0, 1)
@@ -137,9 +141,9 @@ def forward(cfg, P, ids):
         a = a.transpose(0, 1).reshape(T, Hq * hd)
         x = x + proj("self_attn.o_proj", a, o_bias)
         h = rmsnorm(x, P[p + "post_attention_layernorm.weight"], eps)
-        g = h @ P[p + "mlp.gate_proj.weight"].T
-        u = h @ P[p + "mlp.up_proj.weight"].T
-        x = x + (torch.nn.functional.silu(g) * u) @ P[p + "mlp.down_proj.weight"].T
+        g = proj("mlp.gate_proj", h, False)
+        u = proj("mlp.up_proj", h, False)
+        x = x + proj("mlp.down_proj", torch.nn.functional.silu(g) * u, False)
     x = rmsnorm(x, P["model.norm.weight"], eps)
     head = P["model.embed_tokens.weight"] if cfg.get("tie_word_embeddings") else P["lm_head.weight"]
     return x @ head.T
@@ -263,6 +267,29 @@ def make_flavour(name, spec):
     gold = {"logits": logits_all, "loss": loss.detach().reshape(1)}
     for n, t in P32.items():
         gold["grad." + n] = t.grad
+    # LoRA on every Linear (r 2, scale 1.5), base frozen: loss and the gradients of A and B
+    gl = torch.Generator().manual_seed(50 + spec["seed"])
+    adapters = {}
+    for n, shp in param_shapes(cfg).items():
+        if len(shp) == 2 and ".layers." in n:
+            mod = n[: -len(".weight")]
+            adapters[mod] = (torch.randn(2, shp[1], generator=gl).mul(0.3).requires_grad_(True),
+                             torch.randn(shp[0], 2, generator=gl).mul(0.3).requires_grad_(True))
+    Pf = {n: t.float() for n, t in P.items()}
+    total_l, count_l = 0.0, 0
+    for b, L in enumerate(LENGTHS):
+        lg = forward(cfg, Pf, ids[b, :L], (1.5, adapters))
+        y = labels[b, 1:L]
+        keep = y != -100
+        total_l = total_l + torch.nn.functional.cross_entropy(lg[:-1][keep], y[keep], reduction="sum")
+        count_l += int(keep.sum())
+    (total_l / count_l).backward()
+    gold["lora.loss"] = (total_l / count_l).detach().reshape(1)
+    for mod, (A, B) in adapters.items():
+        gold["lora." + mod + ".A"] = A.detach()
+        gold["lora." + mod + ".B"] = B.detach()
+        gold["lora.grad." + mod + ".A"] = A.grad
+        gold["lora.grad." + mod + ".B"] = B.grad
     st_save(os.path.join(out, "golden.safetensors"), gold)
     with open(os.path.join(out, "batch.json"), "w") as f:
         json.dump({"input_ids": ids.tolist(), "labels": labels.tolist(), "lengths": LENGTHS,
@@ -392,6 +419,27 @@ def make_aidreams_data():
     gen = [i for i in ids[n0:] if i != eos]
     expected["generate_hello_world"] = {"prompt": "Hello world", "max_new_tokens": 30, "ids": ids[n0:],
                                         "text": decode_sentencepiece(tok, gen)}
+    # one full fine-tuning step on all 8 text_only samples (one batch): clip to norm 1, AdamW
+    # (lr 1e-3, eps 1e-3, weight decay 0.01 on matrices only, as Hugging Face's Trainer groups them)
+    P1 = {n: t.clone().requires_grad_(True) for n, t in P.items()}
+    total, count = 0.0, 0
+    for ids, labels in only:
+        lg = forward(cfg, P1, torch.tensor(ids))
+        y = torch.tensor(labels[1:])
+        keep = y != -100
+        total = total + torch.nn.functional.cross_entropy(lg[:-1][keep], y[keep], reduction="sum")
+        count += int(keep.sum())
+    (total / count).backward()
+    params = list(P1.values())
+    norm = float(torch.nn.utils.clip_grad_norm_(params, 1.0))
+    decay = [t for n, t in P1.items() if t.dim() == 2]
+    nodecay = [t for n, t in P1.items() if t.dim() != 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01}, {"params": nodecay, "weight_decay": 0.0}],
+                            lr=1e-3, eps=1e-3, betas=(0.9, 0.999))
+    opt.step()
+    st_save(os.path.join(out, "full_step_weights.safetensors"), {n: t.detach() for n, t in P1.items()})
+    expected["full_step"] = {"grad_norm": norm, "loss": float(total / count), "lr": 1e-3, "eps": 1e-3,
+                             "weight_decay": 0.01, "max_grad_norm": 1.0}
     with open(os.path.join(out, "expected.json"), "w") as f:
         json.dump(expected, f, ensure_ascii=False, indent=1)
     print("aidreams data:", {k: v.get("loss", v.get("text")) for k, v in expected.items()})

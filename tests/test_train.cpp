@@ -1,0 +1,328 @@
+// Training: one full fine-tuning step against PyTorch, LISA's layer selection and memory, LoRA
+// in PEFT format, resume and gradient-accumulation equivalence, interruption, NaN stop, and the
+// bundled default run end to end.
+#include <nlohmann/json.hpp>
+#include <set>
+
+#include "core/error.h"
+#include "io/fs.h"
+#include "model/llama.h"
+#include "model/lora.h"
+#include "train/trainer.h"
+#include "test_util.h"
+
+using namespace lisa;
+using json = nlohmann::json;
+using lisa_test::run_lisa;
+using lisa_test::temp_dir;
+
+#define NEED_ASSETS() \
+    if (lisa_test::assets_dir().empty()) GTEST_SKIP() << "../shared/assets not found (set LISA_ASSETS)"
+
+static std::string aidreams() { return lisa_test::assets_dir() + "/models/aidreams-260k"; }
+static std::string data_dir() { return lisa_test::golden_dir("aidreams_data") + "/text_only"; }
+
+static std::vector<json> read_log(const std::string& dir) {
+    std::vector<json> v;
+    std::istringstream in(fs_read_text(dir + "/trainer_log.jsonl"));
+    std::string line;
+    while (std::getline(in, line))
+        if (!line.empty()) v.push_back(json::parse(line));
+    return v;
+}
+
+static std::string train(const std::string& out, const std::string& args) {
+    auto r = run_lisa("train --model_name_or_path " + aidreams() + " --dataset_path " + data_dir() +
+                      " --output_model_path " + out + " --logging_steps 1 " + args);
+    EXPECT_EQ(r.code, 0) << r.output;
+    return r.output;
+}
+
+static bool same_bytes(const std::string& a, const std::string& b) { return fs_read_text(a) == fs_read_text(b); }
+
+// One step of full fine-tuning with clipping and weight decay changes every weight exactly as
+// PyTorch's AdamW does (eps 1e-3 keeps the update a smooth function of the gradient, so the
+// comparison tests the gradient and not rounding at g ≈ 0). Tolerance 1e-6 absolute.
+TEST(train, one_full_step_matches_pytorch_adamw) {
+    NEED_ASSETS();
+    temp_dir td;
+    train(td.path, "--method full --max_steps 1 --per_device_train_batch_size 8 --learning_rate 1e-3 "
+                   "--adam_epsilon 1e-3 --weight_decay 0.01 --max_grad_norm 1.0 --lr_scheduler_type constant");
+    auto got = llama_model_load(td.path);
+    auto want = st_open(lisa_test::golden_dir("aidreams_data") + "/full_step_weights.safetensors");
+    auto base = llama_model_load(aidreams());
+    json exp = json::parse(fs_read_text(lisa_test::golden_dir("aidreams_data") + "/expected.json"))["full_step"];
+    for (const auto& t : got->tensors) {
+        std::vector<float> w = lisa_test::read_f32(*want, t.name);
+        ASSERT_EQ(w.size(), t.numel);
+        double err = 0, moved = 0;
+        for (size_t i = 0; i < t.numel; i++) {
+            err = std::max(err, (double)std::fabs(got->params[t.offset + i] - w[i]));
+            moved = std::max(moved, (double)std::fabs(base->params[t.offset + i] - w[i]));
+        }
+        EXPECT_LT(err, 1e-6) << t.name;
+        EXPECT_GT(moved, 1e-5) << t.name << " did not move in the reference";
+    }
+    auto log = read_log(td.path);
+    ASSERT_EQ(log.size(), 1u);
+    EXPECT_NEAR(log[0]["grad_norm"].get<double>(), exp["grad_norm"].get<double>(), 1e-4 * exp["grad_norm"].get<double>());
+    EXPECT_NEAR(log[0]["loss"].get<double>(), exp["loss"].get<double>(), 1e-5 * exp["loss"].get<double>());
+}
+
+// Which tensors changed between two models: per tensor name, any element differs.
+static std::set<std::string> changed(const llama_model& a, const llama_model& b) {
+    std::set<std::string> s;
+    for (const auto& t : a.tensors)
+        if (std::memcmp(a.params.data() + t.offset, b.params.data() + t.offset, t.numel * 4) != 0) s.insert(t.name);
+    return s;
+}
+
+TEST(train, lisa_trains_exactly_gamma_layers_plus_embedding_norm_and_head) {
+    NEED_ASSETS();
+    temp_dir td;
+    train(td.path, "--lisa_activated_layers 1 --max_steps 1 --learning_rate 1e-3 --per_device_train_batch_size 4");
+    auto base = llama_model_load(aidreams()), got = llama_model_load(td.path);
+    auto log = read_log(td.path);
+    ASSERT_EQ(log.size(), 1u);
+    std::vector<int> active = log[0]["active_layers"].get<std::vector<int>>();
+    ASSERT_EQ(active.size(), 1u);
+    std::set<std::string> ch = changed(*base, *got);
+    for (const auto& t : base->tensors) {
+        bool should = t.layer < 0 || t.layer == active[0];  // embed (tied head), final norm, the active layer
+        EXPECT_EQ(ch.count(t.name) > 0, should) << t.name << (should ? " should change" : " must stay bit-identical");
+    }
+    // frozen embedding and head: only the layers (and the final norm) move
+    temp_dir td2;
+    train(td2.path, "--lisa_activated_layers 2 --max_steps 1 --learning_rate 1e-3 --lisa_train_embeddings 0 "
+                    "--lisa_train_head 0");
+    auto got2 = llama_model_load(td2.path);
+    EXPECT_EQ(changed(*base, *got2).count("model.embed_tokens.weight"), 0u);
+    int layers = 0;
+    for (int l = 0; l < 4; l++) layers += changed(*base, *got2).count(strf("model.layers.%d.mlp.up_proj.weight", l));
+    EXPECT_EQ(layers, 2);
+}
+
+TEST(train, lisa_switches_layers_with_constant_optimizer_memory_and_is_reproducible) {
+    NEED_ASSETS();
+    temp_dir a, b, c;
+    const std::string args = "--lisa_activated_layers 2 --lisa_interval_steps 2 --max_steps 8 "
+                             "--per_device_train_batch_size 2 --learning_rate 1e-3";
+    train(a.path, args);
+    train(b.path, args);
+    train(c.path, args + " --seed 7");
+    auto log = read_log(a.path);
+    ASSERT_EQ(log.size(), 8u);
+    std::set<std::vector<int>> sets;
+    for (size_t i = 0; i < log.size(); i++) {
+        auto act = log[i]["active_layers"].get<std::vector<int>>();
+        EXPECT_EQ(act.size(), 2u);
+        EXPECT_NE(act[0], act[1]);  // without replacement
+        if (i % 2 == 1) {
+            EXPECT_EQ(act, log[i - 1]["active_layers"].get<std::vector<int>>()) << "switch only every K";
+        }
+        sets.insert(act);
+        EXPECT_EQ(log[i]["optimizer_state_bytes"], log[0]["optimizer_state_bytes"]) << "step " << i;
+    }
+    EXPECT_GE(sets.size(), 2u) << "the active set must change across 4 intervals";
+    // optimizer state = m + v of embedding, final norm and two layers (tied head), in fp32
+    auto m = llama_model_load(aidreams());
+    size_t layer = 0, global = 0;  // elements of one decoder layer, and of embedding + final norm
+    for (const auto& t : m->tensors) {
+        if (t.layer == 0) layer += t.numel;
+        if (t.layer < 0) global += t.numel;
+    }
+    EXPECT_EQ(log[0]["optimizer_state_bytes"].get<size_t>(), 2 * 4 * (global + 2 * layer));
+    // same seed: same draws and the same weights, bit for bit; another seed: other draws
+    EXPECT_TRUE(same_bytes(a.path + "/model.safetensors", b.path + "/model.safetensors"));
+    EXPECT_EQ(fs_read_text(a.path + "/trainer_log.jsonl").size() > 0, true);
+    auto logc = read_log(c.path);
+    bool differs = false;
+    for (size_t i = 0; i < log.size(); i++) differs |= logc[i]["active_layers"] != log[i]["active_layers"];
+    EXPECT_TRUE(differs);
+}
+
+TEST(train, lisa_draws_are_uniform_without_replacement) {
+    std::vector<int> count(8, 0);
+    for (int k = 0; k < 4000; k++) {
+        auto d = lisa_draw_layers(42, k, 8, 3);
+        ASSERT_EQ(d.size(), 3u);
+        ASSERT_TRUE(std::is_sorted(d.begin(), d.end()));
+        ASSERT_EQ(std::set<int>(d.begin(), d.end()).size(), 3u);
+        for (int l : d) count[l]++;
+    }
+    for (int l = 0; l < 8; l++) EXPECT_NEAR(count[l], 4000 * 3 / 8.0, 4000 * 3 / 8.0 * 0.08) << "layer " << l;
+    EXPECT_EQ(lisa_draw_layers(42, 5, 8, 3), lisa_draw_layers(42, 5, 8, 3));
+}
+
+TEST(train, resume_gives_identical_weights) {
+    NEED_ASSETS();
+    for (const char* method : {"lisa --lisa_interval_steps 3", "lora --lora_dropout 0.2", "full"}) {
+        temp_dir whole, resumed;
+        std::string args = std::string("--method ") + method + " --max_steps 10 --per_device_train_batch_size 3 "
+                           "--learning_rate 1e-3 --lr_scheduler_type cosine --warmup_steps 2";
+        train(whole.path, args + " --save_steps 5");
+        ASSERT_TRUE(fs_is_dir(whole.path + "/checkpoint-5")) << method;
+        std::string out = train(resumed.path, args + " --resume_from_checkpoint " + whole.path + "/checkpoint-5");
+        EXPECT_NE(out.find("resumed from"), std::string::npos) << out;
+        const char* file = std::string(method).rfind("lora", 0) == 0 ? "/adapter_model.safetensors" : "/model.safetensors";
+        EXPECT_TRUE(same_bytes(whole.path + file, resumed.path + file)) << method << ": 10 steps != 5 + resume 5";
+        EXPECT_EQ(read_log(resumed.path).size(), 5u);
+    }
+}
+
+TEST(train, gradient_accumulation_equals_a_larger_batch) {
+    NEED_ASSETS();
+    temp_dir big, acc;
+    const std::string args = "--method full --max_steps 1 --learning_rate 1e-3 --adam_epsilon 1e-3 --max_grad_norm 0 ";
+    train(big.path, args + "--per_device_train_batch_size 4 --gradient_accumulation_steps 1");
+    train(acc.path, args + "--per_device_train_batch_size 1 --gradient_accumulation_steps 4");
+    auto a = llama_model_load(big.path), b = llama_model_load(acc.path);
+    double err = 0;
+    for (size_t i = 0; i < a->params.size(); i++) err = std::max(err, (double)std::fabs(a->params[i] - b->params[i]));
+    EXPECT_LT(err, 1e-6);  // float rounding only (the samples have different lengths)
+    EXPECT_NEAR(read_log(big.path)[0]["loss"].get<double>(), read_log(acc.path)[0]["loss"].get<double>(), 1e-5);
+}
+
+TEST(train, lora_writes_a_peft_adapter_and_merging_preserves_the_loss) {
+    NEED_ASSETS();
+    temp_dir td, merged;
+    train(td.path, "--method lora --lora_r 4 --lora_alpha 8 --lora_target_modules q_proj,v_proj,down_proj "
+                   "--max_steps 4 --learning_rate 1e-2 --lora_dropout 0.1 --save_aggregated_lora 1");
+    lora_adapter_config c = lora_config_load(td.path + "/adapter_config.json");
+    EXPECT_EQ(c.r, 4);
+    EXPECT_EQ(c.alpha, 8);
+    EXPECT_EQ(c.target_modules, std::vector<std::string>({"q_proj", "v_proj", "down_proj"}));
+    json cfg = json::parse(fs_read_text(td.path + "/adapter_config.json"));
+    EXPECT_EQ(cfg["peft_type"], "LORA");
+    EXPECT_EQ(cfg["task_type"], "CAUSAL_LM");
+    auto f = st_open(td.path + "/adapter_model.safetensors");
+    EXPECT_EQ(f->tensors.size(), 4u * 3 * 2);
+    const st_tensor* A = st_find(*f, "base_model.model.model.layers.2.mlp.down_proj.lora_A.weight");
+    const st_tensor* B = st_find(*f, "base_model.model.model.layers.2.mlp.down_proj.lora_B.weight");
+    ASSERT_TRUE(A && B);
+    EXPECT_EQ(A->shape, std::vector<int64_t>({4, 172}));  // [r, in]
+    EXPECT_EQ(B->shape, std::vector<int64_t>({64, 4}));   // [out, r]
+    // B moved away from its zero init: the adapter learned something
+    std::vector<float> bv(B->numel);
+    convert_to_f32(bv.data(), B->data, B->dt, B->numel);
+    EXPECT_GT(*std::max_element(bv.begin(), bv.end()), 0.0f);
+    // base + adapter == merged (from --save_aggregated_lora and from lisa merge-lora)
+    auto r = run_lisa("merge-lora --model_name_or_path " + aidreams() + " --lora_model_path " + td.path +
+                      " --output_model_path " + merged.path);
+    ASSERT_EQ(r.code, 0) << r.output;
+    auto loss = [&](const std::string& args) {
+        auto e = run_lisa("eval --dataset_path " + data_dir() + " " + args);
+        EXPECT_EQ(e.code, 0) << e.output;
+        return json::parse(e.output)["loss"].get<double>();
+    };
+    double with_adapter = loss("--model_name_or_path " + aidreams() + " --lora_model_path " + td.path);
+    EXPECT_NEAR(loss("--model_name_or_path " + merged.path), with_adapter, 1e-5 * with_adapter);
+    EXPECT_NEAR(loss("--model_name_or_path " + td.path), with_adapter, 1e-5 * with_adapter);  // aggregated copy
+    EXPECT_LT(with_adapter, loss("--model_name_or_path " + aidreams()));  // and it lowered the loss
+}
+
+TEST(train, interruption_writes_a_checkpoint_that_resumes) {
+    NEED_ASSETS();
+    temp_dir td;
+    std::string cmd = "timeout --preserve-status -s INT 3 " + std::string(LISA_BIN) + " train --model_name_or_path " + aidreams() +
+                      " --dataset_path " + data_dir() + " --output_model_path " + td.path +
+                      " --max_steps 1000000 --per_device_train_batch_size 2 --logging_steps 1000 2>&1";
+    FILE* p = popen(cmd.c_str(), "r");
+    std::string out;
+    char buf[4096];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+    int st = pclose(p);
+    EXPECT_EQ(WEXITSTATUS(st), 130) << out;
+    EXPECT_NE(out.find("interrupted at step"), std::string::npos) << out;
+    EXPECT_FALSE(fs_is_file(td.path + "/config.json")) << "an interrupted run must not look finished";
+    int ckpts = 0;
+    for (auto& e : std::filesystem::directory_iterator(td.path))
+        if (e.path().filename().string().rfind("checkpoint-", 0) == 0) {
+            ckpts++;
+            EXPECT_TRUE(fs_is_file(e.path().string() + "/trainer_state.json"));
+        }
+    EXPECT_EQ(ckpts, 1);
+    // continue from it for a few more steps
+    auto r = run_lisa("train --model_name_or_path " + aidreams() + " --dataset_path " + data_dir() +
+                      " --output_model_path " + td.path + " --resume_from_checkpoint latest --max_steps 1000000 "
+                      "--per_device_train_batch_size 2 --logging_steps 1000 --num_train_epochs 1 2>&1 | head -3");
+    EXPECT_NE(r.output.find("resumed from"), std::string::npos) << r.output;
+}
+
+TEST(train, a_diverging_run_stops_with_a_clear_error_and_no_model) {
+    NEED_ASSETS();
+    temp_dir td;
+    auto r = run_lisa("train --model_name_or_path " + aidreams() + " --dataset_path " + data_dir() +
+                      " --output_model_path " + td.path + " --method full --learning_rate 1e30 --max_grad_norm 0 "
+                      "--max_steps 20 --save_steps 1");
+    EXPECT_EQ(r.code, 1) << r.output;
+    EXPECT_NE(r.output.find("lisa: error: step "), std::string::npos) << r.output;
+    EXPECT_NE(r.output.find("The last checkpoint is"), std::string::npos) << r.output;
+    EXPECT_FALSE(fs_is_file(td.path + "/config.json"));
+}
+
+TEST(train, bad_arguments_are_refused) {
+    NEED_ASSETS();
+    temp_dir td;
+    auto err = [&](const std::string& args) {
+        return run_lisa("train --model_name_or_path " + aidreams() + " --dataset_path " + data_dir() +
+                        " --output_model_path " + td.path + " " + args);
+    };
+    auto r = err("--lisa_activated_layers 9");
+    EXPECT_EQ(r.code, 1);
+    EXPECT_NE(r.output.find("--lisa_activated_layers 9: expected 1..4"), std::string::npos) << r.output;
+    r = err("--lr_scheduler_type wavy");
+    EXPECT_NE(r.output.find("--lr_scheduler_type \"wavy\""), std::string::npos) << r.output;
+    r = err("--method lora --lora_target_modules q_proj,attn");
+    EXPECT_NE(r.output.find("unknown module \"attn\""), std::string::npos) << r.output;
+    r = run_lisa("train --model_name_or_path meta-llama/Llama-2-7b-hf --dataset_path " + data_dir() +
+                 " --output_model_path " + td.path);
+    EXPECT_NE(r.output.find("download it first"), std::string::npos) << r.output;
+    // a finished model is not overwritten by accident
+    train(td.path, "--max_steps 1");
+    r = err("--max_steps 1");
+    EXPECT_EQ(r.code, 1);
+    EXPECT_NE(r.output.find("already holds a model"), std::string::npos) << r.output;
+}
+
+// The bundled default of run_finetune_with_lisa.sh: held-out loss goes down, and the script
+// takes the seed's flags and refuses a hub id with a hint.
+TEST(run_script, bundled_default_lowers_held_out_loss) {
+    temp_dir td;
+    std::string root = lisa_test::test_dir() + "/..";
+    std::string cmd = "cd " + root + " && OUTPUT_ROOT=" + td.path + " ./run_finetune_with_lisa.sh 2>&1";
+    FILE* p = popen(cmd.c_str(), "r");
+    std::string out;
+    char buf[4096];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+    ASSERT_EQ(WEXITSTATUS(pclose(p)), 0) << out;
+    std::vector<double> losses;
+    size_t pos = 0;
+    while ((pos = out.find("{\"loss\":", pos)) != std::string::npos) {
+        losses.push_back(json::parse(out.substr(pos, out.find('\n', pos) - pos))["loss"].get<double>());
+        pos++;
+    }
+    ASSERT_EQ(losses.size(), 2u) << out;
+    EXPECT_LT(losses[1], 0.5 * losses[0]) << "held-out loss before " << losses[0] << ", after " << losses[1];
+    EXPECT_TRUE(fs_is_file(td.path + "/finetuned/config.json"));
+    EXPECT_NE(out.find("A dog says woof."), std::string::npos) << out;
+    // the seed's interface, and a hub id
+    std::string seed = "cd " + root + " && ./run_finetune_with_lisa.sh --model_name_or_path " + td.path +
+                       "/default-base --dataset_path data/train --output_model_path " + td.path +
+                       "/seed --lisa_activated_layers 1 --lisa_interval_steps 20 --max_steps 3 --logging_steps 1 2>&1";
+    p = popen(seed.c_str(), "r");
+    out.clear();
+    while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+    EXPECT_EQ(WEXITSTATUS(pclose(p)), 0) << out;
+    auto log = read_log(td.path + "/seed");
+    ASSERT_EQ(log.size(), 3u);
+    EXPECT_EQ(log[0]["active_layers"].size(), 1u);
+    p = popen(("cd " + root + " && ./run_finetune_with_lisa.sh --model_name_or_path meta-llama/Llama-2-7b-hf "
+               "--dataset_path data/train --output_model_path " + td.path + "/hub 2>&1").c_str(), "r");
+    out.clear();
+    while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+    EXPECT_EQ(WEXITSTATUS(pclose(p)), 1) << out;
+    EXPECT_NE(out.find("download it first"), std::string::npos) << out;
+}
