@@ -161,6 +161,12 @@ struct trainer {
             m->params = std::move(c->params);
             llama_model_rebind(m.get());
         }
+        if (o.train_data) {  // pre-tokenized samples (benchmarks)
+            data = *o.train_data;
+            pad_id = 0;
+            set_steps();
+            return;
+        }
         tok = tokenizer_load(o.model_name_or_path);
         dataset_options dopt;
         int64_t max_pos = m->cfg.max_position_embeddings;
@@ -183,6 +189,10 @@ struct trainer {
             if (o.group_texts) dataset_group_texts(&eval_data, dopt.block_size);
             has_eval = true;
         }
+        set_steps();
+    }
+
+    void set_steps() {
         int64_t n_batches = ((int64_t)data.samples.size() + o.per_device_train_batch_size - 1) /
                             o.per_device_train_batch_size;
         steps_per_epoch = std::max<int64_t>(1, n_batches / o.gradient_accumulation_steps);
@@ -465,7 +475,7 @@ struct trainer {
                 lisa_activate(step / o.lisa_interval_steps);
             const int64_t epoch = step / steps_per_epoch, in_epoch = step % steps_per_epoch;
             if (epoch != cur_epoch) {
-                order = epoch_order(data.samples.size(), o.seed, epoch, true);
+                order = epoch_order(data.samples.size(), o.seed, epoch, o.shuffle);
                 cur_epoch = epoch;
             }
             // the micro-batches of this step, and the label tokens of all of them (the loss is the
@@ -561,7 +571,7 @@ struct trainer {
         res.tokens_per_second = tokens_total / std::max(1e-9, runtime);
         res.steps_per_second = steps_this_run / std::max(1e-9, runtime);
         res.peak_rss_mib = peak_rss_mib();
-        if (res.interrupted) return res;
+        if (res.interrupted || !o.save_model) return res;
         save_final(res);
         return res;
     }

@@ -55,13 +55,18 @@ struct train_options {
     std::string resume_from_checkpoint;  // folder or "latest"
     std::string torch_dtype;             // output dtype; "" = the input's
     std::string max_shard_size = "5GB";
+    // library use (benchmarks): train on these samples instead of reading dataset_path (no
+    // tokenizer needed), keep file order, and skip writing the final model
+    const struct dataset* train_data = nullptr;
+    bool                  shuffle = true;
+    bool                  save_model = true;
 };
 
 struct train_result {
     int64_t global_step = 0;
     double  train_loss = 0;        // mean of the logged step losses of this run
     double  train_runtime = 0;     // seconds
-    double  tokens_per_second = 0; // label tokens... see docs: all tokens processed per second
+    double  tokens_per_second = 0; // tokens processed (not padding) per second
     double  steps_per_second = 0;
     double  peak_rss_mib = 0;
     bool    interrupted = false;   // stopped by SIGINT/SIGTERM after writing a checkpoint
