@@ -6,13 +6,13 @@
 namespace lisa {
 
 void adamw_update(float* p, const float* g, float* m, float* v, size_t n, const adamw_hparams& h, int64_t step,
-                  bool decay) {
+                  bool decay, float grad_scale) {
     const double bc1 = 1.0 - std::pow(h.beta1, (double)step), bc2 = 1.0 - std::pow(h.beta2, (double)step);
     const float step_size = (float)(h.lr / bc1), bc2_sqrt = (float)std::sqrt(bc2), b1 = (float)h.beta1,
                 b2 = (float)h.beta2, eps = (float)h.eps, shrink = decay ? (float)(1.0 - h.lr * h.weight_decay) : 1.0f;
 #pragma omp parallel for schedule(static)
     for (size_t i = 0; i < n; i++) {
-        float gi = g[i];
+        float gi = g[i] * grad_scale;
         m[i] = b1 * m[i] + (1.0f - b1) * gi;
         v[i] = b2 * v[i] + (1.0f - b2) * gi * gi;
         float denom = std::sqrt(v[i]) / bc2_sqrt + eps;
@@ -46,11 +46,6 @@ double sum_of_squares(const float* g, size_t n) {
     double s = 0;
     for (double x : part) s += x;
     return s;
-}
-
-void scale_in_place(float* g, size_t n, float s) {
-#pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < n; i++) g[i] *= s;
 }
 
 }  // namespace lisa

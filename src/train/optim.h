@@ -12,8 +12,9 @@ struct adamw_hparams {
 
 // One AdamW step on n parameters: p -= lr·wd·p; m, v updated; p -= lr·m̂/(√v̂ + eps).
 // `step` is this span's 1-based step count (bias correction); decay=false skips weight decay.
+// grad_scale multiplies g on the fly (global-norm clipping without a separate pass).
 void adamw_update(float* p, const float* g, float* m, float* v, size_t n, const adamw_hparams& h, int64_t step,
-                  bool decay);
+                  bool decay, float grad_scale = 1.0f);
 
 // Learning rate at optimizer step `step` (0-based) of `total`, Hugging Face semantics.
 // kind: linear | cosine | constant | constant_with_warmup.
@@ -21,6 +22,5 @@ double lr_at(const std::string& kind, double base_lr, int64_t step, int64_t warm
 bool   lr_kind_valid(const std::string& kind);
 
 double sum_of_squares(const float* g, size_t n);  // deterministic (fixed-order blocks)
-void   scale_in_place(float* g, size_t n, float s);
 
 }  // namespace lisa

@@ -511,16 +511,14 @@ struct trainer {
             for (group* g : groups()) ss += sum_of_squares(g->grad(), g->n);
             const double norm = std::sqrt(ss);
             if (!std::isfinite(norm)) diverged("the gradient norm is not finite");
-            if (o.max_grad_norm > 0 && norm > o.max_grad_norm) {
-                float c = (float)(o.max_grad_norm / (norm + 1e-6));
-                for (group* g : groups()) scale_in_place(g->grad(), g->n, c);
-            }
+            // clipping coefficient, applied inside the AdamW pass
+            const float clip = o.max_grad_norm > 0 && norm > o.max_grad_norm ? (float)(o.max_grad_norm / (norm + 1e-6)) : 1.0f;
             h.lr = lr_at(o.lr_scheduler_type, o.adam.lr, step, warmup, total_steps);
             for (group* g : groups()) {
                 g->step++;
                 for (const auto& sp : g->spans)
                     adamw_update(g->param + sp.off, g->grad() + sp.off, g->m() + sp.off, g->v() + sp.off, sp.len, h,
-                                 g->step, sp.decay);
+                                 g->step, sp.decay, clip);
             }
             step++;
             steps_this_run++;

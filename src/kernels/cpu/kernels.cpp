@@ -67,12 +67,22 @@ void rmsnorm_backward(float* dx, float* dw, const float* dy, const float* x, con
         }
     }
     if (dw) {
+        // rows in fixed chunks of 64 (partial sums per chunk, reduced in chunk order): contiguous
+        // access, and the same result for any thread count
+        const int64_t chunk = 64, nc = (N + chunk - 1) / chunk;
+        std::vector<float> part(nc * D, 0.0f);
 #pragma omp parallel for schedule(static)
-        for (int64_t i = 0; i < D; i++) {
-            float s = 0.0f;
-            for (int64_t n = 0; n < N; n++) s += dy[n * D + i] * x[n * D + i] * rstd[n];
-            dw[i] += s;
+        for (int64_t c = 0; c < nc; c++) {
+            float* pc = part.data() + c * D;
+            for (int64_t n = c * chunk; n < std::min(N, (c + 1) * chunk); n++) {
+                const float r = rstd[n];
+                const float* dyr = dy + n * D;
+                const float* xr = x + n * D;
+                for (int64_t i = 0; i < D; i++) pc[i] += dyr[i] * xr[i] * r;
+            }
         }
+        for (int64_t c = 0; c < nc; c++)
+            for (int64_t i = 0; i < D; i++) dw[i] += part[c * D + i];
     }
 }
 
@@ -122,76 +132,107 @@ static inline float dotf(const float* a, const float* b, int64_t n) {
     return s;
 }
 
+// Blocked attention on BLAS: for each (batch, head) and block of kAttnBlock query rows, the scores
+// against the keys up to the block's last row are one sgemm, softmax runs row by row, and P·V is
+// another sgemm. Only a block × T tile of scores exists at a time (per thread); the backward
+// recomputes it from q, k and the saved log-sum-exp. sgemm calls inside the OpenMP loop run
+// single-threaded (OpenBLAS's OpenMP build), the loop supplies the parallelism.
+static const int64_t kAttnBlock = 64;
+
+static std::vector<float>& attn_scratch(int which, size_t n) {
+    thread_local std::vector<float> buf[2];
+    if (buf[which].size() < n) buf[which].resize(n);
+    return buf[which];
+}
+
 void attention_forward(float* out, float* lse, const float* q, const float* k, const float* v, int64_t B, int64_t T,
                        int64_t Hq, int64_t Hkv, int64_t hd) {
-    const int64_t group = Hq / Hkv;
+    const int64_t group = Hq / Hkv, ldq = Hq * hd, ldk = Hkv * hd;
     const float scale = 1.0f / std::sqrt((float)hd);
-#pragma omp parallel
-    {
-        std::vector<float> p(T);
-#pragma omp for collapse(3) schedule(dynamic, 4)
-        for (int64_t b = 0; b < B; b++)
-            for (int64_t h = 0; h < Hq; h++)
-                for (int64_t t = 0; t < T; t++) {
-                    const int64_t kh = h / group;
-                    const float* qt = q + ((b * T + t) * Hq + h) * hd;
+#pragma omp parallel for collapse(2) schedule(dynamic, 1)
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t h = 0; h < Hq; h++) {
+            float* S = attn_scratch(0, (size_t)kAttnBlock * T).data();
+            const float* Q = q + (b * T * Hq + h) * hd;
+            const float* K = k + (b * T * Hkv + h / group) * hd;
+            const float* Vv = v + (b * T * Hkv + h / group) * hd;
+            float* O = out + (b * T * Hq + h) * hd;
+            for (int64_t r0 = 0; r0 < T; r0 += kAttnBlock) {
+                const int64_t r1 = std::min(T, r0 + kAttnBlock), M = r1 - r0, Nk = r1;
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)Nk, (int)hd, scale, Q + r0 * ldq,
+                            (int)ldq, K, (int)ldk, 0.0f, S, (int)Nk);
+                for (int64_t i = 0; i < M; i++) {
+                    float* row = S + i * Nk;
+                    const int64_t last = r0 + i;  // causal: keys 0..last
                     float m = -INFINITY;
-                    for (int64_t j = 0; j <= t; j++) {
-                        p[j] = dotf(qt, k + ((b * T + j) * Hkv + kh) * hd, hd) * scale;
-                        m = std::max(m, p[j]);
-                    }
+                    for (int64_t j = 0; j <= last; j++) m = std::max(m, row[j]);
                     float l = 0.0f;
-                    for (int64_t j = 0; j <= t; j++) {
-                        p[j] = std::exp(p[j] - m);
-                        l += p[j];
-                    }
-                    float* o = out + ((b * T + t) * Hq + h) * hd;
-                    std::fill(o, o + hd, 0.0f);
-                    float inv = 1.0f / l;
-                    for (int64_t j = 0; j <= t; j++) {
-                        const float* vj = v + ((b * T + j) * Hkv + kh) * hd;
-                        float pj = p[j] * inv;
-                        for (int64_t i = 0; i < hd; i++) o[i] += pj * vj[i];
-                    }
-                    lse[(b * Hq + h) * T + t] = m + std::log(l);
+                    for (int64_t j = 0; j <= last; j++) l += (row[j] = std::exp(row[j] - m));
+                    const float inv = 1.0f / l;
+                    for (int64_t j = 0; j <= last; j++) row[j] *= inv;
+                    for (int64_t j = last + 1; j < Nk; j++) row[j] = 0.0f;
+                    lse[(b * Hq + h) * T + last] = m + std::log(l);
                 }
-    }
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)M, (int)hd, (int)Nk, 1.0f, S, (int)Nk, Vv,
+                            (int)ldk, 0.0f, O + r0 * ldq, (int)ldq);
+            }
+        }
 }
 
 void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* out, const float* lse,
                         const float* q, const float* k, const float* v, int64_t B, int64_t T, int64_t Hq,
                         int64_t Hkv, int64_t hd) {
-    const int64_t group = Hq / Hkv;
+    const int64_t group = Hq / Hkv, ldq = Hq * hd, ldk = Hkv * hd;
     const float scale = 1.0f / std::sqrt((float)hd);
     // One task per (batch, kv head): it owns dk/dv of that head, so no two threads write the same
     // row and the summation order is fixed (deterministic for any thread count).
 #pragma omp parallel for collapse(2) schedule(dynamic, 1)
     for (int64_t b = 0; b < B; b++)
-        for (int64_t kh = 0; kh < Hkv; kh++)
-            for (int64_t h = kh * group; h < (kh + 1) * group; h++)
-                for (int64_t t = 0; t < T; t++) {
-                    const size_t qo = ((b * T + t) * Hq + h) * hd;
-                    const float* qt = q + qo;
-                    const float* dot = dout + qo;
-                    const float Dt = dotf(dot, out + qo, hd);  // Σ_j p_j dp_j
-                    const float L = lse[(b * Hq + h) * T + t];
-                    float* dqt = dq + qo;
-                    for (int64_t j = 0; j <= t; j++) {
-                        const size_t ko = ((b * T + j) * Hkv + kh) * hd;
-                        const float* kj = k + ko;
-                        const float* vj = v + ko;
-                        float p = std::exp(dotf(qt, kj, hd) * scale - L);
-                        float dp = dotf(dot, vj, hd);
-                        float ds = p * (dp - Dt) * scale;
-                        float* dkj = dk + ko;
-                        float* dvj = dv + ko;
-                        for (int64_t i = 0; i < hd; i++) {
-                            dqt[i] += ds * kj[i];
-                            dkj[i] += ds * qt[i];
-                            dvj[i] += p * dot[i];
-                        }
+        for (int64_t kh = 0; kh < Hkv; kh++) {
+            float* P = attn_scratch(0, (size_t)kAttnBlock * T).data();
+            float* dP = attn_scratch(1, (size_t)kAttnBlock * T).data();
+            const float* K = k + (b * T * Hkv + kh) * hd;
+            const float* Vv = v + (b * T * Hkv + kh) * hd;
+            float* dK = dk + (b * T * Hkv + kh) * hd;
+            float* dV = dv + (b * T * Hkv + kh) * hd;
+            for (int64_t h = kh * group; h < (kh + 1) * group; h++) {
+                const float* Q = q + (b * T * Hq + h) * hd;
+                const float* O = out + (b * T * Hq + h) * hd;
+                const float* dO = dout + (b * T * Hq + h) * hd;
+                float* dQ = dq + (b * T * Hq + h) * hd;
+                const float* L = lse + (b * Hq + h) * T;
+                for (int64_t r0 = 0; r0 < T; r0 += kAttnBlock) {
+                    const int64_t r1 = std::min(T, r0 + kAttnBlock), M = r1 - r0, Nk = r1;
+                    // P = softmax(scale·Q·Kᵀ) from the saved log-sum-exp
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)Nk, (int)hd, scale, Q + r0 * ldq,
+                                (int)ldq, K, (int)ldk, 0.0f, P, (int)Nk);
+                    for (int64_t i = 0; i < M; i++) {
+                        float* row = P + i * Nk;
+                        const int64_t last = r0 + i;
+                        const float li = L[last];
+                        for (int64_t j = 0; j <= last; j++) row[j] = std::exp(row[j] - li);
+                        for (int64_t j = last + 1; j < Nk; j++) row[j] = 0.0f;
                     }
+                    // dV += Pᵀ·dO ; dP = dO·Vᵀ
+                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)Nk, (int)hd, (int)M, 1.0f, P, (int)Nk,
+                                dO + r0 * ldq, (int)ldq, 1.0f, dV, (int)ldk);
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)Nk, (int)hd, 1.0f, dO + r0 * ldq,
+                                (int)ldq, Vv, (int)ldk, 0.0f, dP, (int)Nk);
+                    // dS = P ⊙ (dP - Σ_j P·dP) · scale, with Σ_j P·dP = dO·O (row-wise)
+                    for (int64_t i = 0; i < M; i++) {
+                        const float Di = dotf(dO + (r0 + i) * ldq, O + (r0 + i) * ldq, hd);
+                        float* pr = P + i * Nk;
+                        const float* dpr = dP + i * Nk;
+                        for (int64_t j = 0; j <= r0 + i; j++) pr[j] = pr[j] * (dpr[j] - Di) * scale;
+                    }
+                    // dQ += dS·K ; dK += dSᵀ·Q
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)M, (int)hd, (int)Nk, 1.0f, P, (int)Nk, K,
+                                (int)ldk, 1.0f, dQ + r0 * ldq, (int)ldq);
+                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)Nk, (int)hd, (int)M, 1.0f, P, (int)Nk,
+                                Q + r0 * ldq, (int)ldq, 1.0f, dK, (int)ldk);
                 }
+            }
+        }
 }
 
 void attention_forward_kv(float* out, const float* q, const float* kc, const float* vc, int64_t n, int64_t pos0,
@@ -283,13 +324,19 @@ double lmhead_xent_forward_backward(float* dx, float* dw, const float* x, const 
             float* lr = logits + r * V;
             float m = -INFINITY;
             for (int64_t i = 0; i < V; i++) m = std::max(m, lr[i]);
-            double s = 0.0;
-            for (int64_t i = 0; i < V; i++) s += std::exp((double)(lr[i] - m));
             const int32_t tgt = targets[rows[r]];
-            const double lse = (double)m + std::log(s);
-            row_loss[r] = lse - (double)lr[tgt];
+            const float target_logit = lr[tgt];
+            // exponentials in fp32 (stored in place when a gradient is wanted), their sum in fp64
+            double s = 0.0;
+            if (grad) {
+                for (int64_t i = 0; i < V; i++) s += (lr[i] = std::exp(lr[i] - m));
+            } else {
+                for (int64_t i = 0; i < V; i++) s += std::exp(lr[i] - m);
+            }
+            row_loss[r] = (double)m + std::log(s) - (double)target_logit;
             if (grad) {  // dlogits = (softmax - onehot) · grad_scale, in place
-                for (int64_t i = 0; i < V; i++) lr[i] = (float)(std::exp((double)lr[i] - lse)) * grad_scale;
+                const float c = (float)(grad_scale / s);
+                for (int64_t i = 0; i < V; i++) lr[i] *= c;
                 lr[tgt] -= grad_scale;
             }
         }
