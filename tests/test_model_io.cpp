@@ -41,11 +41,20 @@ TEST(model_io, save_load_round_trip_per_dtype) {
         EXPECT_EQ(r->stored_dtype, dt);
         EXPECT_EQ(r->cfg.torch_dtype, dt);
         ASSERT_EQ(r->params.size(), m->params.size());
-        for (size_t i = 0; i < m->params.size(); i++) {
-            float want = m->params[i];
-            if (dt == dtype::bf16) want = bf16_to_f32(f32_to_bf16(want));
-            if (dt == dtype::f16) want = f16_to_f32(f32_to_f16(want));
-            ASSERT_EQ(r->params[i], want) << dtype_name(dt) << " element " << i;
+        EXPECT_EQ(r->half, dt == dtype::bf16);  // a bf16 model stays bf16 in memory
+        for (size_t ti = 0; ti < m->tensors.size(); ti++) {
+            std::vector<float> got = llama_tensor_values(*r, ti), orig = llama_tensor_values(*m, ti);
+            for (size_t i = 0; i < orig.size(); i++) {
+                float want = orig[i];
+                if (dt == dtype::bf16) want = bf16_to_f32(f32_to_bf16(want));
+                if (dt == dtype::f16) want = f16_to_f32(f32_to_f16(want));
+                ASSERT_EQ(got[i], want) << dtype_name(dt) << " " << m->tensors[ti].name << " element " << i;
+            }
+        }
+        if (dt == dtype::bf16) {  // and saving the half-mode model gives the same file again
+            temp_dir again;
+            llama_model_save(*r, again.path, so);
+            EXPECT_EQ(fs_read_text(again.path + "/model.safetensors"), fs_read_text(td.path + "/model.safetensors"));
         }
         for (auto& e : std::filesystem::directory_iterator(td.path))
             EXPECT_EQ(e.path().string().find(".tmp"), std::string::npos) << "temporary left: " << e.path();

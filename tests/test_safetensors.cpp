@@ -160,7 +160,7 @@ TEST(safetensors, write_is_atomic_and_leaves_no_temporary) {
     EXPECT_EQ(n, 1);
     // a failing write (unconvertible source) leaves neither a partial file nor a temporary
     std::vector<uint16_t> h(4);
-    EXPECT_THROW(st_write(td.path + "/bad.safetensors", {{"x", {4}, dtype::f32, h.data(), dtype::bf16}}), lisa::error);
+    EXPECT_THROW(st_write(td.path + "/bad.safetensors", {{"x", {4}, dtype::bf16, h.data(), dtype::f16}}), lisa::error);
     EXPECT_FALSE(fs_is_file(td.path + "/bad.safetensors"));
     n = 0;
     for (auto& e : std::filesystem::directory_iterator(td.path)) {

@@ -326,3 +326,40 @@ TEST(run_script, bundled_default_lowers_held_out_loss) {
     EXPECT_EQ(WEXITSTATUS(pclose(p)), 1) << out;
     EXPECT_NE(out.find("download it first"), std::string::npos) << out;
 }
+
+// A bf16 model trains in half mode: frozen matrices stay bf16 (no fp32 copy), trained ones get
+// fp32 masters; the output is bf16 with the untouched layers bit-identical, and a resumed run
+// (masters restored from the checkpoint) ends on exactly the same weights.
+TEST(train, lisa_on_a_bf16_model_keeps_frozen_layers_and_resumes_exactly) {
+    NEED_ASSETS();
+    temp_dir bf, whole, resumed;
+    {
+        auto m = llama_model_load(aidreams());
+        llama_save_options so;
+        so.out_dtype = dtype::bf16;
+        so.tokenizer_from = aidreams();
+        llama_model_save(*m, bf.path, so);
+    }
+    auto run = [&](const std::string& out, const std::string& extra) {
+        auto r = run_lisa("train --model_name_or_path " + bf.path + " --dataset_path " + data_dir() +
+                          " --output_model_path " + out + " --logging_steps 1 --lisa_activated_layers 1 "
+                          "--lisa_interval_steps 3 --max_steps 8 --per_device_train_batch_size 3 --learning_rate 1e-3 " + extra);
+        EXPECT_EQ(r.code, 0) << r.output;
+    };
+    run(whole.path, "--save_steps 4");
+    run(resumed.path, "--resume_from_checkpoint " + whole.path + "/checkpoint-4");
+    EXPECT_TRUE(same_bytes(whole.path + "/model.safetensors", resumed.path + "/model.safetensors"));
+    auto base = llama_model_load(bf.path), got = llama_model_load(whole.path);
+    EXPECT_TRUE(got->half);
+    EXPECT_EQ(got->stored_dtype, dtype::bf16);
+    std::set<int> trained;
+    for (auto& j : read_log(whole.path))
+        for (int l : j["active_layers"]) trained.insert(l);
+    for (size_t i = 0; i < base->tensors.size(); i++) {
+        const auto& t = base->tensors[i];
+        bool same = llama_tensor_values(*base, i) == llama_tensor_values(*got, i);
+        if (t.layer >= 0 && !trained.count(t.layer)) EXPECT_TRUE(same) << t.name << " was never trained";
+        if (t.layer >= 0 && trained.count(t.layer) && t.is_matrix) EXPECT_FALSE(same) << t.name;
+    }
+    EXPECT_LT(trained.size(), 4u) << "the test needs a layer that was never drawn";
+}

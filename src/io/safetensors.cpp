@@ -144,8 +144,11 @@ void st_write(const std::string& path, const std::vector<st_write_entry>& entrie
     if (!metadata.empty()) h["__metadata__"] = metadata;
     size_t off = 0;
     for (const auto& e : entries) {
-        if (e.src_dt != e.dt && e.src_dt != dtype::f32)
-            fail(strf("%s: tensor '%s': can only convert from F32 when writing", path.c_str(), e.name.c_str()));
+        bool ok = e.src_dt == e.dt || e.src_dt == dtype::f32 ||
+                  (e.dt == dtype::f32 && (e.src_dt == dtype::bf16 || e.src_dt == dtype::f16));
+        if (!ok)
+            fail(strf("%s: tensor '%s': cannot convert %s to %s when writing", path.c_str(), e.name.c_str(),
+                      dtype_name(e.src_dt), dtype_name(e.dt)));
         size_t nb = st_entry_bytes(e);
         h[e.name] = {{"dtype", dtype_name(e.dt)}, {"shape", e.shape}, {"data_offsets", {off, off + nb}}};
         off += nb;
@@ -172,7 +175,8 @@ void st_write(const std::string& path, const std::vector<st_write_entry>& entrie
             buf.resize(chunk * dtype_size(e.dt));
             for (size_t i = 0; i < n; i += chunk) {
                 size_t m = std::min(chunk, n - i);
-                convert_from_f32(buf.data(), (const float*)e.data + i, e.dt, m);
+                if (e.src_dt == dtype::f32) convert_from_f32(buf.data(), (const float*)e.data + i, e.dt, m);
+                else convert_to_f32((float*)buf.data(), (const uint8_t*)e.data + i * dtype_size(e.src_dt), e.src_dt, m);
                 put(buf.data(), m * dtype_size(e.dt));
             }
         }

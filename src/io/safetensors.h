@@ -39,7 +39,7 @@ std::unique_ptr<st_file> st_open(const std::string& path);
 const st_tensor*         st_find(const st_file& f, const std::string& name);  // nullptr if absent
 
 // One tensor to write. `data` holds numel elements of `src_dt`; they are converted to `dt`
-// on the way out (f32 -> bf16/f16), in chunks, with no full-size temporary.
+// on the way out (f32 -> bf16/f16, or bf16/f16 -> f32), in chunks, with no full-size temporary.
 struct st_write_entry {
     std::string          name;
     std::vector<int64_t> shape;

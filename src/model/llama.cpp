@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "core/dtype.h"
 #include "core/error.h"
 #include "core/rng.h"
 #include "kernels/cpu/kernels.h"
@@ -14,98 +15,168 @@ namespace lisa {
 
 // ------------------------------------------------------------------ size table and pointers
 
+// Field index of each layer tensor inside llama_layer_weights (its pointer order).
+enum {
+    F_ATTN_NORM, F_WQ, F_BQ, F_WK, F_BK, F_WV, F_BV, F_WO, F_BO, F_MLP_NORM, F_GATE, F_UP, F_DOWN, F_COUNT
+};
+static_assert(sizeof(llama_layer_weights) == F_COUNT * sizeof(float*), "llama_layer_weights: one pointer per field");
+
 static void build_table(llama_model* m) {
     const llama_config& c = m->cfg;
     const int64_t D = c.hidden_size, F = c.intermediate_size, Q = c.num_heads * c.head_dim,
                   K = c.num_kv_heads * c.head_dim, V = c.vocab_size;
     size_t off = 0;
-    auto add = [&](const std::string& name, std::vector<int64_t> shape, int layer) {
+    auto add = [&](const std::string& name, std::vector<int64_t> shape, int layer, int field) {
         size_t n = 1;
         for (auto d : shape) n *= (size_t)d;
         bool mat = shape.size() == 2;
-        m->tensors.push_back({name, std::move(shape), off, n, layer, mat});
+        m->tensors.push_back({name, std::move(shape), off, n, layer, mat, field});
         off += n;
     };
-    add("model.embed_tokens.weight", {V, D}, -1);
+    add("model.embed_tokens.weight", {V, D}, -1, kFieldEmbed);
     for (int l = 0; l < (int)c.num_layers; l++) {
         std::string p = "model.layers." + std::to_string(l) + ".";
-        add(p + "input_layernorm.weight", {D}, l);
-        add(p + "self_attn.q_proj.weight", {Q, D}, l);
-        if (c.qkv_bias) add(p + "self_attn.q_proj.bias", {Q}, l);
-        add(p + "self_attn.k_proj.weight", {K, D}, l);
-        if (c.qkv_bias) add(p + "self_attn.k_proj.bias", {K}, l);
-        add(p + "self_attn.v_proj.weight", {K, D}, l);
-        if (c.qkv_bias) add(p + "self_attn.v_proj.bias", {K}, l);
-        add(p + "self_attn.o_proj.weight", {D, Q}, l);
-        if (c.o_bias) add(p + "self_attn.o_proj.bias", {D}, l);
-        add(p + "post_attention_layernorm.weight", {D}, l);
-        add(p + "mlp.gate_proj.weight", {F, D}, l);
-        add(p + "mlp.up_proj.weight", {F, D}, l);
-        add(p + "mlp.down_proj.weight", {D, F}, l);
+        add(p + "input_layernorm.weight", {D}, l, F_ATTN_NORM);
+        add(p + "self_attn.q_proj.weight", {Q, D}, l, F_WQ);
+        if (c.qkv_bias) add(p + "self_attn.q_proj.bias", {Q}, l, F_BQ);
+        add(p + "self_attn.k_proj.weight", {K, D}, l, F_WK);
+        if (c.qkv_bias) add(p + "self_attn.k_proj.bias", {K}, l, F_BK);
+        add(p + "self_attn.v_proj.weight", {K, D}, l, F_WV);
+        if (c.qkv_bias) add(p + "self_attn.v_proj.bias", {K}, l, F_BV);
+        add(p + "self_attn.o_proj.weight", {D, Q}, l, F_WO);
+        if (c.o_bias) add(p + "self_attn.o_proj.bias", {D}, l, F_BO);
+        add(p + "post_attention_layernorm.weight", {D}, l, F_MLP_NORM);
+        add(p + "mlp.gate_proj.weight", {F, D}, l, F_GATE);
+        add(p + "mlp.up_proj.weight", {F, D}, l, F_UP);
+        add(p + "mlp.down_proj.weight", {D, F}, l, F_DOWN);
     }
-    add("model.norm.weight", {D}, -1);
-    if (!c.tie_word_embeddings) add("lm_head.weight", {V, D}, -1);
+    add("model.norm.weight", {D}, -1, kFieldNorm);
+    if (!c.tie_word_embeddings) add("lm_head.weight", {V, D}, -1, kFieldHead);
+}
+
+static float** slot_of(llama_weights* w, const llama_tensor_info& t) {
+    if (t.field == kFieldEmbed) return &w->embed;
+    if (t.field == kFieldNorm) return &w->norm;
+    if (t.field == kFieldHead) return &w->lm_head;
+    return ((float**)&w->layers[t.layer]) + t.field;
 }
 
 // Fills a pointer struct for any buffer laid out like the size table (params or grads).
 static llama_weights pointers_into(const llama_model& m, float* base) {
     llama_weights w{};
     w.layers.assign(m.cfg.num_layers, llama_layer_weights{});
-    for (const auto& t : m.tensors) {
-        float* p = base + t.offset;
-        const std::string& n = t.name;
-        auto ends = [&](const char* s) {
-            size_t k = std::strlen(s);
-            return n.size() >= k && n.compare(n.size() - k, k, s) == 0;
-        };
-        if (t.layer < 0) {
-            if (n == "model.embed_tokens.weight") w.embed = p;
-            else if (n == "model.norm.weight") w.norm = p;
-            else if (n == "lm_head.weight") w.lm_head = p;
-            continue;
-        }
-        llama_layer_weights& L = w.layers[t.layer];
-        if (ends("input_layernorm.weight")) L.attn_norm = p;
-        else if (ends("q_proj.weight")) L.wq = p;
-        else if (ends("q_proj.bias")) L.bq = p;
-        else if (ends("k_proj.weight")) L.wk = p;
-        else if (ends("k_proj.bias")) L.bk = p;
-        else if (ends("v_proj.weight")) L.wv = p;
-        else if (ends("v_proj.bias")) L.bv = p;
-        else if (ends("o_proj.weight")) L.wo = p;
-        else if (ends("o_proj.bias")) L.bo = p;
-        else if (ends("post_attention_layernorm.weight")) L.mlp_norm = p;
-        else if (ends("gate_proj.weight")) L.w_gate = p;
-        else if (ends("up_proj.weight")) L.w_up = p;
-        else if (ends("down_proj.weight")) L.w_down = p;
-    }
+    for (const auto& t : m.tensors) *slot_of(&w, t) = base + t.offset;
     if (m.cfg.tie_word_embeddings) w.lm_head = w.embed;
     return w;
 }
 
-std::unique_ptr<llama_model> llama_model_init(const llama_config& cfg) {
+static const uint16_t** slot16_of(llama_weights16* w, const llama_tensor_info& t) {
+    if (t.field == kFieldEmbed) return &w->embed;
+    if (t.field == kFieldHead) return &w->lm_head;
+    llama_layer_weights16& L = w->layers[t.layer];
+    switch (t.field) {
+        case F_WQ: return &L.wq;
+        case F_WK: return &L.wk;
+        case F_WV: return &L.wv;
+        case F_WO: return &L.wo;
+        case F_GATE: return &L.w_gate;
+        case F_UP: return &L.w_up;
+        case F_DOWN: return &L.w_down;
+    }
+    return nullptr;
+}
+
+void llama_model_rebind(llama_model* m) {
+    m->w = pointers_into(*m, m->params.data());
+    m->w16 = llama_weights16{};
+    m->w16.layers.assign(m->cfg.num_layers, llama_layer_weights16{});
+    if (!m->half) return;
+    for (size_t i = 0; i < m->tensors.size(); i++) {
+        const auto& t = m->tensors[i];
+        if (!t.is_matrix) continue;
+        *slot16_of(&m->w16, t) = m->params16.data() + t.offset;
+        if (!m->materialized[i]) *slot_of(&m->w, t) = nullptr;  // compute from bf16
+    }
+    if (m->cfg.tie_word_embeddings) {
+        m->w.lm_head = m->w.embed;
+        m->w16.lm_head = m->w16.embed;
+    }
+}
+
+std::unique_ptr<llama_model> llama_model_init(const llama_config& cfg, bool half) {
     auto m = std::make_unique<llama_model>();
     m->cfg = cfg;
-    m->stored_dtype = cfg.torch_dtype;
+    m->stored_dtype = half ? dtype::bf16 : cfg.torch_dtype;
     build_table(m.get());
     const auto& last = m->tensors.back();
-    m->params.assign(last.offset + last.numel, 0.0f);
-    m->w = pointers_into(*m, m->params.data());
+    m->params = lazy_array<float>(last.offset + last.numel);
+    m->half = half;
+    if (half) {
+        m->params16.assign(last.offset + last.numel, 0);
+        m->materialized.assign(m->tensors.size(), false);
+        for (size_t i = 0; i < m->tensors.size(); i++) m->materialized[i] = !m->tensors[i].is_matrix;
+    }
+    llama_model_rebind(m.get());
     return m;
 }
 
-void llama_model_rebind(llama_model* m) { m->w = pointers_into(*m, m->params.data()); }
+void llama_materialize(llama_model* m, size_t first, size_t last) {
+    if (!m->half) return;
+    for (size_t i = first; i <= last; i++) {
+        if (m->materialized[i]) continue;
+        const auto& t = m->tensors[i];
+        convert_to_f32(m->params.data() + t.offset, m->params16.data() + t.offset, dtype::bf16, t.numel);
+        m->materialized[i] = true;
+    }
+    llama_model_rebind(m);
+}
 
+void llama_dematerialize(llama_model* m, size_t first, size_t last) {
+    if (!m->half) return;
+    for (size_t i = first; i <= last; i++) {
+        const auto& t = m->tensors[i];
+        if (!t.is_matrix || !m->materialized[i]) continue;
+        convert_from_f32(m->params16.data() + t.offset, m->params.data() + t.offset, dtype::bf16, t.numel);
+        m->params.release(t.offset, t.numel);
+        m->materialized[i] = false;
+    }
+    llama_model_rebind(m);
+}
+
+std::vector<float> llama_tensor_values(const llama_model& m, size_t i) {
+    const auto& t = m.tensors[i];
+    std::vector<float> v(t.numel);
+    if (m.half && !m.materialized[i]) convert_to_f32(v.data(), m.params16.data() + t.offset, dtype::bf16, t.numel);
+    else std::memcpy(v.data(), m.params.data() + t.offset, t.numel * sizeof(float));
+    return v;
+}
+
+// Normal(0, initializer_range) for matrices, ones for norms, zeros for biases. Values come from
+// an RNG seeded per (tensor, block of 2^20 values), so blocks fill in parallel and the result
+// does not depend on the thread count.
 void llama_model_init_random(llama_model* m, uint64_t seed) {
-    rng r;
-    rng_init(&r, seed);
     const double std = m->cfg.initializer_range;
-    for (const auto& t : m->tensors) {
+    const size_t block = (size_t)1 << 20;
+    for (size_t ti = 0; ti < m->tensors.size(); ti++) {
+        const auto& t = m->tensors[ti];
         float* p = m->params.data() + t.offset;
-        bool is_norm = t.name.find("norm") != std::string::npos;
-        for (size_t i = 0; i < t.numel; i++) {
-            if (t.is_matrix) p[i] = (float)(rng_normal(&r) * std);
-            else p[i] = is_norm ? 1.0f : 0.0f;
+        if (!t.is_matrix) {
+            bool is_norm = t.name.find("norm") != std::string::npos;
+            for (size_t i = 0; i < t.numel; i++) p[i] = is_norm ? 1.0f : 0.0f;
+            continue;
+        }
+        const size_t nb = (t.numel + block - 1) / block;
+#pragma omp parallel for schedule(dynamic, 1)
+        for (size_t b = 0; b < nb; b++) {
+            rng r;
+            rng_init(&r, seed ^ (0x9e3779b97f4a7c15ull * (ti + 1)) ^ (0xbf58476d1ce4e5b9ull * (b + 1)));
+            const size_t i0 = b * block, i1 = std::min(t.numel, i0 + block);
+            if (m->half) {  // straight to bf16: a big model never has an fp32 copy
+                uint16_t* q = m->params16.data() + t.offset;
+                for (size_t i = i0; i < i1; i++) q[i] = f32_to_bf16((float)(rng_normal(&r) * std));
+            } else {
+                for (size_t i = i0; i < i1; i++) p[i] = (float)(rng_normal(&r) * std);
+            }
         }
     }
 }
@@ -127,36 +198,10 @@ void llama_grads_zero(llama_grads* gr) { std::fill(gr->buf.begin(), gr->buf.end(
 
 void llama_grads_freeze_layer(llama_grads* gr, int layer) { gr->g.layers.at(layer) = llama_layer_weights{}; }
 
-float** llama_weight_slot(llama_weights* w, const llama_model& m, size_t i) {
-    const float* p = m.params.data() + m.tensors[i].offset;
-    if (p == m.w.embed) return &w->embed;
-    if (p == m.w.norm) return &w->norm;
-    if (!m.cfg.tie_word_embeddings && p == m.w.lm_head) return &w->lm_head;
-    int l = m.tensors[i].layer;
-    LISA_ASSERT(l >= 0, "llama_weight_slot", "tensor is neither global nor in a layer");
-    const float* const* wp = (const float* const*)&m.w.layers[l];
-    float** gp = (float**)&w->layers[l];
-    for (size_t k = 0; k < sizeof(llama_layer_weights) / sizeof(float*); k++)
-        if (wp[k] == p) return &gp[k];
-    fail("llama_weight_slot: tensor not found in its layer");
-}
+float** llama_weight_slot(llama_weights* w, const llama_model& m, size_t i) { return slot_of(w, m.tensors[i]); }
 
 float* llama_grad_of(const llama_grads& gr, const llama_model& m, size_t i) {
-    // map the tensor's parameter pointer to the matching gradient pointer via the pointer structs
-    const float* p = m.params.data() + m.tensors[i].offset;
-    const llama_weights& w = m.w;
-    const llama_weights& g = gr.g;
-    if (p == w.embed) return g.embed;
-    if (p == w.norm) return g.norm;
-    if (p == w.lm_head) return g.lm_head;
-    int l = m.tensors[i].layer;
-    const llama_layer_weights& W = w.layers[l];
-    const llama_layer_weights& G = g.layers[l];
-    const float* const* wp = (const float* const*)&W;
-    float* const* gp = (float* const*)&G;
-    for (size_t k = 0; k < sizeof(llama_layer_weights) / sizeof(float*); k++)
-        if (wp[k] == p) return gp[k];
-    return nullptr;
+    return *slot_of(const_cast<llama_weights*>(&gr.g), m.tensors[i]);
 }
 
 // ------------------------------------------------------------------ rope
@@ -272,6 +317,31 @@ static void check_ids(const llama_model& m, const int32_t* ids, int64_t n, const
     }
 }
 
+// ------------------------------------------------------------------ fp32 or bf16 weights
+
+// y = x·Wᵀ + b from whichever copy of W exists (fp32 when materialised, else bf16)
+static void lin_fwd(float* y, const float* x, const float* w, const uint16_t* w16, const float* b, int64_t N,
+                    int64_t in, int64_t out) {
+    if (w) linear_forward(y, x, w, b, N, in, out);
+    else linear_forward_bf16(y, x, w16, b, N, in, out);
+}
+
+static void lin_bwd(float* dx, float* dw, float* db, const float* dy, const float* x, const float* w,
+                    const uint16_t* w16, int64_t N, int64_t in, int64_t out) {
+    if (w) {
+        linear_backward(dx, dw, db, dy, x, w, N, in, out);
+        return;
+    }
+    LISA_ASSERT(!dw, "linear backward", "a weight held only in bf16 cannot be trained (materialise it first)");
+    if (dx) linear_backward_bf16(dx, dy, w16, N, in, out);
+    if (db) linear_backward(nullptr, nullptr, db, dy, x, nullptr, N, in, out);
+}
+
+static void embed_fwd(const llama_model& m, float* x, const int32_t* tokens, int64_t N) {
+    if (m.w.embed) embedding_forward(x, tokens, m.w.embed, N, m.cfg.hidden_size);
+    else embedding_forward_bf16(x, tokens, m.w16.embed, N, m.cfg.hidden_size);
+}
+
 // ------------------------------------------------------------------ LoRA (unmerged)
 
 // dropout(x) into out, with a mask regenerated from (seed, layer, target): no mask is stored
@@ -345,34 +415,35 @@ void llama_forward(const llama_model& m, llama_acts* a, const int32_t* tokens) {
     const float eps = (float)c.rms_norm_eps;
     check_ids(m, tokens, N, "input_ids", false);
     std::memcpy(a->tokens.data(), tokens, N * sizeof(int32_t));
-    embedding_forward(a->resid[0], tokens, m.w.embed, N, D);
+    embed_fwd(m, a->resid[0], tokens, N);
     for (int64_t l = 0; l < c.num_layers; l++) {
         const llama_layer_weights& w = m.w.layers[l];
+        const llama_layer_weights16& w16 = m.w16.layers[l];
         llama_acts::layer& s = a->layers[l];
         const float* x = a->resid[l];
         // attention block
         rmsnorm_forward(s.xn1, s.rstd1, x, w.attn_norm, N, D, eps);
-        linear_forward(s.q, s.xn1, w.wq, w.bq, N, D, Q);
-        linear_forward(s.k, s.xn1, w.wk, w.bk, N, D, K);
-        linear_forward(s.v, s.xn1, w.wv, w.bv, N, D, K);
+        lin_fwd(s.q, s.xn1, w.wq, w16.wq, w.bq, N, D, Q);
+        lin_fwd(s.k, s.xn1, w.wk, w16.wk, w.bk, N, D, K);
+        lin_fwd(s.v, s.xn1, w.wv, w16.wv, w.bv, N, D, K);
         lora_forward(m, a, l, LORA_Q, s.q, s.xn1, N, D, Q);
         lora_forward(m, a, l, LORA_K, s.k, s.xn1, N, D, K);
         lora_forward(m, a, l, LORA_V, s.v, s.xn1, N, D, K);
         rope_forward(s.q, a->rope_cos, a->rope_sin, B, T, Hq, hd);
         rope_forward(s.k, a->rope_cos, a->rope_sin, B, T, Hkv, hd);
         attention_forward(s.att, s.lse, s.q, s.k, s.v, B, T, Hq, Hkv, hd);
-        linear_forward(s.x_mid, s.att, w.wo, w.bo, N, Q, D);
+        lin_fwd(s.x_mid, s.att, w.wo, w16.wo, w.bo, N, Q, D);
         lora_forward(m, a, l, LORA_O, s.x_mid, s.att, N, Q, D);
         for (int64_t i = 0; i < N * D; i++) s.x_mid[i] += x[i];
         // MLP block
         rmsnorm_forward(s.xn2, s.rstd2, s.x_mid, w.mlp_norm, N, D, eps);
-        linear_forward(s.gate, s.xn2, w.w_gate, nullptr, N, D, F);
-        linear_forward(s.up, s.xn2, w.w_up, nullptr, N, D, F);
+        lin_fwd(s.gate, s.xn2, w.w_gate, w16.w_gate, nullptr, N, D, F);
+        lin_fwd(s.up, s.xn2, w.w_up, w16.w_up, nullptr, N, D, F);
         lora_forward(m, a, l, LORA_GATE, s.gate, s.xn2, N, D, F);
         lora_forward(m, a, l, LORA_UP, s.up, s.xn2, N, D, F);
         swiglu_forward(s.h, s.gate, s.up, N * F);
         float* y = a->resid[l + 1];
-        linear_forward(y, s.h, w.w_down, nullptr, N, F, D);
+        lin_fwd(y, s.h, w.w_down, w16.w_down, nullptr, N, F, D);
         lora_forward(m, a, l, LORA_DOWN, y, s.h, N, F, D);
         for (int64_t i = 0; i < N * D; i++) y[i] += s.x_mid[i];
     }
@@ -380,7 +451,7 @@ void llama_forward(const llama_model& m, llama_acts* a, const int32_t* tokens) {
 }
 
 void llama_logits(const llama_model& m, const llama_acts& a, float* logits) {
-    linear_forward(logits, a.xn_f, m.w.lm_head, nullptr, a.B * a.T, m.cfg.hidden_size, m.cfg.vocab_size);
+    lin_fwd(logits, a.xn_f, m.w.lm_head, m.w16.lm_head, nullptr, a.B * a.T, m.cfg.hidden_size, m.cfg.vocab_size);
 }
 
 // ------------------------------------------------------------------ backward
@@ -404,7 +475,7 @@ double llama_forward_backward(const llama_model& m, llama_acts* a, llama_grads* 
     const llama_weights* g = gr ? &gr->g : nullptr;
     if (!g) {
         return lmhead_xent_forward_backward(nullptr, nullptr, a->xn_f, m.w.lm_head, a->targets.data(), N, D, V, 0.0f,
-                                            a->head_scratch, a->head_chunk);
+                                            a->head_scratch, a->head_chunk, m.w16.lm_head);
     }
     // Lowest layer whose backward is needed: below it nothing is trainable.
     int64_t lowest = 0;
@@ -427,28 +498,29 @@ double llama_forward_backward(const llama_model& m, llama_acts* a, llama_grads* 
     std::memset(a->dxn, 0, N * D * sizeof(float));
     std::memset(a->dresid, 0, N * D * sizeof(float));
     double loss = lmhead_xent_forward_backward(a->dxn, g->lm_head, a->xn_f, m.w.lm_head, a->targets.data(), N, D, V,
-                                               grad_scale, a->head_scratch, a->head_chunk);
+                                               grad_scale, a->head_scratch, a->head_chunk, m.w16.lm_head);
     rmsnorm_backward(a->dresid, g->norm, a->dxn, a->resid[c.num_layers], m.w.norm, a->rstd_f, N, D);
     for (int64_t l = c.num_layers - 1; l >= lowest; l--) {
         const llama_layer_weights& w = m.w.layers[l];
         const llama_layer_weights& G = g->layers[l];
+        const llama_layer_weights16& w16 = m.w16.layers[l];
         llama_acts::layer& s = a->layers[l];
         // MLP block: resid[l+1] = x_mid + down(swiglu(gate(xn2), up(xn2)))
         std::memset(a->dh, 0, N * F * sizeof(float));
-        linear_backward(a->dh, G.w_down, nullptr, a->dresid, s.h, w.w_down, N, F, D);
+        lin_bwd(a->dh, G.w_down, nullptr, a->dresid, s.h, w.w_down, w16.w_down, N, F, D);
         lora_backward(m, a, gr, l, LORA_DOWN, a->dh, a->dresid, s.h, N, F, D);
         std::memset(a->dgate, 0, N * F * sizeof(float));
         std::memset(a->dup, 0, N * F * sizeof(float));
         swiglu_backward(a->dgate, a->dup, a->dh, s.gate, s.up, N * F);
         std::memset(a->dxn, 0, N * D * sizeof(float));
-        linear_backward(a->dxn, G.w_gate, nullptr, a->dgate, s.xn2, w.w_gate, N, D, F);
-        linear_backward(a->dxn, G.w_up, nullptr, a->dup, s.xn2, w.w_up, N, D, F);
+        lin_bwd(a->dxn, G.w_gate, nullptr, a->dgate, s.xn2, w.w_gate, w16.w_gate, N, D, F);
+        lin_bwd(a->dxn, G.w_up, nullptr, a->dup, s.xn2, w.w_up, w16.w_up, N, D, F);
         lora_backward(m, a, gr, l, LORA_GATE, a->dxn, a->dgate, s.xn2, N, D, F);
         lora_backward(m, a, gr, l, LORA_UP, a->dxn, a->dup, s.xn2, N, D, F);
         rmsnorm_backward(a->dresid, G.mlp_norm, a->dxn, s.x_mid, w.mlp_norm, s.rstd2, N, D);  // dresid = d x_mid
         // attention block: x_mid = resid[l] + o(attention(rope(q(xn1)), rope(k(xn1)), v(xn1)))
         std::memset(a->datt, 0, N * Q * sizeof(float));
-        linear_backward(a->datt, G.wo, G.bo, a->dresid, s.att, w.wo, N, Q, D);
+        lin_bwd(a->datt, G.wo, G.bo, a->dresid, s.att, w.wo, w16.wo, N, Q, D);
         lora_backward(m, a, gr, l, LORA_O, a->datt, a->dresid, s.att, N, Q, D);
         std::memset(a->dq, 0, N * Q * sizeof(float));
         std::memset(a->dk, 0, N * K * sizeof(float));
@@ -457,9 +529,9 @@ double llama_forward_backward(const llama_model& m, llama_acts* a, llama_grads* 
         rope_backward(a->dq, a->rope_cos, a->rope_sin, B, T, Hq, hd);
         rope_backward(a->dk, a->rope_cos, a->rope_sin, B, T, Hkv, hd);
         std::memset(a->dxn, 0, N * D * sizeof(float));
-        linear_backward(a->dxn, G.wq, G.bq, a->dq, s.xn1, w.wq, N, D, Q);
-        linear_backward(a->dxn, G.wk, G.bk, a->dk, s.xn1, w.wk, N, D, K);
-        linear_backward(a->dxn, G.wv, G.bv, a->dv, s.xn1, w.wv, N, D, K);
+        lin_bwd(a->dxn, G.wq, G.bq, a->dq, s.xn1, w.wq, w16.wq, N, D, Q);
+        lin_bwd(a->dxn, G.wk, G.bk, a->dk, s.xn1, w.wk, w16.wk, N, D, K);
+        lin_bwd(a->dxn, G.wv, G.bv, a->dv, s.xn1, w.wv, w16.wv, N, D, K);
         lora_backward(m, a, gr, l, LORA_Q, a->dxn, a->dq, s.xn1, N, D, Q);
         lora_backward(m, a, gr, l, LORA_K, a->dxn, a->dk, s.xn1, N, D, K);
         lora_backward(m, a, gr, l, LORA_V, a->dxn, a->dv, s.xn1, N, D, K);
@@ -500,34 +572,35 @@ void llama_decode(const llama_model& m, llama_kv_cache* c, const int32_t* tokens
     check_ids(m, tokens, n, "input_ids", false);
     std::vector<float> x(n * D), xn(n * D), rstd(n), q(n * Q), k(n * K), v(n * K), att(n * Q), tmp(n * D), g(n * F),
         u(n * F), h(n * F);
-    embedding_forward(x.data(), tokens, m.w.embed, n, D);
+    embed_fwd(m, x.data(), tokens, n);
     for (int64_t l = 0; l < cfg.num_layers; l++) {
         const llama_layer_weights& w = m.w.layers[l];
+        const llama_layer_weights16& w16 = m.w16.layers[l];
         float* kc = c->k.data() + (size_t)l * c->max_T * K;
         float* vc = c->v.data() + (size_t)l * c->max_T * K;
         rmsnorm_forward(xn.data(), rstd.data(), x.data(), w.attn_norm, n, D, (float)cfg.rms_norm_eps);
-        linear_forward(q.data(), xn.data(), w.wq, w.bq, n, D, Q);
-        linear_forward(k.data(), xn.data(), w.wk, w.bk, n, D, K);
-        linear_forward(v.data(), xn.data(), w.wv, w.bv, n, D, K);
+        lin_fwd(q.data(), xn.data(), w.wq, w16.wq, w.bq, n, D, Q);
+        lin_fwd(k.data(), xn.data(), w.wk, w16.wk, w.bk, n, D, K);
+        lin_fwd(v.data(), xn.data(), w.wv, w16.wv, w.bv, n, D, K);
         // rotate with the tables of positions p0.. (a batch of one sequence of n tokens)
         rope_forward(q.data(), c->rope_cos.data() + p0 * half, c->rope_sin.data() + p0 * half, 1, n, Hq, hd);
         rope_forward(k.data(), c->rope_cos.data() + p0 * half, c->rope_sin.data() + p0 * half, 1, n, Hkv, hd);
         std::memcpy(kc + p0 * K, k.data(), n * K * sizeof(float));
         std::memcpy(vc + p0 * K, v.data(), n * K * sizeof(float));
         attention_forward_kv(att.data(), q.data(), kc, vc, n, p0, Hq, Hkv, hd);
-        linear_forward(tmp.data(), att.data(), w.wo, w.bo, n, Q, D);
+        lin_fwd(tmp.data(), att.data(), w.wo, w16.wo, w.bo, n, Q, D);
         for (int64_t i = 0; i < n * D; i++) x[i] += tmp[i];
         rmsnorm_forward(xn.data(), rstd.data(), x.data(), w.mlp_norm, n, D, (float)cfg.rms_norm_eps);
-        linear_forward(g.data(), xn.data(), w.w_gate, nullptr, n, D, F);
-        linear_forward(u.data(), xn.data(), w.w_up, nullptr, n, D, F);
+        lin_fwd(g.data(), xn.data(), w.w_gate, w16.w_gate, nullptr, n, D, F);
+        lin_fwd(u.data(), xn.data(), w.w_up, w16.w_up, nullptr, n, D, F);
         swiglu_forward(h.data(), g.data(), u.data(), n * F);
-        linear_forward(tmp.data(), h.data(), w.w_down, nullptr, n, F, D);
+        lin_fwd(tmp.data(), h.data(), w.w_down, w16.w_down, nullptr, n, F, D);
         for (int64_t i = 0; i < n * D; i++) x[i] += tmp[i];
     }
     c->n_past += n;
     const float* last = x.data() + (n - 1) * D;
     rmsnorm_forward(xn.data(), rstd.data(), last, m.w.norm, 1, D, (float)cfg.rms_norm_eps);
-    linear_forward(logits_last, xn.data(), m.w.lm_head, nullptr, 1, D, cfg.vocab_size);
+    lin_fwd(logits_last, xn.data(), m.w.lm_head, m.w16.lm_head, nullptr, 1, D, cfg.vocab_size);
 }
 
 }  // namespace lisa

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "core/buffer.h"
 #include "model/config.h"
 
 namespace lisa {
@@ -47,6 +48,20 @@ struct llama_tensor_info {
     size_t               numel;
     int                  layer;   // decoder layer index, or -1 for embed / final norm / lm_head
     bool                 is_matrix;  // 2-D weight (normal init) vs norm/bias (ones/zeros)
+    int                  field;   // its pointer in llama_weights: index into llama_layer_weights for
+                                  // layer tensors; kFieldEmbed / kFieldNorm / kFieldHead otherwise
+};
+enum { kFieldEmbed = -1, kFieldNorm = -2, kFieldHead = -3 };
+
+// bf16 copies of the matrices of a model kept in bf16 ("half" mode), same layout as the fp32
+// pointers; null in fp32 mode.
+struct llama_layer_weights16 {
+    const uint16_t *wq, *wk, *wv, *wo, *w_gate, *w_up, *w_down;
+};
+struct llama_weights16 {
+    const uint16_t*                    embed;
+    std::vector<llama_layer_weights16> layers;
+    const uint16_t*                    lm_head;
 };
 
 // LoRA adapters on the decoder's Linear layers, computed unmerged (y += s·B·A·x) so that only
@@ -69,20 +84,38 @@ struct llama_lora {
 struct llama_model {
     llama_config                   cfg;
     std::vector<llama_tensor_info> tensors;       // size table, in a fixed order
-    std::vector<float>             params;        // the one fp32 allocation for all weights
-    llama_weights                  w;             // pointers into params
+    lazy_array<float>              params;        // the one fp32 allocation for all weights (pages
+                                                  // are backed only where written)
+    llama_weights                  w;             // pointers into params; in half mode a matrix's
+                                                  // pointer is null unless it is materialised
+    // Half mode (a bf16 checkpoint): every matrix is held in bf16 in params16 (same offsets) and
+    // computed from there tile by tile; fp32 copies exist only for materialised tensors (the
+    // trainable ones: masters). Norms and biases are always fp32.
+    bool                           half = false;
+    std::vector<uint16_t>          params16;
+    llama_weights16                w16;
+    std::vector<bool>              materialized;  // per tensor, half mode: fp32 copy is current
     dtype                          stored_dtype;  // dtype of the loaded files (default for saving)
     std::string                    source_dir;    // folder it was loaded from ("" if made here)
     llama_lora                     lora;          // unmerged adapters (training); empty otherwise
 };
 
 // Allocates a zero model for cfg and fills the size table and pointers.
-std::unique_ptr<llama_model> llama_model_init(const llama_config& cfg);
-// Re-points m->w into m->params (after params were replaced, or the model was copied).
+// half: keep matrices in bf16 (see llama_model::half).
+std::unique_ptr<llama_model> llama_model_init(const llama_config& cfg, bool half = false);
+// Re-points m->w (and w16) into the buffers (after they were replaced, or the model was copied).
 void llama_model_rebind(llama_model* m);
+// Half mode: make tensors [first, last] available in fp32 (bf16 -> fp32 into params), or write
+// them back to bf16 and give their fp32 pages back. No-ops in fp32 mode.
+void llama_materialize(llama_model* m, size_t first, size_t last);
+void llama_dematerialize(llama_model* m, size_t first, size_t last);
+// A tensor's values in fp32, whatever the mode (for saving and tests).
+std::vector<float> llama_tensor_values(const llama_model& m, size_t i);
 // Loads a Hugging Face model folder (config.json + model.safetensors or shards with
 // model.safetensors.index.json; F32/BF16/F16). Files are memory-mapped and converted once.
-std::unique_ptr<llama_model> llama_model_load(const std::string& dir);
+// half_mode: -1 (auto) keeps bf16 matrices in bf16 (half mode) when the files have some and no
+// f16 ones; 0 converts everything to fp32; 1 forces half mode (fp32 matrices become masters).
+std::unique_ptr<llama_model> llama_model_load(const std::string& dir, int half_mode = -1);
 // Random init as Hugging Face does: normal(0, initializer_range) for matrices and the
 // embedding, ones for norms, zeros for biases. Deterministic in seed.
 void llama_model_init_random(llama_model* m, uint64_t seed);
@@ -91,6 +124,7 @@ struct llama_save_options {
     dtype       out_dtype = dtype::f32;
     size_t      max_shard_bytes = (size_t)5 << 30;  // like save_pretrained(max_shard_size="5GB")
     std::string tokenizer_from;                     // folder to copy tokenizer files from ("" = none)
+    bool        native_dtypes = false;  // each tensor as held (fp32 masters, bf16 others): checkpoints
 };
 // Writes config.json, model.safetensors (or shards + index), generation_config.json and the
 // tokenizer files. Each file is written atomically; config.json is removed first and written

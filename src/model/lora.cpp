@@ -49,14 +49,18 @@ std::string lora_config_to_json(const lora_adapter_config& c, const std::string&
     return j.dump(2) + "\n";
 }
 
-float* lora_module_weight(const llama_model& m, const std::string& module, int64_t* out, int64_t* in) {
+float* lora_module_weight(const llama_model& m, const std::string& module, int64_t* out, int64_t* in,
+                          size_t* index) {
     const std::string name = module + ".weight";
-    for (const auto& t : m.tensors)
+    for (size_t i = 0; i < m.tensors.size(); i++) {
+        const auto& t = m.tensors[i];
         if (t.name == name && t.is_matrix && t.layer >= 0) {
             *out = t.shape[0];
             *in = t.shape[1];
+            if (index) *index = i;
             return const_cast<float*>(m.params.data()) + t.offset;
         }
+    }
     return nullptr;
 }
 
@@ -80,7 +84,9 @@ void lora_merge_adapter(llama_model* m, const std::string& dir) {
         const st_tensor* tb = st_find(*f, bname);
         if (!tb) fail(strf("%s: tensor '%s' has no matching '%s'", wpath.c_str(), n.c_str(), bname.c_str()));
         int64_t out, in;
-        float* w = lora_module_weight(*m, module, &out, &in);
+        size_t ti = 0;
+        float* w = lora_module_weight(*m, module, &out, &in, &ti);
+        if (w) llama_materialize(m, ti, ti);  // bf16 models: the merged weight is held in fp32
         if (!w) fail(strf("%s: tensor '%s': the base model has no Linear '%s'", wpath.c_str(), n.c_str(), module.c_str()));
         if (t.shape.size() != 2 || t.shape[1] != in || tb->shape.size() != 2 || tb->shape[0] != out ||
             tb->shape[1] != t.shape[0])

@@ -25,8 +25,10 @@ std::string         lora_config_to_json(const lora_adapter_config& c, const std:
 // Merges an adapter folder into the model's weights in memory (for eval, generate, merge-lora).
 void lora_merge_adapter(llama_model* m, const std::string& adapter_dir);
 
-// The Linear weight a module name refers to ("model.layers.3.self_attn.q_proj"), with its
-// shape; nullptr if there is none.
-float* lora_module_weight(const llama_model& m, const std::string& module, int64_t* out, int64_t* in);
+// The fp32 slot of the Linear weight a module name refers to ("model.layers.3.self_attn.q_proj"),
+// with its shape and tensor index; nullptr if there is none. In half mode the slot holds values
+// only once the tensor is materialised (llama_materialize).
+float* lora_module_weight(const llama_model& m, const std::string& module, int64_t* out, int64_t* in,
+                          size_t* index = nullptr);
 
 }  // namespace lisa

@@ -1,5 +1,6 @@
 // Hugging Face model folder I/O: config.json + safetensors (single or sharded) in, same out.
 #include <algorithm>
+#include <cstring>
 #include <filesystem>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -19,7 +20,7 @@ static bool is_ignorable(const std::string& name) {
     return name.find("rotary_emb.inv_freq") != std::string::npos;
 }
 
-std::unique_ptr<llama_model> llama_model_load(const std::string& dir) {
+std::unique_ptr<llama_model> llama_model_load(const std::string& dir, int half_mode) {
     if (!fs_is_dir(dir)) {
         if (fs_is_file(dir))
             fail(strf("%s: expected a Hugging Face model folder (config.json + *.safetensors), got a file", dir.c_str()));
@@ -29,8 +30,8 @@ std::unique_ptr<llama_model> llama_model_load(const std::string& dir) {
     }
     std::string cfg_path = fs_join(dir, "config.json");
     if (!fs_is_file(cfg_path)) fail(strf("%s: missing; expected a Hugging Face model folder", cfg_path.c_str()));
-    auto m = llama_model_init(config_load(cfg_path));
-    m->source_dir = dir;
+    llama_config cfg = config_load(cfg_path);
+    std::unique_ptr<llama_model> m;  // created once the files' dtypes are known
 
     // which files hold the weights
     std::vector<std::string> files;
@@ -77,9 +78,22 @@ std::unique_ptr<llama_model> llama_model_load(const std::string& dir) {
             where[t.name] = {sf, &t};
         }
     }
-    // copy every parameter into the fp32 buffer, checking dtype and shape
+    // auto: half mode when some matrix is bf16 and none is f16 (a checkpoint mixes fp32 masters
+    // with bf16 frozen matrices; both are kept exactly)
+    bool any_bf16 = false, any_f16 = false;
+    for (const auto& [name, loc] : where) {
+        const st_tensor& t = *loc.second;
+        if (t.shape.size() != 2) continue;
+        any_bf16 |= t.dt == dtype::bf16;
+        any_f16 |= t.dt == dtype::f16;
+    }
+    const bool half = half_mode == 1 || (half_mode < 0 && any_bf16 && !any_f16);
+    m = llama_model_init(cfg, half);
+    m->source_dir = dir;
+    // copy every parameter into the fp32 buffer (or the bf16 one), checking dtype and shape
     std::map<dtype, size_t> dtype_bytes;
-    for (const auto& info : m->tensors) {
+    for (size_t ti = 0; ti < m->tensors.size(); ti++) {
+        const auto& info = m->tensors[ti];
         auto it = where.find(info.name);
         if (it == where.end()) {
             std::string in = weight_map.count(info.name) ? weight_map[info.name] : (files.size() == 1 ? files[0] : "any shard");
@@ -97,9 +111,20 @@ std::unique_ptr<llama_model> llama_model_load(const std::string& dir) {
         if (t.shape != info.shape)
             fail(strf("%s: tensor '%s': shape %s, expected %s from config.json", path.c_str(), info.name.c_str(),
                       shape_str(t.shape).c_str(), shape_str(info.shape).c_str()));
-        convert_to_f32(m->params.data() + info.offset, t.data, t.dt, t.numel);
+        if (half && info.is_matrix) {
+            if (t.dt == dtype::bf16) {
+                std::memcpy(m->params16.data() + info.offset, t.data, t.nbytes);
+            } else {  // an fp32 master (a checkpoint's trained tensor): keep it exactly
+                convert_to_f32(m->params.data() + info.offset, t.data, t.dt, t.numel);
+                convert_from_f32(m->params16.data() + info.offset, m->params.data() + info.offset, dtype::bf16, t.numel);
+                m->materialized[ti] = true;
+            }
+        } else {
+            convert_to_f32(m->params.data() + info.offset, t.data, t.dt, t.numel);
+        }
         dtype_bytes[t.dt] += t.nbytes;
     }
+    llama_model_rebind(m.get());
     std::set<std::string> expected;
     for (const auto& info : m->tensors) expected.insert(info.name);
     for (const auto& [name, loc] : where) {
@@ -156,8 +181,12 @@ void llama_model_save(const llama_model& m, const std::string& dir, const llama_
     // shard greedily in table order, as save_pretrained does
     std::vector<std::vector<st_write_entry>> shards(1);
     size_t cur = 0, total = 0;
-    for (const auto& t : m.tensors) {
+    for (size_t ti = 0; ti < m.tensors.size(); ti++) {
+        const auto& t = m.tensors[ti];
+        const bool in_bf16 = m.half && !m.materialized[ti];
         st_write_entry e{t.name, t.shape, opt.out_dtype, m.params.data() + t.offset, dtype::f32};
+        if (in_bf16) e.data = m.params16.data() + t.offset, e.src_dt = dtype::bf16;
+        if (opt.native_dtypes) e.dt = e.src_dt;
         size_t nb = st_entry_bytes(e);
         if (cur > 0 && cur + nb > opt.max_shard_bytes) {
             shards.emplace_back();

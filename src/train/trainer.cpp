@@ -154,11 +154,14 @@ struct trainer {
         m = llama_model_load(o.model_name_or_path);
         out_dtype = o.torch_dtype.empty() ? m->stored_dtype : parse_dtype_option(o.torch_dtype);
         if (!ckpt.empty()) {  // weights as of the checkpoint (fp32), config and tokenizer from the base
-            auto c = llama_model_load(ckpt);
+            auto c = llama_model_load(ckpt, m->half ? 1 : 0);  // the base's mode, masters exact
             if (c->params.size() != m->params.size())
                 fail(strf("%s: checkpoint does not match --model_name_or_path %s", ckpt.c_str(),
                           o.model_name_or_path.c_str()));
             m->params = std::move(c->params);
+            m->params16 = std::move(c->params16);
+            m->materialized = c->materialized;
+            m->half = c->half;
             llama_model_rebind(m.get());
         }
         if (o.train_data) {  // pre-tokenized samples (benchmarks)
@@ -201,6 +204,7 @@ struct trainer {
     }
 
     group make_group(const std::string& name, size_t first_tensor, size_t last_tensor) {
+        llama_materialize(m.get(), first_tensor, last_tensor);  // bf16 models: fp32 masters of what trains
         group g;
         g.name = name;
         const auto& t0 = m->tensors[first_tensor];
@@ -335,12 +339,19 @@ struct trainer {
     void lisa_activate(int64_t interval) {
         if (o.method != "lisa") return;
         const int L = (int)m->cfg.num_layers;
-        for (int l : active) gr.g.layers[l] = llama_layer_weights{};
-        active = lisa_draw_layers(o.seed, interval, L, (int)o.lisa_activated_layers);
+        std::vector<int> next = lisa_draw_layers(o.seed, interval, L, (int)o.lisa_activated_layers);
+        for (int l : active) {
+            gr.g.layers[l] = llama_layer_weights{};
+            // leaving: bf16 models write the master back to bf16 and free its fp32 pages
+            if (std::find(next.begin(), next.end(), l) == next.end())
+                llama_dematerialize(m.get(), layer_first[l], layer_first[l + 1] - 1);
+        }
+        active = next;
         for (size_t k = 0; k < slots.size(); k++) {
             group& g = slots[k];
             int l = active[k];
             g.name = strf("layer.%d", l);
+            llama_materialize(m.get(), layer_first[l], layer_first[l + 1] - 1);
             g.param = m->params.data() + m->tensors[layer_first[l]].offset;
             std::fill(g.state.begin(), g.state.end(), 0.0f);
             g.step = 0;
@@ -372,8 +383,9 @@ struct trainer {
         const std::string tmp = final_dir + ".tmp";
         std::error_code ec;
         fsys::remove_all(tmp, ec);
-        llama_save_options so;  // fp32: resuming continues from the exact master weights
+        llama_save_options so;  // fp32 masters: resuming continues from the exact weights
         so.out_dtype = dtype::f32;
+        so.native_dtypes = m->half;  // bf16 models: frozen tensors stay bf16 (exact), masters fp32
         so.max_shard_bytes = parse_size_option(o.max_shard_size);
         so.tokenizer_from = o.model_name_or_path;
         llama_model_save(*m, tmp, so);
@@ -629,8 +641,10 @@ struct trainer {
                 if (!A) continue;
                 const float* B = m->lora.layers[l].B[t];
                 int64_t out, in;
+                size_t ti = 0;
                 float* w = lora_module_weight(*dst, strf("model.layers.%d.%s.%s", l, t <= LORA_O ? "self_attn" : "mlp",
-                                                         lora_target_name(t)), &out, &in);
+                                                         lora_target_name(t)), &out, &in, &ti);
+                llama_materialize(dst, ti, ti);
                 for (int64_t i = 0; i < out; i++)
                     for (int64_t k = 0; k < r; k++) {
                         float b = m->lora.scale * B[i * r + k];

@@ -1,5 +1,7 @@
 #include "kernels/cpu/kernels.h"
 
+#include "core/dtype.h"
+
 #include <algorithm>
 #include <cblas.h>
 #include <cmath>
@@ -33,6 +35,44 @@ void linear_backward(float* dx, float* dw, float* db, const float* dy, const flo
             for (int64_t n = 0; n < N; n++) s += dy[n * out + o];
             db[o] += s;
         }
+    }
+}
+
+// Rows [o0, o1) of a bf16 [out, in] matrix converted into an fp32 scratch block (reused).
+static const int64_t kBf16Block = 256;
+static float* bf16_block(const uint16_t* w, int64_t o0, int64_t o1, int64_t in) {
+    thread_local std::vector<float> buf;
+    if ((int64_t)buf.size() < kBf16Block * in) buf.resize(kBf16Block * in);
+    float* dst = buf.data();
+    const int64_t n = (o1 - o0) * in;
+    const uint16_t* src = w + o0 * in;
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; i++) dst[i] = bf16_to_f32(src[i]);
+    return dst;
+}
+
+void linear_forward_bf16(float* y, const float* x, const uint16_t* w, const float* b, int64_t N, int64_t in,
+                         int64_t out) {
+    for (int64_t o0 = 0; o0 < out; o0 += kBf16Block) {
+        const int64_t o1 = std::min(out, o0 + kBf16Block);
+        const float* wb = bf16_block(w, o0, o1, in);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, (int)(o1 - o0), (int)in, 1.0f, x, (int)in, wb,
+                    (int)in, 0.0f, y + o0, (int)out);
+    }
+    if (b) {
+#pragma omp parallel for schedule(static)
+        for (int64_t n = 0; n < N; n++)
+            for (int64_t o = 0; o < out; o++) y[n * out + o] += b[o];
+    }
+}
+
+void linear_backward_bf16(float* dx, const float* dy, const uint16_t* w, int64_t N, int64_t in, int64_t out) {
+    for (int64_t o0 = 0; o0 < out; o0 += kBf16Block) {
+        const int64_t o1 = std::min(out, o0 + kBf16Block);
+        const float* wb = bf16_block(w, o0, o1, in);
+        // dx[N,in] += dy[:, o0:o1] · W[o0:o1, :]
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, (int)in, (int)(o1 - o0), 1.0f, dy + o0, (int)out,
+                    wb, (int)in, 1.0f, dx, (int)in);
     }
 }
 
@@ -290,6 +330,14 @@ void embedding_forward(float* x, const int32_t* tokens, const float* table, int6
     for (int64_t n = 0; n < N; n++) std::memcpy(x + n * D, table + (int64_t)tokens[n] * D, D * sizeof(float));
 }
 
+void embedding_forward_bf16(float* x, const int32_t* tokens, const uint16_t* table, int64_t N, int64_t D) {
+#pragma omp parallel for schedule(static)
+    for (int64_t n = 0; n < N; n++) {
+        const uint16_t* src = table + (int64_t)tokens[n] * D;
+        for (int64_t i = 0; i < D; i++) x[n * D + i] = bf16_to_f32(src[i]);
+    }
+}
+
 void embedding_backward(float* dtable, const float* dx, const int32_t* tokens, int64_t N, int64_t D) {
     // parallel over columns: a token may repeat, so rows would race; columns never do
 #pragma omp parallel for schedule(static)
@@ -299,7 +347,8 @@ void embedding_backward(float* dtable, const float* dx, const int32_t* tokens, i
 
 // ============================================================================ lm head + cross-entropy
 double lmhead_xent_forward_backward(float* dx, float* dw, const float* x, const float* w, const int32_t* targets,
-                                    int64_t N, int64_t D, int64_t V, float grad_scale, float* scratch, int64_t chunk) {
+                                    int64_t N, int64_t D, int64_t V, float grad_scale, float* scratch, int64_t chunk,
+                                    const uint16_t* w16) {
     float* logits = scratch;                 // [chunk, V]
     float* xs = scratch + chunk * V;         // [chunk, D] gathered input rows
     float* dxs = xs + chunk * D;             // [chunk, D] their gradients
@@ -317,7 +366,8 @@ double lmhead_xent_forward_backward(float* dx, float* dw, const float* x, const 
         const int64_t R = (int64_t)rows.size();
         if (R == 0) continue;
         for (int64_t r = 0; r < R; r++) std::memcpy(xs + r * D, x + rows[r] * D, D * sizeof(float));
-        linear_forward(logits, xs, w, nullptr, R, D, V);
+        if (w) linear_forward(logits, xs, w, nullptr, R, D, V);
+        else linear_forward_bf16(logits, xs, w16, nullptr, R, D, V);
         const bool grad = dx || dw;
 #pragma omp parallel for schedule(static)
         for (int64_t r = 0; r < R; r++) {
@@ -344,7 +394,8 @@ double lmhead_xent_forward_backward(float* dx, float* dw, const float* x, const 
         if (!grad) continue;
         if (dx) {
             std::memset(dxs, 0, R * D * sizeof(float));
-            linear_backward(dxs, nullptr, nullptr, logits, xs, w, R, D, V);
+            if (w) linear_backward(dxs, nullptr, nullptr, logits, xs, w, R, D, V);
+            else linear_backward_bf16(dxs, logits, w16, R, D, V);
             for (int64_t r = 0; r < R; r++) {
                 float* d = dx + rows[r] * D;
                 for (int64_t i = 0; i < D; i++) d[i] += dxs[r * D + i];

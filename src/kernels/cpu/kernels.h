@@ -15,6 +15,14 @@ void linear_forward(float* y, const float* x, const float* w, const float* b, in
 void linear_backward(float* dx, float* dw, float* db, const float* dy, const float* x, const float* w, int64_t N,
                      int64_t in, int64_t out);
 
+// ---- linear with a bf16 weight (frozen weights of bf16 models): the weight is converted to fp32
+// one block of output rows at a time (a few MiB of scratch) and multiplied with sgemm, so no
+// full fp32 copy of it ever exists. No weight gradient (frozen).
+void linear_forward_bf16(float* y, const float* x, const uint16_t* w, const float* b, int64_t N, int64_t in,
+                         int64_t out);
+// dx += dy·W
+void linear_backward_bf16(float* dx, const float* dy, const uint16_t* w, int64_t N, int64_t in, int64_t out);
+
 // ---- RMSNorm: y = x / sqrt(mean(x²) + eps) * w, in fp32. Saves rstd[N] for backward.
 void rmsnorm_forward(float* y, float* rstd, const float* x, const float* w, int64_t N, int64_t D, float eps);
 // dx += ∂L/∂x ; dw += Σ_rows dy·x·rstd   (dx, dw may be null)
@@ -50,6 +58,7 @@ void swiglu_backward(float* dg, float* du, const float* dh, const float* g, cons
 
 // ---- Embedding lookup: x[N,D] = table[tokens[n], :]
 void embedding_forward(float* x, const int32_t* tokens, const float* table, int64_t N, int64_t D);
+void embedding_forward_bf16(float* x, const int32_t* tokens, const uint16_t* table, int64_t N, int64_t D);
 // dtable[tokens[n]] += dx[n]
 void embedding_backward(float* dtable, const float* dx, const int32_t* tokens, int64_t N, int64_t D);
 
@@ -58,7 +67,9 @@ void embedding_backward(float* dtable, const float* dx, const int32_t* tokens, i
 // Returns Σ loss_n (double). If dx or dw is non-null, also accumulates the gradients of
 // grad_scale · Σ loss_n: dx[N,D] += ..., dw[V,D] += ... Rows with target < 0 are skipped entirely.
 // scratch must hold chunk*V + 2*chunk*D floats.
+// w16: the head in bf16 when w is null (a frozen head of a bf16 model; then dw must be null).
 double lmhead_xent_forward_backward(float* dx, float* dw, const float* x, const float* w, const int32_t* targets,
-                                    int64_t N, int64_t D, int64_t V, float grad_scale, float* scratch, int64_t chunk);
+                                    int64_t N, int64_t D, int64_t V, float grad_scale, float* scratch, int64_t chunk,
+                                    const uint16_t* w16 = nullptr);
 
 }  // namespace lisa
