@@ -156,7 +156,10 @@ TEST(train, lisa_draws_are_uniform_without_replacement) {
 
 TEST(train, resume_gives_identical_weights) {
     NEED_ASSETS();
-    for (const char* method : {"lisa --lisa_interval_steps 3", "lora --lora_dropout 0.2", "full"}) {
+    // LISA is resumed once mid-interval (5 of K=3) and once at a boundary (K=5: the checkpoint was
+    // written just before a switch)
+    for (const char* method : {"lisa --lisa_interval_steps 3", "lisa --lisa_interval_steps 5", "lora --lora_dropout 0.2",
+                               "full"}) {
         temp_dir whole, resumed;
         std::string args = std::string("--method ") + method + " --max_steps 10 --per_device_train_batch_size 3 "
                            "--learning_rate 1e-3 --lr_scheduler_type cosine --warmup_steps 2";
@@ -224,16 +227,20 @@ TEST(train, lora_writes_a_peft_adapter_and_merging_preserves_the_loss) {
 TEST(train, interruption_writes_a_checkpoint_that_resumes) {
     NEED_ASSETS();
     temp_dir td;
-    std::string cmd = "timeout --preserve-status -s INT 3 " + std::string(LISA_BIN) + " train --model_name_or_path " + aidreams() +
+    // start a long run, wait until it has finished a step, then send SIGINT
+    std::string cmd = "sh -c '" + std::string(LISA_BIN) + " train --model_name_or_path " + aidreams() +
                       " --dataset_path " + data_dir() + " --output_model_path " + td.path +
-                      " --max_steps 1000000 --per_device_train_batch_size 2 --logging_steps 1000 2>&1";
+                      " --max_steps 1000000 --per_device_train_batch_size 2 --logging_steps 1 > " + td.path +
+                      "/out.txt 2>&1 & pid=$!; while [ ! -s " + td.path + "/trainer_log.jsonl ]; do sleep 0.05; done; "
+                      "kill -INT $pid; wait $pid; echo rc=$?' 2>&1";
     FILE* p = popen(cmd.c_str(), "r");
-    std::string out;
+    std::string rc;
     char buf[4096];
     size_t n;
-    while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
-    int st = pclose(p);
-    EXPECT_EQ(WEXITSTATUS(st), 130) << out;
+    while ((n = fread(buf, 1, sizeof buf, p)) > 0) rc.append(buf, n);
+    pclose(p);
+    std::string out = fs_read_text(td.path + "/out.txt");
+    EXPECT_NE(rc.find("rc=130"), std::string::npos) << rc << out;
     EXPECT_NE(out.find("interrupted at step"), std::string::npos) << out;
     EXPECT_FALSE(fs_is_file(td.path + "/config.json")) << "an interrupted run must not look finished";
     int ckpts = 0;
@@ -346,9 +353,13 @@ TEST(train, lisa_on_a_bf16_model_keeps_frozen_layers_and_resumes_exactly) {
                           "--lisa_interval_steps 3 --max_steps 8 --per_device_train_batch_size 3 --learning_rate 1e-3 " + extra);
         EXPECT_EQ(r.code, 0) << r.output;
     };
-    run(whole.path, "--save_steps 4");
+    run(whole.path, "--save_steps 2");  // checkpoint-6 is at a boundary (K=3), checkpoint-4 inside one
+    for (int at : {4, 6}) {
+        temp_dir again;
+        run(again.path, "--resume_from_checkpoint " + whole.path + strf("/checkpoint-%d", at));
+        EXPECT_TRUE(same_bytes(whole.path + "/model.safetensors", again.path + "/model.safetensors")) << "from " << at;
+    }
     run(resumed.path, "--resume_from_checkpoint " + whole.path + "/checkpoint-4");
-    EXPECT_TRUE(same_bytes(whole.path + "/model.safetensors", resumed.path + "/model.safetensors"));
     auto base = llama_model_load(bf.path), got = llama_model_load(whole.path);
     EXPECT_TRUE(got->half);
     EXPECT_EQ(got->stored_dtype, dtype::bf16);

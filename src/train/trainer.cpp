@@ -419,9 +419,16 @@ struct trainer {
             fail(strf("%s: checkpoint was written by --method %s, not %s", ckpt.c_str(),
                       st.value("method", std::string("?")).c_str(), o.method.c_str()));
         step = st.value("global_step", (int64_t)0);
+        // A checkpoint at an interval boundary was written before that step's switch: the next
+        // draw starts with fresh state, and the leaving layers' masters go back to bf16 exactly
+        // as the switch would have done.
+        const bool boundary = o.method == "lisa" && step % o.lisa_interval_steps == 0;
         if (o.method == "lisa") {
             lisa_activate(step / o.lisa_interval_steps);
-            if (st.value("active_layers", std::vector<int>{}) != active)
+            for (int l = 0; l < (int)m->cfg.num_layers; l++)
+                if (std::find(active.begin(), active.end(), l) == active.end())
+                    llama_dematerialize(m.get(), layer_first[l], layer_first[l + 1] - 1);
+            if (!boundary && st.value("active_layers", std::vector<int>{}) != active)
                 fail(strf("%s: checkpoint's active layers differ from the draw for step %lld (was --seed or "
                           "--lisa_interval_steps changed?)", ckpt.c_str(), (long long)step));
         }
@@ -433,11 +440,17 @@ struct trainer {
                           ckpt.c_str(), name.c_str(), n));
             std::memcpy(dst, t->data, n * sizeof(float));
         };
-        for (group* g : groups()) {
-            read(g->name + ".m", g->m(), g->n);
-            read(g->name + ".v", g->v(), g->n);
-            g->step = st["group_steps"].value(g->name, (int64_t)0);
+        for (auto& g : fixed) {
+            read(g.name + ".m", g.m(), g.n);
+            read(g.name + ".v", g.v(), g.n);
+            g.step = st["group_steps"].value(g.name, (int64_t)0);
         }
+        if (!boundary)
+            for (auto& g : slots) {
+                read(g.name + ".m", g.m(), g.n);
+                read(g.name + ".v", g.v(), g.n);
+                g.step = st["group_steps"].value(g.name, (int64_t)0);
+            }
         if (o.method == "lora") read("lora.weights", lora_buf.data(), lora_buf.size());
         last_checkpoint = ckpt;
         info(strf("resumed from %s at step %lld", ckpt.c_str(), (long long)step));
@@ -657,7 +670,11 @@ struct trainer {
 }  // namespace
 
 train_result train_run(const train_options& opt, const train_callbacks& cb) {
-    g_stop = false;
+    // a stop requested before the loop starts is honoured after the first step; the flag is
+    // cleared when the run ends, so a library caller can train again
+    struct clear_stop {
+        ~clear_stop() { g_stop = false; }
+    } clear;
     trainer t(opt, cb);
     return t.run();
 }
