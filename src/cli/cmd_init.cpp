@@ -24,10 +24,11 @@ command_fn cmd_init_register(CLI::App& app) {
         llama_config cfg = config_load(o->config);
         if (!o->tokenizer.empty() && !fs_is_dir(o->tokenizer))
             fail(strf("--tokenizer_path %s: not a folder", o->tokenizer.c_str()));
-        auto m = llama_model_init(cfg);
-        llama_model_init_random(m.get(), o->seed);
         llama_save_options so;
         so.out_dtype = o->dtype_name.empty() ? cfg.torch_dtype : parse_dtype_option(o->dtype_name);
+        // a bf16 model is generated straight into bf16: a 7B model never needs 28 GB of fp32
+        auto m = llama_model_init(cfg, so.out_dtype == dtype::bf16);
+        llama_model_init_random(m.get(), o->seed);
         so.max_shard_bytes = parse_size_option(o->max_shard_size);
         so.tokenizer_from = o->tokenizer;
         llama_model_save(*m, o->output, so);

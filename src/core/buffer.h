@@ -1,4 +1,5 @@
-// A zero-initialised array whose pages are only backed by memory once written: anonymous mmap,
+// A zero-initialised array whose pages are only backed by memory once written: anonymous mmap
+// (MAP_NORESERVE: a 7B model's full-size fp32 buffer is reserved, not committed),
 // so a full-size parameter buffer of a bf16 model costs nothing for the tensors that stay in
 // bf16, and release() gives a span's pages back (madvise) when a LISA layer leaves.
 #pragma once
@@ -57,7 +58,7 @@ class lazy_array {
     void   allocate(size_t n) {
         n_ = n;
         if (n == 0) return;
-        void* p = mmap(nullptr, bytes(), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        void* p = mmap(nullptr, bytes(), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
         if (p == MAP_FAILED) fail(strf("out of memory: cannot reserve %zu MiB", bytes() >> 20));
         p_ = (T*)p;
     }

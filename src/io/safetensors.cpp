@@ -130,6 +130,12 @@ const st_tensor* st_find(const st_file& f, const std::string& name) {
     return it == f.index.end() ? nullptr : &f.tensors[it->second];
 }
 
+void st_release(const st_tensor& t) {
+    const size_t page = 4096;
+    size_t b = ((size_t)t.data + page - 1) / page * page, e = ((size_t)t.data + t.nbytes) / page * page;
+    if (e > b) madvise((void*)b, e - b, MADV_DONTNEED);
+}
+
 static size_t numel_of(const std::vector<int64_t>& shape) {
     size_t n = 1;
     for (auto d : shape) n *= (size_t)d;

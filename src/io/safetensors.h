@@ -37,6 +37,9 @@ struct st_file {
 // so later reads never go out of bounds. Throws lisa::error naming the file and tensor.
 std::unique_ptr<st_file> st_open(const std::string& path);
 const st_tensor*         st_find(const st_file& f, const std::string& name);  // nullptr if absent
+// Drops a tensor's pages from this process's mapping once it has been copied out (they stay in
+// the page cache and are read again if touched), so loading a model does not count it twice.
+void                     st_release(const st_tensor& t);
 
 // One tensor to write. `data` holds numel elements of `src_dt`; they are converted to `dt`
 // on the way out (f32 -> bf16/f16, or bf16/f16 -> f32), in chunks, with no full-size temporary.

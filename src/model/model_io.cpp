@@ -123,6 +123,7 @@ std::unique_ptr<llama_model> llama_model_load(const std::string& dir, int half_m
             convert_to_f32(m->params.data() + info.offset, t.data, t.dt, t.numel);
         }
         dtype_bytes[t.dt] += t.nbytes;
+        st_release(t);
     }
     llama_model_rebind(m.get());
     std::set<std::string> expected;
