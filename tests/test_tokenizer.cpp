@@ -17,14 +17,10 @@ static std::string tokenizer_dir(const std::string& name) {
     return name == "aidreams-260k" ? a + "/models/aidreams-260k" : a + "/tokenizers/" + name;
 }
 
-class tokenizer_golden : public ::testing::TestWithParam<const char*> {};
-
-TEST_P(tokenizer_golden, every_case_matches_hugging_face) {
-    std::string dir = tokenizer_dir(GetParam());
-    if (dir.empty()) GTEST_SKIP() << "../shared/assets not found (set LISA_ASSETS): tokenizer golden not checked";
-    auto tok = tokenizer_load(dir);
-    std::string lines = fs_read_text(lisa_test::assets_dir() + "/tokenizer_golden/" + GetParam() + ".jsonl");
-    std::istringstream in(lines);
+// Checks every case of a jsonl golden file (text, ids, ids_special, decoded and, where present,
+// decoded_skip_special) against the tokenizer; reports the first few mismatches. Returns the count.
+static int check_golden_cases(const tokenizer& tok, const std::string& file, const std::string& name) {
+    std::istringstream in(fs_read_text(file));
     std::string line;
     int n = 0, bad = 0;
     while (std::getline(in, line)) {
@@ -32,22 +28,34 @@ TEST_P(tokenizer_golden, every_case_matches_hugging_face) {
         json c = json::parse(line);
         std::string text = c["text"].get<std::string>();
         // the golden ids come from the `tokenizers` library, which applies the file's truncation
-        auto ids = tokenizer_encode(*tok, text, false, true);
-        auto ids_sp = tokenizer_encode(*tok, text, true, true);
-        std::string dec = tokenizer_decode(*tok, c["ids"].get<std::vector<int32_t>>(), false);
-        bool ok = ids == c["ids"].get<std::vector<int32_t>>() && ids_sp == c["ids_special"].get<std::vector<int32_t>>() &&
-                  dec == c["decoded"].get<std::string>();
-        if (!ok) {
-            bad++;
-            ADD_FAILURE() << GetParam() << " case " << n << " " << json(text).dump() << "\n  ids  got "
-                          << json(ids).dump() << "\n       want " << c["ids"].dump() << "\n  with special got "
-                          << json(ids_sp).dump() << " want " << c["ids_special"].dump() << "\n  decoded got "
-                          << json(dec).dump() << " want " << c["decoded"].dump();
+        auto ids = tokenizer_encode(tok, text, false, true);
+        auto ids_sp = tokenizer_encode(tok, text, true, true);
+        std::string dec = tokenizer_decode(tok, c["ids"].get<std::vector<int32_t>>(), false);
+        bool skip = c.contains("decoded_skip_special");
+        std::string dec_skip = skip ? tokenizer_decode(tok, c["ids_special"].get<std::vector<int32_t>>(), true) : "";
+        if (ids != c["ids"].get<std::vector<int32_t>>() || ids_sp != c["ids_special"].get<std::vector<int32_t>>() ||
+            dec != c["decoded"].get<std::string>() || (skip && dec_skip != c["decoded_skip_special"].get<std::string>())) {
+            if (++bad <= 5)
+                ADD_FAILURE() << name << " case " << n << " " << json(text).dump() << "\n  ids got " << json(ids).dump()
+                              << "\n      want " << c["ids"].dump() << "\n  special got " << json(ids_sp).dump()
+                              << "\n      want " << c["ids_special"].dump() << "\n  decoded got " << json(dec).dump()
+                              << " want " << c["decoded"].dump()
+                              << (skip ? "\n  skip got " + json(dec_skip).dump() + " want " + c["decoded_skip_special"].dump() : "");
         }
         n++;
     }
-    EXPECT_EQ(n, 77);
-    EXPECT_EQ(bad, 0);
+    EXPECT_EQ(bad, 0) << name;
+    return n;
+}
+
+class tokenizer_golden : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(tokenizer_golden, every_case_matches_hugging_face) {
+    std::string dir = tokenizer_dir(GetParam());
+    if (dir.empty()) GTEST_SKIP() << "../shared/assets not found (set LISA_ASSETS): tokenizer golden not checked";
+    auto tok = tokenizer_load(dir);
+    std::string file = lisa_test::assets_dir() + "/tokenizer_golden/" + GetParam() + ".jsonl";
+    EXPECT_EQ(check_golden_cases(*tok, file, GetParam()), 77);
 }
 
 INSTANTIATE_TEST_SUITE_P(assets, tokenizer_golden,
@@ -199,30 +207,8 @@ TEST_P(tokenizer_golden, differential_fuzz_cases_match_hugging_face) {
     std::string dir = tokenizer_dir(GetParam());
     if (dir.empty()) GTEST_SKIP() << "../shared/assets not found (set LISA_ASSETS): tokenizer fuzz not checked";
     auto tok = tokenizer_load(dir);
-    std::istringstream in(fs_read_text(lisa_test::golden_dir("tokenizer_fuzz") + "/" + GetParam() + ".jsonl"));
-    std::string line;
-    int n = 0, bad = 0;
-    while (std::getline(in, line)) {
-        if (line.empty()) continue;
-        json c = json::parse(line);
-        std::string text = c["text"].get<std::string>();
-        auto ids = tokenizer_encode(*tok, text, false, true);
-        auto ids_sp = tokenizer_encode(*tok, text, true, true);
-        std::string dec = tokenizer_decode(*tok, c["ids"].get<std::vector<int32_t>>(), false);
-        std::string dec_skip = tokenizer_decode(*tok, c["ids_special"].get<std::vector<int32_t>>(), true);
-        if (ids != c["ids"].get<std::vector<int32_t>>() || ids_sp != c["ids_special"].get<std::vector<int32_t>>() ||
-            dec != c["decoded"].get<std::string>() || dec_skip != c["decoded_skip_special"].get<std::string>()) {
-            if (++bad <= 5)
-                ADD_FAILURE() << GetParam() << " fuzz case " << n << " " << json(text).dump() << "\n  ids got "
-                              << json(ids).dump() << "\n      want " << c["ids"].dump() << "\n  special got "
-                              << json(ids_sp).dump() << "\n      want " << c["ids_special"].dump()
-                              << "\n  decoded got " << json(dec).dump() << " want " << c["decoded"].dump()
-                              << "\n  skip got " << json(dec_skip).dump() << " want " << c["decoded_skip_special"].dump();
-        }
-        n++;
-    }
-    EXPECT_EQ(n, 250);
-    EXPECT_EQ(bad, 0);
+    std::string file = lisa_test::golden_dir("tokenizer_fuzz") + "/" + GetParam() + ".jsonl";
+    EXPECT_EQ(check_golden_cases(*tok, file, GetParam()), 250);
 }
 
 // Real tokenizers with components replaced (tests/golden/tokenizer_variants/variants.json), so
@@ -243,30 +229,6 @@ TEST(tokenizer, variants_match_hugging_face) {
         lisa_test::temp_dir td;
         lisa_test::write_file(td.path + "/tokenizer.json", t.dump());
         auto tok = tokenizer_load(td.path);
-        std::istringstream in(fs_read_text(vdir + "/" + name + ".jsonl"));
-        std::string line;
-        int n = 0, bad = 0;
-        while (std::getline(in, line)) {
-            if (line.empty()) continue;
-            json c = json::parse(line);
-            std::string text = c["text"].get<std::string>();
-            auto ids = tokenizer_encode(*tok, text, false, true);
-            auto ids_sp = tokenizer_encode(*tok, text, true, true);
-            std::string dec = tokenizer_decode(*tok, c["ids"].get<std::vector<int32_t>>(), false);
-            std::string dec_skip = tokenizer_decode(*tok, c["ids_special"].get<std::vector<int32_t>>(), true);
-            if (ids != c["ids"].get<std::vector<int32_t>>() || ids_sp != c["ids_special"].get<std::vector<int32_t>>() ||
-                dec != c["decoded"].get<std::string>() || dec_skip != c["decoded_skip_special"].get<std::string>()) {
-                if (++bad <= 4)
-                    ADD_FAILURE() << name << " case " << n << " " << json(text).dump() << "\n  ids got "
-                                  << json(ids).dump() << "\n      want " << c["ids"].dump() << "\n  special got "
-                                  << json(ids_sp).dump() << "\n      want " << c["ids_special"].dump()
-                                  << "\n  decoded got " << json(dec).dump() << " want " << c["decoded"].dump()
-                                  << "\n  skip got " << json(dec_skip).dump() << " want "
-                                  << c["decoded_skip_special"].dump();
-            }
-            n++;
-        }
-        EXPECT_EQ(n, 200) << name;
-        EXPECT_EQ(bad, 0) << name;
+        EXPECT_EQ(check_golden_cases(*tok, vdir + "/" + name + ".jsonl", name), 200) << name;
     }
 }
