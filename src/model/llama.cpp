@@ -194,6 +194,11 @@ const char* lora_target_name(int t) {
     return names[t];
 }
 
+void llama_embed_rows::clear() {
+    for (int32_t r : rows) row_of[r] = -1;
+    rows.clear();
+}
+
 void llama_grads_zero(llama_grads* gr) { std::fill(gr->buf.begin(), gr->buf.end(), 0.0f); }
 
 void llama_grads_freeze_layer(llama_grads* gr, int layer) { gr->g.layers.at(layer) = llama_layer_weights{}; }
@@ -479,7 +484,7 @@ double llama_forward_backward(const llama_model& m, llama_acts* a, llama_grads* 
     }
     // Lowest layer whose backward is needed: below it nothing is trainable.
     int64_t lowest = 0;
-    if (!g->embed) {
+    if (!g->embed && !gr->embed_rows) {
         lowest = c.num_layers;
         for (int64_t l = 0; l < c.num_layers; l++) {
             const llama_layer_weights& G = g->layers[l];
@@ -538,6 +543,26 @@ double llama_forward_backward(const llama_model& m, llama_acts* a, llama_grads* 
         rmsnorm_backward(a->dresid, G.attn_norm, a->dxn, a->resid[l], w.attn_norm, s.rstd1, N, D);  // d resid[l]
     }
     if (g->embed && lowest == 0) embedding_backward(g->embed, a->dresid, a->tokens.data(), N, D);
+    if (gr->embed_rows && lowest == 0) {  // sparse: accumulate into the touched rows, in token order
+        llama_embed_rows& er = *gr->embed_rows;
+        if ((int64_t)er.row_of.size() != V) er.row_of.assign(V, -1);
+        for (int64_t n = 0; n < N; n++) {
+            const int32_t t = a->tokens[n];
+            if (er.row_of[t] < 0) {
+                er.row_of[t] = (int32_t)er.rows.size();
+                er.rows.push_back(t);
+                er.grad.resize(er.rows.size() * D, 0.0f);
+                std::fill(er.grad.end() - D, er.grad.end(), 0.0f);
+            }
+        }
+        float* eg = er.grad.data();
+        const int32_t* row_of = er.row_of.data();
+        const int32_t* tok = a->tokens.data();
+        const float* dx = a->dresid;
+#pragma omp parallel for schedule(static)
+        for (int64_t i = 0; i < D; i++)  // columns in parallel: repeated tokens never race
+            for (int64_t n = 0; n < N; n++) eg[(int64_t)row_of[tok[n]] * D + i] += dx[n * D + i];
+    }
     return loss;
 }
 

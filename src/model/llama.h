@@ -135,10 +135,20 @@ size_t parse_size_option(const std::string& s);  // "5GB", "500MB", "100KB", "12
 
 // Gradient buffer shaped like the parameters; `g` points into it. All tensors start
 // trainable; set pointers to nullptr to freeze.
+// Gradient of an untied embedding, kept for the touched rows only: a step sees at most
+// batch × T distinct tokens of a vocabulary that may hold 128K rows.
+struct llama_embed_rows {
+    std::vector<int32_t> row_of;  // [vocab]: position in `rows`, or -1 (untouched, gradient 0)
+    std::vector<int32_t> rows;    // touched rows, in order of first touch
+    std::vector<float>   grad;    // [rows.size(), hidden]
+    void clear();                 // forget the rows of the last step (keeps the allocations)
+};
+
 struct llama_grads {
     std::vector<float>            buf;
     llama_weights                 g;
     std::vector<llama_lora_layer> lora;  // gradients of the LoRA A/B (null = none)
+    llama_embed_rows*             embed_rows = nullptr;  // if set (and g.embed null): sparse embedding gradient
 };
 void llama_grads_init(llama_grads* gr, const llama_model& m);
 void llama_grads_zero(llama_grads* gr);

@@ -16,6 +16,11 @@ struct adamw_hparams {
 void adamw_update(float* p, const float* g, float* m, float* v, size_t n, const adamw_hparams& h, int64_t step,
                   bool decay, float grad_scale = 1.0f);
 
+// AdamW over a [rows, width] matrix whose gradient is stored for some rows only: row r's
+// gradient is grad[row_of[r]] if row_of[r] >= 0, else zero (m and v still decay, as in torch).
+void adamw_update_rows(float* p, const float* grad, const int32_t* row_of, float* m, float* v, int64_t rows,
+                       int64_t width, const adamw_hparams& h, int64_t step, bool decay, float grad_scale);
+
 // Learning rate at optimizer step `step` (0-based) of `total`, Hugging Face semantics.
 // kind: linear | cosine | constant | constant_with_warmup.
 double lr_at(const std::string& kind, double base_lr, int64_t step, int64_t warmup, int64_t total);

@@ -56,16 +56,17 @@ struct group {
     std::string        name;            // "embed", "norm", "head", "layer.3", "lora"
     float*             param = nullptr; // first parameter of the span
     size_t             n = 0;
-    std::vector<float> state;           // [grad | m | v], allocated once
+    std::vector<float> state;           // [grad | m | v], allocated once ([m | v] when sparse)
     int64_t            step = 0;        // AdamW steps of this state (bias correction)
+    bool               sparse = false;  // untied embedding: gradient kept per touched row elsewhere
     struct span {
         size_t off, len;
         bool   decay;
     };
     std::vector<span> spans;            // per tensor: weight decay or not
-    float* grad() { return state.data(); }
-    float* m() { return state.data() + n; }
-    float* v() { return state.data() + 2 * n; }
+    float* grad() { return sparse ? nullptr : state.data(); }
+    float* m() { return state.data() + (sparse ? 0 : n); }
+    float* v() { return m() + n; }
 };
 
 // Weight decay applies to matrices, not to norms and biases (as Hugging Face's Trainer).
@@ -85,6 +86,7 @@ struct trainer {
     std::vector<int>             active;       // LISA: layers bound to the slots
     std::vector<size_t>          layer_first;  // index of each layer's first tensor
     std::vector<float>           lora_buf;     // LoRA A/B weights
+    llama_embed_rows             embed_rows;   // sparse gradient of an untied embedding
     lora_adapter_config          lora_cfg;
     llama_acts                   acts, eval_acts;
     int64_t                      total_steps = 0, steps_per_epoch = 0, warmup = 0, step = 0;
@@ -203,9 +205,10 @@ struct trainer {
         warmup = o.warmup_steps > 0 ? o.warmup_steps : (int64_t)std::ceil(o.warmup_ratio * total_steps);
     }
 
-    group make_group(const std::string& name, size_t first_tensor, size_t last_tensor) {
+    group make_group(const std::string& name, size_t first_tensor, size_t last_tensor, bool sparse = false) {
         llama_materialize(m.get(), first_tensor, last_tensor);  // bf16 models: fp32 masters of what trains
         group g;
+        g.sparse = sparse;
         g.name = name;
         const auto& t0 = m->tensors[first_tensor];
         g.param = m->params.data() + t0.offset;
@@ -214,7 +217,7 @@ struct trainer {
             g.spans.push_back({t.offset - t0.offset, t.numel, decays(t)});
             g.n += t.numel;
         }
-        g.state.assign(3 * g.n, 0.0f);
+        g.state.assign((sparse ? 2 : 3) * g.n, 0.0f);
         return g;
     }
 
@@ -251,7 +254,12 @@ struct trainer {
         bool train_head = o.method == "full" || o.lisa_train_head;
         if (m->cfg.tie_word_embeddings && train_head && !train_emb)
             info("the LM head is tied to the embedding: it follows --lisa_train_embeddings 0 and stays frozen");
-        if (train_emb) {
+        if (train_emb && !m->cfg.tie_word_embeddings) {
+            // an untied embedding gets gradient rows only for the tokens of the step
+            fixed.push_back(make_group("embed", emb, emb, true));
+            embed_rows.row_of.assign(m->cfg.vocab_size, -1);
+            gr.embed_rows = &embed_rows;
+        } else if (train_emb) {
             fixed.push_back(make_group("embed", emb, emb));
             bind(fixed.back(), emb, emb);
         }
@@ -514,7 +522,9 @@ struct trainer {
                 mbs.push_back(make_batch(data, std::vector<size_t>(order.begin() + b0, order.begin() + b1), pad_id));
                 label_tokens += mbs.back().label_tokens;
             }
-            for (group* g : groups()) std::fill(g->grad(), g->grad() + g->n, 0.0f);
+            for (group* g : groups())
+                if (g->sparse) embed_rows.clear();
+                else std::fill(g->grad(), g->grad() + g->n, 0.0f);
             double loss_sum = 0;
             for (size_t k = 0; k < mbs.size(); k++) {
                 batch& b = mbs[k];
@@ -533,7 +543,9 @@ struct trainer {
             if (!std::isfinite(loss)) diverged(std::isnan(loss) ? "the loss is NaN" : "the loss is infinite");
             // global gradient norm over trainable tensors, clipping
             double ss = 0;
-            for (group* g : groups()) ss += sum_of_squares(g->grad(), g->n);
+            for (group* g : groups())
+                ss += g->sparse ? sum_of_squares(embed_rows.grad.data(), embed_rows.rows.size() * m->cfg.hidden_size)
+                                : sum_of_squares(g->grad(), g->n);
             const double norm = std::sqrt(ss);
             if (!std::isfinite(norm)) diverged("the gradient norm is not finite");
             // clipping coefficient, applied inside the AdamW pass
@@ -541,6 +553,11 @@ struct trainer {
             h.lr = lr_at(o.lr_scheduler_type, o.adam.lr, step, warmup, total_steps);
             for (group* g : groups()) {
                 g->step++;
+                if (g->sparse) {
+                    adamw_update_rows(g->param, embed_rows.grad.data(), embed_rows.row_of.data(), g->m(), g->v(),
+                                      m->cfg.vocab_size, m->cfg.hidden_size, h, g->step, true, clip);
+                    continue;
+                }
                 for (const auto& sp : g->spans)
                     adamw_update(g->param + sp.off, g->grad() + sp.off, g->m() + sp.off, g->v() + sp.off, sp.len, h,
                                  g->step, sp.decay, clip);
