@@ -252,7 +252,8 @@ void llama_acts_init(llama_acts* a, const llama_model& m, int64_t B, int64_t T) 
                   K = c.num_kv_heads * c.head_dim, V = c.vocab_size, L = c.num_layers, half = c.head_dim / 2;
     a->B = B;
     a->T = T;
-    a->head_chunk = std::min<int64_t>(N, 256);
+    // rows of LM-head logits per chunk: at least 256, more while the chunk stays under 64 MiB
+    a->head_chunk = std::min<int64_t>(N, std::max<int64_t>(256, ((int64_t)1 << 24) / V));
     // size table: compute every offset first, then one allocation
     std::vector<std::pair<float**, size_t>> plan;
     a->layers.assign(L, {});
