@@ -310,14 +310,22 @@ def decode_sentencepiece(tok, ids):
     return text[1:] if text.startswith(" ") else text
 
 
-def make_aidreams():
+def load_aidreams(what):
+    """(assets, model folder, config, weights) of the trained aidreams-260k asset, or None."""
     assets = os.environ.get("LISA_ASSETS", os.path.join(HERE, "..", "..", "..", "shared", "assets"))
     mdir = os.path.join(assets, "models", "aidreams-260k")
     if not os.path.isdir(mdir):
-        print(f"skip aidreams: {mdir} not found")
-        return
+        print(f"skip {what}: {mdir} not found")
+        return None
     cfg = json.load(open(os.path.join(mdir, "config.json")))
-    P = st_load(os.path.join(mdir, "model.safetensors"))
+    return assets, mdir, cfg, st_load(os.path.join(mdir, "model.safetensors"))
+
+
+def make_aidreams():
+    loaded = load_aidreams("aidreams")
+    if not loaded:
+        return
+    _, mdir, cfg, P = loaded
     ids = [cfg["bos_token_id"]]
     with torch.no_grad():
         for _ in range(40):
@@ -352,13 +360,10 @@ def make_aidreams_data():
     """Eval datasets for `lisa eval` (text_only and text2text) whose token ids come from the
     Hugging Face tokenizer goldens, the loss PyTorch gives on them, a random PEFT LoRA adapter
     and its loss, and a greedy continuation of a prompt."""
-    assets = os.environ.get("LISA_ASSETS", os.path.join(HERE, "..", "..", "..", "shared", "assets"))
-    mdir = os.path.join(assets, "models", "aidreams-260k")
-    if not os.path.isdir(mdir):
-        print(f"skip aidreams data: {mdir} not found")
+    loaded = load_aidreams("aidreams data")
+    if not loaded:
         return
-    cfg = json.load(open(os.path.join(mdir, "config.json")))
-    P = st_load(os.path.join(mdir, "model.safetensors"))
+    assets, mdir, cfg, P = loaded
     gold = aidreams_ids(assets)
     eos = cfg["eos_token_id"]
     out = os.path.join(HERE, "aidreams_data")
