@@ -1,6 +1,6 @@
 // Training throughput and memory of lisa.cpp on pre-tokenized batches, for bench/train.sh.
 //   bench_train --model DIR --tokens FILE --method lisa|full|lora [--gamma 2] [--interval K]
-//               [--threads 2] [--lr 1e-5] [--freeze_embeddings]
+//               [--threads 2] [--lr 1e-5] [--freeze_embeddings] [--gradient_checkpointing]
 //   bench_train --sgemm [--threads 2]        the machine's sgemm GFLOP/s (2048^3, best of 5)
 // FILE: int32 little-endian: steps, batch, T, then steps*batch*T token ids (made by train.sh).
 // Prints one JSON line: tokens_per_second (median over steps after the first), step seconds,
@@ -38,7 +38,7 @@ int main(int argc, char** argv) {
     std::string model, tokens, method = "lisa";
     int threads = 2, gamma = 2, interval = 20;
     double lr = 1e-5;
-    bool sgemm = false, freeze_embeddings = false;
+    bool sgemm = false, freeze_embeddings = false, checkpointing = false;
     for (int i = 1; i < argc; i++) {
         std::string a = argv[i];
         auto next = [&] { return std::string(i + 1 < argc ? argv[++i] : ""); };
@@ -51,6 +51,7 @@ int main(int argc, char** argv) {
         else if (a == "--lr") lr = std::stod(next());
         else if (a == "--sgemm") sgemm = true;
         else if (a == "--freeze_embeddings") freeze_embeddings = true;  // LISA: embedding and head frozen
+        else if (a == "--gradient_checkpointing") checkpointing = true;
         else {
             std::fprintf(stderr, "bench_train: unknown argument %s\n", a.c_str());
             return 2;
@@ -93,6 +94,7 @@ int main(int argc, char** argv) {
     o.logging_steps = 1;
     o.lora_dropout = 0.0;
     o.lisa_train_embeddings = o.lisa_train_head = !freeze_embeddings;
+    o.gradient_checkpointing = checkpointing;
     std::vector<double> step_s, rss;
     size_t opt_bytes = 0;
     auto last = std::chrono::steady_clock::now();

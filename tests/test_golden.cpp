@@ -138,6 +138,25 @@ TEST_P(golden, padded_batch_equals_each_sequence_alone) {
     EXPECT_LT(lisa_test::rel_err(batched.buf.data(), alone.buf.data(), alone.buf.size()), 1e-5);
 }
 
+// Gradient checkpointing recomputes each layer's activations from its input: the same
+// computation again, so every gradient is bit-identical (with LoRA and dropout too).
+TEST_P(golden, gradient_checkpointing_gives_identical_gradients) {
+    golden_case c = load_case(GetParam());
+    llama_model& m = *c.model;
+    std::vector<float> plain;
+    for (bool ckpt : {false, true}) {
+        llama_acts a;
+        llama_acts_init(&a, m, c.B, c.T, ckpt);
+        EXPECT_EQ(a.layers.size(), ckpt ? 1u : (size_t)m.cfg.num_layers);
+        llama_grads gr;
+        llama_grads_init(&gr, m);
+        double loss = llama_forward_backward(m, &a, &gr, c.ids.data(), c.labels.data(), 0.1f, nullptr);
+        (void)loss;
+        if (!ckpt) plain = gr.buf;
+        else ASSERT_EQ(std::memcmp(plain.data(), gr.buf.data(), plain.size() * 4), 0);
+    }
+}
+
 TEST_P(golden, same_inputs_same_threads_give_bit_identical_gradients) {
     golden_case c = load_case(GetParam());
     const llama_model& m = *c.model;
@@ -319,6 +338,18 @@ TEST(golden_lora, dropout_backward_matches_finite_differences) {
             }
         }
     EXPECT_LT(lisa_test::rel_err(analytic.data(), numeric.data(), numeric.size()), 2e-2);
+    // and with checkpointing the adapter gradients are the same, bit for bit
+    lora_fixture fx2;
+    attach_lora(&m, &fx2, c.gold.get(), 1.5f, 0.3f);
+    m.lora.dropout_seed = 1234;
+    llama_acts ac;
+    llama_acts_init(&ac, m, c.B, c.T, true);
+    llama_forward_backward(m, &ac, &fx2.gr, c.ids.data(), c.labels.data(), 1.0f / (float)c.label_tokens, nullptr);
+    lora_fixture fx3;
+    attach_lora(&m, &fx3, c.gold.get(), 1.5f, 0.3f);
+    llama_acts_init(&a, m, c.B, c.T, false);
+    llama_forward_backward(m, &a, &fx3.gr, c.ids.data(), c.labels.data(), 1.0f / (float)c.label_tokens, nullptr);
+    for (size_t k = 0; k < fx2.store.size(); k++) ASSERT_EQ(fx2.store[k], fx3.store[k]) << k;
 }
 
 // An untied embedding's gradient kept for the touched rows only equals PyTorch's dense one

@@ -374,3 +374,12 @@ TEST(train, lisa_on_a_bf16_model_keeps_frozen_layers_and_resumes_exactly) {
     }
     EXPECT_LT(trained.size(), 4u) << "the test needs a layer that was never drawn";
 }
+
+TEST(train, gradient_checkpointing_gives_the_same_weights) {
+    NEED_ASSETS();
+    temp_dir a, b;
+    const std::string args = "--method full --max_steps 3 --per_device_train_batch_size 4 --learning_rate 1e-3";
+    train(a.path, args);
+    train(b.path, args + " --gradient_checkpointing");
+    EXPECT_TRUE(same_bytes(a.path + "/model.safetensors", b.path + "/model.safetensors"));
+}

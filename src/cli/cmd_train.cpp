@@ -66,6 +66,8 @@ command_fn cmd_train_register(CLI::App& app) {
     app.add_option("--conversation_template", t.conversation_template, "chat template for conversation data");
     app.add_flag("--train_on_prompt", t.train_on_prompt, "conversation: train on prompt turns too");
     app.add_flag("--group_texts", t.group_texts, "pack samples into blocks of --block_size");
+    app.add_flag("--gradient_checkpointing", t.gradient_checkpointing,
+                 "keep only each layer's input and recompute its activations in the backward");
     app.add_option("--disable_group_texts", o->disable_group_texts, "LMFlow spelling: 0 = --group_texts");
     app.add_option("--seed", t.seed, "seed for data order, LISA draws and init (default 42)");
     app.add_option("--logging_steps", t.logging_steps, "write a trainer_log.jsonl record every N steps (default 500)");

@@ -241,7 +241,7 @@ std::vector<float> llama_rope_inv_freq(const llama_config& c) {
 
 // ------------------------------------------------------------------ activations
 
-void llama_acts_init(llama_acts* a, const llama_model& m, int64_t B, int64_t T) {
+void llama_acts_init(llama_acts* a, const llama_model& m, int64_t B, int64_t T, bool checkpoint) {
     const llama_config& c = m.cfg;
     if (B <= 0 || T <= 0) fail(strf("llama_acts_init: batch shape %lld x %lld must be positive", (long long)B, (long long)T));
     if (c.sliding_window > 0 && T > c.sliding_window)
@@ -256,7 +256,8 @@ void llama_acts_init(llama_acts* a, const llama_model& m, int64_t B, int64_t T) 
     a->head_chunk = std::min<int64_t>(N, std::max<int64_t>(256, ((int64_t)1 << 24) / V));
     // size table: compute every offset first, then one allocation
     std::vector<std::pair<float**, size_t>> plan;
-    a->layers.assign(L, {});
+    a->checkpoint = checkpoint;
+    a->layers.assign(checkpoint ? 1 : L, {});  // checkpointing: one scratch set, recomputed per layer
     a->resid.assign(L + 1, nullptr);
     for (int64_t l = 0; l <= L; l++) plan.push_back({&a->resid[l], N * D});
     for (auto& ly : a->layers) {
@@ -286,7 +287,7 @@ void llama_acts_init(llama_acts* a, const llama_model& m, int64_t B, int64_t T) 
     plan.push_back({&a->dgate, N * F});
     plan.push_back({&a->dup, N * F});
     plan.push_back({&a->head_scratch, a->head_chunk * V + 2 * a->head_chunk * D});
-    a->lora_xa.assign(L, {});
+    a->lora_xa.assign(checkpoint ? 1 : L, {});
     const int64_t R = m.lora.r, maxin = std::max({D, F, Q});
     if (R > 0) {
         for (auto& per : a->lora_xa)
@@ -372,7 +373,7 @@ static void lora_forward(const llama_model& m, llama_acts* a, int64_t l, int t, 
                          int64_t in, int64_t out) {
     if (m.lora.r == 0 || !m.lora.layers[l].A[t]) return;
     const int64_t r = m.lora.r;
-    float* xa = a->lora_xa[l][t];
+    float* xa = a->lora_xa[a->checkpoint ? 0 : l][t];
     const float* xd = lora_dropped(m, a, l, t, x, N * in);
     linear_forward(xa, xd, m.lora.layers[l].A[t], nullptr, N, in, r);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, (int)out, (int)r, m.lora.scale, xa, (int)r,
@@ -387,7 +388,7 @@ static void lora_backward(const llama_model& m, llama_acts* a, const llama_grads
     const float s = m.lora.scale;
     const float* A = m.lora.layers[l].A[t];
     const float* B = m.lora.layers[l].B[t];
-    const float* xa = a->lora_xa[l][t];
+    const float* xa = a->lora_xa[a->checkpoint ? 0 : l][t];
     float* dA = gr->lora.empty() ? nullptr : gr->lora[l].A[t];
     float* dB = gr->lora.empty() ? nullptr : gr->lora[l].B[t];
     if (dB)  // dB[out,r] += s · dyᵀ · xa
@@ -414,46 +415,55 @@ static void lora_backward(const llama_model& m, llama_acts* a, const llama_grads
     for (int64_t i = 0; i < N * in; i++) dx[i] += masked[i];
 }
 
-void llama_forward(const llama_model& m, llama_acts* a, const int32_t* tokens) {
+// The per-layer activations a layer writes: its own set, or the one shared scratch set when
+// activations are checkpointed (recomputed from the layer input during the backward).
+static llama_acts::layer& act_layer(llama_acts* a, int64_t l) { return a->layers[a->checkpoint ? 0 : l]; }
+
+// Decoder layer l: resid[l] -> resid[l+1], saving what its backward needs.
+static void layer_forward(const llama_model& m, llama_acts* a, int64_t l) {
     const llama_config& c = m.cfg;
     const int64_t B = a->B, T = a->T, N = B * T, D = c.hidden_size, F = c.intermediate_size, hd = c.head_dim,
                   Hq = c.num_heads, Hkv = c.num_kv_heads, Q = Hq * hd, K = Hkv * hd;
     const float eps = (float)c.rms_norm_eps;
+    const llama_layer_weights& w = m.w.layers[l];
+    const llama_layer_weights16& w16 = m.w16.layers[l];
+    llama_acts::layer& s = act_layer(a, l);
+    const float* x = a->resid[l];
+    // attention block
+    rmsnorm_forward(s.xn1, s.rstd1, x, w.attn_norm, N, D, eps);
+    lin_fwd(s.q, s.xn1, w.wq, w16.wq, w.bq, N, D, Q);
+    lin_fwd(s.k, s.xn1, w.wk, w16.wk, w.bk, N, D, K);
+    lin_fwd(s.v, s.xn1, w.wv, w16.wv, w.bv, N, D, K);
+    lora_forward(m, a, l, LORA_Q, s.q, s.xn1, N, D, Q);
+    lora_forward(m, a, l, LORA_K, s.k, s.xn1, N, D, K);
+    lora_forward(m, a, l, LORA_V, s.v, s.xn1, N, D, K);
+    rope_forward(s.q, a->rope_cos, a->rope_sin, B, T, Hq, hd);
+    rope_forward(s.k, a->rope_cos, a->rope_sin, B, T, Hkv, hd);
+    attention_forward(s.att, s.lse, s.q, s.k, s.v, B, T, Hq, Hkv, hd);
+    lin_fwd(s.x_mid, s.att, w.wo, w16.wo, w.bo, N, Q, D);
+    lora_forward(m, a, l, LORA_O, s.x_mid, s.att, N, Q, D);
+    for (int64_t i = 0; i < N * D; i++) s.x_mid[i] += x[i];
+    // MLP block
+    rmsnorm_forward(s.xn2, s.rstd2, s.x_mid, w.mlp_norm, N, D, eps);
+    lin_fwd(s.gate, s.xn2, w.w_gate, w16.w_gate, nullptr, N, D, F);
+    lin_fwd(s.up, s.xn2, w.w_up, w16.w_up, nullptr, N, D, F);
+    lora_forward(m, a, l, LORA_GATE, s.gate, s.xn2, N, D, F);
+    lora_forward(m, a, l, LORA_UP, s.up, s.xn2, N, D, F);
+    swiglu_forward(s.h, s.gate, s.up, N * F);
+    float* y = a->resid[l + 1];
+    lin_fwd(y, s.h, w.w_down, w16.w_down, nullptr, N, F, D);
+    lora_forward(m, a, l, LORA_DOWN, y, s.h, N, F, D);
+    for (int64_t i = 0; i < N * D; i++) y[i] += s.x_mid[i];
+}
+
+void llama_forward(const llama_model& m, llama_acts* a, const int32_t* tokens) {
+    const llama_config& c = m.cfg;
+    const int64_t N = a->B * a->T, D = c.hidden_size;
     check_ids(m, tokens, N, "input_ids", false);
     std::memcpy(a->tokens.data(), tokens, N * sizeof(int32_t));
     embed_fwd(m, a->resid[0], tokens, N);
-    for (int64_t l = 0; l < c.num_layers; l++) {
-        const llama_layer_weights& w = m.w.layers[l];
-        const llama_layer_weights16& w16 = m.w16.layers[l];
-        llama_acts::layer& s = a->layers[l];
-        const float* x = a->resid[l];
-        // attention block
-        rmsnorm_forward(s.xn1, s.rstd1, x, w.attn_norm, N, D, eps);
-        lin_fwd(s.q, s.xn1, w.wq, w16.wq, w.bq, N, D, Q);
-        lin_fwd(s.k, s.xn1, w.wk, w16.wk, w.bk, N, D, K);
-        lin_fwd(s.v, s.xn1, w.wv, w16.wv, w.bv, N, D, K);
-        lora_forward(m, a, l, LORA_Q, s.q, s.xn1, N, D, Q);
-        lora_forward(m, a, l, LORA_K, s.k, s.xn1, N, D, K);
-        lora_forward(m, a, l, LORA_V, s.v, s.xn1, N, D, K);
-        rope_forward(s.q, a->rope_cos, a->rope_sin, B, T, Hq, hd);
-        rope_forward(s.k, a->rope_cos, a->rope_sin, B, T, Hkv, hd);
-        attention_forward(s.att, s.lse, s.q, s.k, s.v, B, T, Hq, Hkv, hd);
-        lin_fwd(s.x_mid, s.att, w.wo, w16.wo, w.bo, N, Q, D);
-        lora_forward(m, a, l, LORA_O, s.x_mid, s.att, N, Q, D);
-        for (int64_t i = 0; i < N * D; i++) s.x_mid[i] += x[i];
-        // MLP block
-        rmsnorm_forward(s.xn2, s.rstd2, s.x_mid, w.mlp_norm, N, D, eps);
-        lin_fwd(s.gate, s.xn2, w.w_gate, w16.w_gate, nullptr, N, D, F);
-        lin_fwd(s.up, s.xn2, w.w_up, w16.w_up, nullptr, N, D, F);
-        lora_forward(m, a, l, LORA_GATE, s.gate, s.xn2, N, D, F);
-        lora_forward(m, a, l, LORA_UP, s.up, s.xn2, N, D, F);
-        swiglu_forward(s.h, s.gate, s.up, N * F);
-        float* y = a->resid[l + 1];
-        lin_fwd(y, s.h, w.w_down, w16.w_down, nullptr, N, F, D);
-        lora_forward(m, a, l, LORA_DOWN, y, s.h, N, F, D);
-        for (int64_t i = 0; i < N * D; i++) y[i] += s.x_mid[i];
-    }
-    rmsnorm_forward(a->xn_f, a->rstd_f, a->resid[c.num_layers], m.w.norm, N, D, eps);
+    for (int64_t l = 0; l < c.num_layers; l++) layer_forward(m, a, l);
+    rmsnorm_forward(a->xn_f, a->rstd_f, a->resid[c.num_layers], m.w.norm, N, D, (float)c.rms_norm_eps);
 }
 
 void llama_logits(const llama_model& m, const llama_acts& a, float* logits) {
@@ -510,7 +520,8 @@ double llama_forward_backward(const llama_model& m, llama_acts* a, llama_grads* 
         const llama_layer_weights& w = m.w.layers[l];
         const llama_layer_weights& G = g->layers[l];
         const llama_layer_weights16& w16 = m.w16.layers[l];
-        llama_acts::layer& s = a->layers[l];
+        if (a->checkpoint) layer_forward(m, a, l);  // recompute this layer's activations
+        llama_acts::layer& s = act_layer(a, l);
         // MLP block: resid[l+1] = x_mid + down(swiglu(gate(xn2), up(xn2)))
         std::memset(a->dh, 0, N * F * sizeof(float));
         lin_bwd(a->dh, G.w_down, nullptr, a->dresid, s.h, w.w_down, w16.w_down, N, F, D);

@@ -161,6 +161,7 @@ float* llama_grad_of(const llama_grads& gr, const llama_model& m, size_t tensor_
 // Activations for a batch of B sequences of length T (one allocation, sized up front).
 struct llama_acts {
     int64_t B = 0, T = 0;
+    bool    checkpoint = false;  // gradient checkpointing: keep layer inputs only, recompute the rest
     std::vector<float> buf;
     // per layer (pointers into buf)
     struct layer {
@@ -179,7 +180,9 @@ struct llama_acts {
     float *rope_cos, *rope_sin; // [T, hd/2]
     std::vector<int32_t> tokens, targets;  // [B*T]
 };
-void llama_acts_init(llama_acts* a, const llama_model& m, int64_t B, int64_t T);
+// checkpoint: gradient checkpointing — only each layer's input is kept; the backward recomputes a
+// layer's activations into one shared set (about a third more compute, activations / num_layers).
+void llama_acts_init(llama_acts* a, const llama_model& m, int64_t B, int64_t T, bool checkpoint = false);
 
 // Runs the decoder on tokens [B*T] (row-major, right-padded) up to the final norm (acts.xn_f).
 void llama_forward(const llama_model& m, llama_acts* a, const int32_t* tokens);

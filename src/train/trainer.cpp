@@ -529,7 +529,7 @@ struct trainer {
             for (size_t k = 0; k < mbs.size(); k++) {
                 batch& b = mbs[k];
                 m->lora.dropout_seed = o.seed * 0x2545f4914f6cdd1dull + (uint64_t)(step * 1000 + (int64_t)k);
-                llama_acts_init(&acts, *m, b.B, b.T);
+                llama_acts_init(&acts, *m, b.B, b.T, o.gradient_checkpointing);
                 loss_sum += llama_forward_backward(*m, &acts, &gr, b.ids.data(), b.labels.data(),
                                                    1.0f / (float)std::max<int64_t>(1, label_tokens), nullptr);
                 for (int64_t i = 0; i < b.B * b.T; i++) tokens_since_log += b.labels[i] != -100 || b.ids[i] != pad_id;

@@ -36,6 +36,7 @@ struct train_options {
     int64_t     block_size = 0;  // 0: min(1024, model context)
     std::string conversation_template;
     bool        train_on_prompt = false, group_texts = false;
+    bool        gradient_checkpointing = false;  // keep layer inputs only; recompute in the backward
     // optimisation (Hugging Face TrainingArguments defaults)
     adamw_hparams adam;                    // lr 5e-5, betas (0.9, 0.999), eps 1e-8, wd 0
     double      max_grad_norm = 1.0;
