@@ -80,7 +80,7 @@ command_fn cmd_train_register(CLI::App& app) {
     app.add_flag("--overwrite_output_dir", o->overwrite, "allow writing into a folder that already holds a model");
     app.add_flag("--do_train", o->do_train, "accepted for Hugging Face scripts (training is what this command does)");
     app.add_option("--run_name", o->run_name, "a name recorded in training_args.json");
-    return [o, &app] {
+    return [o] {
         train_options& t = o->t;
         if (o->use_lora == 1) t.method = "lora";
         else if (o->use_lisa == 1) t.method = "lisa";
@@ -105,16 +105,7 @@ command_fn cmd_train_register(CLI::App& app) {
         if (has_model && !o->overwrite && t.resume_from_checkpoint.empty())
             fail(strf("%s already holds a model; pass --overwrite_output_dir to replace it, or "
                       "--resume_from_checkpoint latest to continue", out.c_str()));
-        fs_mkdirs(out);
-        nlohmann::json args = nlohmann::json::object();
-        for (const CLI::Option* opt : app.get_options()) {
-            if (opt->get_lnames().empty() || opt->get_lnames()[0] == "help") continue;
-            args[opt->get_lnames()[0]] = opt->results().empty() ? nlohmann::json(opt->get_default_str())
-                                                                : nlohmann::json(opt->as<std::string>());
-        }
-        args["method"] = t.method;
-        args["run_name"] = o->run_name;
-        fs_write_atomic(fs_join(out, "training_args.json"), args.dump(2) + "\n");
+        t.run_name = o->run_name;
 
         const bool tty = isatty(STDERR_FILENO);
         bool bar_drawn = false;

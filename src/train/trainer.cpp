@@ -481,6 +481,51 @@ struct trainer {
         return sum / (double)n;
     }
 
+    // Every option as used (defaults resolved), written to training_args.json at the start.
+    json args_json() const {
+        return {{"method", o.method},
+                {"model_name_or_path", o.model_name_or_path},
+                {"dataset_path", o.dataset_path},
+                {"eval_dataset_path", o.eval_dataset_path},
+                {"output_model_path", o.output_model_path},
+                {"lisa_activated_layers", o.lisa_activated_layers},
+                {"lisa_interval_steps", o.lisa_interval_steps},
+                {"lisa_train_embeddings", o.lisa_train_embeddings},
+                {"lisa_train_head", o.lisa_train_head},
+                {"lora_r", o.lora_r},
+                {"lora_alpha", o.lora_alpha},
+                {"lora_dropout", o.lora_dropout},
+                {"lora_target_modules", o.lora_target_modules},
+                {"save_aggregated_lora", o.save_aggregated_lora},
+                {"block_size", o.block_size > 0 ? o.block_size : std::min<int64_t>(1024, m->cfg.max_position_embeddings)},
+                {"conversation_template", o.conversation_template},
+                {"train_on_prompt", o.train_on_prompt},
+                {"group_texts", o.group_texts},
+                {"gradient_checkpointing", o.gradient_checkpointing},
+                {"learning_rate", o.adam.lr},
+                {"adam_beta1", o.adam.beta1},
+                {"adam_beta2", o.adam.beta2},
+                {"adam_epsilon", o.adam.eps},
+                {"weight_decay", o.adam.weight_decay},
+                {"max_grad_norm", o.max_grad_norm},
+                {"lr_scheduler_type", o.lr_scheduler_type},
+                {"warmup_steps", warmup},
+                {"warmup_ratio", o.warmup_ratio},
+                {"num_train_epochs", o.num_train_epochs},
+                {"max_steps", total_steps},
+                {"per_device_train_batch_size", o.per_device_train_batch_size},
+                {"per_device_eval_batch_size", o.per_device_eval_batch_size},
+                {"gradient_accumulation_steps", o.gradient_accumulation_steps},
+                {"seed", o.seed},
+                {"logging_steps", o.logging_steps},
+                {"save_steps", o.save_steps},
+                {"eval_steps", o.eval_steps},
+                {"resume_from_checkpoint", o.resume_from_checkpoint},
+                {"torch_dtype", dtype_torch_name(out_dtype)},
+                {"max_shard_size", o.max_shard_size},
+                {"run_name", o.run_name}};
+    }
+
     train_result run() {
         validate();
         fs_mkdirs(o.output_model_path);
@@ -488,6 +533,7 @@ struct trainer {
         load(ckpt);
         setup_groups();
         if (!ckpt.empty()) load_checkpoint_state(ckpt);
+        fs_write_atomic(fs_join(o.output_model_path, "training_args.json"), args_json().dump(2) + "\n");
         log = std::fopen(fs_join(o.output_model_path, "trainer_log.jsonl").c_str(), ckpt.empty() ? "w" : "a");
         if (!log) fail(strf("%s/trainer_log.jsonl: cannot open for writing", o.output_model_path.c_str()));
         info(strf("train: %s, %zu samples, %lld steps (%lld per epoch), batch %lld x %lld accumulation",

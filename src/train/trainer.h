@@ -56,6 +56,7 @@ struct train_options {
     std::string resume_from_checkpoint;  // folder or "latest"
     std::string torch_dtype;             // output dtype; "" = the input's
     std::string max_shard_size = "5GB";
+    std::string run_name;                // recorded in training_args.json
     // library use (benchmarks): train on these samples instead of reading dataset_path (no
     // tokenizer needed), keep file order, and skip writing the final model
     const struct dataset* train_data = nullptr;
