@@ -80,7 +80,11 @@ int main(int argc, char** argv) {
         return 2;
     }
     lisa::train_options o;
-    o.method = method;
+    if (!lisa::train_method_parse(method, &o.method)) {
+        std::fprintf(stderr, "bench_train: --method %s: expected lisa, full or lora\n", method.c_str());
+        return 2;
+    }
+    o.threads = threads;
     o.model_name_or_path = model;
     o.output_model_path = "/tmp/lisa_bench_out";
     o.train_data = &d;

@@ -7,8 +7,9 @@
 
 #include "core/error.h"
 #include "io/fs.h"
-#include "kernels/cpu/kernels.h"
+#include "kernels/kernels.h"
 #include "model/llama.h"
+#include "model/lora.h"
 #include "train/optim.h"
 #include <set>
 #include "test_util.h"
@@ -152,7 +153,7 @@ TEST_P(golden, gradient_checkpointing_gives_identical_gradients) {
         llama_grads_init(&gr, m);
         double loss = llama_forward_backward(m, &a, &gr, c.ids.data(), c.labels.data(), 0.1f, nullptr);
         (void)loss;
-        if (!ckpt) plain = gr.buf;
+        if (!ckpt) plain = gr.buf.host_copy();
         else ASSERT_EQ(std::memcmp(plain.data(), gr.buf.data(), plain.size() * 4), 0);
     }
 }
@@ -167,7 +168,7 @@ TEST_P(golden, same_inputs_same_threads_give_bit_identical_gradients) {
         llama_grads gr;
         llama_grads_init(&gr, m);
         llama_forward_backward(m, &a, &gr, c.ids.data(), c.labels.data(), 0.1f, nullptr);
-        if (run == 0) first = gr.buf;
+        if (run == 0) first = gr.buf.host_copy();
         else ASSERT_EQ(std::memcmp(first.data(), gr.buf.data(), first.size() * 4), 0);
     }
 }
@@ -180,8 +181,8 @@ TEST(golden_io, bf16_model_in_half_mode_matches_pytorch_without_fp32_matrices) {
     std::string dir = lisa_test::golden_dir("llama3");
     auto m = llama_model_load(dir + "/model");
     ASSERT_TRUE(m->half);
-    EXPECT_EQ(m->w.layers[0].wq, nullptr);
-    EXPECT_NE(m->w16.layers[0].wq, nullptr);
+    EXPECT_EQ(m->w.layers[0][LT_Q], nullptr);
+    EXPECT_NE(m->w16.layers[0][LT_Q], nullptr);
     auto gold = st_open(dir + "/golden.safetensors");
     json b = json::parse(fs_read_text(dir + "/batch.json"));
     std::vector<int32_t> ids, labels;
@@ -272,7 +273,7 @@ static void attach_lora(llama_model* m, lora_fixture* fx, const st_file* gold, f
     fx->store.reserve(4 * LORA_N * m->cfg.num_layers);
     for (int l = 0; l < (int)m->cfg.num_layers; l++)
         for (int t = 0; t < LORA_N; t++) {
-            std::string mod = strf("model.layers.%d.%s.%s", l, t <= LORA_O ? "self_attn" : "mlp", lora_target_name(t));
+            std::string mod = lora_module_name(l, t);
             fx->store.push_back(lisa_test::read_f32(*gold, "lora." + mod + ".A"));
             m->lora.layers[l].A[t] = fx->store.back().data();
             fx->store.push_back(lisa_test::read_f32(*gold, "lora." + mod + ".B"));
@@ -296,7 +297,7 @@ TEST(golden_lora, loss_and_adapter_gradients_match_pytorch) {
     EXPECT_NEAR(sum / c.label_tokens, want, 1e-4 * want);
     for (int l = 0; l < (int)m.cfg.num_layers; l++)
         for (int t = 0; t < LORA_N; t++) {
-            std::string mod = strf("model.layers.%d.%s.%s", l, t <= LORA_O ? "self_attn" : "mlp", lora_target_name(t));
+            std::string mod = lora_module_name(l, t);
             for (const char* ab : {"A", "B"}) {
                 std::vector<float> g = lisa_test::read_f32(*c.gold, "lora.grad." + mod + "." + ab);
                 const float* mine = ab[0] == 'A' ? fx.gr.lora[l].A[t] : fx.gr.lora[l].B[t];
@@ -362,6 +363,7 @@ TEST(golden_sparse_embedding, rows_match_pytorch_and_adamw_matches_dense) {
     llama_grads gr;
     llama_grads_init(&gr, m);
     llama_embed_rows rows;
+    rows.init(m.cfg.vocab_size, m.cfg.hidden_size, c.B * c.T);
     gr.g.embed = nullptr;
     gr.embed_rows = &rows;
     llama_forward_backward(m, &a, &gr, c.ids.data(), c.labels.data(), 1.0f / (float)c.label_tokens, nullptr);
@@ -369,7 +371,7 @@ TEST(golden_sparse_embedding, rows_match_pytorch_and_adamw_matches_dense) {
     std::vector<float> want = lisa_test::read_f32(*c.gold, "grad.model.embed_tokens.weight");
     std::vector<float> dense(V * D, 0.0f);
     for (size_t k = 0; k < rows.rows.size(); k++)
-        std::copy(rows.grad.begin() + k * D, rows.grad.begin() + (k + 1) * D, dense.begin() + rows.rows[k] * D);
+        std::copy(rows.grad.data() + k * D, rows.grad.data() + (k + 1) * D, dense.begin() + rows.rows[k] * D);
     EXPECT_LT(lisa_test::rel_err(dense.data(), want.data(), dense.size()), 1e-3);
     std::set<int32_t> uniq(c.ids.begin(), c.ids.end());
     EXPECT_EQ(rows.rows.size(), uniq.size());
@@ -379,8 +381,8 @@ TEST(golden_sparse_embedding, rows_match_pytorch_and_adamw_matches_dense) {
     h.weight_decay = 0.1;
     std::vector<float> p1(V * D, 0.5f), m1(V * D, 0.0f), v1(V * D, 0.0f), p2 = p1, m2 = m1, v2 = v1;
     for (int step = 1; step <= 2; step++) {
-        adamw_update(p1.data(), dense.data(), m1.data(), v1.data(), V * D, h, step, true, 0.7f);
-        adamw_update_rows(p2.data(), rows.grad.data(), rows.row_of.data(), m2.data(), v2.data(), V, D, h, step, true, 0.7f);
+        backend_cpu().adamw_update(p1.data(), dense.data(), m1.data(), v1.data(), V * D, h, step, true, 0.7f);
+        backend_cpu().adamw_update_rows(p2.data(), rows.grad.data(), rows.row_of.data(), m2.data(), v2.data(), V, D, h, step, true, 0.7f);
     }
     EXPECT_EQ(p1, p2);
     EXPECT_EQ(m1, m2);

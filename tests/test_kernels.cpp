@@ -1,12 +1,19 @@
-// Kernel tests: every backward against central finite differences of its forward, and the fast
-// kernels against slow, obviously-correct references. Loss for FD: L = Σ r ⊙ forward(x) with a
-// fixed random r, so the analytic gradient is backward(dy = r).
-// Tolerance: max |analytic - numeric| / max |numeric| <= 5e-3 (fp32 forward, eps = 1e-2; the
-// FD truncation error is O(eps²) and fp32 rounding adds ~1e-5 relative).
+// The kernel harness (in the spirit of ggml's test-backend-ops): every kernel of the backend
+// interface (src/kernels/kernels.h)
+//   1. of every backend, backward against central finite differences of its forward, and
+//      forward against independent spot checks (the definition, in double);
+//   2. of every fast backend, against the reference backend on random shapes (seeded), including
+//      shapes that cross the fast kernels' block sizes.
+// FD loss: L = Σ r ⊙ forward(x) with a fixed random r, so the analytic gradient is backward(dy = r).
+// Tolerances: FD max |analytic - numeric| / max |numeric| <= 5e-3 (fp32 forward, eps = 1e-2;
+// truncation O(eps²), fp32 rounding ~1e-5); fast vs reference <= 2e-5 relative (fp32 against
+// double accumulation), bit-exact where the kernel is a fixed stream (dropout masks, init).
+#include <cstring>
 #include <functional>
 
+#include "core/dtype.h"
 #include "core/rng.h"
-#include "kernels/cpu/kernels.h"
+#include "kernels/kernels.h"
 #include "test_util.h"
 
 using namespace lisa;
@@ -16,6 +23,13 @@ static std::vector<float> randv(size_t n, uint64_t seed, float scale = 1.0f) {
     rng_init(&r, seed);
     std::vector<float> v(n);
     for (auto& x : v) x = (float)rng_normal(&r) * scale;
+    return v;
+}
+
+static std::vector<uint16_t> randv16(size_t n, uint64_t seed) {
+    std::vector<float> f = randv(n, seed);
+    std::vector<uint16_t> v(n);
+    for (size_t i = 0; i < n; i++) v[i] = f32_to_bf16(f[i]);
     return v;
 }
 
@@ -47,25 +61,43 @@ static std::vector<float> numeric_grad(std::vector<float>& x, const std::functio
         EXPECT_LT(e_, 5e-3) << what;                                                                       \
     } while (0)
 
-TEST(kernels, linear_backward_matches_finite_differences) {
+// ============================================================================ 1. each backend
+
+class kernels : public ::testing::TestWithParam<const char*> {
+  protected:
+    const backend& K = *backend_by_name(GetParam());
+};
+
+TEST_P(kernels, table_is_complete) {
+    // every entry of the interface is implemented (a missing one would be a null pointer)
+    const size_t n = (sizeof(backend) - sizeof(const char*)) / sizeof(void (*)());
+    const char* p = (const char*)&K + sizeof(const char*);
+    for (size_t i = 0; i < n; i++) {
+        void (*f)() = nullptr;
+        std::memcpy(&f, p + i * sizeof f, sizeof f);
+        EXPECT_NE(f, nullptr) << "entry " << i << " of backend " << K.name;
+    }
+}
+
+TEST_P(kernels, linear_backward_matches_finite_differences) {
     const int64_t N = 5, in = 7, out = 6;
     auto x = randv(N * in, 1), w = randv(out * in, 2), b = randv(out, 3), r = randv(N * out, 4);
     std::vector<float> y(N * out);
     auto loss = [&] {
-        linear_forward(y.data(), x.data(), w.data(), b.data(), N, in, out);
+        K.linear_forward(y.data(), x.data(), w.data(), b.data(), N, in, out);
         return dotd(y, r);
     };
     std::vector<float> dx(N * in, 0.0f), dw(out * in, 0.0f), db(out, 0.0f);
-    linear_backward(dx.data(), dw.data(), db.data(), r.data(), x.data(), w.data(), N, in, out);
+    K.linear_backward(dx.data(), dw.data(), db.data(), r.data(), x.data(), w.data(), N, in, out);
     EXPECT_GRAD_NEAR(dx, numeric_grad(x, loss), "linear dx");
     EXPECT_GRAD_NEAR(dw, numeric_grad(w, loss), "linear dw");
     EXPECT_GRAD_NEAR(db, numeric_grad(b, loss), "linear db");
     // backward accumulates: a second call doubles the gradient
     std::vector<float> dw2 = dw;
-    linear_backward(nullptr, dw2.data(), nullptr, r.data(), x.data(), w.data(), N, in, out);
+    K.linear_backward(nullptr, dw2.data(), nullptr, r.data(), x.data(), w.data(), N, in, out);
     for (size_t i = 0; i < dw.size(); i++) ASSERT_FLOAT_EQ(dw2[i], 2 * dw[i]);
     // forward against the plain triple loop
-    linear_forward(y.data(), x.data(), w.data(), b.data(), N, in, out);
+    K.linear_forward(y.data(), x.data(), w.data(), b.data(), N, in, out);
     for (int64_t n = 0; n < N; n++)
         for (int64_t o = 0; o < out; o++) {
             double s = b[o];
@@ -74,21 +106,20 @@ TEST(kernels, linear_backward_matches_finite_differences) {
         }
 }
 
-TEST(kernels, rmsnorm_backward_matches_finite_differences) {
+TEST_P(kernels, rmsnorm_backward_matches_finite_differences) {
     const int64_t N = 4, D = 9;
     auto x = randv(N * D, 5), w = randv(D, 6), r = randv(N * D, 7);
     std::vector<float> y(N * D), rstd(N);
     auto loss = [&] {
-        rmsnorm_forward(y.data(), rstd.data(), x.data(), w.data(), N, D, 1e-5f);
+        K.rmsnorm_forward(y.data(), rstd.data(), x.data(), w.data(), N, D, 1e-5f);
         return dotd(y, r);
     };
     loss();
     std::vector<float> dx(N * D, 0.0f), dw(D, 0.0f);
-    rmsnorm_backward(dx.data(), dw.data(), r.data(), x.data(), w.data(), rstd.data(), N, D);
+    K.rmsnorm_backward(dx.data(), dw.data(), r.data(), x.data(), w.data(), rstd.data(), N, D);
     EXPECT_GRAD_NEAR(dx, numeric_grad(x, loss), "rmsnorm dx");
     EXPECT_GRAD_NEAR(dw, numeric_grad(w, loss), "rmsnorm dw");
-    // forward against the definition
-    loss();
+    loss();  // forward against the definition
     for (int64_t n = 0; n < N; n++) {
         double ss = 0;
         for (int64_t i = 0; i < D; i++) ss += (double)x[n * D + i] * x[n * D + i];
@@ -97,22 +128,22 @@ TEST(kernels, rmsnorm_backward_matches_finite_differences) {
     }
 }
 
-TEST(kernels, rope_backward_matches_finite_differences) {
+TEST_P(kernels, rope_backward_matches_finite_differences) {
     const int64_t B = 2, T = 5, H = 3, hd = 6;
     std::vector<float> inv = {1.0f, 0.3f, 0.05f}, cs(T * hd / 2), sn(T * hd / 2);
-    rope_tables(cs.data(), sn.data(), inv.data(), T, hd);
+    K.rope_tables(cs.data(), sn.data(), inv.data(), T, hd);
     auto x = randv(B * T * H * hd, 8), r = randv(B * T * H * hd, 9);
     auto loss = [&] {
         std::vector<float> y = x;
-        rope_forward(y.data(), cs.data(), sn.data(), B, T, H, hd);
+        K.rope_forward(y.data(), cs.data(), sn.data(), B, T, H, hd);
         return dotd(y, r);
     };
     std::vector<float> dx = r;
-    rope_backward(dx.data(), cs.data(), sn.data(), B, T, H, hd);
+    K.rope_backward(dx.data(), cs.data(), sn.data(), B, T, H, hd);
     EXPECT_GRAD_NEAR(dx, numeric_grad(x, loss), "rope dx");
     // rotate-half convention: element i pairs with i + hd/2
     std::vector<float> y = x;
-    rope_forward(y.data(), cs.data(), sn.data(), B, T, H, hd);
+    K.rope_forward(y.data(), cs.data(), sn.data(), B, T, H, hd);
     int64_t t = 3, i = 1;
     float a = t * inv[i];
     const float* v = x.data() + ((0 * T + t) * H + 0) * hd;
@@ -120,91 +151,85 @@ TEST(kernels, rope_backward_matches_finite_differences) {
     EXPECT_NEAR(y[((0 * T + t) * H) * hd + i + 3], v[i + 3] * std::cos(a) + v[i] * std::sin(a), 1e-6);
 }
 
-// plain reference: full score matrix, causal mask, softmax, weighted sum
-static std::vector<float> attention_reference(const std::vector<float>& q, const std::vector<float>& k,
-                                              const std::vector<float>& v, int64_t B, int64_t T, int64_t Hq,
-                                              int64_t Hkv, int64_t hd) {
-    std::vector<float> out(B * T * Hq * hd, 0.0f);
-    for (int64_t b = 0; b < B; b++)
-        for (int64_t h = 0; h < Hq; h++) {
-            int64_t kh = h / (Hq / Hkv);
-            for (int64_t t = 0; t < T; t++) {
-                std::vector<double> s(t + 1);
-                double m = -1e300, z = 0;
-                for (int64_t j = 0; j <= t; j++) {
-                    double d = 0;
-                    for (int64_t i = 0; i < hd; i++)
-                        d += (double)q[((b * T + t) * Hq + h) * hd + i] * k[((b * T + j) * Hkv + kh) * hd + i];
-                    s[j] = d / std::sqrt((double)hd);
-                    m = std::max(m, s[j]);
-                }
-                for (auto& e : s) z += (e = std::exp(e - m));
-                for (int64_t j = 0; j <= t; j++)
-                    for (int64_t i = 0; i < hd; i++)
-                        out[((b * T + t) * Hq + h) * hd + i] += (float)(s[j] / z * v[((b * T + j) * Hkv + kh) * hd + i]);
-            }
-        }
-    return out;
-}
-
-TEST(kernels, attention_matches_reference_and_finite_differences_with_gqa) {
+TEST_P(kernels, attention_backward_matches_finite_differences_with_gqa) {
     const int64_t B = 2, T = 5, Hq = 4, Hkv = 2, hd = 4;
     auto q = randv(B * T * Hq * hd, 10), k = randv(B * T * Hkv * hd, 11), v = randv(B * T * Hkv * hd, 12),
          r = randv(B * T * Hq * hd, 13);
     std::vector<float> out(B * T * Hq * hd), lse(B * Hq * T);
     auto loss = [&] {
-        attention_forward(out.data(), lse.data(), q.data(), k.data(), v.data(), B, T, Hq, Hkv, hd);
+        K.attention_forward(out.data(), lse.data(), q.data(), k.data(), v.data(), B, T, Hq, Hkv, hd);
         return dotd(out, r);
     };
     loss();
-    auto ref = attention_reference(q, k, v, B, T, Hq, Hkv, hd);
-    EXPECT_LT(lisa_test::rel_err(out.data(), ref.data(), out.size()), 1e-5);
+    // query (b=1, h=3, t=2) by hand: softmax over keys 0..2 of kv head 1
+    {
+        double s[3], m = -1e300, z = 0;
+        for (int j = 0; j < 3; j++) {
+            s[j] = 0;
+            for (int d = 0; d < hd; d++) s[j] += (double)q[((1 * T + 2) * Hq + 3) * hd + d] * k[((1 * T + j) * Hkv + 1) * hd + d];
+            s[j] /= 2.0;  // sqrt(hd)
+            m = std::max(m, s[j]);
+        }
+        for (double& e : s) z += (e = std::exp(e - m));
+        for (int d = 0; d < hd; d++) {
+            double o = 0;
+            for (int j = 0; j < 3; j++) o += s[j] / z * v[((1 * T + j) * Hkv + 1) * hd + d];
+            EXPECT_NEAR(out[((1 * T + 2) * Hq + 3) * hd + d], o, 1e-5);
+        }
+    }
     std::vector<float> dq(q.size(), 0.0f), dk(k.size(), 0.0f), dv(v.size(), 0.0f);
-    attention_backward(dq.data(), dk.data(), dv.data(), r.data(), out.data(), lse.data(), q.data(), k.data(), v.data(),
-                       B, T, Hq, Hkv, hd);
+    K.attention_backward(dq.data(), dk.data(), dv.data(), r.data(), out.data(), lse.data(), q.data(), k.data(), v.data(),
+                         B, T, Hq, Hkv, hd);
     EXPECT_GRAD_NEAR(dq, numeric_grad(q, loss), "attention dq");
     EXPECT_GRAD_NEAR(dk, numeric_grad(k, loss), "attention dk");
     EXPECT_GRAD_NEAR(dv, numeric_grad(v, loss), "attention dv");
 }
 
-TEST(kernels, swiglu_backward_matches_finite_differences) {
+TEST_P(kernels, swiglu_backward_matches_finite_differences) {
     const int64_t n = 23;
     auto g = randv(n, 14, 2.0f), u = randv(n, 15), r = randv(n, 16);
     std::vector<float> h(n);
     auto loss = [&] {
-        swiglu_forward(h.data(), g.data(), u.data(), n);
+        K.swiglu_forward(h.data(), g.data(), u.data(), n);
         return dotd(h, r);
     };
     std::vector<float> dg(n, 0.0f), du(n, 0.0f);
-    swiglu_backward(dg.data(), du.data(), r.data(), g.data(), u.data(), n);
+    K.swiglu_backward(dg.data(), du.data(), r.data(), g.data(), u.data(), n);
     EXPECT_GRAD_NEAR(dg, numeric_grad(g, loss), "swiglu dg");
     EXPECT_GRAD_NEAR(du, numeric_grad(u, loss), "swiglu du");
 }
 
-TEST(kernels, embedding_backward_matches_finite_differences_with_repeated_tokens) {
+TEST_P(kernels, embedding_backward_matches_finite_differences_with_repeated_tokens) {
     const int64_t N = 6, D = 3, V = 4;
     std::vector<int32_t> tok = {1, 3, 1, 0, 1, 3};
     auto table = randv(V * D, 17), r = randv(N * D, 18);
     std::vector<float> x(N * D);
     auto loss = [&] {
-        embedding_forward(x.data(), tok.data(), table.data(), N, D);
+        K.embedding_forward(x.data(), tok.data(), table.data(), N, D);
         return dotd(x, r);
     };
     std::vector<float> dt(V * D, 0.0f);
-    embedding_backward(dt.data(), r.data(), tok.data(), N, D);
+    K.embedding_backward(dt.data(), r.data(), tok.data(), N, D);
     EXPECT_GRAD_NEAR(dt, numeric_grad(table, loss), "embedding dtable");
+    // the sparse form: the same rows, gathered
+    std::vector<int32_t> row_of = {2, 0, -1, 1};  // tokens 1, 3, 0 touched
+    std::vector<float> rows(3 * D, 0.0f);
+    K.embedding_backward_rows(rows.data(), row_of.data(), r.data(), tok.data(), N, D);
+    for (int64_t t = 0; t < V; t++)
+        for (int64_t i = 0; i < D; i++)
+            EXPECT_FLOAT_EQ(row_of[t] < 0 ? 0.0f : rows[row_of[t] * D + i], dt[t * D + i]) << t;
 }
 
-TEST(kernels, lmhead_xent_matches_reference_and_finite_differences) {
+TEST_P(kernels, lmhead_xent_matches_reference_and_finite_differences) {
     const int64_t N = 7, D = 5, V = 11;
     auto x = randv(N * D, 19), w = randv(V * D, 20);
     std::vector<int32_t> tgt = {3, -100, 10, 0, -100, 7, 3};
     const float scale = 0.37f;
     for (int64_t chunk : {1, 3, 7}) {  // chunking must not change anything
-        std::vector<float> scratch(chunk * V + 2 * chunk * D);
+        std::vector<float> scratch(lmhead_scratch_floats(chunk, D, V));
         auto loss = [&] {
-            return scale * lmhead_xent_forward_backward(nullptr, nullptr, x.data(), w.data(), tgt.data(), N, D, V,
-                                                        0.0f, scratch.data(), chunk);
+            return scale * K.lmhead_xent(nullptr, nullptr, x.data(), w.data(), nullptr, tgt.data(), N, D, V, 0.0f,
+                                         scratch.data(), chunk);
         };
         // reference loss: explicit logits, log-softmax, in double
         double ref = 0;
@@ -221,8 +246,8 @@ TEST(kernels, lmhead_xent_matches_reference_and_finite_differences) {
         }
         EXPECT_NEAR(loss() / scale, ref, 1e-4 * std::fabs(ref)) << "chunk " << chunk;
         std::vector<float> dx(N * D, 0.0f), dw(V * D, 0.0f);
-        double l = lmhead_xent_forward_backward(dx.data(), dw.data(), x.data(), w.data(), tgt.data(), N, D, V, scale,
-                                                scratch.data(), chunk);
+        double l = K.lmhead_xent(dx.data(), dw.data(), x.data(), w.data(), nullptr, tgt.data(), N, D, V, scale,
+                                 scratch.data(), chunk);
         EXPECT_NEAR(l, ref, 1e-4 * std::fabs(ref));
         EXPECT_GRAD_NEAR(dx, numeric_grad(x, loss), "lmhead dx, chunk " << chunk);
         EXPECT_GRAD_NEAR(dw, numeric_grad(w, loss), "lmhead dw, chunk " << chunk);
@@ -232,3 +257,258 @@ TEST(kernels, lmhead_xent_matches_reference_and_finite_differences) {
         }
     }
 }
+
+TEST_P(kernels, adamw_matches_torch_formula) {
+    // torch.optim.AdamW, one parameter, written out: p ← p(1 - lr·wd) - lr·m̂/(√v̂ + eps)
+    adamw_hparams h;
+    h.lr = 0.1;
+    h.weight_decay = 0.01;
+    float p = 1.5f, m = 0.0f, v = 0.0f, g = 0.3f;
+    double pd = 1.5, md = 0, vd = 0;
+    for (int step = 1; step <= 3; step++) {
+        K.adamw_update(&p, &g, &m, &v, 1, h, step, true, 2.0f);  // gradient scaled by 2 on the fly
+        const double gd = 0.6;
+        md = 0.9 * md + 0.1 * gd;
+        vd = 0.999 * vd + 0.001 * gd * gd;
+        pd = pd * (1 - 0.1 * 0.01) - 0.1 * (md / (1 - std::pow(0.9, step))) / (std::sqrt(vd / (1 - std::pow(0.999, step))) + 1e-8);
+        // 5e-6: the fast kernel forms (1 - beta) in fp32 (torch casts the double (1 - beta)); that
+        // moves v by ~1e-5 relative, the update by ~2e-5 of its 0.1 size
+        EXPECT_NEAR(p, pd, 5e-6) << "step " << step;
+    }
+    std::vector<float> g2 = {3.0f, 4.0f};
+    EXPECT_DOUBLE_EQ(K.sum_of_squares(g2.data(), 2), 25.0);
+}
+
+INSTANTIATE_TEST_SUITE_P(backends, kernels, ::testing::Values("ref", "cpu"),
+                         [](const ::testing::TestParamInfo<const char*>& i) { return std::string(i.param); });
+
+// ============================================================================ 2. fast vs reference
+
+struct shape_gen {
+    rng r;
+    explicit shape_gen(uint64_t seed) { rng_init(&r, seed); }
+    int64_t operator()(int64_t lo, int64_t hi) { return lo + (int64_t)rng_below(&r, (uint64_t)(hi - lo + 1)); }
+};
+
+#define EXPECT_CLOSE(got, want, tol, what)                                                              \
+    do {                                                                                                \
+        ASSERT_EQ((got).size(), (want).size());                                                         \
+        EXPECT_LT(lisa_test::rel_err((got).data(), (want).data(), (got).size()), tol) << what;          \
+    } while (0)
+
+class fast_vs_ref : public ::testing::TestWithParam<const char*> {
+  protected:
+    const backend& F = *backend_by_name(GetParam());
+    const backend& R = backend_ref();
+};
+
+TEST_P(fast_vs_ref, gemm_linear_and_bf16) {
+    shape_gen s(101);
+    for (int trial = 0; trial < 6; trial++) {
+        const int64_t M = s(1, 70), N = s(1, 300), Kd = s(1, 90);
+        for (int ta = 0; ta < 2; ta++)
+            for (int tb = 0; tb < 2; tb++) {
+                auto A = randv(M * Kd, trial * 10 + 1), B = randv(Kd * N, trial * 10 + 2), C = randv(M * N, trial * 10 + 3);
+                auto C2 = C;
+                const int64_t lda = ta ? M : Kd, ldb = tb ? Kd : N;
+                F.gemm(ta, tb, M, N, Kd, 0.7f, A.data(), lda, B.data(), ldb, 0.5f, C.data(), N);
+                R.gemm(ta, tb, M, N, Kd, 0.7f, A.data(), lda, B.data(), ldb, 0.5f, C2.data(), N);
+                EXPECT_CLOSE(C, C2, 2e-5, "gemm " << ta << tb << " " << M << "x" << N << "x" << Kd);
+            }
+        const int64_t in = Kd, out = N;  // out up to 300: crosses the bf16 kernel's 256-row blocks
+        auto x = randv(M * in, trial + 20), w = randv(out * in, trial + 21), b = randv(out, trial + 22),
+             dy = randv(M * out, trial + 23);
+        auto w16 = randv16(out * in, trial + 24);
+        std::vector<float> y1(M * out), y2(M * out);
+        F.linear_forward(y1.data(), x.data(), w.data(), b.data(), M, in, out);
+        R.linear_forward(y2.data(), x.data(), w.data(), b.data(), M, in, out);
+        EXPECT_CLOSE(y1, y2, 2e-5, "linear_forward");
+        F.linear_forward_bf16(y1.data(), x.data(), w16.data(), b.data(), M, in, out);
+        R.linear_forward_bf16(y2.data(), x.data(), w16.data(), b.data(), M, in, out);
+        EXPECT_CLOSE(y1, y2, 2e-5, "linear_forward_bf16");
+        std::vector<float> dx1(M * in, 0.5f), dx2 = dx1, dw1(out * in, 0.25f), dw2 = dw1, db1(out, 1.0f), db2 = db1;
+        F.linear_backward(dx1.data(), dw1.data(), db1.data(), dy.data(), x.data(), w.data(), M, in, out);
+        R.linear_backward(dx2.data(), dw2.data(), db2.data(), dy.data(), x.data(), w.data(), M, in, out);
+        EXPECT_CLOSE(dx1, dx2, 2e-5, "linear_backward dx");
+        EXPECT_CLOSE(dw1, dw2, 2e-5, "linear_backward dw");
+        EXPECT_CLOSE(db1, db2, 2e-5, "linear_backward db");
+        F.linear_backward_bf16(dx1.data(), dy.data(), w16.data(), M, in, out);
+        R.linear_backward_bf16(dx2.data(), dy.data(), w16.data(), M, in, out);
+        EXPECT_CLOSE(dx1, dx2, 2e-5, "linear_backward_bf16");
+    }
+}
+
+TEST_P(fast_vs_ref, rmsnorm_rope_swiglu_and_elementwise) {
+    shape_gen s(202);
+    for (int trial = 0; trial < 5; trial++) {
+        const int64_t N = s(1, 200), D = s(1, 80);  // N > 64: the fast dw reduces in 64-row chunks
+        auto x = randv(N * D, trial + 1), w = randv(D, trial + 2), dy = randv(N * D, trial + 3);
+        std::vector<float> y1(N * D), y2(N * D), r1(N), r2(N);
+        F.rmsnorm_forward(y1.data(), r1.data(), x.data(), w.data(), N, D, 1e-6f);
+        R.rmsnorm_forward(y2.data(), r2.data(), x.data(), w.data(), N, D, 1e-6f);
+        EXPECT_CLOSE(y1, y2, 2e-5, "rmsnorm_forward");
+        std::vector<float> dx1(N * D, 0.1f), dx2 = dx1, dw1(D, 0.2f), dw2 = dw1;
+        F.rmsnorm_backward(dx1.data(), dw1.data(), dy.data(), x.data(), w.data(), r1.data(), N, D);
+        R.rmsnorm_backward(dx2.data(), dw2.data(), dy.data(), x.data(), w.data(), r1.data(), N, D);
+        EXPECT_CLOSE(dx1, dx2, 2e-5, "rmsnorm_backward dx");
+        EXPECT_CLOSE(dw1, dw2, 2e-5, "rmsnorm_backward dw");
+
+        const int64_t B = s(1, 3), T = s(1, 40), H = s(1, 4), hd = 2 * s(1, 8);
+        std::vector<float> inv(hd / 2), c1(T * hd / 2), s1(T * hd / 2), c2 = c1, s2 = s1;
+        for (int64_t i = 0; i < hd / 2; i++) inv[i] = (float)std::pow(10000.0, -2.0 * i / hd);
+        F.rope_tables(c1.data(), s1.data(), inv.data(), T, hd);
+        R.rope_tables(c2.data(), s2.data(), inv.data(), T, hd);
+        EXPECT_CLOSE(c1, c2, 1e-7, "rope_tables cos");
+        EXPECT_CLOSE(s1, s2, 1e-7, "rope_tables sin");
+        auto q1 = randv(B * T * H * hd, trial + 4), q2 = q1;
+        F.rope_forward(q1.data(), c1.data(), s1.data(), B, T, H, hd);
+        R.rope_forward(q2.data(), c1.data(), s1.data(), B, T, H, hd);
+        EXPECT_CLOSE(q1, q2, 2e-6, "rope_forward");
+        F.rope_backward(q1.data(), c1.data(), s1.data(), B, T, H, hd);
+        R.rope_backward(q2.data(), c1.data(), s1.data(), B, T, H, hd);
+        EXPECT_CLOSE(q1, q2, 2e-6, "rope_backward");
+
+        const int64_t n = N * D;
+        auto g = randv(n, trial + 5, 2.0f), u = randv(n, trial + 6), dh = randv(n, trial + 7);
+        std::vector<float> h1(n), h2(n), dg1(n, 0.1f), dg2 = dg1, du1(n, 0.2f), du2 = du1;
+        F.swiglu_forward(h1.data(), g.data(), u.data(), n);
+        R.swiglu_forward(h2.data(), g.data(), u.data(), n);
+        EXPECT_CLOSE(h1, h2, 2e-6, "swiglu_forward");
+        F.swiglu_backward(dg1.data(), du1.data(), dh.data(), g.data(), u.data(), n);
+        R.swiglu_backward(dg2.data(), du2.data(), dh.data(), g.data(), u.data(), n);
+        EXPECT_CLOSE(dg1, dg2, 2e-6, "swiglu_backward dg");
+        EXPECT_CLOSE(du1, du2, 2e-6, "swiglu_backward du");
+
+        std::vector<float> a1 = g, a2 = g;
+        F.add(a1.data(), u.data(), n);
+        R.add(a2.data(), u.data(), n);
+        EXPECT_EQ(a1, a2) << "add";
+        F.copy(a1.data(), dh.data(), n);
+        EXPECT_EQ(a1, dh) << "copy";
+        F.zero(a1.data(), n);
+        EXPECT_EQ(a1, std::vector<float>(n, 0.0f)) << "zero";
+        F.dropout(a1.data(), g.data(), n, 0.3f, 77 + trial);
+        R.dropout(a2.data(), g.data(), n, 0.3f, 77 + trial);
+        for (int64_t i = 0; i < n; i++) ASSERT_EQ(a1[i] == 0.0f, a2[i] == 0.0f) << "dropout mask " << i;
+        EXPECT_CLOSE(a1, a2, 1e-6, "dropout");
+    }
+}
+
+TEST_P(fast_vs_ref, attention_and_kv_attention) {
+    shape_gen s(303);
+    for (int trial = 0; trial < 4; trial++) {
+        const int64_t B = s(1, 2), T = s(1, 150), Hkv = s(1, 2), Hq = Hkv * s(1, 3), hd = s(1, 16);  // T > 64: blocks
+        auto q = randv(B * T * Hq * hd, trial + 1), k = randv(B * T * Hkv * hd, trial + 2),
+             v = randv(B * T * Hkv * hd, trial + 3), dout = randv(B * T * Hq * hd, trial + 4);
+        std::vector<float> o1(q.size()), o2(q.size()), l1(B * Hq * T), l2(B * Hq * T);
+        F.attention_forward(o1.data(), l1.data(), q.data(), k.data(), v.data(), B, T, Hq, Hkv, hd);
+        R.attention_forward(o2.data(), l2.data(), q.data(), k.data(), v.data(), B, T, Hq, Hkv, hd);
+        EXPECT_CLOSE(o1, o2, 2e-5, "attention_forward T=" << T);
+        EXPECT_CLOSE(l1, l2, 2e-5, "attention_forward lse");
+        std::vector<float> dq1(q.size(), 0.0f), dq2 = dq1, dk1(k.size(), 0.0f), dk2 = dk1, dv1(v.size(), 0.0f), dv2 = dv1;
+        F.attention_backward(dq1.data(), dk1.data(), dv1.data(), dout.data(), o1.data(), l1.data(), q.data(), k.data(),
+                             v.data(), B, T, Hq, Hkv, hd);
+        R.attention_backward(dq2.data(), dk2.data(), dv2.data(), dout.data(), o2.data(), l2.data(), q.data(), k.data(),
+                             v.data(), B, T, Hq, Hkv, hd);
+        EXPECT_CLOSE(dq1, dq2, 5e-5, "attention_backward dq");
+        EXPECT_CLOSE(dk1, dk2, 5e-5, "attention_backward dk");
+        EXPECT_CLOSE(dv1, dv2, 5e-5, "attention_backward dv");
+        // KV attention of the last n queries of sequence 0 equals the causal attention's rows
+        const int64_t n = s(1, T), pos0 = T - n;
+        std::vector<float> okv(n * Hq * hd), okv2(n * Hq * hd);
+        F.attention_forward_kv(okv.data(), q.data() + pos0 * Hq * hd, k.data(), v.data(), n, pos0, Hq, Hkv, hd);
+        R.attention_forward_kv(okv2.data(), q.data() + pos0 * Hq * hd, k.data(), v.data(), n, pos0, Hq, Hkv, hd);
+        EXPECT_CLOSE(okv, okv2, 2e-5, "attention_forward_kv");
+        std::vector<float> rows(o2.begin() + pos0 * Hq * hd, o2.begin() + T * Hq * hd);
+        EXPECT_CLOSE(okv, rows, 2e-5, "attention_forward_kv against the causal rows");
+    }
+}
+
+TEST_P(fast_vs_ref, embedding_lmhead_lora_fold_optimizer_and_init) {
+    shape_gen s(404);
+    for (int trial = 0; trial < 4; trial++) {
+        const int64_t N = s(1, 60), D = s(1, 40), V = s(2, 300);
+        std::vector<int32_t> tok(N), tgt(N);
+        for (int64_t n = 0; n < N; n++) tok[n] = (int32_t)s(0, V - 1), tgt[n] = s(0, 3) == 0 ? -100 : (int32_t)s(0, V - 1);
+        auto table = randv(V * D, trial + 1), dx = randv(N * D, trial + 2);
+        auto t16 = randv16(V * D, trial + 3);
+        std::vector<float> x1(N * D), x2(N * D), d1(V * D, 0.0f), d2(V * D, 0.0f);
+        F.embedding_forward(x1.data(), tok.data(), table.data(), N, D);
+        R.embedding_forward(x2.data(), tok.data(), table.data(), N, D);
+        EXPECT_EQ(x1, x2) << "embedding_forward";
+        F.embedding_forward_bf16(x1.data(), tok.data(), t16.data(), N, D);
+        R.embedding_forward_bf16(x2.data(), tok.data(), t16.data(), N, D);
+        EXPECT_EQ(x1, x2) << "embedding_forward_bf16";
+        F.embedding_backward(d1.data(), dx.data(), tok.data(), N, D);
+        R.embedding_backward(d2.data(), dx.data(), tok.data(), N, D);
+        EXPECT_CLOSE(d1, d2, 1e-6, "embedding_backward");
+
+        // LM head: chunk sizes below, at and above N; fp32 and bf16 heads
+        const float scale = 0.3f;
+        for (int64_t chunk : {(int64_t)1, std::max<int64_t>(1, N / 3), N}) {
+            std::vector<float> sc(lmhead_scratch_floats(chunk, D, V));
+            std::vector<float> gx1(N * D, 0.0f), gx2 = gx1, gw1(V * D, 0.0f), gw2 = gw1;
+            double l1 = F.lmhead_xent(gx1.data(), gw1.data(), x2.data(), table.data(), nullptr, tgt.data(), N, D, V,
+                                      scale, sc.data(), chunk);
+            double l2 = R.lmhead_xent(gx2.data(), gw2.data(), x2.data(), table.data(), nullptr, tgt.data(), N, D, V,
+                                      scale, sc.data(), chunk);
+            EXPECT_NEAR(l1, l2, 2e-5 * std::max(1.0, std::fabs(l2))) << "lmhead_xent loss, chunk " << chunk;
+            EXPECT_CLOSE(gx1, gx2, 2e-5, "lmhead_xent dx");
+            EXPECT_CLOSE(gw1, gw2, 2e-5, "lmhead_xent dw");
+            std::fill(gx1.begin(), gx1.end(), 0.0f);
+            std::fill(gx2.begin(), gx2.end(), 0.0f);
+            l1 = F.lmhead_xent(gx1.data(), nullptr, x2.data(), nullptr, t16.data(), tgt.data(), N, D, V, scale, sc.data(),
+                               chunk);
+            l2 = R.lmhead_xent(gx2.data(), nullptr, x2.data(), nullptr, t16.data(), tgt.data(), N, D, V, scale, sc.data(),
+                               chunk);
+            EXPECT_NEAR(l1, l2, 2e-5 * std::max(1.0, std::fabs(l2))) << "lmhead_xent bf16 loss";
+            EXPECT_CLOSE(gx1, gx2, 2e-5, "lmhead_xent bf16 dx");
+        }
+
+        const int64_t out = s(1, 50), in = s(1, 50), r = s(1, 8);
+        auto W = randv(out * in, trial + 4), A = randv(r * in, trial + 5), Bm = randv(out * r, trial + 6);
+        auto W2 = W;
+        F.lora_fold(W.data(), A.data(), Bm.data(), out, in, r, 0.5f);
+        R.lora_fold(W2.data(), A.data(), Bm.data(), out, in, r, 0.5f);
+        EXPECT_CLOSE(W, W2, 2e-5, "lora_fold");
+
+        adamw_hparams h;
+        h.lr = 1e-2;
+        h.weight_decay = 0.1;
+        const int64_t n = s(1, 5000);
+        auto p1 = randv(n, trial + 7), g = randv(n, trial + 8), m1 = randv(n, trial + 9, 0.1f);
+        std::vector<float> v1(n, 0.01f), p2 = p1, m2 = m1, v2 = v1;
+        for (int step = 1; step <= 3; step++) {
+            F.adamw_update(p1.data(), g.data(), m1.data(), v1.data(), n, h, step, step != 2, 0.8f);
+            R.adamw_update(p2.data(), g.data(), m2.data(), v2.data(), n, h, step, step != 2, 0.8f);
+        }
+        // fp32 (1 - beta) constants in the fast kernel: ~1e-5 relative on v (see adamw_matches_torch_formula)
+        EXPECT_CLOSE(p1, p2, 2e-5, "adamw_update p");
+        EXPECT_CLOSE(m1, m2, 2e-5, "adamw_update m");
+        EXPECT_CLOSE(v1, v2, 2e-5, "adamw_update v");
+        std::vector<int32_t> row_of(V, -1);
+        int32_t used = 0;
+        for (int64_t t = 0; t < V; t += 3) row_of[t] = used++;
+        auto rg = randv(used * D, trial + 10);
+        std::vector<float> rp1(V * D, 0.5f), rm1(V * D, 0.01f), rv1(V * D, 0.01f), rp2 = rp1, rm2 = rm1, rv2 = rv1;
+        F.adamw_update_rows(rp1.data(), rg.data(), row_of.data(), rm1.data(), rv1.data(), V, D, h, 2, true, 0.9f);
+        R.adamw_update_rows(rp2.data(), rg.data(), row_of.data(), rm2.data(), rv2.data(), V, D, h, 2, true, 0.9f);
+        EXPECT_CLOSE(rp1, rp2, 2e-5, "adamw_update_rows");
+        const int64_t big = s(1, 300000);  // crosses the fast kernel's 2^16 blocks
+        auto gg = randv(big, trial + 11);
+        EXPECT_NEAR(F.sum_of_squares(gg.data(), big), R.sum_of_squares(gg.data(), big), 1e-9 * big);
+
+        const int64_t ni = s(1, 3000000);  // crosses the 2^20 blocks of the init streams
+        std::vector<float> f1(ni), f2(ni);
+        F.fill_normal(f1.data(), nullptr, ni, 0.02, 5, trial);
+        R.fill_normal(f2.data(), nullptr, ni, 0.02, 5, trial);
+        EXPECT_EQ(f1, f2) << "fill_normal";
+        std::vector<uint16_t> h1(ni), h2(ni);
+        F.fill_normal(nullptr, h1.data(), ni, 0.02, 5, trial);
+        R.fill_normal(nullptr, h2.data(), ni, 0.02, 5, trial);
+        EXPECT_EQ(h1, h2) << "fill_normal bf16";
+    }
+}
+
+INSTANTIATE_TEST_SUITE_P(backends, fast_vs_ref, ::testing::Values("cpu"),
+                         [](const ::testing::TestParamInfo<const char*>& i) { return std::string(i.param); });

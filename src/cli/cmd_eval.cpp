@@ -9,6 +9,7 @@
 #include "cli/common.h"
 #include "core/error.h"
 #include "data/dataset.h"
+#include "train/evaluate.h"
 
 namespace lisa {
 
@@ -19,10 +20,11 @@ command_fn cmd_eval_register(CLI::App& app) {
         bool        group_texts = false, train_on_prompt = false;
     };
     auto o = std::make_shared<opts>();
+    app.option_defaults()->always_capture_default();
     app.add_option("--model_name_or_path", o->model, "Hugging Face model folder")->required();
     app.add_option("--dataset_path", o->data, "folder of LMFlow *.json files")->required();
-    app.add_option("--block_size", o->block_size, "truncate sequences to N tokens (default min(1024, model context))");
-    app.add_option("--per_device_eval_batch_size", o->batch_size, "sequences per forward pass (default 8)")
+    app.add_option("--block_size", o->block_size, "truncate sequences to N tokens (0: min(1024, model context))");
+    app.add_option("--per_device_eval_batch_size", o->batch_size, "sequences per forward pass")
         ->check(CLI::PositiveNumber);
     app.add_option("--lora_model_path", o->lora, "PEFT adapter folder to apply");
     app.add_option("--conversation_template", o->tmpl, "chat template for conversation data");
@@ -32,24 +34,14 @@ command_fn cmd_eval_register(CLI::App& app) {
         auto m = load_model_with_lora(o->model, o->lora);
         auto tok = load_tokenizer_of(o->model);
         dataset_options dopt;
-        dopt.block_size = resolve_block_size(o->block_size, *m);
+        dopt.block_size = resolve_block_size(o->block_size, m->cfg);
         dopt.conversation_template = o->tmpl;
         dopt.train_on_prompt = o->train_on_prompt;
-        dopt.eos_id = eos_id_of(*tok, *m);
+        dopt.eos_id = resolve_eos_id(*tok, m->cfg);
         dataset d = dataset_load(o->data, *tok, dopt);
         if (o->group_texts) dataset_group_texts(&d, dopt.block_size);
-        double sum = 0;
         int64_t tokens = 0;
-        std::vector<size_t> order = epoch_order(d.samples.size(), 0, 0, false);
-        for (size_t i = 0; i < order.size(); i += o->batch_size) {
-            std::vector<size_t> idx(order.begin() + i, order.begin() + std::min(order.size(), i + o->batch_size));
-            batch b = make_batch(d, idx, tokenizer_pad_id(*tok));
-            llama_acts a;
-            llama_acts_init(&a, *m, b.B, b.T);
-            int64_t n = 0;
-            sum += llama_forward_backward(*m, &a, nullptr, b.ids.data(), b.labels.data(), 0.0f, &n);
-            tokens += n;
-        }
+        const double sum = evaluate_loss_sum(*m, d, o->batch_size, resolve_pad_id(*tok, dopt.eos_id), &tokens);
         double loss = sum / (double)tokens;
         nlohmann::json j = {{"loss", loss}, {"perplexity", std::exp(loss)}, {"tokens", tokens},
                             {"samples", (int64_t)d.samples.size()}};

@@ -6,6 +6,7 @@
 
 #include "cli/commands.h"
 #include "cli/common.h"
+#include "train/evaluate.h"
 #include "core/error.h"
 #include "data/dataset.h"
 #include "infer/generate.h"
@@ -43,7 +44,7 @@ command_fn cmd_generate_register(CLI::App& app) {
                 if (id >= 0) o->g.stop_ids.push_back(id);
             }
         }
-        int32_t eos = eos_id_of(*tok, *m);
+        int32_t eos = resolve_eos_id(*tok, m->cfg);
         if (eos >= 0) o->g.stop_ids.push_back(eos);
         for (int64_t id : m->cfg.eos_token_ids) o->g.stop_ids.push_back((int32_t)id);
         // stream: print the newly decoded text after each token, holding back an incomplete character

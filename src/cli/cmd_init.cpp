@@ -28,6 +28,7 @@ command_fn cmd_init_register(CLI::App& app) {
         so.out_dtype = o->dtype_name.empty() ? cfg.torch_dtype : parse_dtype_option(o->dtype_name);
         // a bf16 model is generated straight into bf16: a 7B model never needs 28 GB of fp32
         auto m = llama_model_init(cfg, so.out_dtype == dtype::bf16);
+        m->ctx.threads = cli_threads();
         llama_model_init_random(m.get(), o->seed);
         so.max_shard_bytes = parse_size_option(o->max_shard_size);
         so.tokenizer_from = o->tokenizer;

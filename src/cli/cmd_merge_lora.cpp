@@ -4,6 +4,7 @@
 #include <cstdio>
 
 #include "cli/commands.h"
+#include "cli/common.h"
 #include "model/llama.h"
 #include "model/lora.h"
 
@@ -20,8 +21,7 @@ command_fn cmd_merge_lora_register(CLI::App& app) {
     app.add_option("--torch_dtype", o->dtype_name, "saved dtype (default: the base model's)");
     app.add_option("--max_shard_size", o->max_shard, "largest safetensors file before sharding (default 5GB)");
     return [o] {
-        auto m = llama_model_load(o->base);
-        lora_merge_adapter(m.get(), o->adapter);
+        auto m = load_model_with_lora(o->base, o->adapter);
         llama_save_options so;
         so.out_dtype = o->dtype_name.empty() ? m->stored_dtype : parse_dtype_option(o->dtype_name);
         so.max_shard_bytes = parse_size_option(o->max_shard);

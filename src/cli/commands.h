@@ -16,6 +16,8 @@ command_fn cmd_generate_register(CLI::App& app);  // lisa generate: sample a con
 command_fn cmd_train_register(CLI::App& app);     // lisa train: LISA / full / LoRA fine-tuning
 command_fn cmd_merge_lora_register(CLI::App& app);  // lisa merge-lora: fold an adapter into a model
 
-void set_threads(int n);  // OpenMP + OpenBLAS thread count (0 = leave the default)
+// The --threads flag (0 = all cores): each command gives it to the compute context of what it
+// loads (llama_model::ctx, train_options::threads); nothing sets threads process-wide.
+int cli_threads();
 
 }  // namespace lisa

@@ -1,19 +1,14 @@
 // lisa: command-line entry point. A thin layer: parse flags, call the library, print errors
 // as one line and exit non-zero.
-#include <cblas.h>
 #include <cstdio>
 #include <map>
-#include <omp.h>
 
 #include "cli/commands.h"
 #include "core/error.h"
 
 namespace lisa {
-void set_threads(int n) {
-    if (n <= 0) return;
-    omp_set_num_threads(n);
-    openblas_set_num_threads(n);
-}
+static int g_threads = 0;
+int cli_threads() { return g_threads; }
 }  // namespace lisa
 
 int main(int argc, char** argv) {
@@ -21,7 +16,7 @@ int main(int argc, char** argv) {
     app.require_subcommand(1);
     // a flag given twice takes its last value, so scripts can put defaults before the user's flags
     app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
-    int threads = 0;
+    int& threads = lisa::g_threads;
     app.add_option("--threads", threads, "CPU threads for compute (default: all cores)")->check(CLI::NonNegativeNumber);
     std::map<CLI::App*, lisa::command_fn> commands;
     auto add = [&](const char* name, const char* help, lisa::command_fn (*reg)(CLI::App&)) {
@@ -42,7 +37,6 @@ int main(int argc, char** argv) {
         return app.exit(e);
     }
     try {
-        lisa::set_threads(threads);
         for (auto& [sub, fn] : commands)
             if (sub->parsed()) fn();
     } catch (const lisa::error& e) {

@@ -152,28 +152,40 @@ dataset dataset_load(const std::string& dir, const tokenizer& tok, const dataset
     return d;
 }
 
-std::vector<size_t> epoch_order(size_t n, uint64_t seed, int64_t epoch, bool shuffle) {
-    std::vector<size_t> v(n);
+void epoch_order_into(std::vector<size_t>* order, size_t n, uint64_t seed, int64_t epoch, bool shuffle) {
+    std::vector<size_t>& v = *order;
+    v.resize(n);
     for (size_t i = 0; i < n; i++) v[i] = i;
-    if (!shuffle) return v;
+    if (!shuffle) return;
     rng r;
     rng_init(&r, seed * 0x9e3779b97f4a7c15ull + (uint64_t)epoch + 1);
     for (size_t i = n; i > 1; i--) std::swap(v[i - 1], v[rng_below(&r, i)]);  // Fisher-Yates
+}
+
+std::vector<size_t> epoch_order(size_t n, uint64_t seed, int64_t epoch, bool shuffle) {
+    std::vector<size_t> v;
+    epoch_order_into(&v, n, seed, epoch, shuffle);
     return v;
+}
+
+void make_batch_into(batch* b, const dataset& d, const size_t* indices, size_t count, int32_t pad_id) {
+    b->B = (int64_t)count;
+    b->T = 0;
+    b->label_tokens = 0;
+    for (size_t k = 0; k < count; k++) b->T = std::max<int64_t>(b->T, (int64_t)d.samples[indices[k]].ids.size());
+    b->ids.assign(b->B * b->T, pad_id < 0 ? 0 : pad_id);
+    b->labels.assign(b->B * b->T, -100);
+    for (int64_t r = 0; r < b->B; r++) {
+        const sample& s = d.samples[indices[r]];
+        std::copy(s.ids.begin(), s.ids.end(), b->ids.begin() + r * b->T);
+        std::copy(s.labels.begin(), s.labels.end(), b->labels.begin() + r * b->T);
+        b->label_tokens += sample_label_tokens(s);
+    }
 }
 
 batch make_batch(const dataset& d, const std::vector<size_t>& indices, int32_t pad_id) {
     batch b;
-    b.B = (int64_t)indices.size();
-    for (size_t i : indices) b.T = std::max<int64_t>(b.T, (int64_t)d.samples[i].ids.size());
-    b.ids.assign(b.B * b.T, pad_id < 0 ? 0 : pad_id);
-    b.labels.assign(b.B * b.T, -100);
-    for (int64_t r = 0; r < b.B; r++) {
-        const sample& s = d.samples[indices[r]];
-        std::copy(s.ids.begin(), s.ids.end(), b.ids.begin() + r * b.T);
-        std::copy(s.labels.begin(), s.labels.end(), b.labels.begin() + r * b.T);
-        b.label_tokens += sample_label_tokens(s);
-    }
+    make_batch_into(&b, d, indices.data(), indices.size(), pad_id);
     return b;
 }
 

@@ -71,7 +71,11 @@ struct batch {
 };
 // Order of samples for one epoch: shuffled with (seed, epoch) when shuffle is set.
 std::vector<size_t> epoch_order(size_t n, uint64_t seed, int64_t epoch, bool shuffle);
+// The same into an existing vector (no allocation once it has the capacity).
+void epoch_order_into(std::vector<size_t>* order, size_t n, uint64_t seed, int64_t epoch, bool shuffle);
 batch make_batch(const dataset& d, const std::vector<size_t>& indices, int32_t pad_id);
+// Fills an existing batch from samples indices[0..count) (no allocation once it has the capacity).
+void make_batch_into(batch* b, const dataset& d, const size_t* indices, size_t count, int32_t pad_id);
 // --group_texts: concatenate every sample (ids and labels) and cut into blocks of block_size;
 // the remainder shorter than a block is dropped, as Hugging Face's run_clm does.
 void dataset_group_texts(dataset* d, int64_t block_size);

@@ -237,12 +237,4 @@ std::string config_to_json(const llama_config& c, const std::string& original) {
     return j.dump(2) + "\n";
 }
 
-int64_t config_num_params(const llama_config& c) {
-    int64_t D = c.hidden_size, F = c.intermediate_size, q = c.num_heads * c.head_dim, kv = c.num_kv_heads * c.head_dim;
-    int64_t layer = 2 * D + D * q + 2 * D * kv + q * D + 3 * D * F;
-    if (c.qkv_bias) layer += q + 2 * kv;
-    if (c.o_bias) layer += D;
-    return c.vocab_size * D * (c.tie_word_embeddings ? 1 : 2) + D + c.num_layers * layer;
-}
-
 }  // namespace lisa

@@ -12,6 +12,7 @@ namespace lisa {
 
 enum class model_arch { llama, mistral, qwen2 };
 enum class rope_kind { none, linear, llama3 };
+enum class activation { silu, gelu_tanh };  // the gated MLP's activation (SwiGLU / GeGLU)
 
 struct rope_config {
     rope_kind kind = rope_kind::none;
@@ -42,6 +43,20 @@ struct llama_config {
     bool    qkv_bias = false;         // q/k/v projections carry a bias (Qwen2; Llama attention_bias)
     bool    o_bias = false;           // o_proj carries a bias (Llama attention_bias)
     dtype   torch_dtype = dtype::f32; // stored dtype the config declares
+    // How architectures differ, as data: the decoder's blocks read these, so a new architecture is
+    // a config plus the few blocks it really lacks. The Llama family uses the defaults; the blocks
+    // refuse a value they do not implement yet (llama_check_supported names the field).
+    bool       qk_norm = false;           // per-head RMSNorm of q and k before RoPE (Qwen3, Gemma 3)
+    double     norm_weight_offset = 0.0;  // RMSNorm scales by (offset + w) (Gemma: 1)
+    bool       sandwich_norms = false;    // norms after attention and around the MLP (Gemma)
+    activation hidden_act = activation::silu;
+    double     embed_scale = 1.0;         // embeddings are multiplied by this (Gemma: sqrt(hidden_size))
+    double     attn_scale = 0.0;          // attention score scale; 0 = 1/sqrt(head_dim)
+    double     attn_logit_softcap = 0.0;  // scores soft-capped at this (0 = none)
+    double     final_logit_softcap = 0.0; // logits soft-capped at this (0 = none)
+    std::vector<int64_t> layer_window;    // per layer: attention window in tokens, 0 = full (empty: all 0)
+    std::vector<uint8_t> layer_local_rope;// per layer: 1 = rope_local below instead of rope (empty: all 0)
+    rope_config          rope_local;      // RoPE of local (sliding-window) layers
     std::vector<int64_t> bos_token_ids, eos_token_ids;  // possibly empty
 };
 
@@ -52,6 +67,7 @@ llama_config config_load(const std::string& path);
 // kept when `original` is a JSON object text (so a saved model keeps e.g. its chat settings).
 std::string config_to_json(const llama_config& c, const std::string& original = "");
 
+// Parameters of a model with this config (from the layer table, src/model/layer.h).
 int64_t config_num_params(const llama_config& c);
 
 }  // namespace lisa

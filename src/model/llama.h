@@ -12,32 +12,20 @@
 #include <string>
 #include <vector>
 
-#include "core/buffer.h"
+#include "kernels/device_array.h"
+#include "kernels/kernels.h"
 #include "model/config.h"
+#include "model/layer.h"
 
 namespace lisa {
-
-struct llama_layer_weights {
-    float* attn_norm;  // [D]            input_layernorm.weight
-    float* wq;         // [Hq*hd, D]     self_attn.q_proj.weight
-    float* bq;         // [Hq*hd]        q_proj.bias (null unless qkv_bias)
-    float* wk;         // [Hkv*hd, D]    k_proj.weight
-    float* bk;         // [Hkv*hd]
-    float* wv;         // [Hkv*hd, D]    v_proj.weight
-    float* bv;         // [Hkv*hd]
-    float* wo;         // [D, Hq*hd]     o_proj.weight
-    float* bo;         // [D]            o_proj.bias (null unless o_bias)
-    float* mlp_norm;   // [D]            post_attention_layernorm.weight
-    float* w_gate;     // [F, D]         mlp.gate_proj.weight
-    float* w_up;       // [F, D]         mlp.up_proj.weight
-    float* w_down;     // [D, F]         mlp.down_proj.weight
-};
 
 struct llama_weights {
     float*                           embed;    // [V, D]  model.embed_tokens.weight
     std::vector<llama_layer_weights> layers;   // num_layers entries
     float*                           norm;     // [D]     model.norm.weight
     float*                           lm_head;  // [V, D]  lm_head.weight (== embed when tied)
+    // the pointer of tensor t of the size table (no casts: a switch over the table's slot)
+    float** slot(const struct llama_tensor_info& t);
 };
 
 // One entry of the size table: where a Hugging Face tensor lives in the parameter buffer.
@@ -48,16 +36,14 @@ struct llama_tensor_info {
     size_t               numel;
     int                  layer;   // decoder layer index, or -1 for embed / final norm / lm_head
     bool                 is_matrix;  // 2-D weight (normal init) vs norm/bias (ones/zeros)
-    int                  field;   // its pointer in llama_weights: index into llama_layer_weights for
-                                  // layer tensors; kFieldEmbed / kFieldNorm / kFieldHead otherwise
+    tensor_kind          kind;    // matrix / norm / bias
+    int                  field;   // its pointer in llama_weights: the layer_tensor for layer
+                                  // tensors; kFieldEmbed / kFieldNorm / kFieldHead otherwise
 };
 enum { kFieldEmbed = -1, kFieldNorm = -2, kFieldHead = -3 };
 
 // bf16 copies of the matrices of a model kept in bf16 ("half" mode), same layout as the fp32
 // pointers; null in fp32 mode.
-struct llama_layer_weights16 {
-    const uint16_t *wq, *wk, *wv, *wo, *w_gate, *w_up, *w_down;
-};
 struct llama_weights16 {
     const uint16_t*                    embed;
     std::vector<llama_layer_weights16> layers;
@@ -67,8 +53,6 @@ struct llama_weights16 {
 // LoRA adapters on the decoder's Linear layers, computed unmerged (y += s·B·A·x) so that only
 // A and B need gradients. Pointers are owned elsewhere (the trainer's LoRA buffer); a null A
 // means the module has no adapter.
-enum lora_target { LORA_Q, LORA_K, LORA_V, LORA_O, LORA_GATE, LORA_UP, LORA_DOWN, LORA_N };
-const char* lora_target_name(int t);  // "q_proj", ..., "down_proj"
 struct llama_lora_layer {
     float* A[LORA_N];  // [r, in]
     float* B[LORA_N];  // [out, r]
@@ -81,10 +65,19 @@ struct llama_lora {
     std::vector<llama_lora_layer> layers;
 };
 
+// Where a model computes: the backend (chosen here, once) and its thread count (0 = the
+// process default). Every library entry point that computes applies it for its duration.
+struct compute_ctx {
+    const backend* be = &backend_cpu();
+    int            threads = 0;
+    void           apply() const { be->set_threads(threads); }
+};
+
 struct llama_model {
     llama_config                   cfg;
+    compute_ctx                    ctx;           // backend and threads
     std::vector<llama_tensor_info> tensors;       // size table, in a fixed order
-    lazy_array<float>              params;        // the one fp32 allocation for all weights (pages
+    device_array<float>            params;        // the one fp32 allocation for all weights (pages
                                                   // are backed only where written)
     llama_weights                  w;             // pointers into params; in half mode a matrix's
                                                   // pointer is null unless it is materialised
@@ -92,7 +85,7 @@ struct llama_model {
     // computed from there tile by tile; fp32 copies exist only for materialised tensors (the
     // trainable ones: masters). Norms and biases are always fp32.
     bool                           half = false;
-    std::vector<uint16_t>          params16;
+    device_array<uint16_t>         params16;
     llama_weights16                w16;
     std::vector<bool>              materialized;  // per tensor, half mode: fp32 copy is current
     dtype                          stored_dtype;  // dtype of the loaded files (default for saving)
@@ -130,22 +123,28 @@ struct llama_save_options {
 // tokenizer files. Each file is written atomically; config.json is removed first and written
 // last, so an interrupted save never leaves a folder that looks loadable.
 void llama_model_save(const llama_model& m, const std::string& dir, const llama_save_options& opt);
+// Copies the tokenizer files a model folder may hold (tokenizer.json, tokenizer_config.json, ...)
+// from one folder to another, each atomically; absent ones are skipped.
+void llama_copy_tokenizer_files(const std::string& from, const std::string& dir);
 dtype parse_dtype_option(const std::string& s);  // "float32" | "bfloat16" | "float16"; throws otherwise
 size_t parse_size_option(const std::string& s);  // "5GB", "500MB", "100KB", "123" (bytes)
 
-// Gradient buffer shaped like the parameters; `g` points into it. All tensors start
-// trainable; set pointers to nullptr to freeze.
 // Gradient of an untied embedding, kept for the touched rows only: a step sees at most
 // batch × T distinct tokens of a vocabulary that may hold 128K rows.
 struct llama_embed_rows {
     std::vector<int32_t> row_of;  // [vocab]: position in `rows`, or -1 (untouched, gradient 0)
     std::vector<int32_t> rows;    // touched rows, in order of first touch
-    std::vector<float>   grad;    // [rows.size(), hidden]
+    device_array<float>  grad;    // [capacity, hidden]; the first rows.size() rows are in use
+    int64_t              width = 0;
+    // room for `capacity` rows of `width` (a step touches at most batch × T of them)
+    void init(int64_t vocab, int64_t width, int64_t capacity);
     void clear();                 // forget the rows of the last step (keeps the allocations)
 };
 
+// Gradient buffer shaped like the parameters; `g` points into it. All tensors start
+// trainable; set pointers to nullptr to freeze.
 struct llama_grads {
-    std::vector<float>            buf;
+    device_array<float>           buf;
     llama_weights                 g;
     std::vector<llama_lora_layer> lora;  // gradients of the LoRA A/B (null = none)
     llama_embed_rows*             embed_rows = nullptr;  // if set (and g.embed null): sparse embedding gradient
@@ -158,16 +157,19 @@ void llama_grads_freeze_layer(llama_grads* gr, int layer);  // null every pointe
 float** llama_weight_slot(llama_weights* w, const llama_model& m, size_t tensor_index);
 float* llama_grad_of(const llama_grads& gr, const llama_model& m, size_t tensor_index);  // nullptr if frozen
 
-// Activations for a batch of B sequences of length T (one allocation, sized up front).
+// What a decoder layer's forward keeps for its backward (pointers into an activation buffer).
+struct llama_layer_acts {
+    float *x_mid, *rstd1, *xn1, *q, *k, *v, *att, *lse, *rstd2, *xn2, *gate, *up, *h;
+};
+
+// Activations: one allocation planned once for the largest batch (llama_acts_init), re-pointed
+// for each smaller batch without allocating (llama_acts_shape).
 struct llama_acts {
-    int64_t B = 0, T = 0;
+    int64_t B = 0, T = 0;          // the current batch shape
+    int64_t cap_N = 0, cap_T = 0;  // the planned capacity (rows, sequence length)
     bool    checkpoint = false;  // gradient checkpointing: keep layer inputs only, recompute the rest
-    std::vector<float> buf;
-    // per layer (pointers into buf)
-    struct layer {
-        float *x_mid, *rstd1, *xn1, *q, *k, *v, *att, *lse, *rstd2, *xn2, *gate, *up, *h;
-    };
-    std::vector<layer> layers;
+    device_array<float> buf;
+    std::vector<llama_layer_acts> layers;  // per layer (one shared set when checkpointing)
     std::vector<float*> resid;  // num_layers + 1 residual streams: resid[0] = embeddings
     float *rstd_f, *xn_f;       // final norm
     // backward scratch
@@ -178,11 +180,16 @@ struct llama_acts {
     float *lora_dxa, *lora_xdrop, *lora_dx;
     int64_t head_chunk;
     float *rope_cos, *rope_sin; // [T, hd/2]
-    std::vector<int32_t> tokens, targets;  // [B*T]
+    std::vector<float>   inv_freq;         // [hd/2] RoPE inverse frequencies of the config
+    std::vector<int32_t> tokens, targets;  // [cap_N]
 };
-// checkpoint: gradient checkpointing — only each layer's input is kept; the backward recomputes a
-// layer's activations into one shared set (about a third more compute, activations / num_layers).
+// Plans and allocates activations for batches of up to B sequences of up to T tokens, and sets
+// the shape to (B, T). checkpoint: gradient checkpointing — only each layer's input is kept; the
+// backward recomputes a layer's activations into one shared set (about a third more compute,
+// activations / num_layers).
 void llama_acts_init(llama_acts* a, const llama_model& m, int64_t B, int64_t T, bool checkpoint = false);
+// Re-points the activations for a batch of B × T within the planned capacity (no allocation).
+void llama_acts_shape(llama_acts* a, const llama_model& m, int64_t B, int64_t T);
 
 // Runs the decoder on tokens [B*T] (row-major, right-padded) up to the final norm (acts.xn_f).
 void llama_forward(const llama_model& m, llama_acts* a, const int32_t* tokens);
@@ -197,17 +204,24 @@ void llama_logits(const llama_model& m, const llama_acts& a, float* logits);
 double llama_forward_backward(const llama_model& m, llama_acts* a, llama_grads* gr, const int32_t* tokens,
                               const int32_t* labels, float grad_scale, int64_t* n_tokens);
 
-// KV cache for generation: keys (after RoPE) and values of every layer, for up to max_T positions.
+// KV cache for generation: keys (after RoPE) and values of every layer, for up to max_T positions,
+// and the scratch of the blocks (grown to the largest chunk of tokens decoded at once).
 struct llama_kv_cache {
-    int64_t            max_T = 0;
-    int64_t            n_past = 0;  // positions already in the cache
-    std::vector<float> k, v;        // [num_layers, max_T, Hkv, hd]
-    std::vector<float> rope_cos, rope_sin;  // [max_T, hd/2]
+    int64_t             max_T = 0;
+    int64_t             n_past = 0;  // positions already in the cache
+    device_array<float> k, v;        // [num_layers, max_T, Hkv, hd]
+    std::vector<float>  rope_cos, rope_sin;  // [max_T, hd/2]
+    device_array<float> scratch;     // the blocks' activations for up to scratch_rows tokens
+    int64_t             scratch_rows = 0;
 };
 void llama_kv_cache_init(llama_kv_cache* c, const llama_model& m, int64_t max_T);
 // Runs n new tokens at positions n_past.., appends them to the cache and writes the logits of
 // the last one ([vocab_size]). Throws if the cache would overflow.
 void llama_decode(const llama_model& m, llama_kv_cache* c, const int32_t* tokens, int64_t n, float* logits_last);
+
+// Refuses a config whose architecture fields ask for math the blocks do not implement yet,
+// naming the field.
+void llama_check_supported(const llama_config& c);
 
 // Inverse rotary frequencies [head_dim/2] with the config's rope scaling applied.
 std::vector<float> llama_rope_inv_freq(const llama_config& c);

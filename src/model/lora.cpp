@@ -64,7 +64,27 @@ float* lora_module_weight(const llama_model& m, const std::string& module, int64
     return nullptr;
 }
 
+std::string lora_module_name(int layer, int target) {
+    std::string key = kLayerTensors[lora_target_tensor(target)].key;  // "self_attn.q_proj.weight"
+    return "model.layers." + std::to_string(layer) + "." + key.substr(0, key.size() - 7);
+}
+
+void lora_fold_into(llama_model* dst, const llama_lora& lo) {
+    dst->ctx.apply();
+    for (int l = 0; l < (int)lo.layers.size(); l++)
+        for (int t = 0; t < LORA_N; t++) {
+            if (!lo.layers[l].A[t]) continue;
+            int64_t out, in;
+            size_t ti = 0;
+            float* w = lora_module_weight(*dst, lora_module_name(l, t), &out, &in, &ti);
+            LISA_ASSERT(w, "lora_fold_into", "the model has no weight for an adapter");
+            llama_materialize(dst, ti, ti);  // bf16 models: the merged weight is held in fp32
+            dst->ctx.be->lora_fold(w, lo.layers[l].A[t], lo.layers[l].B[t], out, in, lo.r, lo.scale);
+        }
+}
+
 void lora_merge_adapter(llama_model* m, const std::string& dir) {
+    m->ctx.apply();
     if (!fs_is_dir(dir)) fail(strf("%s: --lora_model_path must be a PEFT adapter folder", dir.c_str()));
     lora_adapter_config c = lora_config_load(fs_join(dir, "adapter_config.json"));
     std::string wpath = fs_join(dir, "adapter_model.safetensors");
@@ -97,15 +117,7 @@ void lora_merge_adapter(llama_model* m, const std::string& dir) {
         std::vector<float> A(r * in), B(out * r);
         convert_to_f32(A.data(), t.data, t.dt, t.numel);
         convert_to_f32(B.data(), tb->data, tb->dt, tb->numel);
-        // W[out,in] += scale · B[out,r] · A[r,in]
-#pragma omp parallel for schedule(static)
-        for (int64_t o = 0; o < out; o++)
-            for (int64_t k = 0; k < r; k++) {
-                float b = scale * B[o * r + k];
-                const float* a = A.data() + k * in;
-                float* wr = w + o * in;
-                for (int64_t i = 0; i < in; i++) wr[i] += b * a[i];
-            }
+        m->ctx.be->lora_fold(w, A.data(), B.data(), out, in, r, scale);  // W[out,in] += scale · B·A
         used.insert(n);
         used.insert(bname);
     }

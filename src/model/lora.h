@@ -31,4 +31,11 @@ void lora_merge_adapter(llama_model* m, const std::string& adapter_dir);
 float* lora_module_weight(const llama_model& m, const std::string& module, int64_t* out, int64_t* in,
                           size_t* index = nullptr);
 
+// "model.layers.3.self_attn.q_proj": the module an adapter of (layer, lora_target) sits on.
+std::string lora_module_name(int layer, int target);
+
+// Folds unmerged adapters into a model's weights: W += scale · B·A for every adapter of `lora`
+// (the trainer's --save_aggregated_lora). dst must not carry adapters itself.
+void lora_fold_into(llama_model* dst, const llama_lora& lora);
+
 }  // namespace lisa

@@ -170,6 +170,14 @@ static const char* kTokenizerFiles[] = {"tokenizer.json",     "tokenizer_config.
                                         "tokenizer.model",    "added_tokens.json",     "vocab.json",
                                         "merges.txt",         "chat_template.jinja",   "chat_template.json"};
 
+void llama_copy_tokenizer_files(const std::string& from, const std::string& dir) {
+    if (from.empty()) return;
+    for (const char* f : kTokenizerFiles) {
+        std::string s = fs_join(from, f), d = fs_join(dir, f);
+        if (fs_is_file(s) && std::filesystem::absolute(s) != std::filesystem::absolute(d)) fs_copy_atomic(s, d);
+    }
+}
+
 void llama_model_save(const llama_model& m, const std::string& dir, const llama_save_options& opt) {
     fs_mkdirs(dir);
     const std::string cfg_path = fs_join(dir, "config.json");
@@ -233,13 +241,7 @@ void llama_model_save(const llama_model& m, const std::string& dir, const llama_
         else if (!m.cfg.eos_token_ids.empty()) gc["eos_token_id"] = m.cfg.eos_token_ids;
         fs_write_atomic(fs_join(dir, "generation_config.json"), gc.dump(2) + "\n");
     }
-    std::string tok_from = opt.tokenizer_from.empty() ? src : opt.tokenizer_from;
-    if (!tok_from.empty()) {
-        for (const char* f : kTokenizerFiles) {
-            std::string s = fs_join(tok_from, f), d = fs_join(dir, f);
-            if (fs_is_file(s) && std::filesystem::absolute(s) != std::filesystem::absolute(d)) fs_copy_atomic(s, d);
-        }
-    }
+    llama_copy_tokenizer_files(opt.tokenizer_from.empty() ? src : opt.tokenizer_from, dir);
     llama_config c = m.cfg;
     c.torch_dtype = opt.out_dtype;
     fs_write_atomic(cfg_path, config_to_json(c, original));

@@ -1,31 +1,66 @@
-// AdamW (decoupled weight decay, as torch.optim.AdamW) over contiguous fp32 spans, learning-rate
-// schedules as Hugging Face's get_scheduler, and global gradient-norm clipping.
+// Parameter groups and AdamW, in one place: every trainable span of parameters is a group with
+// one contiguous block of optimizer state, and one optimizer step updates all groups (global
+// gradient-norm clipping folded into the AdamW pass). Learning-rate schedules as Hugging Face's
+// get_scheduler. The update arithmetic itself is the backend's (kernels.h: adamw_update).
 #pragma once
 #include <cstdint>
 #include <string>
+#include <vector>
+
+#include "kernels/device_array.h"
+#include "kernels/kernels.h"
 
 namespace lisa {
 
-struct adamw_hparams {
-    double lr = 5e-5, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0.0;
+// A trainable span of parameters and its optimizer state [grad | m | v] (just [m | v] when the
+// gradient is sparse: an untied embedding, whose gradient rows live in llama_embed_rows).
+struct param_group {
+    std::string         name;             // "embed", "norm", "head", "layer.3", "lora"
+    float*              param = nullptr;  // first parameter of the span
+    size_t              n = 0;
+    device_array<float> state;
+    int64_t             step = 0;         // AdamW steps of this state (bias correction)
+    bool                sparse = false;
+    struct span {
+        size_t off, len;
+        bool   decay;  // weight decay applies (matrices; not norms and biases, as HF's Trainer)
+    };
+    std::vector<span> spans;  // per tensor
+    float* grad() { return sparse ? nullptr : state.data(); }
+    float* m() { return state.data() + (sparse ? 0 : n); }
+    float* v() { return m() + n; }
+    // fresh state: zero moments and step count (a LISA layer entering)
+    void   reset() {
+        state.zero();
+        step = 0;
+    }
+};
+// A group over `n` values at `param` with the given per-tensor spans; state allocated zeroed.
+param_group param_group_make(const std::string& name, float* param, std::vector<param_group::span> spans,
+                             bool sparse = false);
+
+// The sparse rows of the one sparse group, if any (set by whoever owns them).
+struct sparse_rows {
+    const float*   grad = nullptr;    // [touched rows, width]
+    const int32_t* row_of = nullptr;  // [rows]: index into grad, or -1
+    int64_t        rows = 0, width = 0, touched = 0;
 };
 
-// One AdamW step on n parameters: p -= lr·wd·p; m, v updated; p -= lr·m̂/(√v̂ + eps).
-// `step` is this span's 1-based step count (bias correction); decay=false skips weight decay.
-// grad_scale multiplies g on the fly (global-norm clipping without a separate pass).
-void adamw_update(float* p, const float* g, float* m, float* v, size_t n, const adamw_hparams& h, int64_t step,
-                  bool decay, float grad_scale = 1.0f);
+// Zeroes every dense gradient.
+void   optim_zero_grads(const backend& K, const std::vector<param_group*>& groups);
+// The global gradient norm over all groups.
+double optim_grad_norm(const backend& K, const std::vector<param_group*>& groups, const sparse_rows& sr);
+// One AdamW step of every group with gradients scaled by clip.
+void   optim_step(const backend& K, const std::vector<param_group*>& groups, const adamw_hparams& h, float clip,
+                  const sparse_rows& sr);
+// Bytes of optimizer moments (m, v) held.
+size_t optim_state_bytes(const std::vector<param_group*>& groups);
 
-// AdamW over a [rows, width] matrix whose gradient is stored for some rows only: row r's
-// gradient is grad[row_of[r]] if row_of[r] >= 0, else zero (m and v still decay, as in torch).
-void adamw_update_rows(float* p, const float* grad, const int32_t* row_of, float* m, float* v, int64_t rows,
-                       int64_t width, const adamw_hparams& h, int64_t step, bool decay, float grad_scale);
-
+// ---- learning-rate schedules
+enum class lr_schedule { linear, cosine, constant, constant_with_warmup };
+bool        lr_schedule_parse(const std::string& s, lr_schedule* out);
+const char* lr_schedule_name(lr_schedule k);
 // Learning rate at optimizer step `step` (0-based) of `total`, Hugging Face semantics.
-// kind: linear | cosine | constant | constant_with_warmup.
-double lr_at(const std::string& kind, double base_lr, int64_t step, int64_t warmup, int64_t total);
-bool   lr_kind_valid(const std::string& kind);
-
-double sum_of_squares(const float* g, size_t n);  // deterministic (fixed-order blocks)
+double lr_at(lr_schedule kind, double base_lr, int64_t step, int64_t warmup, int64_t total);
 
 }  // namespace lisa

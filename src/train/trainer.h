@@ -1,11 +1,16 @@
 // The fine-tuning loop: LISA (default), full fine-tuning or LoRA, with AdamW, LR schedules,
 // gradient accumulation and clipping, evaluation, checkpoints and resume.
 //
+// The rooms: the loop is here (trainer.cpp); parameter groups and AdamW in optim.h; what trains
+// is a policy (policy.h: LISA, full, LoRA, each its own unit); checkpoints in checkpoint.h;
+// evaluation and the data defaults shared with `lisa eval` in evaluate.h; ranks through comm.h.
+//
 // Memory: gradients and AdamW moments exist only for trainable tensors, in contiguous blocks
 // (one per trainable group: embedding, final norm + head, each decoder layer, or all LoRA
 // weights). LISA holds exactly γ layer blocks, allocated once and re-bound to the layers drawn
 // at each switch (zeroed: entering layers start with fresh state), so its optimizer memory is
-// constant over the run.
+// constant over the run. Activations and batches are planned once for the largest batch: the
+// step loop allocates nothing.
 //
 // The library never prints: progress and log records go to the callbacks.
 #pragma once
@@ -18,9 +23,15 @@
 
 namespace lisa {
 
+enum class train_method { lisa, full, lora };
+bool        train_method_parse(const std::string& s, train_method* out);  // "lisa" | "full" | "lora"
+const char* train_method_name(train_method m);
+
+// Every option of a run, with its default stated here and nowhere else (the CLI's help shows
+// these values; training_args.json records the resolved ones).
 struct train_options {
     // what to train
-    std::string method = "lisa";          // lisa | full | lora
+    train_method method = train_method::lisa;
     int64_t     lisa_activated_layers = 2;  // γ
     int64_t     lisa_interval_steps = 20;   // K
     bool        lisa_train_embeddings = true;
@@ -40,7 +51,7 @@ struct train_options {
     // optimisation (Hugging Face TrainingArguments defaults)
     adamw_hparams adam;                    // lr 5e-5, betas (0.9, 0.999), eps 1e-8, wd 0
     double      max_grad_norm = 1.0;
-    std::string lr_scheduler_type = "linear";
+    lr_schedule lr_scheduler_type = lr_schedule::linear;
     int64_t     warmup_steps = 0;
     double      warmup_ratio = 0.0;
     double      num_train_epochs = 3.0;
@@ -57,6 +68,7 @@ struct train_options {
     std::string torch_dtype;             // output dtype; "" = the input's
     std::string max_shard_size = "5GB";
     std::string run_name;                // recorded in training_args.json
+    int         threads = 0;             // compute threads; 0 = the process default
     // library use (benchmarks): train on these samples instead of reading dataset_path (no
     // tokenizer needed), keep file order, and skip writing the final model
     const struct dataset* train_data = nullptr;
@@ -86,6 +98,8 @@ train_result train_run(const train_options& opt, const train_callbacks& cb);
 
 // The LISA draw of interval k: γ of n layers, uniformly without replacement, from the seed.
 std::vector<int> lisa_draw_layers(uint64_t seed, int64_t interval, int n_layers, int gamma);
+// The interval a step belongs to, and whether a draw happens at it (step 0 too).
+inline int64_t lisa_interval_of(int64_t step, int64_t K) { return step / K; }
 
 // Requests a graceful stop (checkpoint, then return): what SIGINT/SIGTERM handlers call.
 void train_request_stop();

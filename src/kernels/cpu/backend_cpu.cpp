@@ -1,14 +1,28 @@
-#include "kernels/cpu/kernels.h"
+// The fast CPU backend: matrix products on OpenBLAS (its OpenMP build, so BLAS and these loops
+// share one thread pool), everything else OpenMP loops with fixed reduction orders.
+#include "kernels/kernels.h"
 
 #include "core/dtype.h"
+#include "core/rng.h"
 
 #include <algorithm>
 #include <cblas.h>
 #include <cmath>
 #include <cstring>
+#include <omp.h>
+#include <string>
 #include <vector>
 
 namespace lisa {
+namespace cpu {
+
+// A per-thread scratch buffer that grows on first use and is reused after (no allocation in
+// steady state). `which` separates buffers a kernel needs at the same time.
+static float* scratch(int which, size_t n) {
+    thread_local std::vector<float> buf[4];
+    if (buf[which].size() < n) buf[which].resize(n);
+    return buf[which].data();
+}
 
 // ============================================================================ linear
 void linear_forward(float* y, const float* x, const float* w, const float* b, int64_t N, int64_t in, int64_t out) {
@@ -41,9 +55,7 @@ void linear_backward(float* dx, float* dw, float* db, const float* dy, const flo
 // Rows [o0, o1) of a bf16 [out, in] matrix converted into an fp32 scratch block (reused).
 static const int64_t kBf16Block = 256;
 static float* bf16_block(const uint16_t* w, int64_t o0, int64_t o1, int64_t in) {
-    thread_local std::vector<float> buf;
-    if ((int64_t)buf.size() < kBf16Block * in) buf.resize(kBf16Block * in);
-    float* dst = buf.data();
+    float* dst = scratch(3, (size_t)(kBf16Block * in));
     const int64_t n = (o1 - o0) * in;
     const uint16_t* src = w + o0 * in;
 #pragma omp parallel for schedule(static)
@@ -110,10 +122,11 @@ void rmsnorm_backward(float* dx, float* dw, const float* dy, const float* x, con
         // rows in fixed chunks of 64 (partial sums per chunk, reduced in chunk order): contiguous
         // access, and the same result for any thread count
         const int64_t chunk = 64, nc = (N + chunk - 1) / chunk;
-        std::vector<float> part(nc * D, 0.0f);
+        float* part = scratch(2, (size_t)(nc * D));
+        std::memset(part, 0, nc * D * sizeof(float));
 #pragma omp parallel for schedule(static)
         for (int64_t c = 0; c < nc; c++) {
-            float* pc = part.data() + c * D;
+            float* pc = part + c * D;
             for (int64_t n = c * chunk; n < std::min(N, (c + 1) * chunk); n++) {
                 const float r = rstd[n];
                 const float* dyr = dy + n * D;
@@ -179,11 +192,6 @@ static inline float dotf(const float* a, const float* b, int64_t n) {
 // single-threaded (OpenBLAS's OpenMP build), the loop supplies the parallelism.
 static const int64_t kAttnBlock = 64;
 
-static std::vector<float>& attn_scratch(int which, size_t n) {
-    thread_local std::vector<float> buf[2];
-    if (buf[which].size() < n) buf[which].resize(n);
-    return buf[which];
-}
 
 void attention_forward(float* out, float* lse, const float* q, const float* k, const float* v, int64_t B, int64_t T,
                        int64_t Hq, int64_t Hkv, int64_t hd) {
@@ -192,7 +200,7 @@ void attention_forward(float* out, float* lse, const float* q, const float* k, c
 #pragma omp parallel for collapse(2) schedule(dynamic, 1)
     for (int64_t b = 0; b < B; b++)
         for (int64_t h = 0; h < Hq; h++) {
-            float* S = attn_scratch(0, (size_t)kAttnBlock * T).data();
+            float* S = scratch(0, (size_t)kAttnBlock * T);
             const float* Q = q + (b * T * Hq + h) * hd;
             const float* K = k + (b * T * Hkv + h / group) * hd;
             const float* Vv = v + (b * T * Hkv + h / group) * hd;
@@ -229,8 +237,8 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
 #pragma omp parallel for collapse(2) schedule(dynamic, 1)
     for (int64_t b = 0; b < B; b++)
         for (int64_t kh = 0; kh < Hkv; kh++) {
-            float* P = attn_scratch(0, (size_t)kAttnBlock * T).data();
-            float* dP = attn_scratch(1, (size_t)kAttnBlock * T).data();
+            float* P = scratch(0, (size_t)kAttnBlock * T);
+            float* dP = scratch(1, (size_t)kAttnBlock * T);
             const float* K = k + (b * T * Hkv + kh) * hd;
             const float* Vv = v + (b * T * Hkv + kh) * hd;
             float* dK = dk + (b * T * Hkv + kh) * hd;
@@ -281,7 +289,7 @@ void attention_forward_kv(float* out, const float* q, const float* kc, const flo
     const float scale = 1.0f / std::sqrt((float)hd);
 #pragma omp parallel
     {
-        std::vector<float> p(pos0 + n);
+        float* p = scratch(0, (size_t)(pos0 + n));
 #pragma omp for collapse(2) schedule(dynamic, 1)
         for (int64_t i = 0; i < n; i++)
             for (int64_t h = 0; h < Hq; h++) {
@@ -346,24 +354,26 @@ void embedding_backward(float* dtable, const float* dx, const int32_t* tokens, i
 }
 
 // ============================================================================ lm head + cross-entropy
-double lmhead_xent_forward_backward(float* dx, float* dw, const float* x, const float* w, const int32_t* targets,
-                                    int64_t N, int64_t D, int64_t V, float grad_scale, float* scratch, int64_t chunk,
-                                    const uint16_t* w16) {
-    float* logits = scratch;                 // [chunk, V]
-    float* xs = scratch + chunk * V;         // [chunk, D] gathered input rows
+double lmhead_xent(float* dx, float* dw, const float* x, const float* w, const uint16_t* w16, const int32_t* targets,
+                   int64_t N, int64_t D, int64_t V, float grad_scale, float* buf, int64_t chunk) {
+    float* logits = buf;                     // [chunk, V]
+    float* xs = buf + chunk * V;             // [chunk, D] gathered input rows
     float* dxs = xs + chunk * D;             // [chunk, D] their gradients
-    std::vector<int64_t> rows;               // rows of this chunk with a target
-    rows.reserve(chunk);
-    std::vector<double> row_loss(chunk);
+    // rows of this chunk with a target, and their losses: per-thread buffers grown once, reached
+    // through plain pointers inside the parallel loop (its threads have their own thread_locals)
+    thread_local std::vector<int64_t> rows_buf;
+    thread_local std::vector<double> loss_buf;
+    if ((int64_t)loss_buf.size() < chunk) loss_buf.resize(chunk), rows_buf.resize(chunk);
+    int64_t* rows = rows_buf.data();
+    double* row_loss = loss_buf.data();
     double total = 0.0;
     int64_t n = 0;
     while (n < N) {
-        rows.clear();
-        while (n < N && (int64_t)rows.size() < chunk) {
-            if (targets[n] >= 0) rows.push_back(n);
+        int64_t R = 0;
+        while (n < N && R < chunk) {
+            if (targets[n] >= 0) rows[R++] = n;
             n++;
         }
-        const int64_t R = (int64_t)rows.size();
         if (R == 0) continue;
         for (int64_t r = 0; r < R; r++) std::memcpy(xs + r * D, x + rows[r] * D, D * sizeof(float));
         if (w) linear_forward(logits, xs, w, nullptr, R, D, V);
@@ -404,6 +414,170 @@ double lmhead_xent_forward_backward(float* dx, float* dw, const float* x, const 
         if (dw) linear_backward(nullptr, dw, nullptr, logits, xs, w, R, D, V);
     }
     return total;
+}
+
+
+// ============================================================================ the rest
+static void set_threads(int n) {
+    if (n <= 0) return;
+    omp_set_num_threads(n);
+    openblas_set_num_threads(n);
+}
+
+static void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+                 const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, (int)M, (int)N, (int)K,
+                alpha, A, (int)lda, B, (int)ldb, beta, C, (int)ldc);
+}
+
+static void add(float* y, const float* x, int64_t n) {
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; i++) y[i] += x[i];
+}
+
+static void zero(float* x, int64_t n) { std::memset(x, 0, n * sizeof(float)); }
+static void copy(float* dst, const float* src, int64_t n) { std::memcpy(dst, src, n * sizeof(float)); }
+
+static void dropout(float* out, const float* x, int64_t n, float p, uint64_t key) {
+    const float keep = 1.0f / (1.0f - p);
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; i++) {
+        uint64_t z = key + (uint64_t)i;
+        double u = (double)(rng_splitmix(&z) >> 11) * 0x1.0p-53;
+        out[i] = u < p ? 0.0f : x[i] * keep;
+    }
+}
+
+static void embedding_backward_rows(float* grad, const int32_t* row_of, const float* dx, const int32_t* tokens,
+                                    int64_t N, int64_t D) {
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < D; i++)  // columns in parallel: repeated tokens never race
+        for (int64_t n = 0; n < N; n++) grad[(int64_t)row_of[tokens[n]] * D + i] += dx[n * D + i];
+}
+
+static void lora_fold(float* w, const float* A, const float* B, int64_t out, int64_t in, int64_t r, float scale) {
+#pragma omp parallel for schedule(static)
+    for (int64_t o = 0; o < out; o++)
+        for (int64_t k = 0; k < r; k++) {
+            const float b = scale * B[o * r + k];
+            const float* a = A + k * in;
+            float* wr = w + o * in;
+            for (int64_t i = 0; i < in; i++) wr[i] += b * a[i];
+        }
+}
+
+// One AdamW update of a parameter, its moments and its (scaled) gradient; constants per call.
+struct adamw_consts {
+    float step_size, bc2_sqrt, b1, b2, eps, shrink;
+    adamw_consts(const adamw_hparams& h, int64_t step, bool decay) {
+        const double bc1 = 1.0 - std::pow(h.beta1, (double)step), bc2 = 1.0 - std::pow(h.beta2, (double)step);
+        step_size = (float)(h.lr / bc1);
+        bc2_sqrt = (float)std::sqrt(bc2);
+        b1 = (float)h.beta1;
+        b2 = (float)h.beta2;
+        eps = (float)h.eps;
+        shrink = decay ? (float)(1.0 - h.lr * h.weight_decay) : 1.0f;
+    }
+    inline void apply(float& p, float g, float& m, float& v) const {
+        m = b1 * m + (1.0f - b1) * g;
+        v = b2 * v + (1.0f - b2) * g * g;
+        p = p * shrink - step_size * m / (std::sqrt(v) / bc2_sqrt + eps);
+    }
+};
+
+static void adamw_update(float* p, const float* g, float* m, float* v, int64_t n, const adamw_hparams& h,
+                         int64_t step, bool decay, float grad_scale) {
+    const adamw_consts c(h, step, decay);
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; i++) c.apply(p[i], g[i] * grad_scale, m[i], v[i]);
+}
+
+static void adamw_update_rows(float* p, const float* grad, const int32_t* row_of, float* m, float* v, int64_t rows,
+                              int64_t width, const adamw_hparams& h, int64_t step, bool decay, float grad_scale) {
+    const adamw_consts c(h, step, decay);
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < rows; r++) {
+        const float* g = row_of[r] >= 0 ? grad + (int64_t)row_of[r] * width : nullptr;
+        const int64_t o = r * width;
+        for (int64_t i = 0; i < width; i++) c.apply(p[o + i], g ? g[i] * grad_scale : 0.0f, m[o + i], v[o + i]);
+    }
+}
+
+static double sum_of_squares(const float* g, int64_t n) {
+    const int64_t block = 1 << 16, nb = (n + block - 1) / block;
+    thread_local std::vector<double> part_buf;
+    if ((int64_t)part_buf.size() < nb) part_buf.resize(nb);
+    double* part = part_buf.data();
+#pragma omp parallel for schedule(static)
+    for (int64_t b = 0; b < nb; b++) {
+        double s = 0;
+        for (int64_t i = b * block; i < std::min(n, (b + 1) * block); i++) s += (double)g[i] * g[i];
+        part[b] = s;
+    }
+    double s = 0;
+    for (int64_t b = 0; b < nb; b++) s += part[b];
+    return s;
+}
+
+static void fill_normal(float* dst, uint16_t* dst16, int64_t n, double std, uint64_t seed, uint64_t stream) {
+    const int64_t block = (int64_t)1 << 20, nb = (n + block - 1) / block;
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int64_t b = 0; b < nb; b++) {
+        rng r;
+        rng_init(&r, seed ^ (0x9e3779b97f4a7c15ull * (stream + 1)) ^ (0xbf58476d1ce4e5b9ull * (uint64_t)(b + 1)));
+        const int64_t i0 = b * block, i1 = std::min(n, i0 + block);
+        if (dst16) {  // straight to bf16: a big model never has an fp32 copy
+            for (int64_t i = i0; i < i1; i++) dst16[i] = f32_to_bf16((float)(rng_normal(&r) * std));
+        } else {
+            for (int64_t i = i0; i < i1; i++) dst[i] = (float)(rng_normal(&r) * std);
+        }
+    }
+}
+
+}  // namespace cpu
+
+const backend& backend_cpu() {
+    static const backend b = {
+        "cpu",
+        cpu::set_threads,
+        cpu::gemm,
+        cpu::linear_forward,
+        cpu::linear_backward,
+        cpu::linear_forward_bf16,
+        cpu::linear_backward_bf16,
+        cpu::rmsnorm_forward,
+        cpu::rmsnorm_backward,
+        cpu::rope_forward,
+        cpu::rope_backward,
+        cpu::rope_tables,
+        cpu::attention_forward,
+        cpu::attention_backward,
+        cpu::attention_forward_kv,
+        cpu::swiglu_forward,
+        cpu::swiglu_backward,
+        cpu::add,
+        cpu::zero,
+        cpu::copy,
+        cpu::dropout,
+        cpu::embedding_forward,
+        cpu::embedding_forward_bf16,
+        cpu::embedding_backward,
+        cpu::embedding_backward_rows,
+        cpu::lmhead_xent,
+        cpu::lora_fold,
+        cpu::adamw_update,
+        cpu::adamw_update_rows,
+        cpu::sum_of_squares,
+        cpu::fill_normal,
+    };
+    return b;
+}
+
+const backend* backend_by_name(const char* name) {
+    const std::string n = name;
+    if (n == "cpu") return &backend_cpu();
+    if (n == "ref") return &backend_ref();
+    return nullptr;
 }
 
 }  // namespace lisa

@@ -1,0 +1,136 @@
+// The backend-neutral kernel interface: every loop over tensor data in lisa.cpp is one of these
+// functions. A backend is a table of them; the model, LoRA and the optimizer call kernels only
+// through a `backend`, so the backend is chosen in one place (`llama_model::be`, the trainer's
+// optimizer) and a new one (CUDA, say) implements this table and joins the kernel harness
+// (tests/test_kernels.cpp), which checks every kernel of a backend against `backend_ref()` and
+// every backward by finite differences.
+//
+// Conventions, for every backend:
+// - Buffers are row-major fp32 (bf16 where the name says so) in the backend's memory
+//   (`device_array`); sizes are element counts.
+// - Each backward ACCUMULATES (+=) into the gradient buffers it is given, so callers zero
+//   gradients once and several paths can add into the same buffer (tied embeddings). A gradient
+//   pointer that is nullptr is skipped: frozen weights get no weight gradient while their input
+//   gradient still flows.
+// - Results do not depend on the thread count (fixed reduction orders), so a run is
+//   reproducible bit for bit on a given machine.
+// - Kernel temporaries live in per-thread buffers that grow on first use and are reused after:
+//   a training step in steady state allocates nothing.
+#pragma once
+#include <cstdint>
+
+namespace lisa {
+
+struct adamw_hparams {
+    double lr = 5e-5, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0.0;
+};
+
+struct backend {
+    const char* name;  // "cpu", "ref"
+
+    // Compute threads for the calling thread's kernels from now on (0 = leave as is).
+    void (*set_threads)(int n);
+
+    // ---- general matrix product: C[M,N] = alpha · op(A)·op(B) + beta · C, op = transpose when
+    // the flag is set; lda/ldb/ldc are row strides (BLAS sgemm, row-major).
+    void (*gemm)(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+                 int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
+
+    // ---- linear: y[N,out] = x[N,in] · W[out,in]ᵀ + b[out] (b may be null). HF nn.Linear layout.
+    void (*linear_forward)(float* y, const float* x, const float* w, const float* b, int64_t N, int64_t in,
+                           int64_t out);
+    // dx += dy·W ; dw += dyᵀ·x ; db += Σ_rows dy   (each may be null)
+    void (*linear_backward)(float* dx, float* dw, float* db, const float* dy, const float* x, const float* w,
+                            int64_t N, int64_t in, int64_t out);
+    // the same with a bf16 weight held frozen: converted block by block, never copied whole
+    void (*linear_forward_bf16)(float* y, const float* x, const uint16_t* w, const float* b, int64_t N, int64_t in,
+                                int64_t out);
+    // dx += dy·W
+    void (*linear_backward_bf16)(float* dx, const float* dy, const uint16_t* w, int64_t N, int64_t in, int64_t out);
+
+    // ---- RMSNorm: y = x / sqrt(mean(x²) + eps) * w, in fp32; saves rstd[N] for the backward.
+    void (*rmsnorm_forward)(float* y, float* rstd, const float* x, const float* w, int64_t N, int64_t D, float eps);
+    // dx += ∂L/∂x ; dw += Σ_rows dy·x·rstd   (dx, dw may be null)
+    void (*rmsnorm_backward)(float* dx, float* dw, const float* dy, const float* x, const float* w,
+                             const float* rstd, int64_t N, int64_t D);
+
+    // ---- rotary embedding, rotate-half convention (HF): x [B,T,H,hd] in place; cos/sin [T,hd/2]
+    void (*rope_forward)(float* x, const float* cos, const float* sin, int64_t B, int64_t T, int64_t H, int64_t hd);
+    // the inverse rotation, in place on the gradient
+    void (*rope_backward)(float* dx, const float* cos, const float* sin, int64_t B, int64_t T, int64_t H,
+                          int64_t hd);
+    // cos/sin [T, hd/2] of positions 0..T-1 from inv_freq [hd/2]
+    void (*rope_tables)(float* cos, float* sin, const float* inv_freq, int64_t T, int64_t hd);
+
+    // ---- causal self-attention with grouped KV heads: q [B,T,Hq,hd], k,v [B,T,Hkv,hd],
+    // out [B,T,Hq,hd], lse [B,Hq,T] (log-sum-exp of each query's scaled scores, for the backward).
+    // No T×T score matrix is ever stored.
+    void (*attention_forward)(float* out, float* lse, const float* q, const float* k, const float* v, int64_t B,
+                              int64_t T, int64_t Hq, int64_t Hkv, int64_t hd);
+    // dq, dk, dv += gradients (probabilities recomputed from q, k and lse)
+    void (*attention_backward)(float* dq, float* dk, float* dv, const float* dout, const float* out,
+                               const float* lse, const float* q, const float* k, const float* v, int64_t B,
+                               int64_t T, int64_t Hq, int64_t Hkv, int64_t hd);
+    // n new queries at positions pos0.. over a KV cache holding positions 0..pos0+n-1:
+    // q/out [n,Hq,hd], kc/vc [>= pos0+n, Hkv, hd]. Inference only.
+    void (*attention_forward_kv)(float* out, const float* q, const float* kc, const float* vc, int64_t n,
+                                 int64_t pos0, int64_t Hq, int64_t Hkv, int64_t hd);
+
+    // ---- SwiGLU: h = silu(g) * u over n values; dg, du += gradients
+    void (*swiglu_forward)(float* h, const float* g, const float* u, int64_t n);
+    void (*swiglu_backward)(float* dg, float* du, const float* dh, const float* g, const float* u, int64_t n);
+
+    // ---- elementwise: y += x over n values; x = 0; dst = src
+    void (*add)(float* y, const float* x, int64_t n);
+    void (*zero)(float* x, int64_t n);
+    void (*copy)(float* dst, const float* src, int64_t n);
+    // out = x ⊙ mask / (1-p), the mask drawn from (key, index): the same key gives the same mask,
+    // so a backward regenerates it instead of storing it
+    void (*dropout)(float* out, const float* x, int64_t n, float p, uint64_t key);
+
+    // ---- embedding: x[N,D] = table[tokens[n]]
+    void (*embedding_forward)(float* x, const int32_t* tokens, const float* table, int64_t N, int64_t D);
+    void (*embedding_forward_bf16)(float* x, const int32_t* tokens, const uint16_t* table, int64_t N, int64_t D);
+    // dtable[tokens[n]] += dx[n]
+    void (*embedding_backward)(float* dtable, const float* dx, const int32_t* tokens, int64_t N, int64_t D);
+    // sparse: grad[row_of[tokens[n]]] += dx[n] (row_of maps a token to its gradient row)
+    void (*embedding_backward_rows)(float* grad, const int32_t* row_of, const float* dx, const int32_t* tokens,
+                                    int64_t N, int64_t D);
+
+    // ---- LM head fused with cross-entropy, in row chunks: never more than chunk×V logits.
+    // Rows with targets[n] >= 0: loss_n = logsumexp(x_n·Wᵀ) - (x_n·Wᵀ)[target]; returns Σ loss_n.
+    // dx, dw (may be null) += gradients of grad_scale · Σ loss_n. w16: the head in bf16 when w is
+    // null (frozen). scratch holds lmhead_scratch_floats(chunk, D, V) floats.
+    double (*lmhead_xent)(float* dx, float* dw, const float* x, const float* w, const uint16_t* w16,
+                          const int32_t* targets, int64_t N, int64_t D, int64_t V, float grad_scale, float* scratch,
+                          int64_t chunk);
+
+    // ---- W[out,in] += scale · B[out,r]·A[r,in] (folding a LoRA adapter into its weight)
+    void (*lora_fold)(float* w, const float* A, const float* B, int64_t out, int64_t in, int64_t r, float scale);
+
+    // ---- optimizer
+    // One AdamW step (torch.optim.AdamW) on n values; grad_scale multiplies g on the fly (clipping).
+    // step is the 1-based step of this state (bias correction); decay=false skips weight decay.
+    void (*adamw_update)(float* p, const float* g, float* m, float* v, int64_t n, const adamw_hparams& h,
+                         int64_t step, bool decay, float grad_scale);
+    // AdamW on a [rows, width] matrix whose gradient exists for some rows: row r's is
+    // grad[row_of[r]] when row_of[r] >= 0, else zero (m and v still decay, as in torch)
+    void (*adamw_update_rows)(float* p, const float* grad, const int32_t* row_of, float* m, float* v, int64_t rows,
+                              int64_t width, const adamw_hparams& h, int64_t step, bool decay, float grad_scale);
+    // Σ g² in double, in fixed-order blocks
+    double (*sum_of_squares)(const float* g, int64_t n);
+
+    // ---- init: normal(0, std) into n values (fp32, or bf16 when dst16 is set), from a stream
+    // keyed by (seed, stream) in blocks of 2^20 values, independent of the thread count
+    void (*fill_normal)(float* dst, uint16_t* dst16, int64_t n, double std, uint64_t seed, uint64_t stream);
+};
+
+// floats of scratch the LM-head kernel needs for chunks of `chunk` rows
+inline int64_t lmhead_scratch_floats(int64_t chunk, int64_t D, int64_t V) { return chunk * V + 2 * chunk * D; }
+
+const backend& backend_cpu();  // OpenBLAS + OpenMP (src/kernels/cpu)
+const backend& backend_ref();  // plain loops, obviously correct, slow (src/kernels/ref)
+// the backend named "cpu" or "ref"; nullptr for another name
+const backend* backend_by_name(const char* name);
+
+}  // namespace lisa

@@ -1,0 +1,36 @@
+// The decoder layer as two blocks, attention and MLP, each a forward/backward pair (backward right
+// under forward, accumulating into gradients, like the kernels). Training, evaluation and
+// KV-cached decoding all run these same functions; decode differs only in where keys and values
+// go (block_args::kc/vc) and in the attention kernel that reads them.
+// Internal to src/model: the public API is llama.h.
+#pragma once
+#include "model/llama.h"
+
+namespace lisa {
+
+struct block_args {
+    const llama_model& m;
+    const backend&     K;
+    int64_t            B, T;        // rows N = B·T
+    const float*       cos;         // RoPE tables [T, hd/2] of these rows' positions
+    const float*       sin;
+    llama_acts*        a = nullptr;  // training: LoRA activations and the backward's scratch
+    int64_t            slot = 0;     // the layer's set in a->lora_xa (0 when checkpointing)
+    float*             kc = nullptr; // decode: this layer's cache [max_T, Hkv, hd], written at pos0..
+    float*             vc = nullptr;
+    int64_t            pos0 = 0;
+};
+
+// x_mid = x + o(attention(rope(q(n(x))), rope(k(n(x))), v(n(x)))), keeping what the backward needs in s
+void attn_block_forward(const block_args& b, int64_t l, const float* x, llama_layer_acts& s);
+// dresid: in, ∂L/∂x_mid; out, ∂L/∂x. Weight gradients into G (null entries: frozen), LoRA's into lg.
+void attn_block_backward(const block_args& b, int64_t l, const float* x, const llama_layer_acts& s, float* dresid,
+                         const llama_layer_weights& G, const llama_lora_layer* lg);
+
+// y = x_mid + down(act(gate(n(x_mid))) ⊙ up(n(x_mid)))
+void mlp_block_forward(const block_args& b, int64_t l, llama_layer_acts& s, float* y);
+// dresid: in, ∂L/∂y; out, ∂L/∂x_mid
+void mlp_block_backward(const block_args& b, int64_t l, const llama_layer_acts& s, float* dresid,
+                        const llama_layer_weights& G, const llama_lora_layer* lg);
+
+}  // namespace lisa

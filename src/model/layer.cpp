@@ -1,0 +1,69 @@
+#include "model/layer.h"
+
+#include "core/error.h"
+
+namespace lisa {
+
+static bool always(const llama_config&) { return true; }
+static bool with_qkv_bias(const llama_config& c) { return c.qkv_bias; }
+static bool with_o_bias(const llama_config& c) { return c.o_bias; }
+
+using K = tensor_kind;
+using R = dim_rule;
+const layer_tensor_spec kLayerTensors[LT_COUNT] = {
+    /* LT_ATTN_NORM */ {"input_layernorm.weight", K::norm, R::hidden, R::none, always, -1},
+    /* LT_Q         */ {"self_attn.q_proj.weight", K::matrix, R::q_out, R::hidden, always, LORA_Q},
+    /* LT_Q_BIAS    */ {"self_attn.q_proj.bias", K::bias, R::q_out, R::none, with_qkv_bias, -1},
+    /* LT_K         */ {"self_attn.k_proj.weight", K::matrix, R::kv_out, R::hidden, always, LORA_K},
+    /* LT_K_BIAS    */ {"self_attn.k_proj.bias", K::bias, R::kv_out, R::none, with_qkv_bias, -1},
+    /* LT_V         */ {"self_attn.v_proj.weight", K::matrix, R::kv_out, R::hidden, always, LORA_V},
+    /* LT_V_BIAS    */ {"self_attn.v_proj.bias", K::bias, R::kv_out, R::none, with_qkv_bias, -1},
+    /* LT_O         */ {"self_attn.o_proj.weight", K::matrix, R::hidden, R::q_out, always, LORA_O},
+    /* LT_O_BIAS    */ {"self_attn.o_proj.bias", K::bias, R::hidden, R::none, with_o_bias, -1},
+    /* LT_MLP_NORM  */ {"post_attention_layernorm.weight", K::norm, R::hidden, R::none, always, -1},
+    /* LT_GATE      */ {"mlp.gate_proj.weight", K::matrix, R::intermediate, R::hidden, always, LORA_GATE},
+    /* LT_UP        */ {"mlp.up_proj.weight", K::matrix, R::intermediate, R::hidden, always, LORA_UP},
+    /* LT_DOWN      */ {"mlp.down_proj.weight", K::matrix, R::hidden, R::intermediate, always, LORA_DOWN},
+};
+
+int64_t dim_size(const llama_config& c, dim_rule d) {
+    switch (d) {
+        case R::none: return 1;
+        case R::hidden: return c.hidden_size;
+        case R::intermediate: return c.intermediate_size;
+        case R::q_out: return c.num_heads * c.head_dim;
+        case R::kv_out: return c.num_kv_heads * c.head_dim;
+    }
+    return 0;
+}
+
+std::vector<int64_t> layer_tensor_shape(const llama_config& c, int t) {
+    const layer_tensor_spec& s = kLayerTensors[t];
+    if (s.cols == R::none) return {dim_size(c, s.rows)};
+    return {dim_size(c, s.rows), dim_size(c, s.cols)};
+}
+
+layer_tensor lora_target_tensor(int target) {
+    for (int t = 0; t < LT_COUNT; t++)
+        if (kLayerTensors[t].lora == target) return (layer_tensor)t;
+    LISA_ASSERT(false, "lora_target_tensor", "no layer tensor carries this LoRA target");
+}
+
+const char* lora_target_name(int target) {
+    static const char* names[LORA_N] = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
+    LISA_ASSERT(target >= 0 && target < LORA_N, "lora_target_name", "target out of range");
+    return names[target];
+}
+
+int64_t config_num_params(const llama_config& c) {
+    int64_t layer = 0;
+    for (int t = 0; t < LT_COUNT; t++) {
+        if (!kLayerTensors[t].present(c)) continue;
+        int64_t n = 1;
+        for (int64_t d : layer_tensor_shape(c, t)) n *= d;
+        layer += n;
+    }
+    return c.vocab_size * c.hidden_size * (c.tie_word_embeddings ? 1 : 2) + c.hidden_size + c.num_layers * layer;
+}
+
+}  // namespace lisa

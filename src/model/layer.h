@@ -1,0 +1,71 @@
+// A decoder layer's tensors, defined once. `kLayerTensors` is the single list of what a layer
+// holds: its Hugging Face key, kind, shape rule and when it is present. The size table, the
+// parameter count, the fp32 / bf16 / gradient pointer sets and the LoRA targets are all generated
+// from it, so a new tensor (Qwen3's q_norm, Gemma's extra norms) is one row here and its use in
+// a block.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "model/config.h"
+
+namespace lisa {
+
+// Every tensor a decoder layer may hold, in the order the size table (and saved files) list them.
+enum layer_tensor : int {
+    LT_ATTN_NORM,  // input_layernorm.weight            [D]
+    LT_Q,          // self_attn.q_proj.weight           [Hq*hd, D]
+    LT_Q_BIAS,     // self_attn.q_proj.bias             [Hq*hd]   (qkv_bias)
+    LT_K,          // self_attn.k_proj.weight           [Hkv*hd, D]
+    LT_K_BIAS,     // self_attn.k_proj.bias             [Hkv*hd]  (qkv_bias)
+    LT_V,          // self_attn.v_proj.weight           [Hkv*hd, D]
+    LT_V_BIAS,     // self_attn.v_proj.bias             [Hkv*hd]  (qkv_bias)
+    LT_O,          // self_attn.o_proj.weight           [D, Hq*hd]
+    LT_O_BIAS,     // self_attn.o_proj.bias             [D]       (o_bias)
+    LT_MLP_NORM,   // post_attention_layernorm.weight   [D]       (the MLP's input norm in Llama)
+    LT_GATE,       // mlp.gate_proj.weight              [F, D]
+    LT_UP,         // mlp.up_proj.weight                [F, D]
+    LT_DOWN,       // mlp.down_proj.weight              [D, F]
+    LT_COUNT
+};
+
+enum class tensor_kind { matrix, norm, bias };  // init: normal / ones / zeros; decay: matrices only
+enum class dim_rule { none, hidden, intermediate, q_out, kv_out };  // D, F, Hq*hd, Hkv*hd
+
+// LoRA adapters go on a layer's Linear weights; the target numbering is part of the dropout-mask
+// key and of PEFT module names, so it is fixed here.
+enum lora_target { LORA_Q, LORA_K, LORA_V, LORA_O, LORA_GATE, LORA_UP, LORA_DOWN, LORA_N };
+
+struct layer_tensor_spec {
+    const char* key;       // Hugging Face name after "model.layers.N."
+    tensor_kind kind;
+    dim_rule    rows, cols;  // shape [rows] or [rows, cols]
+    bool (*present)(const llama_config&);
+    int         lora;      // lora_target of a Linear weight, or -1
+};
+extern const layer_tensor_spec kLayerTensors[LT_COUNT];
+
+int64_t              dim_size(const llama_config& c, dim_rule d);
+std::vector<int64_t> layer_tensor_shape(const llama_config& c, int t);
+
+// The Linear weight a LoRA target adapts, and the target's PEFT short name ("q_proj", ...).
+layer_tensor lora_target_tensor(int lora_target);
+const char*  lora_target_name(int lora_target);
+
+// One layer's tensors as pointers, indexed by layer_tensor: the weights (fp32), their gradients
+// (nullptr = frozen: no weight gradient, input gradient still flows), or a bf16 copy.
+template <typename P>
+struct layer_set {
+    P t[LT_COUNT] = {};
+    P&       operator[](int i) { return t[i]; }
+    const P& operator[](int i) const { return t[i]; }
+    bool     any() const {
+        for (const P& p : t)
+            if (p) return true;
+        return false;
+    }
+};
+using llama_layer_weights = layer_set<float*>;
+using llama_layer_weights16 = layer_set<const uint16_t*>;
+
+}  // namespace lisa

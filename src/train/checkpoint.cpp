@@ -1,0 +1,101 @@
+#include "train/checkpoint.h"
+
+#include <cstring>
+#include <filesystem>
+
+#include "core/error.h"
+#include "io/fs.h"
+#include "io/safetensors.h"
+
+namespace lisa {
+
+using json = nlohmann::json;
+namespace fsys = std::filesystem;
+
+std::string checkpoint_resolve(const std::string& request, const std::string& output_dir) {
+    if (request.empty()) return "";
+    if (request != "latest") {
+        if (!fs_is_file(fs_join(request, "trainer_state.json")))
+            fail(strf("--resume_from_checkpoint %s: not a checkpoint folder (no trainer_state.json)", request.c_str()));
+        return request;
+    }
+    int64_t best = -1;
+    std::string path;
+    std::error_code ec;
+    for (const auto& e : fsys::directory_iterator(output_dir, ec)) {
+        std::string n = e.path().filename().string();
+        if (n.rfind("checkpoint-", 0) != 0 || !fs_is_file(fs_join(e.path().string(), "trainer_state.json"))) continue;
+        char* end;
+        long long s = std::strtoll(n.c_str() + 11, &end, 10);
+        if (*end == '\0' && s > best) best = s, path = e.path().string();
+    }
+    if (best < 0) fail(strf("--resume_from_checkpoint latest: no checkpoint-N folder in %s", output_dir.c_str()));
+    return path;
+}
+
+std::string checkpoint_save(const std::string& output_dir, const llama_model& m, train_policy& policy,
+                            const checkpoint_info& info) {
+    const std::string final_dir = fs_join(output_dir, strf("checkpoint-%lld", (long long)info.step));
+    const std::string tmp = final_dir + ".tmp";
+    std::error_code ec;
+    fsys::remove_all(tmp, ec);
+    llama_save_options so;  // fp32 masters: resuming continues from the exact weights
+    so.out_dtype = dtype::f32;
+    so.native_dtypes = m.half;  // bf16 models: frozen tensors stay bf16 (exact), masters fp32
+    so.max_shard_bytes = parse_size_option(info.max_shard_size);
+    so.tokenizer_from = info.tokenizer_from;
+    llama_model_save(m, tmp, so);
+    std::vector<st_write_entry> es;
+    json steps = json::object();
+    for (param_group* g : policy.groups()) {
+        es.push_back({g->name + ".m", {(int64_t)g->n}, dtype::f32, g->m(), dtype::f32});
+        es.push_back({g->name + ".v", {(int64_t)g->n}, dtype::f32, g->v(), dtype::f32});
+        steps[g->name] = g->step;
+    }
+    for (const state_span& x : policy.extra_state()) es.push_back({x.name, {(int64_t)x.n}, dtype::f32, x.data, dtype::f32});
+    st_write(fs_join(tmp, "optimizer.safetensors"), es);
+    json st = {{"global_step", info.step}, {"total_steps", info.total_steps},
+               {"method", train_method_name(policy.method())}, {"seed", info.seed}, {"group_steps", steps}};
+    st.update(policy.state_json());
+    fs_write_atomic(fs_join(tmp, "trainer_state.json"), st.dump(2) + "\n");
+    fsys::remove_all(final_dir, ec);
+    fsys::rename(tmp, final_dir, ec);
+    if (ec) fail(strf("%s: cannot move the checkpoint into place (%s)", final_dir.c_str(), ec.message().c_str()));
+    return final_dir;
+}
+
+json checkpoint_read_state(const std::string& ckpt, train_method method) {
+    json st;
+    try {
+        st = json::parse(fs_read_text(fs_join(ckpt, "trainer_state.json")));
+    } catch (const json::exception& e) {
+        fail(strf("%s/trainer_state.json: not valid JSON (%s)", ckpt.c_str(), e.what()));
+    }
+    if (!st.is_object() || st.value("method", std::string()) != train_method_name(method))
+        fail(strf("%s: checkpoint was written by --method %s, not %s", ckpt.c_str(),
+                  st.is_object() ? st.value("method", std::string("?")).c_str() : "?", train_method_name(method)));
+    if (!st.contains("global_step") || !st["global_step"].is_number_integer() || st["global_step"].get<int64_t>() < 0)
+        fail(strf("%s/trainer_state.json: field 'global_step': expected a non-negative integer", ckpt.c_str()));
+    return st;
+}
+
+void checkpoint_load_optimizer(const std::string& ckpt, const json& st, const std::vector<param_group*>& groups,
+                               const std::vector<state_span>& extra) {
+    auto f = st_open(fs_join(ckpt, "optimizer.safetensors"));
+    auto read = [&](const std::string& name, float* dst, size_t n) {
+        const st_tensor* t = st_find(*f, name);
+        if (!t || t->dt != dtype::f32 || t->numel != n)
+            fail(strf("%s/optimizer.safetensors: tensor '%s' missing or of the wrong size (expected %zu)",
+                      ckpt.c_str(), name.c_str(), n));
+        std::memcpy(dst, t->data, n * sizeof(float));
+    };
+    const json steps = st.value("group_steps", json::object());
+    for (param_group* g : groups) {
+        read(g->name + ".m", g->m(), g->n);
+        read(g->name + ".v", g->v(), g->n);
+        g->step = steps.value(g->name, (int64_t)0);
+    }
+    for (const state_span& x : extra) read(x.name, x.data, x.n);
+}
+
+}  // namespace lisa

@@ -1,0 +1,36 @@
+// Checkpoints: OUTPUT/checkpoint-STEP holds the model (fp32 masters; bf16 models keep frozen
+// tensors bf16, exactly), optimizer.safetensors (each trainable group's m and v, and a policy's
+// extra state such as LoRA's weights) and trainer_state.json. A checkpoint is written under
+// checkpoint-STEP.tmp and renamed into place, so a crash never leaves one that looks complete.
+#pragma once
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "model/llama.h"
+#include "train/policy.h"
+
+namespace lisa {
+
+// --resume_from_checkpoint: a checkpoint folder, or "latest" (the highest checkpoint-N in the
+// output folder). "" when nothing is requested.
+std::string checkpoint_resolve(const std::string& request, const std::string& output_dir);
+
+struct checkpoint_info {
+    int64_t      step = 0, total_steps = 0;
+    uint64_t     seed = 0;
+    std::string  max_shard_size;  // as --max_shard_size
+    std::string  tokenizer_from;  // folder whose tokenizer files the checkpoint carries
+};
+// Writes output_dir/checkpoint-STEP; returns its path.
+std::string checkpoint_save(const std::string& output_dir, const llama_model& m, train_policy& policy,
+                            const checkpoint_info& info);
+
+// trainer_state.json of a checkpoint, checked to be written by `method`.
+nlohmann::json checkpoint_read_state(const std::string& ckpt, train_method method);
+// Loads the optimizer state of `groups` and the policy's extra state from a checkpoint, with the
+// step counts recorded in `state`.
+void checkpoint_load_optimizer(const std::string& ckpt, const nlohmann::json& state,
+                               const std::vector<param_group*>& groups, const std::vector<state_span>& extra);
+
+}  // namespace lisa

@@ -1,0 +1,52 @@
+#include "train/evaluate.h"
+
+#include <algorithm>
+
+#include "core/error.h"
+
+namespace lisa {
+
+int64_t resolve_block_size(int64_t requested, const llama_config& c) {
+    const int64_t max_pos = c.max_position_embeddings;
+    if (requested <= 0) return std::min<int64_t>(1024, max_pos);
+    if (requested > max_pos)
+        fail(strf("--block_size %lld exceeds the model's max_position_embeddings %lld", (long long)requested,
+                  (long long)max_pos));
+    return requested;
+}
+
+int32_t resolve_eos_id(const tokenizer& tok, const llama_config& c) {
+    if (tokenizer_eos_id(tok) >= 0) return tokenizer_eos_id(tok);
+    return c.eos_token_ids.empty() ? -1 : (int32_t)c.eos_token_ids[0];
+}
+
+int32_t resolve_pad_id(const tokenizer& tok, int32_t eos_id) {
+    return tokenizer_pad_id(tok) >= 0 ? tokenizer_pad_id(tok) : std::max(0, eos_id);
+}
+
+double evaluate_loss_sum(const llama_model& m, const dataset& d, int64_t batch_size, int32_t pad_id, int64_t* tokens,
+                         llama_acts* acts) {
+    llama_acts own;
+    llama_acts* a = acts ? acts : &own;
+    int64_t max_T = 1;
+    for (const sample& s : d.samples) max_T = std::max<int64_t>(max_T, (int64_t)s.ids.size());
+    const int64_t B = std::max<int64_t>(1, std::min<int64_t>(batch_size, (int64_t)d.samples.size()));
+    if (a->cap_N < B * max_T || a->cap_T < max_T) llama_acts_init(a, m, B, max_T);
+    double sum = 0;
+    int64_t n = 0;
+    batch b;
+    std::vector<size_t> idx;
+    for (size_t i = 0; i < d.samples.size(); i += (size_t)batch_size) {
+        idx.clear();
+        for (size_t k = i; k < std::min(d.samples.size(), i + (size_t)batch_size); k++) idx.push_back(k);
+        make_batch_into(&b, d, idx.data(), idx.size(), pad_id);
+        llama_acts_shape(a, m, b.B, b.T);
+        int64_t k = 0;
+        sum += llama_forward_backward(m, a, nullptr, b.ids.data(), b.labels.data(), 0.0f, &k);
+        n += k;
+    }
+    if (tokens) *tokens = n;
+    return sum;
+}
+
+}  // namespace lisa

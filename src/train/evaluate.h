@@ -1,0 +1,25 @@
+// Evaluation and the data defaults that `lisa train` and `lisa eval` share, stated once.
+#pragma once
+#include <cstdint>
+
+#include "data/dataset.h"
+#include "model/llama.h"
+#include "tokenizer/tokenizer.h"
+
+namespace lisa {
+
+// --block_size: the default min(1024, max_position_embeddings) when `requested` <= 0; an error
+// naming both numbers when it exceeds the model's context.
+int64_t resolve_block_size(int64_t requested, const llama_config& c);
+// EOS appended to samples: the tokenizer's, else the config's first eos_token_id, else -1.
+int32_t resolve_eos_id(const tokenizer& tok, const llama_config& c);
+// Padding: the tokenizer's pad token, else EOS, else 0 (right padding never changes the loss).
+int32_t resolve_pad_id(const tokenizer& tok, int32_t eos_id);
+
+// Σ cross-entropy over every label token of a dataset, in batches of `batch_size` in file order;
+// *tokens receives the label-token count. Activations are planned once for the largest batch
+// (acts, when given, is reused across calls).
+double evaluate_loss_sum(const llama_model& m, const dataset& d, int64_t batch_size, int32_t pad_id, int64_t* tokens,
+                         llama_acts* acts = nullptr);
+
+}  // namespace lisa

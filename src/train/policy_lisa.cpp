@@ -1,0 +1,104 @@
+// LISA (Pan et al. 2024): every K steps γ decoder layers are drawn uniformly without
+// replacement; only they, plus the embedding, final norm and head, train until the next draw.
+// The γ layer groups are allocated once and re-bound at each draw with fresh (zero) state;
+// layers that leave are written back and their fp32 pages freed, so optimizer memory is O(γ).
+#include <algorithm>
+
+#include "core/error.h"
+#include "core/rng.h"
+#include "train/policy.h"
+
+namespace lisa {
+
+std::vector<int> lisa_draw_layers(uint64_t seed, int64_t interval, int n_layers, int gamma) {
+    rng r;
+    rng_init(&r, seed ^ (0x5851f42d4c957f2dull * (uint64_t)(interval + 1)));
+    std::vector<int> all(n_layers);
+    for (int i = 0; i < n_layers; i++) all[i] = i;
+    for (int i = 0; i < gamma; i++) std::swap(all[i], all[i + rng_below(&r, n_layers - i)]);  // partial shuffle
+    std::vector<int> pick(all.begin(), all.begin() + gamma);
+    std::sort(pick.begin(), pick.end());
+    return pick;
+}
+
+namespace {
+
+class lisa_policy final : public train_policy {
+  public:
+    explicit lisa_policy(const train_options& o)
+        : gamma_(o.lisa_activated_layers), interval_(o.lisa_interval_steps), seed_(o.seed),
+          train_emb_(o.lisa_train_embeddings), train_head_(o.lisa_train_head) {}
+
+    train_method method() const override { return train_method::lisa; }
+
+    void setup(policy_env& env) override {
+        const int L = env.num_layers();
+        if (env.tied() && train_head_ && !train_emb_)
+            env.info("the LM head is tied to the embedding: it follows --lisa_train_embeddings 0 and stays frozen");
+        if (train_emb_) fixed_.push_back(env.embed_group(!env.tied()));
+        fixed_.push_back(env.norm_group());  // the final norm: D values, always trained
+        if (!env.tied() && train_head_) fixed_.push_back(env.head_group());
+        if (gamma_ < 1 || gamma_ > L)
+            fail(strf("--lisa_activated_layers %lld: expected 1..%d (the model has %d decoder layers)",
+                      (long long)gamma_, L, L));
+        for (int64_t k = 0; k < gamma_; k++) {
+            slots_.push_back(env.layer_group(0));  // sized like a layer; bound at the first draw
+            env.unbind_layer(0, false);
+        }
+    }
+
+    void begin_step(policy_env& env, int64_t step) override {
+        if (step % interval_ == 0 || active_.empty()) activate(env, step / interval_, step);
+    }
+
+    nlohmann::json state_json() const override { return {{"active_layers", active_}}; }
+
+    std::vector<param_group*> restore(policy_env& env, const nlohmann::json& st, int64_t step,
+                                      const std::string& ckpt) override {
+        // A checkpoint at an interval boundary was written before that step's draw: the new draw
+        // starts with fresh state, and the leaving layers' masters go back to bf16 exactly as the
+        // switch would have done. Mid-interval, the slots' state comes from the checkpoint.
+        const bool boundary = step % interval_ == 0;
+        activate(env, step / interval_, step);
+        for (int l = 0; l < env.num_layers(); l++)
+            if (std::find(active_.begin(), active_.end(), l) == active_.end()) env.unbind_layer(l, true);
+        if (!boundary && st.value("active_layers", std::vector<int>{}) != active_)
+            fail(strf("%s: checkpoint's active layers differ from the draw for step %lld (was --seed or "
+                      "--lisa_interval_steps changed?)", ckpt.c_str(), (long long)step));
+        std::vector<param_group*> load;
+        for (auto& g : fixed_) load.push_back(&g);
+        if (!boundary)
+            for (auto& g : slots_) load.push_back(&g);
+        return load;
+    }
+
+  private:
+    // binds the slots to the layers of `interval`, with fresh (zero) state
+    void activate(policy_env& env, int64_t interval, int64_t step) {
+        std::vector<int> next = lisa_draw_layers(seed_, interval, env.num_layers(), (int)gamma_);
+        for (int l : active_)  // leaving: bf16 models write the master back and free its pages
+            env.unbind_layer(l, std::find(next.begin(), next.end(), l) == next.end());
+        active_ = next;
+        for (size_t k = 0; k < slots_.size(); k++) {
+            env.rebind_layer(&slots_[k], active_[k]);
+            slots_[k].reset();
+        }
+        std::string ls;
+        for (int l : active_) ls += (ls.empty() ? "" : ", ") + std::to_string(l);
+        size_t bytes = 0;
+        for (param_group* g : groups()) bytes += 2 * g->n * sizeof(float);
+        env.info(strf("lisa: step %lld: active layers [%s], optimizer state %.2f MiB", (long long)step, ls.c_str(),
+                      bytes / 1048576.0));
+    }
+
+    int64_t          gamma_, interval_;
+    uint64_t         seed_;
+    bool             train_emb_, train_head_;
+    std::vector<int> active_;
+};
+
+}  // namespace
+
+std::unique_ptr<train_policy> policy_make_lisa(const train_options& o) { return std::make_unique<lisa_policy>(o); }
+
+}  // namespace lisa

@@ -1,0 +1,127 @@
+// LoRA (Hu et al. 2021, PEFT's layout): the base stays frozen; low-rank adapters A [r, in] and
+// B [out, r] on the chosen Linear modules train, computed unmerged (y += s·B·A·x). The result is
+// a PEFT adapter folder, and with --save_aggregated_lora the merged model too.
+#include <cmath>
+
+#include "core/error.h"
+#include "core/rng.h"
+#include "io/fs.h"
+#include "io/safetensors.h"
+#include "model/lora.h"
+#include "train/policy.h"
+
+namespace lisa {
+
+namespace {
+
+class lora_policy final : public train_policy {
+  public:
+    explicit lora_policy(const train_options& o) : o_(o) {
+        cfg_.r = o.lora_r;
+        cfg_.alpha = o.lora_alpha;
+        cfg_.dropout = o.lora_dropout;
+        cfg_.target_modules = o.lora_target_modules;
+    }
+
+    train_method method() const override { return train_method::lora; }
+
+    void setup(policy_env& env) override {
+        llama_model* m = env.model();
+        LISA_ASSERT(m, "lora setup", "LoRA attaches adapters to a model");
+        const int L = env.num_layers();
+        std::vector<int> targets;
+        for (const auto& name : o_.lora_target_modules) {
+            int t = -1;
+            for (int k = 0; k < LORA_N; k++)
+                if (name == lora_target_name(k)) t = k;
+            if (t < 0)
+                fail(strf("--lora_target_modules: unknown module \"%s\" (expected q_proj, k_proj, v_proj, o_proj, "
+                          "gate_proj, up_proj, down_proj)", name.c_str()));
+            targets.push_back(t);
+        }
+        m->lora.r = o_.lora_r;
+        m->lora.scale = (float)cfg_.scale();
+        m->lora.dropout = (float)o_.lora_dropout;
+        m->lora.layers.assign(L, llama_lora_layer{});
+        // sizes, then one buffer for all A and B
+        struct item {
+            int     l, t;
+            int64_t out, in;
+        };
+        std::vector<item> items;
+        std::vector<param_group::span> spans;
+        size_t total = 0;
+        for (int l = 0; l < L; l++)
+            for (int t : targets) {
+                int64_t out, in;
+                lora_module_weight(*m, lora_module_name(l, t), &out, &in);
+                items.push_back({l, t, out, in});
+                spans.push_back({total, (size_t)(o_.lora_r * (in + out)), true});
+                total += (size_t)o_.lora_r * (in + out);
+            }
+        weights_ = device_array<float>(total);
+        fixed_.push_back(param_group_make("lora", weights_.data(), spans));
+        param_group& g = fixed_.back();
+        llama_grads* gr = env.grads();
+        rng r;
+        rng_init(&r, o_.seed ^ 0x10a4ull);
+        for (size_t i = 0; i < items.size(); i++) {
+            const item& it = items[i];
+            const size_t off = spans[i].off;
+            float* A = weights_.data() + off;
+            float* B = A + o_.lora_r * it.in;
+            // as PEFT: A ~ kaiming_uniform(a=√5) = U(-1/√in, 1/√in), B = 0 (the adapter starts as a no-op)
+            double bound = 1.0 / std::sqrt((double)it.in);
+            for (int64_t k = 0; k < o_.lora_r * it.in; k++) A[k] = (float)((2 * rng_uniform(&r) - 1) * bound);
+            m->lora.layers[it.l].A[it.t] = A;
+            m->lora.layers[it.l].B[it.t] = B;
+            gr->lora[it.l].A[it.t] = g.grad() + off;
+            gr->lora[it.l].B[it.t] = g.grad() + off + o_.lora_r * it.in;
+        }
+    }
+
+    std::vector<state_span> extra_state() override { return {{"lora.weights", weights_.data(), weights_.size()}}; }
+
+    void save_result(policy_env& env, const result_settings& s) override {
+        const llama_model& m = *env.model();
+        // PEFT adapter: adapter_model.safetensors, then the merged model if asked, config last
+        std::vector<st_write_entry> es;
+        for (int l = 0; l < (int)m.cfg.num_layers; l++)
+            for (int t = 0; t < LORA_N; t++) {
+                if (!m.lora.layers[l].A[t]) continue;
+                const std::string module = lora_module_name(l, t);
+                int64_t out, in;
+                lora_module_weight(m, module, &out, &in);
+                const std::string name = "base_model.model." + module;
+                es.push_back({name + ".lora_A.weight", {o_.lora_r, in}, dtype::f32, m.lora.layers[l].A[t], dtype::f32});
+                es.push_back({name + ".lora_B.weight", {out, o_.lora_r}, dtype::f32, m.lora.layers[l].B[t], dtype::f32});
+            }
+        fs_remove(fs_join(s.dir, "adapter_config.json"));
+        st_write(fs_join(s.dir, "adapter_model.safetensors"), es);
+        if (o_.save_aggregated_lora) {
+            auto merged = std::make_unique<llama_model>(m);  // the base, with the adapter folded in
+            merged->lora = llama_lora{};
+            llama_model_rebind(merged.get());
+            lora_fold_into(merged.get(), m.lora);
+            llama_save_options so;
+            so.out_dtype = s.out_dtype;
+            so.max_shard_bytes = s.max_shard_bytes;
+            so.tokenizer_from = s.base_model;
+            llama_model_save(*merged, s.dir, so);
+        } else {
+            llama_copy_tokenizer_files(s.base_model, s.dir);
+        }
+        fs_write_atomic(fs_join(s.dir, "adapter_config.json"), lora_config_to_json(cfg_, s.base_model));
+    }
+
+  private:
+    const train_options& o_;
+    lora_adapter_config  cfg_;
+    device_array<float>  weights_;  // every adapter's A and B, one buffer
+};
+
+}  // namespace
+
+std::unique_ptr<train_policy> policy_make_lora(const train_options& o) { return std::make_unique<lora_policy>(o); }
+
+}  // namespace lisa
