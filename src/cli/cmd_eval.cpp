@@ -10,13 +10,14 @@
 #include "core/error.h"
 #include "data/dataset.h"
 #include "train/evaluate.h"
+#include "train/trainer.h"
 
 namespace lisa {
 
 command_fn cmd_eval_register(CLI::App& app) {
     struct opts {
         std::string model, data, lora, tmpl;
-        int64_t     block_size = 0, batch_size = 8;
+        int64_t     block_size = 0, batch_size = train_options{}.per_device_eval_batch_size;  // train's default
         bool        group_texts = false, train_on_prompt = false;
     };
     auto o = std::make_shared<opts>();

@@ -26,13 +26,19 @@ static std::string fmt_time(double s) {
 command_fn cmd_train_register(CLI::App& app) {
     struct opts {
         train_options t;
-        int           use_lisa = -1, use_lora = -1, train_emb = 1, train_head = 1, aggregated = 0,
+        int           use_lisa = -1, use_lora = -1, train_emb = 0, train_head = 0, aggregated = 0,
                       disable_group_texts = -1;
         bool          overwrite = false, do_train = false;
-        std::string   run_name, lora_targets, method = "lisa", schedule = "linear";
+        std::string   run_name, lora_targets, method, schedule;
     };
     auto o = std::make_shared<opts>();
     train_options& t = o->t;
+    // flags spelled differently from train_options start from its defaults
+    o->method = train_method_name(t.method);
+    o->schedule = lr_schedule_name(t.lr_scheduler_type);
+    o->train_emb = t.lisa_train_embeddings;
+    o->train_head = t.lisa_train_head;
+    o->aggregated = t.save_aggregated_lora;
     // the help shows each default from train_options (stated there once)
     app.option_defaults()->always_capture_default();
     app.add_option("--model_name_or_path", t.model_name_or_path, "Hugging Face model folder to fine-tune")->required();
