@@ -55,6 +55,11 @@ class device_array {
         if (n == (size_t)-1) n = n_ - off;
         if (n) std::memset(p_ + off, 0, n * sizeof(T));
     }
+    // Host values into a new allocation of their size.
+    void upload(const std::vector<T>& v) {
+        *this = device_array(v.size());
+        if (!v.empty()) std::memcpy(p_, v.data(), v.size() * sizeof(T));
+    }
     // The contents on the host (tests, checkpoints).
     std::vector<T> host_copy() const { return std::vector<T>(p_, p_ + n_); }
     // Zeroes [off, off+n) and returns the whole pages inside it to the system.

@@ -292,7 +292,7 @@ void llama_acts_init(llama_acts* a, const llama_model& m, int64_t B, int64_t T, 
     a->layers.assign(checkpoint ? 1 : L, {});  // checkpointing: one scratch set, recomputed per layer
     a->resid.assign(L + 1, nullptr);
     a->lora_xa.assign(checkpoint ? 1 : L, {});
-    a->inv_freq = llama_rope_inv_freq(c);
+    a->inv_freq.upload(llama_rope_inv_freq(c));
     a->cap_N = B * T;
     a->cap_T = T;
     const size_t total = acts_layout(a, m, B * T, T, nullptr);
@@ -447,10 +447,11 @@ void llama_kv_cache_init(llama_kv_cache* c, const llama_model& m, int64_t max_T)
     const size_t per = (size_t)cfg.num_layers * max_T * cfg.num_kv_heads * cfg.head_dim;
     c->k = device_array<float>(per);
     c->v = device_array<float>(per);
-    c->rope_cos.assign(max_T * cfg.head_dim / 2, 0.0f);
-    c->rope_sin.assign(max_T * cfg.head_dim / 2, 0.0f);
-    std::vector<float> inv = llama_rope_inv_freq(cfg);
-    m.ctx.be->rope_tables(c->rope_cos.data(), c->rope_sin.data(), inv.data(), max_T, cfg.head_dim);
+    c->rope_cos = device_array<float>(max_T * cfg.head_dim / 2);
+    c->rope_sin = device_array<float>(max_T * cfg.head_dim / 2);
+    device_array<float> inv_d;
+    inv_d.upload(llama_rope_inv_freq(cfg));
+    m.ctx.be->rope_tables(c->rope_cos.data(), c->rope_sin.data(), inv_d.data(), max_T, cfg.head_dim);
     c->scratch_rows = 0;
 }
 

@@ -180,7 +180,7 @@ struct llama_acts {
     float *lora_dxa, *lora_xdrop, *lora_dx;
     int64_t head_chunk;
     float *rope_cos, *rope_sin; // [T, hd/2]
-    std::vector<float>   inv_freq;         // [hd/2] RoPE inverse frequencies of the config
+    device_array<float>  inv_freq;         // [hd/2] RoPE inverse frequencies of the config
     std::vector<int32_t> tokens, targets;  // [cap_N]
 };
 // Plans and allocates activations for batches of up to B sequences of up to T tokens, and sets
@@ -210,7 +210,7 @@ struct llama_kv_cache {
     int64_t             max_T = 0;
     int64_t             n_past = 0;  // positions already in the cache
     device_array<float> k, v;        // [num_layers, max_T, Hkv, hd]
-    std::vector<float>  rope_cos, rope_sin;  // [max_T, hd/2]
+    device_array<float> rope_cos, rope_sin;  // [max_T, hd/2]
     device_array<float> scratch;     // the blocks' activations for up to scratch_rows tokens
     int64_t             scratch_rows = 0;
 };
