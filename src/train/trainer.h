@@ -98,8 +98,6 @@ train_result train_run(const train_options& opt, const train_callbacks& cb);
 
 // The LISA draw of interval k: γ of n layers, uniformly without replacement, from the seed.
 std::vector<int> lisa_draw_layers(uint64_t seed, int64_t interval, int n_layers, int gamma);
-// The interval a step belongs to, and whether a draw happens at it (step 0 too).
-inline int64_t lisa_interval_of(int64_t step, int64_t K) { return step / K; }
 
 // Requests a graceful stop (checkpoint, then return): what SIGINT/SIGTERM handlers call.
 void train_request_stop();
