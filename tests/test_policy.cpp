@@ -99,9 +99,14 @@ TEST(policy_lisa, draws_every_K_steps_binds_exactly_gamma_layers_and_releases_le
         EXPECT_EQ(env.bound, act) << "step " << step << ": only the active layers have gradients";
         std::vector<int> draw = lisa_draw_layers(o.seed, step / K, L, gamma);
         EXPECT_EQ(act, std::set<int>(draw.begin(), draw.end())) << "step " << step;
-        if (step % K != 0) EXPECT_EQ(act, prev) << "no switch inside an interval";
-        for (int l : prev)  // a layer that left was written back and freed; one that stayed was not
-            if (!act.count(l)) EXPECT_EQ(env.materialised.count(l), 0u) << "layer " << l << " left at " << step;
+        if (step % K != 0) {
+            EXPECT_EQ(act, prev) << "no switch inside an interval";
+        }
+        for (int l : prev) {  // a layer that left was written back and freed
+            if (!act.count(l)) {
+                EXPECT_EQ(env.materialised.count(l), 0u) << "layer " << l << " left at " << step;
+            }
+        }
         prev = act;
         EXPECT_EQ(p->groups().size(), n_groups);
         size_t now = 0;
@@ -142,8 +147,11 @@ TEST(policy_lisa, resume_redraws_and_loads_slot_state_only_mid_interval) {
         EXPECT_EQ(active_of(*p), std::set<int>(draw.begin(), draw.end()));
         // boundary (10): the draw for the new interval starts fresh; mid-interval (7): all state
         EXPECT_EQ(load.size(), step % 5 == 0 ? p->groups().size() - 2 : p->groups().size()) << step;
-        for (int l = 0; l < 6; l++)
-            if (!std::count(draw.begin(), draw.end(), l)) EXPECT_EQ(env.materialised.count(l), 0u);
+        for (int l = 0; l < 6; l++) {
+            if (!std::count(draw.begin(), draw.end(), l)) {
+                EXPECT_EQ(env.materialised.count(l), 0u);
+            }
+        }
         if (step % 5 != 0) {  // a checkpoint from another seed's draw is refused, naming it
             fake_env env2(6);
             auto q = policy_make(o);
