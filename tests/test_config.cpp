@@ -40,31 +40,176 @@ TEST(config, llama_defaults) {
     EXPECT_EQ(config_num_params(c), 2 * 100 * 64 + 64 + 2 * layer);
 }
 
-TEST(config, qwen2_has_qkv_bias_and_mistral_window) {
+TEST(config, qwen2_has_qkv_bias_and_windows_follow_hugging_face) {
     json q = base();
     q["architectures"] = {"Qwen2ForCausalLM"};
     q["model_type"] = "qwen2";
     llama_config c = config_parse(q.dump(), "c");
     EXPECT_TRUE(c.qkv_bias);
     EXPECT_FALSE(c.o_bias);
+    EXPECT_TRUE(c.layer_window.empty());
+    // use_sliding_window: layers from max_window_layers on attend through the window
+    q["use_sliding_window"] = true;
+    q["sliding_window"] = 5;
+    q["max_window_layers"] = 1;
+    c = config_parse(q.dump(), "c");
+    EXPECT_EQ(config_layer_window(c, 0), 0);
+    EXPECT_EQ(config_layer_window(c, 1), 5);
+    q["layer_types"] = {"sliding_attention", "full_attention"};  // an explicit list wins
+    c = config_parse(q.dump(), "c");
+    EXPECT_EQ(config_layer_window(c, 0), 5);
+    EXPECT_EQ(config_layer_window(c, 1), 0);
+    // Mistral: every layer, when sliding_window is set
     json m = base();
     m["architectures"] = {"MistralForCausalLM"};
     m["model_type"] = "mistral";
     m["sliding_window"] = 8;
     c = config_parse(m.dump(), "c");
     EXPECT_EQ(c.sliding_window, 8);
-    // a batch longer than the window is refused, not computed without the window
+    EXPECT_EQ(config_layer_window(c, 0), 8);
+    EXPECT_EQ(config_layer_window(c, 1), 8);
+    // a batch longer than the window is computed (not refused)
     auto model = llama_model_init(c);
     llama_acts a;
-    EXPECT_NO_THROW(llama_acts_init(&a, *model, 1, 8));
-    try {
-        llama_acts_init(&a, *model, 1, 9);
-        ADD_FAILURE() << "expected a sliding-window error";
-    } catch (const lisa::error& e) {
-        EXPECT_NE(std::string(e.what()).find("sliding_window"), std::string::npos);
-    }
+    EXPECT_NO_THROW(llama_acts_init(&a, *model, 1, 20));
     m["sliding_window"] = nullptr;
-    EXPECT_EQ(config_parse(m.dump(), "c").sliding_window, 0);
+    c = config_parse(m.dump(), "c");
+    EXPECT_EQ(c.sliding_window, 0);
+    EXPECT_EQ(config_layer_window(c, 1), 0);
+}
+
+TEST(config, qwen3_has_per_head_norms_and_hugging_face_defaults) {
+    json q = base();
+    q["architectures"] = {"Qwen3ForCausalLM"};
+    q["model_type"] = "qwen3";
+    llama_config c = config_parse(q.dump(), "c");
+    EXPECT_TRUE(c.qk_norm);
+    EXPECT_FALSE(c.qkv_bias);
+    EXPECT_EQ(c.head_dim, 128);  // Qwen3Config's default, not hidden/heads
+    EXPECT_FALSE(c.tie_word_embeddings);
+    q["head_dim"] = 24;
+    q["attention_bias"] = true;
+    c = config_parse(q.dump(), "c");
+    EXPECT_TRUE(c.qkv_bias && c.o_bias);
+    // params: per layer 2 norms, q/k/v/o (+ biases), q_norm and k_norm [hd], 3 MLP matrices
+    const int64_t Q = 4 * 24, KV = 2 * 24;
+    int64_t layer = 2 * 64 + 64 * Q + 2 * 64 * KV + Q * 64 + (Q + 2 * KV + 64) + 2 * 24 + 3 * 64 * 128;
+    EXPECT_EQ(config_num_params(c), 2 * 100 * 64 + 64 + 2 * layer);
+}
+
+static json gemma_base() {
+    return {{"architectures", {"Gemma3ForCausalLM"}}, {"model_type", "gemma3_text"}, {"vocab_size", 100},
+            {"hidden_size", 64}, {"intermediate_size", 128}, {"num_hidden_layers", 7},
+            {"num_attention_heads", 4}, {"num_key_value_heads", 1}, {"head_dim", 32}};
+}
+
+TEST(config, gemma3_text_reads_every_architecture_field) {
+    llama_config c = config_parse(gemma_base().dump(), "c");
+    EXPECT_EQ(c.arch, model_arch::gemma3);
+    EXPECT_TRUE(c.qk_norm && c.sandwich_norms);
+    EXPECT_EQ(c.norm_weight_offset, 1.0);
+    EXPECT_EQ(c.hidden_act, activation::gelu_tanh);
+    EXPECT_DOUBLE_EQ(c.embed_scale, 8.0);  // sqrt(64)
+    EXPECT_TRUE(c.tie_word_embeddings);    // Gemma3TextConfig's default
+    EXPECT_EQ(config_attn_scale(c), (float)(1.0 / 16.0));  // query_pre_attn_scalar 256 by default
+    // sliding_window_pattern 6 (default): layers 0-4 local, 5 global, 6 local
+    for (int64_t l = 0; l < 7; l++) {
+        EXPECT_EQ(config_layer_window(c, l), l == 5 ? 0 : 4096) << l;
+        EXPECT_EQ(config_layer_local_rope(c, l), l != 5) << l;
+    }
+    EXPECT_DOUBLE_EQ(c.rope_local.theta, 10000.0);
+    json g = gemma_base();
+    g["layer_types"] = {"full_attention", "sliding_attention", "full_attention", "full_attention",
+                        "full_attention", "full_attention", "sliding_attention"};
+    g["sliding_window"] = 3;
+    g["query_pre_attn_scalar"] = 64;
+    g["attn_logit_softcapping"] = 50.0;
+    g["final_logit_softcapping"] = 30.0;
+    g["rope_local_base_freq"] = 500.0;
+    g["rope_theta"] = 1e6;
+    g["rope_scaling"] = {{"rope_type", "linear"}, {"factor", 8.0}};
+    c = config_parse(g.dump(), "c");
+    EXPECT_EQ(config_layer_window(c, 0), 0);
+    EXPECT_EQ(config_layer_window(c, 1), 3);
+    EXPECT_EQ(config_layer_window(c, 6), 3);
+    EXPECT_EQ(config_attn_scale(c), 0.125f);
+    EXPECT_EQ(c.attn_logit_softcap, 50.0);
+    EXPECT_EQ(c.final_logit_softcap, 30.0);
+    EXPECT_EQ(c.rope.kind, rope_kind::linear);       // global layers: scaled
+    EXPECT_EQ(c.rope_local.kind, rope_kind::none);   // local layers: plain, their own base
+    EXPECT_DOUBLE_EQ(c.rope_local.theta, 500.0);
+    // params: per layer 4 norms [D], q/k/v/o, q_norm and k_norm [hd], 3 MLP matrices; tied head
+    const int64_t Q = 4 * 32, KV = 32;
+    int64_t layer = 4 * 64 + 64 * Q + 2 * 64 * KV + Q * 64 + 2 * 32 + 3 * 64 * 128;
+    EXPECT_EQ(config_num_params(c), 100 * 64 + 64 + 7 * layer);
+}
+
+// What a config asks for that is not implemented is refused with the field named.
+TEST(config, vision_towers_experts_and_unknown_parts_are_refused_by_name) {
+    struct bad_case {
+        json        j;
+        const char* expect;
+    };
+    json mm = gemma_base();
+    mm["architectures"] = {"Gemma3ForConditionalGeneration"};
+    mm["model_type"] = "gemma3";
+    json vis = gemma_base();
+    vis["vision_config"] = {{"hidden_size", 32}};
+    json moe = base();
+    moe["architectures"] = {"Qwen3MoeForCausalLM"};
+    moe["model_type"] = "qwen3_moe";
+    json experts = base();
+    experts["architectures"] = {"Qwen3ForCausalLM"};
+    experts["model_type"] = "qwen3";
+    experts["num_experts"] = 128;
+    json act = gemma_base();
+    act["hidden_activation"] = "gelu";
+    json rope = gemma_base();
+    rope["rope_scaling"] = {{"rope_type", "dynamic"}, {"factor", 2.0}};
+    json types = gemma_base();
+    types["layer_types"] = {"sliding_attention"};
+    json bidir = gemma_base();
+    bidir["use_bidirectional_attention"] = true;
+    std::vector<bad_case> cases = {
+        {mm, "field 'architectures': Gemma3ForConditionalGeneration is the multimodal Gemma 3"},
+        {vis, "field 'vision_config'"},
+        {moe, "field 'architectures': Qwen3MoeForCausalLM is a mixture-of-experts model"},
+        {experts, "field 'num_experts'"},
+        {act, "field 'hidden_activation'"},
+        {rope, "unsupported rope type \"dynamic\""},
+        {types, "field 'layer_types': expected a list of 7 entries"},
+        {bidir, "field 'use_bidirectional_attention'"},
+    };
+    for (auto& c : cases) {
+        std::string m = err(c.j);
+        EXPECT_NE(m.find("x/config.json"), std::string::npos) << m;
+        EXPECT_NE(m.find(c.expect), std::string::npos) << "got: " << m;
+    }
+}
+
+// A saved config reads back to the same model: every architecture's fields survive.
+TEST(config, every_architecture_round_trips_through_config_to_json) {
+    json q2 = base(), q3 = base(), mi = base(), ge = gemma_base();
+    q2["architectures"] = {"Qwen2ForCausalLM"}, q2["model_type"] = "qwen2", q2["use_sliding_window"] = true;
+    q2["sliding_window"] = 6, q2["max_window_layers"] = 1;
+    q3["architectures"] = {"Qwen3ForCausalLM"}, q3["model_type"] = "qwen3", q3["head_dim"] = 8;
+    mi["architectures"] = {"MistralForCausalLM"}, mi["model_type"] = "mistral", mi["sliding_window"] = 4;
+    ge["final_logit_softcapping"] = 30.0, ge["sliding_window"] = 9;
+    for (const json& j : {base(), q2, q3, mi, ge}) {
+        llama_config a = config_parse(j.dump(), "a");
+        llama_config b = config_parse(config_to_json(a), "b");
+        EXPECT_EQ(a.architecture, b.architecture);
+        EXPECT_EQ(a.head_dim, b.head_dim) << a.architecture;
+        EXPECT_EQ(a.qk_norm, b.qk_norm) << a.architecture;
+        EXPECT_EQ(a.qkv_bias, b.qkv_bias) << a.architecture;
+        EXPECT_EQ(a.layer_window, b.layer_window) << a.architecture;
+        EXPECT_EQ(a.layer_local_rope, b.layer_local_rope) << a.architecture;
+        EXPECT_EQ(a.query_pre_attn_scalar, b.query_pre_attn_scalar) << a.architecture;
+        EXPECT_EQ(a.final_logit_softcap, b.final_logit_softcap) << a.architecture;
+        EXPECT_EQ(a.tie_word_embeddings, b.tie_word_embeddings) << a.architecture;
+        EXPECT_EQ(a.rope_local.theta, b.rope_local.theta) << a.architecture;
+        EXPECT_EQ(config_num_params(a), config_num_params(b)) << a.architecture;
+    }
 }
 
 TEST(config, llama3_rope_frequencies_follow_the_formula) {

@@ -173,7 +173,28 @@ TEST_P(golden, same_inputs_same_threads_give_bit_identical_gradients) {
     }
 }
 
-INSTANTIATE_TEST_SUITE_P(flavours, golden, ::testing::Values("llama2", "llama3", "qwen2"));
+// KV-cached decoding (the prompt in one chunk, then token by token, windowed layers reading only
+// their window of the cache) gives the logits the full forward gives at every position.
+TEST_P(golden, kv_cached_decoding_matches_the_full_forward) {
+    golden_case c = load_case(GetParam());
+    const llama_model& m = *c.model;
+    const int64_t V = m.cfg.vocab_size, L = c.lengths[0];
+    std::vector<float> want = lisa_test::read_f32(*c.gold, "logits");  // PyTorch's, sequence 0
+    llama_kv_cache kv;
+    llama_kv_cache_init(&kv, m, L);
+    std::vector<float> last(V);
+    const int64_t prompt = 3;
+    llama_decode(m, &kv, c.ids.data(), prompt, last.data());
+    EXPECT_LT(lisa_test::rel_err(last.data(), want.data() + (prompt - 1) * V, V), 1e-4) << "after the prompt";
+    for (int64_t t = prompt; t < L; t++) {
+        llama_decode(m, &kv, c.ids.data() + t, 1, last.data());
+        EXPECT_LT(lisa_test::rel_err(last.data(), want.data() + t * V, V), 1e-4) << "position " << t;
+    }
+    EXPECT_THROW(llama_decode(m, &kv, c.ids.data(), 1, last.data()), lisa::error);  // the cache is full
+}
+
+INSTANTIATE_TEST_SUITE_P(flavours, golden,
+                         ::testing::Values("llama2", "llama3", "qwen2", "mistral_window", "qwen3", "gemma3"));
 
 // A bf16 model computes from its bf16 matrices tile by tile: the values are exactly the stored
 // ones, so logits and loss match PyTorch as in fp32, with no fp32 copy of any matrix.
@@ -210,6 +231,10 @@ TEST(golden_io, flavours_load_with_their_stored_dtypes) {
     EXPECT_EQ(q->stored_dtype, dtype::f16);
     EXPECT_TRUE(q->cfg.tie_word_embeddings);
     EXPECT_EQ(q->w.lm_head, q->w.embed);
+    auto g = llama_model_load(lisa_test::golden_dir("gemma3") + "/model");  // bf16: half mode
+    EXPECT_TRUE(g->half);
+    EXPECT_EQ(g->cfg.arch, model_arch::gemma3);
+    EXPECT_EQ(g->w16.lm_head, g->w16.embed);
 }
 
 // The real trained model: greedy decoding from BOS gives PyTorch's tokens and text.
@@ -285,8 +310,10 @@ static void attach_lora(llama_model* m, lora_fixture* fx, const st_file* gold, f
         }
 }
 
-TEST(golden_lora, loss_and_adapter_gradients_match_pytorch) {
-    golden_case c = load_case("llama2");
+class golden_lora_flavour : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(golden_lora_flavour, loss_and_adapter_gradients_match_pytorch) {
+    golden_case c = load_case(GetParam());
     llama_model& m = *c.model;
     lora_fixture fx;
     attach_lora(&m, &fx, c.gold.get(), 1.5f, 0.0f);
@@ -305,6 +332,9 @@ TEST(golden_lora, loss_and_adapter_gradients_match_pytorch) {
             }
         }
 }
+
+INSTANTIATE_TEST_SUITE_P(flavours, golden_lora_flavour,
+                         ::testing::Values("llama2", "llama3", "qwen2", "mistral_window", "qwen3", "gemma3"));
 
 // With dropout the mask is regenerated from a seed, so the loss is a deterministic function of
 // A and B: central finite differences check the dropout backward (fp32 forward, eps 1e-2,

@@ -25,6 +25,13 @@ struct adamw_hparams {
     double lr = 5e-5, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0.0;
 };
 
+// How one layer's attention scores are formed (per layer: Gemma 3 mixes local and global layers).
+struct attn_params {
+    float   scale = 0.0f;    // score = scale · q·k (1/sqrt(head_dim) unless the model says otherwise)
+    float   softcap = 0.0f;  // > 0: score = softcap · tanh(score / softcap), before the softmax
+    int64_t window = 0;      // > 0: query t sees keys t-window+1..t only (sliding window); 0: all of 0..t
+};
+
 struct backend {
     const char* name;  // "cpu", "ref"
 
@@ -48,11 +55,13 @@ struct backend {
     // dx += dy·W
     void (*linear_backward_bf16)(float* dx, const float* dy, const uint16_t* w, int64_t N, int64_t in, int64_t out);
 
-    // ---- RMSNorm: y = x / sqrt(mean(x²) + eps) * w, in fp32; saves rstd[N] for the backward.
-    void (*rmsnorm_forward)(float* y, float* rstd, const float* x, const float* w, int64_t N, int64_t D, float eps);
+    // ---- RMSNorm: y = x / sqrt(mean(x²) + eps) * (w_offset + w), in fp32; saves rstd[N] for the
+    // backward. w_offset is 0 for Llama, 1 for Gemma (whose norms store w - 1).
+    void (*rmsnorm_forward)(float* y, float* rstd, const float* x, const float* w, int64_t N, int64_t D, float eps,
+                            float w_offset);
     // dx += ∂L/∂x ; dw += Σ_rows dy·x·rstd   (dx, dw may be null)
     void (*rmsnorm_backward)(float* dx, float* dw, const float* dy, const float* x, const float* w,
-                             const float* rstd, int64_t N, int64_t D);
+                             const float* rstd, int64_t N, int64_t D, float w_offset);
 
     // ---- rotary embedding, rotate-half convention (HF): x [B,T,H,hd] in place; cos/sin [T,hd/2]
     void (*rope_forward)(float* x, const float* cos, const float* sin, int64_t B, int64_t T, int64_t H, int64_t hd);
@@ -63,25 +72,31 @@ struct backend {
     void (*rope_tables)(float* cos, float* sin, const float* inv_freq, int64_t T, int64_t hd);
 
     // ---- causal self-attention with grouped KV heads: q [B,T,Hq,hd], k,v [B,T,Hkv,hd],
-    // out [B,T,Hq,hd], lse [B,Hq,T] (log-sum-exp of each query's scaled scores, for the backward).
-    // No T×T score matrix is ever stored.
+    // out [B,T,Hq,hd], lse [B,Hq,T] (log-sum-exp of each query's final scores, for the backward).
+    // Scores are scaled, soft-capped and windowed as `ap` says. No T×T score matrix is ever
+    // stored, and a sliding window limits the work to T×window.
     void (*attention_forward)(float* out, float* lse, const float* q, const float* k, const float* v, int64_t B,
-                              int64_t T, int64_t Hq, int64_t Hkv, int64_t hd);
+                              int64_t T, int64_t Hq, int64_t Hkv, int64_t hd, const attn_params& ap);
     // dq, dk, dv += gradients (probabilities recomputed from q, k and lse)
     void (*attention_backward)(float* dq, float* dk, float* dv, const float* dout, const float* out,
                                const float* lse, const float* q, const float* k, const float* v, int64_t B,
-                               int64_t T, int64_t Hq, int64_t Hkv, int64_t hd);
+                               int64_t T, int64_t Hq, int64_t Hkv, int64_t hd, const attn_params& ap);
     // n new queries at positions pos0.. over a KV cache holding positions 0..pos0+n-1:
     // q/out [n,Hq,hd], kc/vc [>= pos0+n, Hkv, hd]. Inference only.
     void (*attention_forward_kv)(float* out, const float* q, const float* kc, const float* vc, int64_t n,
-                                 int64_t pos0, int64_t Hq, int64_t Hkv, int64_t hd);
+                                 int64_t pos0, int64_t Hq, int64_t Hkv, int64_t hd, const attn_params& ap);
 
     // ---- SwiGLU: h = silu(g) * u over n values; dg, du += gradients
     void (*swiglu_forward)(float* h, const float* g, const float* u, int64_t n);
     void (*swiglu_backward)(float* dg, float* du, const float* dh, const float* g, const float* u, int64_t n);
+    // ---- GeGLU (tanh-approximated GELU, Gemma): h = gelu_tanh(g) * u; dg, du += gradients
+    void (*geglu_forward)(float* h, const float* g, const float* u, int64_t n);
+    void (*geglu_backward)(float* dg, float* du, const float* dh, const float* g, const float* u, int64_t n);
 
-    // ---- elementwise: y += x over n values; x = 0; dst = src
+    // ---- elementwise: y += x over n values; x *= s; x = cap·tanh(x/cap); x = 0; dst = src
     void (*add)(float* y, const float* x, int64_t n);
+    void (*scale)(float* x, int64_t n, float s);
+    void (*softcap)(float* x, int64_t n, float cap);
     void (*zero)(float* x, int64_t n);
     void (*copy)(float* dst, const float* src, int64_t n);
     // out = x ⊙ mask / (1-p), the mask drawn from (key, index): the same key gives the same mask,
@@ -100,10 +115,11 @@ struct backend {
     // ---- LM head fused with cross-entropy, in row chunks: never more than chunk×V logits.
     // Rows with targets[n] >= 0: loss_n = logsumexp(x_n·Wᵀ) - (x_n·Wᵀ)[target]; returns Σ loss_n.
     // dx, dw (may be null) += gradients of grad_scale · Σ loss_n. w16: the head in bf16 when w is
-    // null (frozen). scratch holds lmhead_scratch_floats(chunk, D, V) floats.
+    // null (frozen). scratch holds lmhead_scratch_floats(chunk, D, V) floats. softcap > 0: the
+    // logits are cap·tanh(logit/cap) (Gemma's final_logit_softcapping).
     double (*lmhead_xent)(float* dx, float* dw, const float* x, const float* w, const uint16_t* w16,
                           const int32_t* targets, int64_t N, int64_t D, int64_t V, float grad_scale, float* scratch,
-                          int64_t chunk);
+                          int64_t chunk, float softcap);
 
     // ---- W[out,in] += scale · B[out,r]·A[r,in] (folding a LoRA adapter into its weight)
     void (*lora_fold)(float* w, const float* A, const float* B, int64_t out, int64_t in, int64_t r, float scale);

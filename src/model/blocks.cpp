@@ -75,6 +75,26 @@ static void lora_backward(const block_args& b, int64_t l, int t, const llama_lor
 
 // ------------------------------------------------------------------ attention block
 
+// Layer l's attention: scale, soft cap and window
+static attn_params layer_attn(const llama_config& c, int64_t l) {
+    attn_params ap;
+    ap.scale = config_attn_scale(c);
+    ap.softcap = (float)c.attn_logit_softcap;
+    ap.window = config_layer_window(c, l);
+    return ap;
+}
+
+static void norm_fwd(const block_args& b, float* y, float* rstd, const float* x, const float* w, int64_t rows,
+                     int64_t width) {
+    const llama_config& c = b.m.cfg;
+    b.K.rmsnorm_forward(y, rstd, x, w, rows, width, (float)c.rms_norm_eps, (float)c.norm_weight_offset);
+}
+
+static void norm_bwd(const block_args& b, float* dx, float* dw, const float* dy, const float* x, const float* w,
+                     const float* rstd, int64_t rows, int64_t width) {
+    b.K.rmsnorm_backward(dx, dw, dy, x, w, rstd, rows, width, (float)b.m.cfg.norm_weight_offset);
+}
+
 void attn_block_forward(const block_args& b, int64_t l, const float* x, llama_layer_acts& s) {
     const llama_config& c = b.m.cfg;
     const backend& K = b.K;
@@ -82,24 +102,32 @@ void attn_block_forward(const block_args& b, int64_t l, const float* x, llama_la
                   Q = Hq * hd, KV = Hkv * hd;
     const llama_layer_weights& w = b.m.w.layers[l];
     const llama_layer_weights16& w16 = b.m.w16.layers[l];
-    K.rmsnorm_forward(s.xn1, s.rstd1, x, w[LT_ATTN_NORM], N, D, (float)c.rms_norm_eps);
-    lin_fwd(K, s.q, s.xn1, w[LT_Q], w16[LT_Q], w[LT_Q_BIAS], N, D, Q);
-    lin_fwd(K, s.k, s.xn1, w[LT_K], w16[LT_K], w[LT_K_BIAS], N, D, KV);
+    const attn_params ap = layer_attn(c, l);
+    norm_fwd(b, s.xn1, s.rstd1, x, w[LT_ATTN_NORM], N, D);
+    // projections into q_pre/k_pre (the same buffers as q/k unless a per-head norm follows)
+    lin_fwd(K, s.q_pre, s.xn1, w[LT_Q], w16[LT_Q], w[LT_Q_BIAS], N, D, Q);
+    lin_fwd(K, s.k_pre, s.xn1, w[LT_K], w16[LT_K], w[LT_K_BIAS], N, D, KV);
     lin_fwd(K, s.v, s.xn1, w[LT_V], w16[LT_V], w[LT_V_BIAS], N, D, KV);
-    lora_forward(b, l, LORA_Q, s.q, s.xn1, D, Q);
-    lora_forward(b, l, LORA_K, s.k, s.xn1, D, KV);
+    lora_forward(b, l, LORA_Q, s.q_pre, s.xn1, D, Q);
+    lora_forward(b, l, LORA_K, s.k_pre, s.xn1, D, KV);
     lora_forward(b, l, LORA_V, s.v, s.xn1, D, KV);
+    if (c.qk_norm) {  // Qwen3, Gemma 3: RMSNorm over each head's vector, before RoPE
+        norm_fwd(b, s.q, s.rstd_q, s.q_pre, w[LT_Q_NORM], N * Hq, hd);
+        norm_fwd(b, s.k, s.rstd_k, s.k_pre, w[LT_K_NORM], N * Hkv, hd);
+    }
     K.rope_forward(s.q, b.cos, b.sin, b.B, b.T, Hq, hd);
     K.rope_forward(s.k, b.cos, b.sin, b.B, b.T, Hkv, hd);
     if (b.kc) {  // decode: append this chunk's keys and values, attend over the whole cache
         K.copy(b.kc + b.pos0 * KV, s.k, N * KV);
         K.copy(b.vc + b.pos0 * KV, s.v, N * KV);
-        K.attention_forward_kv(s.att, s.q, b.kc, b.vc, N, b.pos0, Hq, Hkv, hd);
+        K.attention_forward_kv(s.att, s.q, b.kc, b.vc, N, b.pos0, Hq, Hkv, hd, ap);
     } else {
-        K.attention_forward(s.att, s.lse, s.q, s.k, s.v, b.B, b.T, Hq, Hkv, hd);
+        K.attention_forward(s.att, s.lse, s.q, s.k, s.v, b.B, b.T, Hq, Hkv, hd, ap);
     }
-    lin_fwd(K, s.x_mid, s.att, w[LT_O], w16[LT_O], w[LT_O_BIAS], N, Q, D);
-    lora_forward(b, l, LORA_O, s.x_mid, s.att, Q, D);
+    // o projection into attn_o (== x_mid unless a sandwich norm follows)
+    lin_fwd(K, s.attn_o, s.att, w[LT_O], w16[LT_O], w[LT_O_BIAS], N, Q, D);
+    lora_forward(b, l, LORA_O, s.attn_o, s.att, Q, D);
+    if (c.sandwich_norms) norm_fwd(b, s.x_mid, s.rstd_ao, s.attn_o, w[LT_POST_ATTN_NORM], N, D);
     K.add(s.x_mid, x, N * D);
 }
 
@@ -112,26 +140,55 @@ void attn_block_backward(const block_args& b, int64_t l, const float* x, const l
                   Q = Hq * hd, KV = Hkv * hd;
     const llama_layer_weights& w = b.m.w.layers[l];
     const llama_layer_weights16& w16 = b.m.w16.layers[l];
+    const attn_params ap = layer_attn(c, l);
+    // gradient of the o projection's output: dresid itself, or through the post-attention norm
+    const float* dout = dresid;
+    if (c.sandwich_norms) {
+        K.zero(a->dpost, N * D);
+        norm_bwd(b, a->dpost, G[LT_POST_ATTN_NORM], dresid, s.attn_o, w[LT_POST_ATTN_NORM], s.rstd_ao, N, D);
+        dout = a->dpost;
+    }
     K.zero(a->datt, N * Q);
-    lin_bwd(K, a->datt, G[LT_O], G[LT_O_BIAS], dresid, s.att, w[LT_O], w16[LT_O], N, Q, D);
-    lora_backward(b, l, LORA_O, lg, a->datt, dresid, s.att, Q, D);
+    lin_bwd(K, a->datt, G[LT_O], G[LT_O_BIAS], dout, s.att, w[LT_O], w16[LT_O], N, Q, D);
+    lora_backward(b, l, LORA_O, lg, a->datt, dout, s.att, Q, D);
     K.zero(a->dq, N * Q);
     K.zero(a->dk, N * KV);
     K.zero(a->dv, N * KV);
-    K.attention_backward(a->dq, a->dk, a->dv, a->datt, s.att, s.lse, s.q, s.k, s.v, b.B, b.T, Hq, Hkv, hd);
+    K.attention_backward(a->dq, a->dk, a->dv, a->datt, s.att, s.lse, s.q, s.k, s.v, b.B, b.T, Hq, Hkv, hd, ap);
     K.rope_backward(a->dq, b.cos, b.sin, b.B, b.T, Hq, hd);
     K.rope_backward(a->dk, b.cos, b.sin, b.B, b.T, Hkv, hd);
+    float* dq = a->dq;
+    float* dk = a->dk;
+    if (c.qk_norm) {  // back through the per-head norms
+        K.zero(a->dq_pre, N * Q);
+        K.zero(a->dk_pre, N * KV);
+        norm_bwd(b, a->dq_pre, G[LT_Q_NORM], a->dq, s.q_pre, w[LT_Q_NORM], s.rstd_q, N * Hq, hd);
+        norm_bwd(b, a->dk_pre, G[LT_K_NORM], a->dk, s.k_pre, w[LT_K_NORM], s.rstd_k, N * Hkv, hd);
+        dq = a->dq_pre;
+        dk = a->dk_pre;
+    }
     K.zero(a->dxn, N * D);
-    lin_bwd(K, a->dxn, G[LT_Q], G[LT_Q_BIAS], a->dq, s.xn1, w[LT_Q], w16[LT_Q], N, D, Q);
-    lin_bwd(K, a->dxn, G[LT_K], G[LT_K_BIAS], a->dk, s.xn1, w[LT_K], w16[LT_K], N, D, KV);
+    lin_bwd(K, a->dxn, G[LT_Q], G[LT_Q_BIAS], dq, s.xn1, w[LT_Q], w16[LT_Q], N, D, Q);
+    lin_bwd(K, a->dxn, G[LT_K], G[LT_K_BIAS], dk, s.xn1, w[LT_K], w16[LT_K], N, D, KV);
     lin_bwd(K, a->dxn, G[LT_V], G[LT_V_BIAS], a->dv, s.xn1, w[LT_V], w16[LT_V], N, D, KV);
-    lora_backward(b, l, LORA_Q, lg, a->dxn, a->dq, s.xn1, D, Q);
-    lora_backward(b, l, LORA_K, lg, a->dxn, a->dk, s.xn1, D, KV);
+    lora_backward(b, l, LORA_Q, lg, a->dxn, dq, s.xn1, D, Q);
+    lora_backward(b, l, LORA_K, lg, a->dxn, dk, s.xn1, D, KV);
     lora_backward(b, l, LORA_V, lg, a->dxn, a->dv, s.xn1, D, KV);
-    K.rmsnorm_backward(dresid, G[LT_ATTN_NORM], a->dxn, x, w[LT_ATTN_NORM], s.rstd1, N, D);  // d x
+    norm_bwd(b, dresid, G[LT_ATTN_NORM], a->dxn, x, w[LT_ATTN_NORM], s.rstd1, N, D);  // d x
 }
 
 // ------------------------------------------------------------------ MLP block
+
+static void glu_fwd(const block_args& b, float* h, const float* g, const float* u, int64_t n) {
+    if (b.m.cfg.hidden_act == activation::gelu_tanh) b.K.geglu_forward(h, g, u, n);
+    else b.K.swiglu_forward(h, g, u, n);
+}
+
+static void glu_bwd(const block_args& b, float* dg, float* du, const float* dh, const float* g, const float* u,
+                    int64_t n) {
+    if (b.m.cfg.hidden_act == activation::gelu_tanh) b.K.geglu_backward(dg, du, dh, g, u, n);
+    else b.K.swiglu_backward(dg, du, dh, g, u, n);
+}
 
 void mlp_block_forward(const block_args& b, int64_t l, llama_layer_acts& s, float* y) {
     const llama_config& c = b.m.cfg;
@@ -139,14 +196,17 @@ void mlp_block_forward(const block_args& b, int64_t l, llama_layer_acts& s, floa
     const int64_t N = b.B * b.T, D = c.hidden_size, F = c.intermediate_size;
     const llama_layer_weights& w = b.m.w.layers[l];
     const llama_layer_weights16& w16 = b.m.w16.layers[l];
-    K.rmsnorm_forward(s.xn2, s.rstd2, s.x_mid, w[LT_MLP_NORM], N, D, (float)c.rms_norm_eps);
+    const layer_tensor in_norm = mlp_input_norm(c);
+    norm_fwd(b, s.xn2, s.rstd2, s.x_mid, w[in_norm], N, D);
     lin_fwd(K, s.gate, s.xn2, w[LT_GATE], w16[LT_GATE], nullptr, N, D, F);
     lin_fwd(K, s.up, s.xn2, w[LT_UP], w16[LT_UP], nullptr, N, D, F);
     lora_forward(b, l, LORA_GATE, s.gate, s.xn2, D, F);
     lora_forward(b, l, LORA_UP, s.up, s.xn2, D, F);
-    K.swiglu_forward(s.h, s.gate, s.up, N * F);
-    lin_fwd(K, y, s.h, w[LT_DOWN], w16[LT_DOWN], nullptr, N, F, D);
-    lora_forward(b, l, LORA_DOWN, y, s.h, F, D);
+    glu_fwd(b, s.h, s.gate, s.up, N * F);
+    float* o = c.sandwich_norms ? s.mlp_o : y;  // the down projection's output, normed after (Gemma)
+    lin_fwd(K, o, s.h, w[LT_DOWN], w16[LT_DOWN], nullptr, N, F, D);
+    lora_forward(b, l, LORA_DOWN, o, s.h, F, D);
+    if (c.sandwich_norms) norm_fwd(b, y, s.rstd_mo, s.mlp_o, w[LT_POST_FF_NORM], N, D);
     K.add(y, s.x_mid, N * D);
 }
 
@@ -158,18 +218,25 @@ void mlp_block_backward(const block_args& b, int64_t l, const llama_layer_acts& 
     const int64_t N = b.B * b.T, D = c.hidden_size, F = c.intermediate_size;
     const llama_layer_weights& w = b.m.w.layers[l];
     const llama_layer_weights16& w16 = b.m.w16.layers[l];
+    const layer_tensor in_norm = mlp_input_norm(c);
+    const float* dout = dresid;
+    if (c.sandwich_norms) {
+        K.zero(a->dpost, N * D);
+        norm_bwd(b, a->dpost, G[LT_POST_FF_NORM], dresid, s.mlp_o, w[LT_POST_FF_NORM], s.rstd_mo, N, D);
+        dout = a->dpost;
+    }
     K.zero(a->dh, N * F);
-    lin_bwd(K, a->dh, G[LT_DOWN], nullptr, dresid, s.h, w[LT_DOWN], w16[LT_DOWN], N, F, D);
-    lora_backward(b, l, LORA_DOWN, lg, a->dh, dresid, s.h, F, D);
+    lin_bwd(K, a->dh, G[LT_DOWN], nullptr, dout, s.h, w[LT_DOWN], w16[LT_DOWN], N, F, D);
+    lora_backward(b, l, LORA_DOWN, lg, a->dh, dout, s.h, F, D);
     K.zero(a->dgate, N * F);
     K.zero(a->dup, N * F);
-    K.swiglu_backward(a->dgate, a->dup, a->dh, s.gate, s.up, N * F);
+    glu_bwd(b, a->dgate, a->dup, a->dh, s.gate, s.up, N * F);
     K.zero(a->dxn, N * D);
     lin_bwd(K, a->dxn, G[LT_GATE], nullptr, a->dgate, s.xn2, w[LT_GATE], w16[LT_GATE], N, D, F);
     lin_bwd(K, a->dxn, G[LT_UP], nullptr, a->dup, s.xn2, w[LT_UP], w16[LT_UP], N, D, F);
     lora_backward(b, l, LORA_GATE, lg, a->dxn, a->dgate, s.xn2, D, F);
     lora_backward(b, l, LORA_UP, lg, a->dxn, a->dup, s.xn2, D, F);
-    K.rmsnorm_backward(dresid, G[LT_MLP_NORM], a->dxn, s.x_mid, w[LT_MLP_NORM], s.rstd2, N, D);  // d x_mid
+    norm_bwd(b, dresid, G[in_norm], a->dxn, s.x_mid, w[in_norm], s.rstd2, N, D);  // d x_mid
 }
 
 }  // namespace lisa

@@ -10,7 +10,7 @@
 
 namespace lisa {
 
-enum class model_arch { llama, mistral, qwen2 };
+enum class model_arch { llama, mistral, qwen2, qwen3, gemma3 };
 enum class rope_kind { none, linear, llama3 };
 enum class activation { silu, gelu_tanh };  // the gated MLP's activation (SwiGLU / GeGLU)
 
@@ -25,7 +25,7 @@ struct rope_config {
 
 struct llama_config {
     model_arch  arch = model_arch::llama;
-    std::string model_type;           // "llama", "mistral", "qwen2"
+    std::string model_type;           // "llama", "mistral", "qwen2", "qwen3", "gemma3_text"
     std::string architecture;         // "LlamaForCausalLM", ...
     int64_t vocab_size = 0;
     int64_t hidden_size = 0;          // D
@@ -35,7 +35,7 @@ struct llama_config {
     int64_t num_kv_heads = 0;         // key/value heads (GQA when < num_heads)
     int64_t head_dim = 0;             // per-head size; hidden_size / num_heads unless given
     int64_t max_position_embeddings = 2048;
-    int64_t sliding_window = 0;       // 0 = none; attention window in tokens when > 0
+    int64_t sliding_window = 0;       // the config's sliding_window (0 = none); which layers use it: layer_window
     double  rms_norm_eps = 1e-6;
     double  initializer_range = 0.02; // std of the normal init used by `lisa init`
     rope_config rope;
@@ -44,21 +44,27 @@ struct llama_config {
     bool    o_bias = false;           // o_proj carries a bias (Llama attention_bias)
     dtype   torch_dtype = dtype::f32; // stored dtype the config declares
     // How architectures differ, as data: the decoder's blocks read these, so a new architecture is
-    // a config plus the few blocks it really lacks. The Llama family uses the defaults; the blocks
-    // refuse a value they do not implement yet (llama_check_supported names the field).
+    // a config plus the few blocks it really lacks. The Llama family uses the defaults.
     bool       qk_norm = false;           // per-head RMSNorm of q and k before RoPE (Qwen3, Gemma 3)
     double     norm_weight_offset = 0.0;  // RMSNorm scales by (offset + w) (Gemma: 1)
     bool       sandwich_norms = false;    // norms after attention and around the MLP (Gemma)
     activation hidden_act = activation::silu;
     double     embed_scale = 1.0;         // embeddings are multiplied by this (Gemma: sqrt(hidden_size))
-    double     attn_scale = 0.0;          // attention score scale; 0 = 1/sqrt(head_dim)
+    double     query_pre_attn_scalar = 0; // scores scaled by 1/sqrt(this) (Gemma); 0 = by 1/sqrt(head_dim)
     double     attn_logit_softcap = 0.0;  // scores soft-capped at this (0 = none)
     double     final_logit_softcap = 0.0; // logits soft-capped at this (0 = none)
     std::vector<int64_t> layer_window;    // per layer: attention window in tokens, 0 = full (empty: all 0)
     std::vector<uint8_t> layer_local_rope;// per layer: 1 = rope_local below instead of rope (empty: all 0)
-    rope_config          rope_local;      // RoPE of local (sliding-window) layers
+    rope_config          rope_local;      // RoPE of local (sliding-window) layers (Gemma: rope_local_base_freq)
     std::vector<int64_t> bos_token_ids, eos_token_ids;  // possibly empty
 };
+
+// Layer l's attention window (0 = full causal attention) and whether it uses rope_local.
+int64_t config_layer_window(const llama_config& c, int64_t l);
+bool    config_layer_local_rope(const llama_config& c, int64_t l);
+bool    config_any_local_rope(const llama_config& c);
+// The attention score scale: 1/sqrt(query_pre_attn_scalar) when set, else 1/sqrt(head_dim).
+float config_attn_scale(const llama_config& c);
 
 // Parse config.json text; `path` is only used in error messages.
 llama_config config_parse(const std::string& text, const std::string& path);

@@ -7,23 +7,31 @@ namespace lisa {
 static bool always(const llama_config&) { return true; }
 static bool with_qkv_bias(const llama_config& c) { return c.qkv_bias; }
 static bool with_o_bias(const llama_config& c) { return c.o_bias; }
+static bool with_qk_norm(const llama_config& c) { return c.qk_norm; }
+static bool plain_norms(const llama_config& c) { return !c.sandwich_norms; }
+static bool sandwich(const llama_config& c) { return c.sandwich_norms; }
 
 using K = tensor_kind;
 using R = dim_rule;
 const layer_tensor_spec kLayerTensors[LT_COUNT] = {
-    /* LT_ATTN_NORM */ {"input_layernorm.weight", K::norm, R::hidden, R::none, always, -1},
-    /* LT_Q         */ {"self_attn.q_proj.weight", K::matrix, R::q_out, R::hidden, always, LORA_Q},
-    /* LT_Q_BIAS    */ {"self_attn.q_proj.bias", K::bias, R::q_out, R::none, with_qkv_bias, -1},
-    /* LT_K         */ {"self_attn.k_proj.weight", K::matrix, R::kv_out, R::hidden, always, LORA_K},
-    /* LT_K_BIAS    */ {"self_attn.k_proj.bias", K::bias, R::kv_out, R::none, with_qkv_bias, -1},
-    /* LT_V         */ {"self_attn.v_proj.weight", K::matrix, R::kv_out, R::hidden, always, LORA_V},
-    /* LT_V_BIAS    */ {"self_attn.v_proj.bias", K::bias, R::kv_out, R::none, with_qkv_bias, -1},
-    /* LT_O         */ {"self_attn.o_proj.weight", K::matrix, R::hidden, R::q_out, always, LORA_O},
-    /* LT_O_BIAS    */ {"self_attn.o_proj.bias", K::bias, R::hidden, R::none, with_o_bias, -1},
-    /* LT_MLP_NORM  */ {"post_attention_layernorm.weight", K::norm, R::hidden, R::none, always, -1},
-    /* LT_GATE      */ {"mlp.gate_proj.weight", K::matrix, R::intermediate, R::hidden, always, LORA_GATE},
-    /* LT_UP        */ {"mlp.up_proj.weight", K::matrix, R::intermediate, R::hidden, always, LORA_UP},
-    /* LT_DOWN      */ {"mlp.down_proj.weight", K::matrix, R::hidden, R::intermediate, always, LORA_DOWN},
+    /* LT_ATTN_NORM      */ {"input_layernorm.weight", K::norm, R::hidden, R::none, always, -1},
+    /* LT_Q              */ {"self_attn.q_proj.weight", K::matrix, R::q_out, R::hidden, always, LORA_Q},
+    /* LT_Q_BIAS         */ {"self_attn.q_proj.bias", K::bias, R::q_out, R::none, with_qkv_bias, -1},
+    /* LT_K              */ {"self_attn.k_proj.weight", K::matrix, R::kv_out, R::hidden, always, LORA_K},
+    /* LT_K_BIAS         */ {"self_attn.k_proj.bias", K::bias, R::kv_out, R::none, with_qkv_bias, -1},
+    /* LT_V              */ {"self_attn.v_proj.weight", K::matrix, R::kv_out, R::hidden, always, LORA_V},
+    /* LT_V_BIAS         */ {"self_attn.v_proj.bias", K::bias, R::kv_out, R::none, with_qkv_bias, -1},
+    /* LT_Q_NORM         */ {"self_attn.q_norm.weight", K::norm, R::head, R::none, with_qk_norm, -1},
+    /* LT_K_NORM         */ {"self_attn.k_norm.weight", K::norm, R::head, R::none, with_qk_norm, -1},
+    /* LT_O              */ {"self_attn.o_proj.weight", K::matrix, R::hidden, R::q_out, always, LORA_O},
+    /* LT_O_BIAS         */ {"self_attn.o_proj.bias", K::bias, R::hidden, R::none, with_o_bias, -1},
+    /* LT_MLP_NORM       */ {"post_attention_layernorm.weight", K::norm, R::hidden, R::none, plain_norms, -1},
+    /* LT_POST_ATTN_NORM */ {"post_attention_layernorm.weight", K::norm, R::hidden, R::none, sandwich, -1},
+    /* LT_PRE_FF_NORM    */ {"pre_feedforward_layernorm.weight", K::norm, R::hidden, R::none, sandwich, -1},
+    /* LT_POST_FF_NORM   */ {"post_feedforward_layernorm.weight", K::norm, R::hidden, R::none, sandwich, -1},
+    /* LT_GATE           */ {"mlp.gate_proj.weight", K::matrix, R::intermediate, R::hidden, always, LORA_GATE},
+    /* LT_UP             */ {"mlp.up_proj.weight", K::matrix, R::intermediate, R::hidden, always, LORA_UP},
+    /* LT_DOWN           */ {"mlp.down_proj.weight", K::matrix, R::hidden, R::intermediate, always, LORA_DOWN},
 };
 
 int64_t dim_size(const llama_config& c, dim_rule d) {
@@ -33,6 +41,7 @@ int64_t dim_size(const llama_config& c, dim_rule d) {
         case R::intermediate: return c.intermediate_size;
         case R::q_out: return c.num_heads * c.head_dim;
         case R::kv_out: return c.num_kv_heads * c.head_dim;
+        case R::head: return c.head_dim;
     }
     return 0;
 }

@@ -13,24 +13,33 @@ namespace lisa {
 
 // Every tensor a decoder layer may hold, in the order the size table (and saved files) list them.
 enum layer_tensor : int {
-    LT_ATTN_NORM,  // input_layernorm.weight            [D]
-    LT_Q,          // self_attn.q_proj.weight           [Hq*hd, D]
-    LT_Q_BIAS,     // self_attn.q_proj.bias             [Hq*hd]   (qkv_bias)
-    LT_K,          // self_attn.k_proj.weight           [Hkv*hd, D]
-    LT_K_BIAS,     // self_attn.k_proj.bias             [Hkv*hd]  (qkv_bias)
-    LT_V,          // self_attn.v_proj.weight           [Hkv*hd, D]
-    LT_V_BIAS,     // self_attn.v_proj.bias             [Hkv*hd]  (qkv_bias)
-    LT_O,          // self_attn.o_proj.weight           [D, Hq*hd]
-    LT_O_BIAS,     // self_attn.o_proj.bias             [D]       (o_bias)
-    LT_MLP_NORM,   // post_attention_layernorm.weight   [D]       (the MLP's input norm in Llama)
-    LT_GATE,       // mlp.gate_proj.weight              [F, D]
-    LT_UP,         // mlp.up_proj.weight                [F, D]
-    LT_DOWN,       // mlp.down_proj.weight              [D, F]
+    LT_ATTN_NORM,      // input_layernorm.weight            [D]
+    LT_Q,              // self_attn.q_proj.weight           [Hq*hd, D]
+    LT_Q_BIAS,         // self_attn.q_proj.bias             [Hq*hd]   (qkv_bias)
+    LT_K,              // self_attn.k_proj.weight           [Hkv*hd, D]
+    LT_K_BIAS,         // self_attn.k_proj.bias             [Hkv*hd]  (qkv_bias)
+    LT_V,              // self_attn.v_proj.weight           [Hkv*hd, D]
+    LT_V_BIAS,         // self_attn.v_proj.bias             [Hkv*hd]  (qkv_bias)
+    LT_Q_NORM,         // self_attn.q_norm.weight           [hd]      (qk_norm: Qwen3, Gemma 3)
+    LT_K_NORM,         // self_attn.k_norm.weight           [hd]      (qk_norm)
+    LT_O,              // self_attn.o_proj.weight           [D, Hq*hd]
+    LT_O_BIAS,         // self_attn.o_proj.bias             [D]       (o_bias)
+    LT_MLP_NORM,       // post_attention_layernorm.weight   [D]       the MLP's input norm (Llama family)
+    LT_POST_ATTN_NORM, // post_attention_layernorm.weight   [D]       norm of the attention output (sandwich)
+    LT_PRE_FF_NORM,    // pre_feedforward_layernorm.weight  [D]       the MLP's input norm (sandwich)
+    LT_POST_FF_NORM,   // post_feedforward_layernorm.weight [D]       norm of the MLP output (sandwich)
+    LT_GATE,           // mlp.gate_proj.weight              [F, D]
+    LT_UP,             // mlp.up_proj.weight                [F, D]
+    LT_DOWN,           // mlp.down_proj.weight              [D, F]
     LT_COUNT
 };
 
+// The norm in front of the MLP: Llama calls it post_attention_layernorm, Gemma (whose
+// post_attention_layernorm normalises the attention output) pre_feedforward_layernorm.
+inline layer_tensor mlp_input_norm(const llama_config& c) { return c.sandwich_norms ? LT_PRE_FF_NORM : LT_MLP_NORM; }
+
 enum class tensor_kind { matrix, norm, bias };  // init: normal / ones / zeros; decay: matrices only
-enum class dim_rule { none, hidden, intermediate, q_out, kv_out };  // D, F, Hq*hd, Hkv*hd
+enum class dim_rule { none, hidden, intermediate, q_out, kv_out, head };  // D, F, Hq*hd, Hkv*hd, hd
 
 // LoRA adapters go on a layer's Linear weights; the target numbering is part of the dropout-mask
 // key and of PEFT module names, so it is fixed here.

@@ -80,22 +80,18 @@ void llama_model_rebind(llama_model* m) {
 }
 
 void llama_check_supported(const llama_config& c) {
-    auto refuse = [&](const char* field) {
-        fail(strf("config.json: field '%s' of this %s asks for math lisa.cpp's decoder blocks do not implement yet",
-                  field, c.architecture.empty() ? "model" : c.architecture.c_str()));
+    auto refuse = [&](const char* field, const char* expected) {
+        fail(strf("config.json: field '%s' of this %s: expected %s", field,
+                  c.architecture.empty() ? "model" : c.architecture.c_str(), expected));
     };
-    if (c.qk_norm) refuse("qk_norm");
-    if (c.norm_weight_offset != 0.0) refuse("norm_weight_offset");
-    if (c.sandwich_norms) refuse("sandwich_norms");
-    if (c.hidden_act != activation::silu) refuse("hidden_act");
-    if (c.embed_scale != 1.0) refuse("embed_scale");
-    if (c.attn_scale != 0.0) refuse("query_pre_attn_scalar");
-    if (c.attn_logit_softcap != 0.0) refuse("attn_logit_softcapping");
-    if (c.final_logit_softcap != 0.0) refuse("final_logit_softcapping");
+    if (!c.layer_window.empty() && (int64_t)c.layer_window.size() != c.num_layers)
+        refuse("layer_types", "one entry per layer");
     for (int64_t w : c.layer_window)
-        if (w != 0) refuse("layer_types (sliding-window layers)");
-    for (uint8_t r : c.layer_local_rope)
-        if (r) refuse("rope_local_base_freq");
+        if (w < 0) refuse("sliding_window", "a positive window");
+    if (!c.layer_local_rope.empty() && (int64_t)c.layer_local_rope.size() != c.num_layers)
+        refuse("layer_types", "one entry per layer");
+    if (c.attn_logit_softcap < 0) refuse("attn_logit_softcapping", "a positive number or null");
+    if (c.final_logit_softcap < 0) refuse("final_logit_softcapping", "a positive number or null");
 }
 
 std::unique_ptr<llama_model> llama_model_init(const llama_config& cfg, bool half) {
@@ -147,7 +143,7 @@ std::vector<float> llama_tensor_values(const llama_model& m, size_t i) {
     return v;
 }
 
-// Normal(0, initializer_range) for matrices, ones for norms, zeros for biases. Values come from
+// Normal(0, initializer_range) for matrices, identity norms, zero biases. Values come from
 // a stream keyed by (seed, tensor), in blocks, so the result does not depend on the thread count.
 void llama_model_init_random(llama_model* m, uint64_t seed) {
     m->ctx.apply();
@@ -159,7 +155,8 @@ void llama_model_init_random(llama_model* m, uint64_t seed) {
             K.fill_normal(m->half ? nullptr : p, m->half ? m->params16.data() + t.offset : nullptr, (int64_t)t.numel,
                           m->cfg.initializer_range, seed, ti);
         else
-            std::fill(p, p + t.numel, t.kind == tensor_kind::norm ? 1.0f : 0.0f);
+            // a norm scales by (offset + w): ones for Llama, zeros for Gemma (whose w is stored minus 1)
+            std::fill(p, p + t.numel, t.kind == tensor_kind::norm ? (float)(1.0 - m->cfg.norm_weight_offset) : 0.0f);
     }
 }
 
@@ -196,19 +193,21 @@ float* llama_grad_of(const llama_grads& gr, const llama_model& m, size_t i) {
 
 // ------------------------------------------------------------------ rope
 
-std::vector<float> llama_rope_inv_freq(const llama_config& c) {
-    const int64_t half = c.head_dim / 2;
+std::vector<float> llama_rope_inv_freq(const llama_config& c) { return llama_rope_inv_freq(c.rope, c.head_dim); }
+
+std::vector<float> llama_rope_inv_freq(const rope_config& rope, int64_t head_dim) {
+    const int64_t half = head_dim / 2;
     std::vector<float> f(half);
     for (int64_t i = 0; i < half; i++) {
         // as Hugging Face: 1 / theta^(2i/d), computed in fp32
-        float e = (float)(2 * i) / (float)c.head_dim;
-        f[i] = (float)(1.0 / std::pow(c.rope.theta, (double)e));
+        float e = (float)(2 * i) / (float)head_dim;
+        f[i] = (float)(1.0 / std::pow(rope.theta, (double)e));
     }
-    if (c.rope.kind == rope_kind::linear) {
-        for (auto& x : f) x = (float)(x / c.rope.factor);
-    } else if (c.rope.kind == rope_kind::llama3) {
-        const double factor = c.rope.factor, lo = c.rope.low_freq_factor, hi = c.rope.high_freq_factor;
-        const double old_ctx = (double)c.rope.original_max_position_embeddings;
+    if (rope.kind == rope_kind::linear) {
+        for (auto& x : f) x = (float)(x / rope.factor);
+    } else if (rope.kind == rope_kind::llama3) {
+        const double factor = rope.factor, lo = rope.low_freq_factor, hi = rope.high_freq_factor;
+        const double old_ctx = (double)rope.original_max_position_embeddings;
         const double low_wavelen = old_ctx / lo, high_wavelen = old_ctx / hi;
         for (auto& x : f) {
             double inv = x, wavelen = 2.0 * M_PI / inv;
@@ -254,6 +253,23 @@ static size_t acts_layout(llama_acts* a, const llama_model& m, int64_t N, int64_
         take(&ly.gate, N * F);
         take(&ly.up, N * F);
         take(&ly.h, N * F);
+        // the parts only some architectures have alias the ones they stand in for otherwise
+        if (c.qk_norm) {
+            take(&ly.q_pre, N * Q);
+            take(&ly.k_pre, N * K);
+            take(&ly.rstd_q, N * c.num_heads);
+            take(&ly.rstd_k, N * c.num_kv_heads);
+        } else if (base) {
+            ly.q_pre = ly.q, ly.k_pre = ly.k, ly.rstd_q = ly.rstd_k = nullptr;
+        }
+        if (c.sandwich_norms) {
+            take(&ly.attn_o, N * D);
+            take(&ly.rstd_ao, N);
+            take(&ly.mlp_o, N * D);
+            take(&ly.rstd_mo, N);
+        } else if (base) {
+            ly.attn_o = ly.x_mid, ly.rstd_ao = ly.mlp_o = ly.rstd_mo = nullptr;
+        }
     }
     take(&a->rstd_f, N);
     take(&a->xn_f, N * D);
@@ -266,6 +282,9 @@ static size_t acts_layout(llama_acts* a, const llama_model& m, int64_t N, int64_
     take(&a->dh, N * F);
     take(&a->dgate, N * F);
     take(&a->dup, N * F);
+    take(&a->dq_pre, c.qk_norm ? N * Q : 0);
+    take(&a->dk_pre, c.qk_norm ? N * K : 0);
+    take(&a->dpost, c.sandwich_norms ? N * D : 0);
     take(&a->head_scratch, lmhead_scratch_floats(head_chunk, D, V));
     const int64_t R = m.lora.r, maxin = std::max({D, F, Q});
     if (R > 0) {
@@ -277,22 +296,22 @@ static size_t acts_layout(llama_acts* a, const llama_model& m, int64_t N, int64_
     }
     take(&a->rope_cos, T * half);
     take(&a->rope_sin, T * half);
+    const bool local = config_any_local_rope(c);
+    take(&a->rope_cos_local, local ? T * half : 0);
+    take(&a->rope_sin_local, local ? T * half : 0);
     return off;
 }
 
 void llama_acts_init(llama_acts* a, const llama_model& m, int64_t B, int64_t T, bool checkpoint) {
     const llama_config& c = m.cfg;
     if (B <= 0 || T <= 0) fail(strf("llama_acts_init: batch shape %lld x %lld must be positive", (long long)B, (long long)T));
-    if (c.sliding_window > 0 && T > c.sliding_window)
-        fail(strf("sequence length %lld exceeds the model's sliding_window %lld (sliding-window attention is not "
-                  "implemented); use a block size <= %lld", (long long)T, (long long)c.sliding_window,
-                  (long long)c.sliding_window));
     const int64_t L = c.num_layers;
     a->checkpoint = checkpoint;
     a->layers.assign(checkpoint ? 1 : L, {});  // checkpointing: one scratch set, recomputed per layer
     a->resid.assign(L + 1, nullptr);
     a->lora_xa.assign(checkpoint ? 1 : L, {});
     a->inv_freq.upload(llama_rope_inv_freq(c));
+    if (config_any_local_rope(c)) a->inv_freq_local.upload(llama_rope_inv_freq(c.rope_local, c.head_dim));
     a->cap_N = B * T;
     a->cap_T = T;
     const size_t total = acts_layout(a, m, B * T, T, nullptr);
@@ -312,6 +331,8 @@ void llama_acts_shape(llama_acts* a, const llama_model& m, int64_t B, int64_t T)
     a->T = T;
     acts_layout(a, m, B * T, T, a->buf.data());
     m.ctx.be->rope_tables(a->rope_cos, a->rope_sin, a->inv_freq.data(), T, m.cfg.head_dim);
+    if (config_any_local_rope(m.cfg))
+        m.ctx.be->rope_tables(a->rope_cos_local, a->rope_sin_local, a->inv_freq_local.data(), T, m.cfg.head_dim);
 }
 
 // ------------------------------------------------------------------ forward
@@ -326,9 +347,26 @@ static void check_ids(const llama_model& m, const int32_t* ids, int64_t n, const
     }
 }
 
+// x = embed_scale · embedding rows (Gemma scales by sqrt(hidden_size); the tied head does not)
 static void embed_fwd(const llama_model& m, float* x, const int32_t* tokens, int64_t N) {
     if (m.w.embed) m.ctx.be->embedding_forward(x, tokens, m.w.embed, N, m.cfg.hidden_size);
     else m.ctx.be->embedding_forward_bf16(x, tokens, m.w16.embed, N, m.cfg.hidden_size);
+    if (m.cfg.embed_scale != 1.0) m.ctx.be->scale(x, N * m.cfg.hidden_size, (float)m.cfg.embed_scale);
+}
+
+// the final norm, whatever the architecture's norm flavour
+static void final_norm(const llama_model& m, float* y, float* rstd, const float* x, int64_t N) {
+    m.ctx.be->rmsnorm_forward(y, rstd, x, m.w.norm, N, m.cfg.hidden_size, (float)m.cfg.rms_norm_eps,
+                              (float)m.cfg.norm_weight_offset);
+}
+
+// logits [N, V] of normed rows, soft-capped where the model says so
+static void head_logits(const llama_model& m, float* logits, const float* xn, int64_t N) {
+    const backend& K = *m.ctx.be;
+    const int64_t D = m.cfg.hidden_size, V = m.cfg.vocab_size;
+    if (m.w.lm_head) K.linear_forward(logits, xn, m.w.lm_head, nullptr, N, D, V);
+    else K.linear_forward_bf16(logits, xn, m.w16.lm_head, nullptr, N, D, V);
+    if (m.cfg.final_logit_softcap > 0) K.softcap(logits, N * V, (float)m.cfg.final_logit_softcap);
 }
 
 // The per-layer activations a layer writes: its own set, or the one shared scratch set when
@@ -336,7 +374,8 @@ static void embed_fwd(const llama_model& m, float* x, const int32_t* tokens, int
 static int64_t act_slot(const llama_acts* a, int64_t l) { return a->checkpoint ? 0 : l; }
 
 static block_args train_args(const llama_model& m, llama_acts* a, int64_t l) {
-    block_args b{m, *m.ctx.be, a->B, a->T, a->rope_cos, a->rope_sin};
+    const bool local = config_layer_local_rope(m.cfg, l);
+    block_args b{m, *m.ctx.be, a->B, a->T, local ? a->rope_cos_local : a->rope_cos, local ? a->rope_sin_local : a->rope_sin};
     b.a = a;
     b.slot = act_slot(a, l);
     return b;
@@ -358,14 +397,12 @@ void llama_forward(const llama_model& m, llama_acts* a, const int32_t* tokens) {
     std::memcpy(a->tokens.data(), tokens, N * sizeof(int32_t));
     embed_fwd(m, a->resid[0], tokens, N);
     for (int64_t l = 0; l < c.num_layers; l++) layer_forward(m, a, l);
-    m.ctx.be->rmsnorm_forward(a->xn_f, a->rstd_f, a->resid[c.num_layers], m.w.norm, N, D, (float)c.rms_norm_eps);
+    final_norm(m, a->xn_f, a->rstd_f, a->resid[c.num_layers], N);
+    (void)D;
 }
 
 void llama_logits(const llama_model& m, const llama_acts& a, float* logits) {
-    const backend& K = *m.ctx.be;
-    const int64_t N = a.B * a.T, D = m.cfg.hidden_size, V = m.cfg.vocab_size;
-    if (m.w.lm_head) K.linear_forward(logits, a.xn_f, m.w.lm_head, nullptr, N, D, V);
-    else K.linear_forward_bf16(logits, a.xn_f, m.w16.lm_head, nullptr, N, D, V);
+    head_logits(m, logits, a.xn_f, a.B * a.T);
 }
 
 // ------------------------------------------------------------------ backward
@@ -388,7 +425,7 @@ double llama_forward_backward(const llama_model& m, llama_acts* a, llama_grads* 
     llama_forward(m, a, tokens);
     if (!gr)
         return K.lmhead_xent(nullptr, nullptr, a->xn_f, m.w.lm_head, m.w16.lm_head, a->targets.data(), N, D, V, 0.0f,
-                             a->head_scratch, a->head_chunk);
+                             a->head_scratch, a->head_chunk, (float)c.final_logit_softcap);
     const llama_weights& g = gr->g;
     // Lowest layer whose backward is needed: below it nothing is trainable.
     int64_t lowest = 0;
@@ -408,8 +445,9 @@ double llama_forward_backward(const llama_model& m, llama_acts* a, llama_grads* 
     K.zero(a->dxn, N * D);
     K.zero(a->dresid, N * D);
     double loss = K.lmhead_xent(a->dxn, g.lm_head, a->xn_f, m.w.lm_head, m.w16.lm_head, a->targets.data(), N, D, V,
-                                grad_scale, a->head_scratch, a->head_chunk);
-    K.rmsnorm_backward(a->dresid, g.norm, a->dxn, a->resid[c.num_layers], m.w.norm, a->rstd_f, N, D);
+                                grad_scale, a->head_scratch, a->head_chunk, (float)c.final_logit_softcap);
+    K.rmsnorm_backward(a->dresid, g.norm, a->dxn, a->resid[c.num_layers], m.w.norm, a->rstd_f, N, D,
+                       (float)c.norm_weight_offset);
     for (int64_t l = c.num_layers - 1; l >= lowest; l--) {
         if (a->checkpoint) layer_forward(m, a, l);  // recompute this layer's activations
         const block_args b = train_args(m, a, l);
@@ -418,6 +456,8 @@ double llama_forward_backward(const llama_model& m, llama_acts* a, llama_grads* 
         mlp_block_backward(b, l, s, a->dresid, g.layers[l], lg);             // dresid = d x_mid
         attn_block_backward(b, l, a->resid[l], s, a->dresid, g.layers[l], lg);  // dresid = d resid[l]
     }
+    if (lowest == 0 && (g.embed || gr->embed_rows) && c.embed_scale != 1.0)
+        K.scale(a->dresid, N * D, (float)c.embed_scale);  // through x = embed_scale · rows
     if (g.embed && lowest == 0) K.embedding_backward(g.embed, a->dresid, a->tokens.data(), N, D);
     if (gr->embed_rows && lowest == 0) {  // sparse: accumulate into the touched rows, in token order
         llama_embed_rows& er = *gr->embed_rows;
@@ -441,7 +481,7 @@ double llama_forward_backward(const llama_model& m, llama_acts* a, llama_grads* 
 
 void llama_kv_cache_init(llama_kv_cache* c, const llama_model& m, int64_t max_T) {
     const llama_config& cfg = m.cfg;
-    if (cfg.sliding_window > 0 && max_T > cfg.sliding_window) max_T = cfg.sliding_window;
+    // every position is kept, also for windowed layers (they read only their window of it)
     c->max_T = max_T;
     c->n_past = 0;
     const size_t per = (size_t)cfg.num_layers * max_T * cfg.num_kv_heads * cfg.head_dim;
@@ -452,6 +492,12 @@ void llama_kv_cache_init(llama_kv_cache* c, const llama_model& m, int64_t max_T)
     device_array<float> inv_d;
     inv_d.upload(llama_rope_inv_freq(cfg));
     m.ctx.be->rope_tables(c->rope_cos.data(), c->rope_sin.data(), inv_d.data(), max_T, cfg.head_dim);
+    if (config_any_local_rope(cfg)) {
+        c->rope_cos_local = device_array<float>(max_T * cfg.head_dim / 2);
+        c->rope_sin_local = device_array<float>(max_T * cfg.head_dim / 2);
+        inv_d.upload(llama_rope_inv_freq(cfg.rope_local, cfg.head_dim));
+        m.ctx.be->rope_tables(c->rope_cos_local.data(), c->rope_sin_local.data(), inv_d.data(), max_T, cfg.head_dim);
+    }
     c->scratch_rows = 0;
 }
 
@@ -461,7 +507,9 @@ static llama_layer_acts decode_acts(const llama_model& m, llama_kv_cache* c, int
     const llama_config& cfg = m.cfg;
     const int64_t D = cfg.hidden_size, F = cfg.intermediate_size, Q = cfg.num_heads * cfg.head_dim,
                   K = cfg.num_kv_heads * cfg.head_dim;
-    const int64_t per_row = 5 * D + 2 + 2 * Q + 2 * K + cfg.num_heads + 3 * F;
+    const int64_t H = cfg.num_heads, Hkv = cfg.num_kv_heads;
+    const int64_t per_row = 5 * D + 2 + 2 * Q + 2 * K + H + 3 * F + (cfg.qk_norm ? Q + K + H + Hkv : 0) +
+                            (cfg.sandwich_norms ? 2 * D + 2 : 0);
     if (n > c->scratch_rows) {
         c->scratch = device_array<float>((size_t)(n * per_row));
         c->scratch_rows = n;
@@ -487,6 +535,16 @@ static llama_layer_acts decode_acts(const llama_model& m, llama_kv_cache* c, int
     s.gate = take(F);
     s.up = take(F);
     s.h = take(F);
+    if (cfg.qk_norm) {
+        s.q_pre = take(Q), s.k_pre = take(K), s.rstd_q = take(H), s.rstd_k = take(Hkv);
+    } else {
+        s.q_pre = s.q, s.k_pre = s.k, s.rstd_q = s.rstd_k = nullptr;
+    }
+    if (cfg.sandwich_norms) {
+        s.attn_o = take(D), s.rstd_ao = take(1), s.mlp_o = take(D), s.rstd_mo = take(1);
+    } else {
+        s.attn_o = s.x_mid, s.rstd_ao = s.mlp_o = s.rstd_mo = nullptr;
+    }
     return s;
 }
 
@@ -506,7 +564,10 @@ void llama_decode(const llama_model& m, llama_kv_cache* c, const int32_t* tokens
     embed_fwd(m, x, tokens, n);
     for (int64_t l = 0; l < cfg.num_layers; l++) {
         // a batch of one sequence of n tokens, rotated with the tables of positions p0..
-        block_args b{m, K, 1, n, c->rope_cos.data() + p0 * half, c->rope_sin.data() + p0 * half};
+        const bool local = config_layer_local_rope(cfg, l);
+        const float* cs = local ? c->rope_cos_local.data() : c->rope_cos.data();
+        const float* sn = local ? c->rope_sin_local.data() : c->rope_sin.data();
+        block_args b{m, K, 1, n, cs + p0 * half, sn + p0 * half};
         b.kc = c->k.data() + (size_t)l * c->max_T * KV;
         b.vc = c->v.data() + (size_t)l * c->max_T * KV;
         b.pos0 = p0;
@@ -515,9 +576,8 @@ void llama_decode(const llama_model& m, llama_kv_cache* c, const int32_t* tokens
     }
     c->n_past += n;
     const float* last = x + (n - 1) * D;
-    K.rmsnorm_forward(s.xn1, s.rstd1, last, m.w.norm, 1, D, (float)cfg.rms_norm_eps);
-    if (m.w.lm_head) K.linear_forward(logits_last, s.xn1, m.w.lm_head, nullptr, 1, D, cfg.vocab_size);
-    else K.linear_forward_bf16(logits_last, s.xn1, m.w16.lm_head, nullptr, 1, D, cfg.vocab_size);
+    final_norm(m, s.xn1, s.rstd1, last, 1);
+    head_logits(m, logits_last, s.xn1, 1);
 }
 
 }  // namespace lisa

@@ -1,4 +1,5 @@
-// Llama-family decoder (Llama 2/3, Mistral, Qwen2): parameters, activations, forward and backward.
+// Llama-family decoder (Llama 2/3, Mistral, Qwen2, Qwen3, Gemma 3): parameters, activations,
+// forward and backward.
 //
 // Parameters live in ONE fp32 allocation described by a size table (`tensors`), like llm.c;
 // `llama_weights` holds typed pointers into it. Gradients use the same pointer struct: a
@@ -160,6 +161,11 @@ float* llama_grad_of(const llama_grads& gr, const llama_model& m, size_t tensor_
 // What a decoder layer's forward keeps for its backward (pointers into an activation buffer).
 struct llama_layer_acts {
     float *x_mid, *rstd1, *xn1, *q, *k, *v, *att, *lse, *rstd2, *xn2, *gate, *up, *h;
+    // qk_norm: q/k projections before their per-head norm, and its rstd [N·H] (else q_pre == q)
+    float *q_pre, *k_pre, *rstd_q, *rstd_k;
+    // sandwich norms: attention and MLP outputs before their norms, and rstd (else attn_o == x_mid;
+    // mlp_o is then the layer's output)
+    float *attn_o, *rstd_ao, *mlp_o, *rstd_mo;
 };
 
 // Activations: one allocation planned once for the largest batch (llama_acts_init), re-pointed
@@ -174,13 +180,17 @@ struct llama_acts {
     float *rstd_f, *xn_f;       // final norm
     // backward scratch
     float *dresid, *dxn, *dq, *dk, *dv, *datt, *dh, *dgate, *dup;
+    float *dq_pre, *dk_pre;     // qk_norm: gradients before the per-head norms
+    float *dpost;               // sandwich norms: gradient of a block output before its norm
     float *head_scratch;        // fused LM head + cross-entropy
     // LoRA: per layer and target, xa = dropout(x)·Aᵀ [N, r]; scratch for the backward
     std::vector<std::array<float*, LORA_N>> lora_xa;
     float *lora_dxa, *lora_xdrop, *lora_dx;
     int64_t head_chunk;
     float *rope_cos, *rope_sin; // [T, hd/2]
+    float *rope_cos_local, *rope_sin_local;  // [T, hd/2] of rope_local (layers that use it; else unused)
     device_array<float>  inv_freq;         // [hd/2] RoPE inverse frequencies of the config
+    device_array<float>  inv_freq_local;   // [hd/2] of rope_local
     std::vector<int32_t> tokens, targets;  // [cap_N]
 };
 // Plans and allocates activations for batches of up to B sequences of up to T tokens, and sets
@@ -211,6 +221,7 @@ struct llama_kv_cache {
     int64_t             n_past = 0;  // positions already in the cache
     device_array<float> k, v;        // [num_layers, max_T, Hkv, hd]
     device_array<float> rope_cos, rope_sin;  // [max_T, hd/2]
+    device_array<float> rope_cos_local, rope_sin_local;  // of rope_local, when some layer uses it
     device_array<float> scratch;     // the blocks' activations for up to scratch_rows tokens
     int64_t             scratch_rows = 0;
 };
@@ -219,11 +230,12 @@ void llama_kv_cache_init(llama_kv_cache* c, const llama_model& m, int64_t max_T)
 // the last one ([vocab_size]). Throws if the cache would overflow.
 void llama_decode(const llama_model& m, llama_kv_cache* c, const int32_t* tokens, int64_t n, float* logits_last);
 
-// Refuses a config whose architecture fields ask for math the blocks do not implement yet,
-// naming the field.
+// Refuses a config whose per-layer fields do not fit it (hand-made configs), naming the field.
 void llama_check_supported(const llama_config& c);
 
-// Inverse rotary frequencies [head_dim/2] with the config's rope scaling applied.
+// Inverse rotary frequencies [head_dim/2] of a rope config (theta and scaling).
+std::vector<float> llama_rope_inv_freq(const rope_config& rope, int64_t head_dim);
+// The config's (global) rope.
 std::vector<float> llama_rope_inv_freq(const llama_config& c);
 
 }  // namespace lisa

@@ -4,6 +4,11 @@
 An independent reference: a plain PyTorch implementation of the Hugging Face Llama-family
 decoder (RMSNorm in fp32, rotate-half RoPE with linear/llama3 scaling, causal GQA attention,
 SwiGLU MLP, tied or untied head), with gradients from autograd. It shares no code with the C++.
+Written from the Hugging Face modeling files' semantics, it also covers Qwen3 (per-head q/k
+RMSNorm before RoPE, explicit head_dim), Gemma 3 text (embeddings × sqrt(hidden), RMSNorm with
+(1 + w), four norms per layer, query_pre_attn_scalar, GELU-tanh gated MLP, soft-capped scores
+and logits, local layers with their own RoPE base) and sliding-window attention (Mistral, Qwen2,
+Qwen3, Gemma 3: query i sees keys j with i - window < j <= i).
 
 For each flavour it writes tests/golden/<flavour>/
   model/            a Hugging Face model folder (config.json + safetensors, written here)
@@ -71,11 +76,16 @@ def st_load(path):
 
 
 # ---------------------------------------------------------------- reference model
-def inv_freq_of(cfg):
-    hd = cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"]
-    base = cfg.get("rope_theta", 10000.0)
+def head_dim_of(cfg):
+    return cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"]
+
+
+def inv_freq_of(cfg, local=False):
+    """local: Gemma 3's sliding layers, rope_local_base_freq and no scaling"""
+    hd = head_dim_of(cfg)
+    base = cfg["rope_local_base_freq"] if local else cfg.get("rope_theta", 10000.0)
     inv = 1.0 / (base ** (torch.arange(0, hd, 2, dtype=torch.int64).float() / hd))
-    rs = cfg.get("rope_scaling")
+    rs = None if local else cfg.get("rope_scaling")
     if rs:
         kind = rs.get("rope_type", rs.get("type"))
         if kind == "linear":
@@ -103,6 +113,35 @@ def rmsnorm(x, w, eps):
     return w * (x * torch.rsqrt(var + eps))
 
 
+def gemma_rmsnorm(x, w, eps):
+    x = x.float()
+    return (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)) * (1.0 + w.float())
+
+
+def is_gemma(cfg):
+    return cfg["model_type"] == "gemma3_text"
+
+
+def layer_windows(cfg):
+    """per layer: the sliding window, or None for full attention (as the configs say it)"""
+    L, mt = cfg["num_hidden_layers"], cfg["model_type"]
+    if "layer_types" in cfg:
+        sw = cfg.get("sliding_window")
+        return [sw if t == "sliding_attention" else None for t in cfg["layer_types"]]
+    if mt == "mistral":
+        return [cfg.get("sliding_window")] * L
+    if mt in ("qwen2", "qwen3") and cfg.get("use_sliding_window"):
+        return [cfg["sliding_window"] if l >= cfg.get("max_window_layers", 28) else None for l in range(L)]
+    return [None] * L
+
+
+def bias_flags(cfg):
+    mt = cfg["model_type"]
+    qkv = mt == "qwen2" or (mt != "qwen2" and cfg.get("attention_bias", False) and mt != "mistral")
+    o = mt in ("llama", "qwen3", "gemma3_text") and cfg.get("attention_bias", False)
+    return qkv, o
+
+
 def forward(cfg, P, ids, lora=None):
     """ids: LongTensor [T] (one sequence, no padding) -> logits [T, V].
     lora: optional (scale, {module: (A [r,in], B [out,r])}), added unmerged: y += scale·x·Aᵀ·Bᵀ"""
@@ -110,17 +149,32 @@ def forward(cfg, P, ids, lora=None):
     D, Hq = cfg["hidden_size"], cfg["num_attention_heads"]
     Hkv = cfg.get("num_key_value_heads", Hq)
     eps = cfg["rms_norm_eps"]
-    inv, hd = inv_freq_of(cfg)
-    freqs = torch.outer(torch.arange(T).float(), inv)
-    emb = torch.cat((freqs, freqs), dim=-1)
-    cos, sin = emb.cos(), emb.sin()
+    gemma = is_gemma(cfg)
+    qk_norm = gemma or cfg["model_type"] == "qwen3"
+    norm = gemma_rmsnorm if gemma else rmsnorm
+    hd = head_dim_of(cfg)
+
+    def rope_tables(local):
+        inv, _ = inv_freq_of(cfg, local)
+        freqs = torch.outer(torch.arange(T).float(), inv)
+        emb = torch.cat((freqs, freqs), dim=-1)
+        return emb.cos(), emb.sin()
+
+    rope_global = rope_tables(False)
+    rope_local = rope_tables(True) if gemma else None
     x = P["model.embed_tokens.weight"][ids]
-    qkv_bias = cfg["model_type"] == "qwen2" or cfg.get("attention_bias", False)
-    o_bias = cfg["model_type"] == "llama" and cfg.get("attention_bias", False)
-    mask = torch.full((T, T), float("-inf")).triu(1)
+    if gemma:
+        x = x * torch.tensor(D ** 0.5)  # Gemma3TextScaledWordEmbedding (fp32 here)
+    qkv_bias, o_bias = bias_flags(cfg)
+    scaling = cfg["query_pre_attn_scalar"] ** -0.5 if gemma else hd ** -0.5
+    cap = cfg.get("attn_logit_softcapping") if gemma else None
+    windows = layer_windows(cfg)
+    i = torch.arange(T).view(T, 1)
+    j = torch.arange(T).view(1, T)
+    act = (lambda g: torch.nn.functional.gelu(g, approximate="tanh")) if gemma else torch.nn.functional.silu
     for l in range(cfg["num_hidden_layers"]):
         p = f"model.layers.{l}."
-        h = rmsnorm(x, P[p + "input_layernorm.weight"], eps)
+        h = norm(x, P[p + "input_layernorm.weight"], eps)
 
         def proj(name, inp, bias):
             y = inp @ P[p + name + ".weight"].T
@@ -129,33 +183,60 @@ def forward(cfg, P, ids, lora=None):
                 y = y + lora[0] * (inp @ A.T) @ B.T
             return y + P[p + name + ".bias"] if bias else y
 
-        q = proj("self_attn.q_proj", h, qkv_bias).view(T, Hq, hd).transpose(0, 1)
-        k = proj("self_attn.k_proj", h, qkv_bias).view(T, Hkv, hd).transpose(0, 1)
+        q = proj("self_attn.q_proj", h, qkv_bias).view(T, Hq, hd)
+        k = proj("self_attn.k_proj", h, qkv_bias).view(T, Hkv, hd)
         v = proj("self_attn.v_proj", h, qkv_bias).view(T, Hkv, hd).transpose(0, 1)
+        if qk_norm:
+            q = norm(q, P[p + "self_attn.q_norm.weight"], eps)
+            k = norm(k, P[p + "self_attn.k_norm.weight"], eps)
+        q, k = q.transpose(0, 1), k.transpose(0, 1)
+        w = windows[l]
+        cos, sin = rope_local if (gemma and w is not None) else rope_global
         q = q * cos + rotate_half(q) * sin
         k = k * cos + rotate_half(k) * sin
         k = k.repeat_interleave(Hq // Hkv, dim=0)
         v = v.repeat_interleave(Hq // Hkv, dim=0)
-        s = (q @ k.transpose(1, 2)) / math.sqrt(hd) + mask
+        s = (q @ k.transpose(1, 2)) * scaling
+        if cap:
+            s = torch.tanh(s / cap) * cap
+        allowed = j <= i
+        if w is not None:
+            allowed = allowed & (j > i - w)
+        s = s.masked_fill(~allowed, float("-inf"))
         a = torch.softmax(s.float(), dim=-1) @ v
         a = a.transpose(0, 1).reshape(T, Hq * hd)
-        x = x + proj("self_attn.o_proj", a, o_bias)
-        h = rmsnorm(x, P[p + "post_attention_layernorm.weight"], eps)
+        o = proj("self_attn.o_proj", a, o_bias)
+        if gemma:
+            o = norm(o, P[p + "post_attention_layernorm.weight"], eps)
+            x = x + o
+            h = norm(x, P[p + "pre_feedforward_layernorm.weight"], eps)
+        else:
+            x = x + o
+            h = norm(x, P[p + "post_attention_layernorm.weight"], eps)
         g = proj("mlp.gate_proj", h, False)
         u = proj("mlp.up_proj", h, False)
-        x = x + proj("mlp.down_proj", torch.nn.functional.silu(g) * u, False)
-    x = rmsnorm(x, P["model.norm.weight"], eps)
-    head = P["model.embed_tokens.weight"] if cfg.get("tie_word_embeddings") else P["lm_head.weight"]
-    return x @ head.T
+        m = proj("mlp.down_proj", act(g) * u, False)
+        if gemma:
+            m = norm(m, P[p + "post_feedforward_layernorm.weight"], eps)
+        x = x + m
+    x = norm(x, P["model.norm.weight"], eps)
+    tied = cfg.get("tie_word_embeddings", gemma)
+    head = P["model.embed_tokens.weight"] if tied else P["lm_head.weight"]
+    logits = x @ head.T
+    fcap = cfg.get("final_logit_softcapping") if gemma else None
+    if fcap:
+        logits = torch.tanh(logits / fcap) * fcap
+    return logits
 
 
 def param_shapes(cfg):
     D, F, V = cfg["hidden_size"], cfg["intermediate_size"], cfg["vocab_size"]
     Hq = cfg["num_attention_heads"]
     Hkv = cfg.get("num_key_value_heads", Hq)
-    hd = cfg.get("head_dim") or D // Hq
-    qkv_bias = cfg["model_type"] == "qwen2" or cfg.get("attention_bias", False)
-    o_bias = cfg["model_type"] == "llama" and cfg.get("attention_bias", False)
+    hd = head_dim_of(cfg)
+    gemma = is_gemma(cfg)
+    qk_norm = gemma or cfg["model_type"] == "qwen3"
+    qkv_bias, o_bias = bias_flags(cfg)
     s = {"model.embed_tokens.weight": (V, D)}
     for l in range(cfg["num_hidden_layers"]):
         p = f"model.layers.{l}."
@@ -164,15 +245,21 @@ def param_shapes(cfg):
             s[p + f"self_attn.{n}_proj.weight"] = (o, D)
             if qkv_bias:
                 s[p + f"self_attn.{n}_proj.bias"] = (o,)
+        if qk_norm:
+            s[p + "self_attn.q_norm.weight"] = (hd,)
+            s[p + "self_attn.k_norm.weight"] = (hd,)
         s[p + "self_attn.o_proj.weight"] = (D, Hq * hd)
         if o_bias:
             s[p + "self_attn.o_proj.bias"] = (D,)
         s[p + "post_attention_layernorm.weight"] = (D,)
+        if gemma:
+            s[p + "pre_feedforward_layernorm.weight"] = (D,)
+            s[p + "post_feedforward_layernorm.weight"] = (D,)
         s[p + "mlp.gate_proj.weight"] = (F, D)
         s[p + "mlp.up_proj.weight"] = (F, D)
         s[p + "mlp.down_proj.weight"] = (D, F)
     s["model.norm.weight"] = (D,)
-    if not cfg.get("tie_word_embeddings"):
+    if not cfg.get("tie_word_embeddings", gemma):
         s["lm_head.weight"] = (V, D)
     return s
 
@@ -205,6 +292,36 @@ FLAVOURS = {
              "hidden_act": "silu", "tie_word_embeddings": True, "use_sliding_window": False,
              "torch_dtype": "float16", "bos_token_id": 70, "eos_token_id": 71},
         dtype=torch.float16, shards=2, seed=3),
+    # Mistral with a sliding window shorter than the sequences (every layer), GQA, untied head
+    "mistral_window": dict(
+        cfg={"architectures": ["MistralForCausalLM"], "model_type": "mistral", "vocab_size": 72, "hidden_size": 32,
+             "intermediate_size": 48, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+             "max_position_embeddings": 64, "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "sliding_window": 4,
+             "hidden_act": "silu", "tie_word_embeddings": False, "torch_dtype": "float32",
+             "bos_token_id": 1, "eos_token_id": 2},
+        dtype=torch.float32, shards=1, seed=4),
+    # Qwen3: q/k norms, head_dim 12 != 32/4, GQA, attention biases, a window of 5 on layers >= 1
+    "qwen3": dict(
+        cfg={"architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3", "vocab_size": 88, "hidden_size": 32,
+             "intermediate_size": 64, "num_hidden_layers": 3, "num_attention_heads": 4, "num_key_value_heads": 2,
+             "head_dim": 12, "max_position_embeddings": 64, "rms_norm_eps": 1e-6, "rope_theta": 1000000.0,
+             "attention_bias": True, "use_sliding_window": True, "sliding_window": 5, "max_window_layers": 1,
+             "hidden_act": "silu", "tie_word_embeddings": False, "torch_dtype": "float32",
+             "bos_token_id": 80, "eos_token_id": 81},
+        dtype=torch.float32, shards=1, seed=5),
+    # Gemma 3 text: every Gemma part on, including both soft caps (Gemma 2 style values), a local
+    # layer pattern with window 4, a local RoPE base, linear scaling on the global layer, bf16 storage
+    "gemma3": dict(
+        cfg={"architectures": ["Gemma3ForCausalLM"], "model_type": "gemma3_text", "vocab_size": 96,
+             "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 3, "num_attention_heads": 4,
+             "num_key_value_heads": 1, "head_dim": 16, "max_position_embeddings": 64, "rms_norm_eps": 1e-6,
+             "rope_theta": 1000000.0, "rope_local_base_freq": 100.0,
+             "rope_scaling": {"rope_type": "linear", "factor": 2.0},
+             "layer_types": ["sliding_attention", "full_attention", "sliding_attention"], "sliding_window": 4,
+             "query_pre_attn_scalar": 24, "attn_logit_softcapping": 3.0, "final_logit_softcapping": 5.0,
+             "hidden_activation": "gelu_pytorch_tanh", "tie_word_embeddings": True, "torch_dtype": "bfloat16",
+             "bos_token_id": 2, "eos_token_id": [1, 90], "pad_token_id": 0},
+        dtype=torch.bfloat16, shards=1, seed=6),
 }
 LENGTHS = [14, 11, 7]  # right-padded to 14
 
@@ -220,7 +337,8 @@ def make_flavour(name, spec):
         if len(shp) == 2:
             t = torch.randn(shp, generator=g) * 0.2
         elif "norm" in n:
-            t = 1.0 + 0.1 * torch.randn(shp, generator=g)  # not all ones, so norm gradients are exercised
+            # not the identity, so norm gradients are exercised (Gemma stores the scale minus 1)
+            t = (0.0 if is_gemma(cfg) else 1.0) + 0.1 * torch.randn(shp, generator=g)
         else:
             t = 0.1 * torch.randn(shp, generator=g)
         P[n] = t.to(spec["dtype"])
@@ -451,8 +569,12 @@ def make_aidreams_data():
 
 
 if __name__ == "__main__":
+    # arguments: the flavours to (re)write; none = everything
     torch.manual_seed(0)
+    only = sys.argv[1:]
     for name, spec in FLAVOURS.items():
-        make_flavour(name, spec)
-    make_aidreams()
-    make_aidreams_data()
+        if not only or name in only:
+            make_flavour(name, spec)
+    if not only:
+        make_aidreams()
+        make_aidreams_data()

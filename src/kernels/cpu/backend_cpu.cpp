@@ -89,7 +89,8 @@ void linear_backward_bf16(float* dx, const float* dy, const uint16_t* w, int64_t
 }
 
 // ============================================================================ rmsnorm
-void rmsnorm_forward(float* y, float* rstd, const float* x, const float* w, int64_t N, int64_t D, float eps) {
+void rmsnorm_forward(float* y, float* rstd, const float* x, const float* w, int64_t N, int64_t D, float eps,
+                     float w_offset) {
 #pragma omp parallel for schedule(static)
     for (int64_t n = 0; n < N; n++) {
         const float* xr = x + n * D;
@@ -98,12 +99,15 @@ void rmsnorm_forward(float* y, float* rstd, const float* x, const float* w, int6
         float r = 1.0f / std::sqrt(ss / (float)D + eps);
         rstd[n] = r;
         float* yr = y + n * D;
-        for (int64_t i = 0; i < D; i++) yr[i] = w[i] * (xr[i] * r);
+        if (w_offset == 0.0f)
+            for (int64_t i = 0; i < D; i++) yr[i] = w[i] * (xr[i] * r);
+        else
+            for (int64_t i = 0; i < D; i++) yr[i] = (xr[i] * r) * (w_offset + w[i]);
     }
 }
 
 void rmsnorm_backward(float* dx, float* dw, const float* dy, const float* x, const float* w, const float* rstd,
-                      int64_t N, int64_t D) {
+                      int64_t N, int64_t D, float w_offset) {
     if (dx) {
 #pragma omp parallel for schedule(static)
         for (int64_t n = 0; n < N; n++) {
@@ -112,10 +116,10 @@ void rmsnorm_backward(float* dx, float* dw, const float* dy, const float* x, con
             float r = rstd[n];
             // xhat = x·r ; dxhat = dy·w ; dx = r·(dxhat - xhat·mean(dxhat·xhat))
             float dot = 0.0f;
-            for (int64_t i = 0; i < D; i++) dot += dyr[i] * w[i] * xr[i] * r;
+            for (int64_t i = 0; i < D; i++) dot += dyr[i] * (w_offset + w[i]) * xr[i] * r;
             dot /= (float)D;
             float* dxr = dx + n * D;
-            for (int64_t i = 0; i < D; i++) dxr[i] += r * (dyr[i] * w[i] - xr[i] * r * dot);
+            for (int64_t i = 0; i < D; i++) dxr[i] += r * (dyr[i] * (w_offset + w[i]) - xr[i] * r * dot);
         }
     }
     if (dw) {
@@ -193,10 +197,14 @@ static inline float dotf(const float* a, const float* b, int64_t n) {
 static const int64_t kAttnBlock = 64;
 
 
+// The keys query t sees: window > 0 limits them to the last `window` positions (t-window+1..t),
+// as Hugging Face's sliding-window mask and llama.cpp do.
+static inline int64_t first_key(int64_t t, int64_t window) { return window > 0 ? std::max<int64_t>(0, t - window + 1) : 0; }
+
 void attention_forward(float* out, float* lse, const float* q, const float* k, const float* v, int64_t B, int64_t T,
-                       int64_t Hq, int64_t Hkv, int64_t hd) {
+                       int64_t Hq, int64_t Hkv, int64_t hd, const attn_params& ap) {
     const int64_t group = Hq / Hkv, ldq = Hq * hd, ldk = Hkv * hd;
-    const float scale = 1.0f / std::sqrt((float)hd);
+    const float scale = ap.scale, cap = ap.softcap;
 #pragma omp parallel for collapse(2) schedule(dynamic, 1)
     for (int64_t b = 0; b < B; b++)
         for (int64_t h = 0; h < Hq; h++) {
@@ -206,32 +214,37 @@ void attention_forward(float* out, float* lse, const float* q, const float* k, c
             const float* Vv = v + (b * T * Hkv + h / group) * hd;
             float* O = out + (b * T * Hq + h) * hd;
             for (int64_t r0 = 0; r0 < T; r0 += kAttnBlock) {
-                const int64_t r1 = std::min(T, r0 + kAttnBlock), M = r1 - r0, Nk = r1;
+                // the block's keys: from the first one its first row sees to its last row
+                const int64_t r1 = std::min(T, r0 + kAttnBlock), M = r1 - r0, k0 = first_key(r0, ap.window),
+                              Nk = r1 - k0;
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)Nk, (int)hd, scale, Q + r0 * ldq,
-                            (int)ldq, K, (int)ldk, 0.0f, S, (int)Nk);
+                            (int)ldq, K + k0 * ldk, (int)ldk, 0.0f, S, (int)Nk);
                 for (int64_t i = 0; i < M; i++) {
                     float* row = S + i * Nk;
-                    const int64_t last = r0 + i;  // causal: keys 0..last
+                    const int64_t t = r0 + i, lo = first_key(t, ap.window) - k0, hi = t - k0;  // keys lo..hi
+                    if (cap > 0)
+                        for (int64_t j = lo; j <= hi; j++) row[j] = cap * std::tanh(row[j] / cap);
                     float m = -INFINITY;
-                    for (int64_t j = 0; j <= last; j++) m = std::max(m, row[j]);
+                    for (int64_t j = lo; j <= hi; j++) m = std::max(m, row[j]);
                     float l = 0.0f;
-                    for (int64_t j = 0; j <= last; j++) l += (row[j] = std::exp(row[j] - m));
+                    for (int64_t j = lo; j <= hi; j++) l += (row[j] = std::exp(row[j] - m));
                     const float inv = 1.0f / l;
-                    for (int64_t j = 0; j <= last; j++) row[j] *= inv;
-                    for (int64_t j = last + 1; j < Nk; j++) row[j] = 0.0f;
-                    lse[(b * Hq + h) * T + last] = m + std::log(l);
+                    for (int64_t j = 0; j < lo; j++) row[j] = 0.0f;
+                    for (int64_t j = lo; j <= hi; j++) row[j] *= inv;
+                    for (int64_t j = hi + 1; j < Nk; j++) row[j] = 0.0f;
+                    lse[(b * Hq + h) * T + t] = m + std::log(l);
                 }
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)M, (int)hd, (int)Nk, 1.0f, S, (int)Nk, Vv,
-                            (int)ldk, 0.0f, O + r0 * ldq, (int)ldq);
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)M, (int)hd, (int)Nk, 1.0f, S, (int)Nk,
+                            Vv + k0 * ldk, (int)ldk, 0.0f, O + r0 * ldq, (int)ldq);
             }
         }
 }
 
 void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* out, const float* lse,
                         const float* q, const float* k, const float* v, int64_t B, int64_t T, int64_t Hq,
-                        int64_t Hkv, int64_t hd) {
+                        int64_t Hkv, int64_t hd, const attn_params& ap) {
     const int64_t group = Hq / Hkv, ldq = Hq * hd, ldk = Hkv * hd;
-    const float scale = 1.0f / std::sqrt((float)hd);
+    const float scale = ap.scale, cap = ap.softcap;
     // One task per (batch, kv head): it owns dk/dv of that head, so no two threads write the same
     // row and the summation order is fixed (deterministic for any thread count).
 #pragma omp parallel for collapse(2) schedule(dynamic, 1)
@@ -239,6 +252,7 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
         for (int64_t kh = 0; kh < Hkv; kh++) {
             float* P = scratch(0, (size_t)kAttnBlock * T);
             float* dP = scratch(1, (size_t)kAttnBlock * T);
+            float* Th = cap > 0 ? scratch(3, (size_t)kAttnBlock * T) : nullptr;  // tanh of the capped scores
             const float* K = k + (b * T * Hkv + kh) * hd;
             const float* Vv = v + (b * T * Hkv + kh) * hd;
             float* dK = dk + (b * T * Hkv + kh) * hd;
@@ -250,61 +264,75 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
                 float* dQ = dq + (b * T * Hq + h) * hd;
                 const float* L = lse + (b * Hq + h) * T;
                 for (int64_t r0 = 0; r0 < T; r0 += kAttnBlock) {
-                    const int64_t r1 = std::min(T, r0 + kAttnBlock), M = r1 - r0, Nk = r1;
-                    // P = softmax(scale·Q·Kᵀ) from the saved log-sum-exp
+                    const int64_t r1 = std::min(T, r0 + kAttnBlock), M = r1 - r0, k0 = first_key(r0, ap.window),
+                                  Nk = r1 - k0;
+                    // P = softmax(cap(scale·Q·Kᵀ)) from the saved log-sum-exp
                     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)Nk, (int)hd, scale, Q + r0 * ldq,
-                                (int)ldq, K, (int)ldk, 0.0f, P, (int)Nk);
+                                (int)ldq, K + k0 * ldk, (int)ldk, 0.0f, P, (int)Nk);
                     for (int64_t i = 0; i < M; i++) {
                         float* row = P + i * Nk;
-                        const int64_t last = r0 + i;
-                        const float li = L[last];
-                        for (int64_t j = 0; j <= last; j++) row[j] = std::exp(row[j] - li);
-                        for (int64_t j = last + 1; j < Nk; j++) row[j] = 0.0f;
+                        const int64_t t = r0 + i, lo = first_key(t, ap.window) - k0, hi = t - k0;
+                        const float li = L[t];
+                        if (cap > 0)
+                            for (int64_t j = lo; j <= hi; j++) {
+                                const float th = std::tanh(row[j] / cap);
+                                Th[i * Nk + j] = th;
+                                row[j] = cap * th;
+                            }
+                        for (int64_t j = 0; j < lo; j++) row[j] = 0.0f;
+                        for (int64_t j = lo; j <= hi; j++) row[j] = std::exp(row[j] - li);
+                        for (int64_t j = hi + 1; j < Nk; j++) row[j] = 0.0f;
                     }
                     // dV += Pᵀ·dO ; dP = dO·Vᵀ
                     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)Nk, (int)hd, (int)M, 1.0f, P, (int)Nk,
-                                dO + r0 * ldq, (int)ldq, 1.0f, dV, (int)ldk);
+                                dO + r0 * ldq, (int)ldq, 1.0f, dV + k0 * ldk, (int)ldk);
                     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)Nk, (int)hd, 1.0f, dO + r0 * ldq,
-                                (int)ldq, Vv, (int)ldk, 0.0f, dP, (int)Nk);
-                    // dS = P ⊙ (dP - Σ_j P·dP) · scale, with Σ_j P·dP = dO·O (row-wise)
+                                (int)ldq, Vv + k0 * ldk, (int)ldk, 0.0f, dP, (int)Nk);
+                    // dS = P ⊙ (dP - Σ_j P·dP) · scale, with Σ_j P·dP = dO·O (row-wise); through the
+                    // cap: d/ds cap·tanh(s/cap) = 1 - tanh²
                     for (int64_t i = 0; i < M; i++) {
                         const float Di = dotf(dO + (r0 + i) * ldq, O + (r0 + i) * ldq, hd);
                         float* pr = P + i * Nk;
                         const float* dpr = dP + i * Nk;
-                        for (int64_t j = 0; j <= r0 + i; j++) pr[j] = pr[j] * (dpr[j] - Di) * scale;
+                        const int64_t lo = first_key(r0 + i, ap.window) - k0, hi = r0 + i - k0;
+                        for (int64_t j = lo; j <= hi; j++) pr[j] = pr[j] * (dpr[j] - Di) * scale;
+                        if (cap > 0)
+                            for (int64_t j = lo; j <= hi; j++) pr[j] *= 1.0f - Th[i * Nk + j] * Th[i * Nk + j];
                     }
                     // dQ += dS·K ; dK += dSᵀ·Q
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)M, (int)hd, (int)Nk, 1.0f, P, (int)Nk, K,
-                                (int)ldk, 1.0f, dQ + r0 * ldq, (int)ldq);
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)M, (int)hd, (int)Nk, 1.0f, P, (int)Nk,
+                                K + k0 * ldk, (int)ldk, 1.0f, dQ + r0 * ldq, (int)ldq);
                     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)Nk, (int)hd, (int)M, 1.0f, P, (int)Nk,
-                                Q + r0 * ldq, (int)ldq, 1.0f, dK, (int)ldk);
+                                Q + r0 * ldq, (int)ldq, 1.0f, dK + k0 * ldk, (int)ldk);
                 }
             }
         }
 }
 
 void attention_forward_kv(float* out, const float* q, const float* kc, const float* vc, int64_t n, int64_t pos0,
-                          int64_t Hq, int64_t Hkv, int64_t hd) {
+                          int64_t Hq, int64_t Hkv, int64_t hd, const attn_params& ap) {
     const int64_t group = Hq / Hkv;
-    const float scale = 1.0f / std::sqrt((float)hd);
+    const float scale = ap.scale, cap = ap.softcap;
 #pragma omp parallel
     {
         float* p = scratch(0, (size_t)(pos0 + n));
 #pragma omp for collapse(2) schedule(dynamic, 1)
         for (int64_t i = 0; i < n; i++)
             for (int64_t h = 0; h < Hq; h++) {
-                const int64_t kh = h / group, t = pos0 + i;
+                const int64_t kh = h / group, t = pos0 + i, lo = first_key(t, ap.window);
                 const float* qt = q + (i * Hq + h) * hd;
                 float m = -INFINITY;
-                for (int64_t j = 0; j <= t; j++) {
-                    p[j] = dotf(qt, kc + (j * Hkv + kh) * hd, hd) * scale;
-                    m = std::max(m, p[j]);
+                for (int64_t j = lo; j <= t; j++) {
+                    float sc = dotf(qt, kc + (j * Hkv + kh) * hd, hd) * scale;
+                    if (cap > 0) sc = cap * std::tanh(sc / cap);
+                    p[j] = sc;
+                    m = std::max(m, sc);
                 }
                 float l = 0.0f;
-                for (int64_t j = 0; j <= t; j++) l += (p[j] = std::exp(p[j] - m));
+                for (int64_t j = lo; j <= t; j++) l += (p[j] = std::exp(p[j] - m));
                 float* o = out + (i * Hq + h) * hd;
                 std::fill(o, o + hd, 0.0f);
-                for (int64_t j = 0; j <= t; j++) {
+                for (int64_t j = lo; j <= t; j++) {
                     const float* vj = vc + (j * Hkv + kh) * hd;
                     float pj = p[j] / l;
                     for (int64_t d = 0; d < hd; d++) o[d] += pj * vj[d];
@@ -332,6 +360,28 @@ void swiglu_backward(float* dg, float* du, const float* dh, const float* g, cons
     }
 }
 
+// GeGLU with the tanh approximation of GELU (Gemma's gelu_pytorch_tanh):
+// h = 0.5·g·(1 + tanh(c·(g + 0.044715·g³)))·u, c = sqrt(2/π)
+static const float kGeluC = 0.7978845608028654f;
+void geglu_forward(float* h, const float* g, const float* u, int64_t n) {
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; i++) {
+        const float x = g[i], th = std::tanh(kGeluC * (x + 0.044715f * x * x * x));
+        h[i] = 0.5f * x * (1.0f + th) * u[i];
+    }
+}
+
+void geglu_backward(float* dg, float* du, const float* dh, const float* g, const float* u, int64_t n) {
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; i++) {
+        const float x = g[i], th = std::tanh(kGeluC * (x + 0.044715f * x * x * x));
+        const float gelu = 0.5f * x * (1.0f + th);
+        const float dgelu = 0.5f * (1.0f + th) + 0.5f * x * (1.0f - th * th) * kGeluC * (1.0f + 3.0f * 0.044715f * x * x);
+        du[i] += dh[i] * gelu;
+        dg[i] += dh[i] * u[i] * dgelu;
+    }
+}
+
 // ============================================================================ embedding
 void embedding_forward(float* x, const int32_t* tokens, const float* table, int64_t N, int64_t D) {
 #pragma omp parallel for schedule(static)
@@ -355,7 +405,7 @@ void embedding_backward(float* dtable, const float* dx, const int32_t* tokens, i
 
 // ============================================================================ lm head + cross-entropy
 double lmhead_xent(float* dx, float* dw, const float* x, const float* w, const uint16_t* w16, const int32_t* targets,
-                   int64_t N, int64_t D, int64_t V, float grad_scale, float* buf, int64_t chunk) {
+                   int64_t N, int64_t D, int64_t V, float grad_scale, float* buf, int64_t chunk, float cap) {
     float* logits = buf;                     // [chunk, V]
     float* xs = buf + chunk * V;             // [chunk, D] gathered input rows
     float* dxs = xs + chunk * D;             // [chunk, D] their gradients
@@ -382,6 +432,9 @@ double lmhead_xent(float* dx, float* dw, const float* x, const float* w, const u
 #pragma omp parallel for schedule(static)
         for (int64_t r = 0; r < R; r++) {
             float* lr = logits + r * V;
+            float* th = cap > 0 ? scratch(3, (size_t)V) : nullptr;  // tanh of the capped logits
+            if (cap > 0)
+                for (int64_t i = 0; i < V; i++) lr[i] = cap * (th[i] = std::tanh(lr[i] / cap));
             float m = -INFINITY;
             for (int64_t i = 0; i < V; i++) m = std::max(m, lr[i]);
             const int32_t tgt = targets[rows[r]];
@@ -398,6 +451,8 @@ double lmhead_xent(float* dx, float* dw, const float* x, const float* w, const u
                 const float c = (float)(grad_scale / s);
                 for (int64_t i = 0; i < V; i++) lr[i] *= c;
                 lr[tgt] -= grad_scale;
+                if (cap > 0)  // through the cap: d/dz cap·tanh(z/cap) = 1 - tanh²
+                    for (int64_t i = 0; i < V; i++) lr[i] *= 1.0f - th[i] * th[i];
             }
         }
         for (int64_t r = 0; r < R; r++) total += row_loss[r];
@@ -433,6 +488,16 @@ static void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
 static void add(float* y, const float* x, int64_t n) {
 #pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < n; i++) y[i] += x[i];
+}
+
+static void scale(float* x, int64_t n, float s) {
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; i++) x[i] *= s;
+}
+
+static void softcap(float* x, int64_t n, float cap) {
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; i++) x[i] = cap * std::tanh(x[i] / cap);
 }
 
 static void zero(float* x, int64_t n) { std::memset(x, 0, n * sizeof(float)); }
@@ -555,7 +620,11 @@ const backend& backend_cpu() {
         cpu::attention_forward_kv,
         cpu::swiglu_forward,
         cpu::swiglu_backward,
+        cpu::geglu_forward,
+        cpu::geglu_backward,
         cpu::add,
+        cpu::scale,
+        cpu::softcap,
         cpu::zero,
         cpu::copy,
         cpu::dropout,

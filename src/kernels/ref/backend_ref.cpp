@@ -79,26 +79,29 @@ static void linear_backward_bf16(float* dx, const float* dy, const uint16_t* w, 
     linear_backward(dx, nullptr, nullptr, dy, nullptr, widen(w, out * in).data(), N, in, out);
 }
 
-static void rmsnorm_forward(float* y, float* rstd, const float* x, const float* w, int64_t N, int64_t D, float eps) {
+static void rmsnorm_forward(float* y, float* rstd, const float* x, const float* w, int64_t N, int64_t D, float eps,
+                            float w_offset) {
     for (int64_t n = 0; n < N; n++) {
         double ss = 0;
         for (int64_t i = 0; i < D; i++) ss += (double)x[n * D + i] * x[n * D + i];
         double r = 1.0 / std::sqrt(ss / (double)D + eps);
         rstd[n] = (float)r;
-        for (int64_t i = 0; i < D; i++) y[n * D + i] = (float)(w[i] * (x[n * D + i] * r));
+        for (int64_t i = 0; i < D; i++) y[n * D + i] = (float)(((double)w_offset + w[i]) * (x[n * D + i] * r));
     }
 }
 
 static void rmsnorm_backward(float* dx, float* dw, const float* dy, const float* x, const float* w,
-                             const float* rstd, int64_t N, int64_t D) {
+                             const float* rstd, int64_t N, int64_t D, float w_offset) {
     for (int64_t n = 0; n < N; n++) {
         const double r = rstd[n];
-        // y_i = w_i x_i r with r = (mean x² + eps)^-1/2:  dx_j = r (dy_j w_j) - r³ x_j mean_i(dy_i w_i x_i)
+        // y_i = s_i x_i r with s = offset + w, r = (mean x² + eps)^-1/2:
+        // dx_j = r (dy_j s_j) - r³ x_j mean_i(dy_i s_i x_i)
         double dot = 0;
-        for (int64_t i = 0; i < D; i++) dot += (double)dy[n * D + i] * w[i] * x[n * D + i];
+        for (int64_t i = 0; i < D; i++) dot += (double)dy[n * D + i] * ((double)w_offset + w[i]) * x[n * D + i];
         dot /= (double)D;
         for (int64_t i = 0; i < D; i++) {
-            if (dx) dx[n * D + i] += (float)(r * dy[n * D + i] * w[i] - r * r * r * x[n * D + i] * dot);
+            if (dx)
+                dx[n * D + i] += (float)(r * dy[n * D + i] * ((double)w_offset + w[i]) - r * r * r * x[n * D + i] * dot);
         }
     }
     if (dw)
@@ -141,32 +144,38 @@ static void rope_backward(float* dx, const float* cos, const float* sin, int64_t
     rope_rotate(dx, cos, sin, B, T, H, hd, -1.0);
 }
 
-// softmax probabilities of query (b, h, t) over keys 0..t, and their log-sum-exp
-static double attn_probs(std::vector<double>& p, const float* q, const float* k, int64_t b, int64_t t, int64_t h,
-                         int64_t T, int64_t Hq, int64_t Hkv, int64_t hd) {
-    const int64_t kh = h / (Hq / Hkv);
-    const double scale = 1.0 / std::sqrt((double)hd);
+// The first key query t sees (sliding window) and a score through the optional soft cap.
+static int64_t first_key(int64_t t, const attn_params& ap) { return ap.window > 0 ? std::max<int64_t>(0, t - ap.window + 1) : 0; }
+static double capped(double s, const attn_params& ap) { return ap.softcap > 0 ? ap.softcap * std::tanh(s / ap.softcap) : s; }
+
+// softmax probabilities of query (b, h, t) over keys 0..t (zero outside its window), and their
+// log-sum-exp; raw[j] = the score before the cap
+static double attn_probs(std::vector<double>& p, std::vector<double>& raw, const float* q, const float* k, int64_t b,
+                         int64_t t, int64_t h, int64_t T, int64_t Hq, int64_t Hkv, int64_t hd, const attn_params& ap) {
+    const int64_t kh = h / (Hq / Hkv), lo = first_key(t, ap);
     p.assign(t + 1, 0.0);
+    raw.assign(t + 1, 0.0);
     double m = -INFINITY;
-    for (int64_t j = 0; j <= t; j++) {
+    for (int64_t j = lo; j <= t; j++) {
         double s = 0;
         for (int64_t d = 0; d < hd; d++) s += (double)q[((b * T + t) * Hq + h) * hd + d] * k[((b * T + j) * Hkv + kh) * hd + d];
-        p[j] = s * scale;
+        raw[j] = s * ap.scale;
+        p[j] = capped(raw[j], ap);
         m = std::max(m, p[j]);
     }
     double z = 0;
-    for (int64_t j = 0; j <= t; j++) z += (p[j] = std::exp(p[j] - m));
-    for (int64_t j = 0; j <= t; j++) p[j] /= z;
+    for (int64_t j = lo; j <= t; j++) z += (p[j] = std::exp(p[j] - m));
+    for (int64_t j = lo; j <= t; j++) p[j] /= z;
     return m + std::log(z);
 }
 
 static void attention_forward(float* out, float* lse, const float* q, const float* k, const float* v, int64_t B,
-                              int64_t T, int64_t Hq, int64_t Hkv, int64_t hd) {
-    std::vector<double> p;
+                              int64_t T, int64_t Hq, int64_t Hkv, int64_t hd, const attn_params& ap) {
+    std::vector<double> p, raw;
     for (int64_t b = 0; b < B; b++)
         for (int64_t h = 0; h < Hq; h++)
             for (int64_t t = 0; t < T; t++) {
-                lse[(b * Hq + h) * T + t] = (float)attn_probs(p, q, k, b, t, h, T, Hq, Hkv, hd);
+                lse[(b * Hq + h) * T + t] = (float)attn_probs(p, raw, q, k, b, t, h, T, Hq, Hkv, hd, ap);
                 const int64_t kh = h / (Hq / Hkv);
                 for (int64_t d = 0; d < hd; d++) {
                     double s = 0;
@@ -178,13 +187,12 @@ static void attention_forward(float* out, float* lse, const float* q, const floa
 
 static void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float*, const float*,
                                const float* q, const float* k, const float* v, int64_t B, int64_t T, int64_t Hq,
-                               int64_t Hkv, int64_t hd) {
-    const double scale = 1.0 / std::sqrt((double)hd);
-    std::vector<double> p, dp;
+                               int64_t Hkv, int64_t hd, const attn_params& ap) {
+    std::vector<double> p, raw, dp;
     for (int64_t b = 0; b < B; b++)
         for (int64_t h = 0; h < Hq; h++)
             for (int64_t t = 0; t < T; t++) {
-                attn_probs(p, q, k, b, t, h, T, Hq, Hkv, hd);
+                attn_probs(p, raw, q, k, b, t, h, T, Hq, Hkv, hd, ap);
                 const int64_t kh = h / (Hq / Hkv);
                 const float* dO = dout + ((b * T + t) * Hq + h) * hd;
                 dp.assign(t + 1, 0.0);
@@ -195,7 +203,11 @@ static void attention_backward(float* dq, float* dk, float* dv, const float* dou
                     sum += p[j] * dp[j];
                 }
                 for (int64_t j = 0; j <= t; j++) {
-                    const double ds = p[j] * (dp[j] - sum) * scale;
+                    double ds = p[j] * (dp[j] - sum) * ap.scale;  // ∂L/∂(q·k)
+                    if (ap.softcap > 0) {
+                        const double th = std::tanh(raw[j] / ap.softcap);
+                        ds *= 1.0 - th * th;
+                    }
                     const int64_t ko = ((b * T + j) * Hkv + kh) * hd, qo = ((b * T + t) * Hq + h) * hd;
                     for (int64_t d = 0; d < hd; d++) {
                         dv[ko + d] += (float)(p[j] * dO[d]);
@@ -207,22 +219,21 @@ static void attention_backward(float* dq, float* dk, float* dv, const float* dou
 }
 
 static void attention_forward_kv(float* out, const float* q, const float* kc, const float* vc, int64_t n,
-                                 int64_t pos0, int64_t Hq, int64_t Hkv, int64_t hd) {
-    const double scale = 1.0 / std::sqrt((double)hd);
+                                 int64_t pos0, int64_t Hq, int64_t Hkv, int64_t hd, const attn_params& ap) {
     for (int64_t i = 0; i < n; i++)
         for (int64_t h = 0; h < Hq; h++) {
-            const int64_t t = pos0 + i, kh = h / (Hq / Hkv);
-            std::vector<double> p(t + 1);
+            const int64_t t = pos0 + i, kh = h / (Hq / Hkv), lo = first_key(t, ap);
+            std::vector<double> p(t + 1, 0.0);
             double m = -INFINITY, z = 0;
-            for (int64_t j = 0; j <= t; j++) {
+            for (int64_t j = lo; j <= t; j++) {
                 double s = 0;
                 for (int64_t d = 0; d < hd; d++) s += (double)q[(i * Hq + h) * hd + d] * kc[(j * Hkv + kh) * hd + d];
-                m = std::max(m, p[j] = s * scale);
+                m = std::max(m, p[j] = capped(s * ap.scale, ap));
             }
-            for (int64_t j = 0; j <= t; j++) z += (p[j] = std::exp(p[j] - m));
+            for (int64_t j = lo; j <= t; j++) z += (p[j] = std::exp(p[j] - m));
             for (int64_t d = 0; d < hd; d++) {
                 double s = 0;
-                for (int64_t j = 0; j <= t; j++) s += p[j] / z * vc[(j * Hkv + kh) * hd + d];
+                for (int64_t j = lo; j <= t; j++) s += p[j] / z * vc[(j * Hkv + kh) * hd + d];
                 out[(i * Hq + h) * hd + d] = (float)s;
             }
         }
@@ -238,6 +249,31 @@ static void swiglu_backward(float* dg, float* du, const float* dh, const float* 
         du[i] += (float)(dh[i] * g[i] * s);
         dg[i] += (float)(dh[i] * u[i] * (s + g[i] * s * (1.0 - s)));  // d/dg g·σ(g) = σ + g σ (1-σ)
     }
+}
+
+// gelu_pytorch_tanh(x) = 0.5·x·(1 + tanh(sqrt(2/π)·(x + 0.044715·x³)))
+static double gelu_tanh(double x) { return 0.5 * x * (1.0 + std::tanh(std::sqrt(2.0 / M_PI) * (x + 0.044715 * x * x * x))); }
+
+static void geglu_forward(float* h, const float* g, const float* u, int64_t n) {
+    for (int64_t i = 0; i < n; i++) h[i] = (float)(gelu_tanh(g[i]) * u[i]);
+}
+
+static void geglu_backward(float* dg, float* du, const float* dh, const float* g, const float* u, int64_t n) {
+    const double c = std::sqrt(2.0 / M_PI);
+    for (int64_t i = 0; i < n; i++) {
+        const double x = g[i], th = std::tanh(c * (x + 0.044715 * x * x * x));
+        const double dgelu = 0.5 * (1.0 + th) + 0.5 * x * (1.0 - th * th) * c * (1.0 + 3 * 0.044715 * x * x);
+        du[i] += (float)(dh[i] * gelu_tanh(x));
+        dg[i] += (float)(dh[i] * u[i] * dgelu);
+    }
+}
+
+static void scale(float* x, int64_t n, float s) {
+    for (int64_t i = 0; i < n; i++) x[i] = (float)((double)x[i] * s);
+}
+
+static void softcap(float* x, int64_t n, float cap) {
+    for (int64_t i = 0; i < n; i++) x[i] = (float)(cap * std::tanh((double)x[i] / cap));
 }
 
 static void add(float* y, const float* x, int64_t n) {
@@ -281,10 +317,11 @@ static void embedding_backward_rows(float* grad, const int32_t* row_of, const fl
 }
 
 static double lmhead_xent(float* dx, float* dw, const float* x, const float* w, const uint16_t* w16,
-                          const int32_t* targets, int64_t N, int64_t D, int64_t V, float grad_scale, float*, int64_t) {
+                          const int32_t* targets, int64_t N, int64_t D, int64_t V, float grad_scale, float*, int64_t,
+                          float cap) {
     std::vector<float> wf;
     if (!w) wf = widen(w16, V * D), w = wf.data();
-    std::vector<double> z(V);
+    std::vector<double> z(V), th(V);
     double total = 0;
     for (int64_t n = 0; n < N; n++) {
         if (targets[n] < 0) continue;
@@ -292,12 +329,14 @@ static double lmhead_xent(float* dx, float* dw, const float* x, const float* w, 
         for (int64_t v = 0; v < V; v++) {
             double acc = 0;
             for (int64_t i = 0; i < D; i++) acc += (double)x[n * D + i] * w[v * D + i];
-            m = std::max(m, z[v] = acc);
+            th[v] = cap > 0 ? std::tanh(acc / cap) : 0.0;
+            m = std::max(m, z[v] = cap > 0 ? cap * th[v] : acc);
         }
         for (int64_t v = 0; v < V; v++) s += std::exp(z[v] - m);
         total += m + std::log(s) - z[targets[n]];
         for (int64_t v = 0; v < V; v++) {
-            const double d = (std::exp(z[v] - m) / s - (v == targets[n] ? 1.0 : 0.0)) * grad_scale;
+            double d = (std::exp(z[v] - m) / s - (v == targets[n] ? 1.0 : 0.0)) * grad_scale;
+            if (cap > 0) d *= 1.0 - th[v] * th[v];
             for (int64_t i = 0; i < D; i++) {
                 if (dx) dx[n * D + i] += (float)(d * w[v * D + i]);
                 if (dw) dw[v * D + i] += (float)(d * x[n * D + i]);
@@ -379,7 +418,11 @@ const backend& backend_ref() {
         ref::attention_forward_kv,
         ref::swiglu_forward,
         ref::swiglu_backward,
+        ref::geglu_forward,
+        ref::geglu_backward,
         ref::add,
+        ref::scale,
+        ref::softcap,
         ref::zero,
         ref::copy,
         ref::dropout,
