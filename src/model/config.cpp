@@ -356,7 +356,8 @@ std::string config_to_json(const llama_config& c, const std::string& original) {
         }
     }
     if (c.arch == model_arch::gemma3) {
-        j["query_pre_attn_scalar"] = c.query_pre_attn_scalar;
+        const double qs = c.query_pre_attn_scalar;  // an integer in Hugging Face's configs (256)
+        j["query_pre_attn_scalar"] = qs == std::floor(qs) && qs < 1e15 ? json((int64_t)qs) : json(qs);
         j["rope_local_base_freq"] = c.rope_local.theta;
         j["attn_logit_softcapping"] = c.attn_logit_softcap > 0 ? json(c.attn_logit_softcap) : json(nullptr);
         j["final_logit_softcapping"] = c.final_logit_softcap > 0 ? json(c.final_logit_softcap) : json(nullptr);
