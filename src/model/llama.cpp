@@ -16,14 +16,14 @@ namespace lisa {
 
 // ------------------------------------------------------------------ size table and pointers
 
-static void build_table(llama_model* m) {
-    const llama_config& c = m->cfg;
+std::vector<llama_tensor_info> llama_tensor_table(const llama_config& c) {
+    std::vector<llama_tensor_info> table;
     const int64_t D = c.hidden_size, V = c.vocab_size;
     size_t off = 0;
     auto add = [&](const std::string& name, std::vector<int64_t> shape, int layer, tensor_kind kind, int field) {
         size_t n = 1;
         for (auto d : shape) n *= (size_t)d;
-        m->tensors.push_back({name, std::move(shape), off, n, layer, kind == tensor_kind::matrix, kind, field});
+        table.push_back({name, std::move(shape), off, n, layer, kind == tensor_kind::matrix, kind, field});
         off += n;
     };
     add("model.embed_tokens.weight", {V, D}, -1, tensor_kind::matrix, kFieldEmbed);
@@ -34,6 +34,7 @@ static void build_table(llama_model* m) {
                     kLayerTensors[t].kind, t);
     add("model.norm.weight", {D}, -1, tensor_kind::norm, kFieldNorm);
     if (!c.tie_word_embeddings) add("lm_head.weight", {V, D}, -1, tensor_kind::matrix, kFieldHead);
+    return table;
 }
 
 float** llama_weights::slot(const llama_tensor_info& t) {
@@ -99,7 +100,7 @@ std::unique_ptr<llama_model> llama_model_init(const llama_config& cfg, bool half
     auto m = std::make_unique<llama_model>();
     m->cfg = cfg;
     m->stored_dtype = half ? dtype::bf16 : cfg.torch_dtype;
-    build_table(m.get());
+    m->tensors = llama_tensor_table(cfg);
     const auto& last = m->tensors.back();
     m->params = device_array<float>(last.offset + last.numel);
     m->half = half;

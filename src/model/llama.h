@@ -42,6 +42,8 @@ struct llama_tensor_info {
                                   // tensors; kFieldEmbed / kFieldNorm / kFieldHead otherwise
 };
 enum { kFieldEmbed = -1, kFieldNorm = -2, kFieldHead = -3 };
+// The size table of a config (names, shapes, offsets), in the order tensors are stored.
+std::vector<llama_tensor_info> llama_tensor_table(const llama_config& c);
 
 // bf16 copies of the matrices of a model kept in bf16 ("half" mode), same layout as the fp32
 // pointers; null in fp32 mode.

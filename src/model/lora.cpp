@@ -83,8 +83,7 @@ void lora_fold_into(llama_model* dst, const llama_lora& lo) {
         }
 }
 
-void lora_merge_adapter(llama_model* m, const std::string& dir) {
-    m->ctx.apply();
+std::map<std::string, lora_module_delta> lora_adapter_read(const std::string& dir) {
     if (!fs_is_dir(dir)) fail(strf("%s: --lora_model_path must be a PEFT adapter folder", dir.c_str()));
     lora_adapter_config c = lora_config_load(fs_join(dir, "adapter_config.json"));
     std::string wpath = fs_join(dir, "adapter_model.safetensors");
@@ -92,7 +91,7 @@ void lora_merge_adapter(llama_model* m, const std::string& dir) {
     auto f = st_open(wpath);
     const std::string prefix = "base_model.model.";
     std::set<std::string> used;
-    const float scale = (float)c.scale();
+    std::map<std::string, lora_module_delta> out;
     for (const auto& t : f->tensors) {
         const std::string& n = t.name;
         size_t pa = n.rfind(".lora_A.weight");
@@ -103,21 +102,20 @@ void lora_merge_adapter(llama_model* m, const std::string& dir) {
         std::string bname = prefix + module + ".lora_B.weight";
         const st_tensor* tb = st_find(*f, bname);
         if (!tb) fail(strf("%s: tensor '%s' has no matching '%s'", wpath.c_str(), n.c_str(), bname.c_str()));
-        int64_t out, in;
-        size_t ti = 0;
-        float* w = lora_module_weight(*m, module, &out, &in, &ti);
-        if (w) llama_materialize(m, ti, ti);  // bf16 models: the merged weight is held in fp32
-        if (!w) fail(strf("%s: tensor '%s': the base model has no Linear '%s'", wpath.c_str(), n.c_str(), module.c_str()));
-        if (t.shape.size() != 2 || t.shape[1] != in || tb->shape.size() != 2 || tb->shape[0] != out ||
-            tb->shape[1] != t.shape[0])
-            fail(strf("%s: '%s' %s and '%s' %s do not fit the base weight [%lld, %lld]", wpath.c_str(), n.c_str(),
-                      shape_str(t.shape).c_str(), bname.c_str(), shape_str(tb->shape).c_str(), (long long)out,
-                      (long long)in));
-        const int64_t r = t.shape[0];
-        std::vector<float> A(r * in), B(out * r);
-        convert_to_f32(A.data(), t.data, t.dt, t.numel);
-        convert_to_f32(B.data(), tb->data, tb->dt, tb->numel);
-        m->ctx.be->lora_fold(w, A.data(), B.data(), out, in, r, scale);  // W[out,in] += scale · B·A
+        if (t.shape.size() != 2 || tb->shape.size() != 2 || tb->shape[1] != t.shape[0])
+            fail(strf("%s: '%s' %s and '%s' %s are not a LoRA pair [r, in] / [out, r]", wpath.c_str(), n.c_str(),
+                      shape_str(t.shape).c_str(), bname.c_str(), shape_str(tb->shape).c_str()));
+        lora_module_delta d;
+        d.r = t.shape[0];
+        d.in = t.shape[1];
+        d.out = tb->shape[0];
+        d.scale = (float)c.scale();
+        d.A.resize(d.r * d.in);
+        d.B.resize(d.out * d.r);
+        convert_to_f32(d.A.data(), t.data, t.dt, t.numel);
+        convert_to_f32(d.B.data(), tb->data, tb->dt, tb->numel);
+        d.source = wpath + ": '" + n + "'";
+        out[module] = std::move(d);
         used.insert(n);
         used.insert(bname);
     }
@@ -126,6 +124,23 @@ void lora_merge_adapter(llama_model* m, const std::string& dir) {
             fail(strf("%s: unexpected tensor '%s' (only lora_A / lora_B pairs are supported)", wpath.c_str(),
                       t.name.c_str()));
     if (used.empty()) fail(strf("%s: no lora_A / lora_B tensors", wpath.c_str()));
+    return out;
+}
+
+void lora_merge_adapter(llama_model* m, const std::string& dir) {
+    m->ctx.apply();
+    for (const auto& [module, d] : lora_adapter_read(dir)) {
+        int64_t out, in;
+        size_t ti = 0;
+        float* w = lora_module_weight(*m, module, &out, &in, &ti);
+        if (!w) fail(strf("%s: the base model has no Linear '%s'", d.source.c_str(), module.c_str()));
+        llama_materialize(m, ti, ti);  // bf16 models: the merged weight is held in fp32
+        w = lora_module_weight(*m, module, &out, &in, &ti);
+        if (d.in != in || d.out != out)
+            fail(strf("%s: adapter [%lld x %lld] does not fit the base weight [%lld, %lld]", d.source.c_str(),
+                      (long long)d.out, (long long)d.in, (long long)out, (long long)in));
+        m->ctx.be->lora_fold(w, d.A.data(), d.B.data(), out, in, d.r, d.scale);  // W[out,in] += scale · B·A
+    }
 }
 
 }  // namespace lisa

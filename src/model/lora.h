@@ -3,6 +3,7 @@
 // base_model.model.<module>.lora_B.weight [out, r]; the update is W += scale · B·A with
 // scale = lora_alpha / r (lora_alpha / sqrt(r) with use_rslora).
 #pragma once
+#include <map>
 #include <string>
 #include <vector>
 
@@ -21,6 +22,16 @@ struct lora_adapter_config {
 
 lora_adapter_config lora_config_load(const std::string& path);  // adapter_config.json
 std::string         lora_config_to_json(const lora_adapter_config& c, const std::string& base_model);
+
+// One adapted module of an adapter folder, in fp32: W[out,in] += scale · B[out,r]·A[r,in].
+struct lora_module_delta {
+    int64_t            r = 0, in = 0, out = 0;
+    float              scale = 1.0f;
+    std::vector<float> A, B;
+    std::string        source;  // "file: 'tensor'", for error messages
+};
+// Reads and checks an adapter folder: module name ("model.layers.3.self_attn.q_proj") -> delta.
+std::map<std::string, lora_module_delta> lora_adapter_read(const std::string& adapter_dir);
 
 // Merges an adapter folder into the model's weights in memory (for eval, generate, merge-lora).
 void lora_merge_adapter(llama_model* m, const std::string& adapter_dir);

@@ -10,6 +10,7 @@
 #include "io/fs.h"
 #include "io/safetensors.h"
 #include "model/llama.h"
+#include "model/model_files.h"
 
 namespace lisa {
 
@@ -20,7 +21,7 @@ static bool is_ignorable(const std::string& name) {
     return name.find("rotary_emb.inv_freq") != std::string::npos;
 }
 
-std::unique_ptr<llama_model> llama_model_load(const std::string& dir, int half_mode) {
+std::unique_ptr<model_files> model_files_open(const std::string& dir) {
     if (!fs_is_dir(dir)) {
         if (fs_is_file(dir))
             fail(strf("%s: expected a Hugging Face model folder (config.json + *.safetensors), got a file", dir.c_str()));
@@ -28,16 +29,17 @@ std::unique_ptr<llama_model> llama_model_load(const std::string& dir, int half_m
                   "`huggingface-cli download %s --local-dir models/NAME`, then pass that folder",
                   dir.c_str(), dir.c_str()));
     }
+    auto mf = std::make_unique<model_files>();
+    mf->dir = dir;
     std::string cfg_path = fs_join(dir, "config.json");
     if (!fs_is_file(cfg_path)) fail(strf("%s: missing; expected a Hugging Face model folder", cfg_path.c_str()));
-    llama_config cfg = config_load(cfg_path);
-    std::unique_ptr<llama_model> m;  // created once the files' dtypes are known
+    mf->cfg = config_load(cfg_path);
 
     // which files hold the weights
     std::vector<std::string> files;
-    std::map<std::string, std::string> weight_map;  // from the index, if sharded
     std::string index_path = fs_join(dir, "model.safetensors.index.json");
     if (fs_is_file(index_path)) {
+        mf->index_path = index_path;
         json idx;
         try {
             idx = json::parse(fs_read_text(index_path));
@@ -54,7 +56,7 @@ std::unique_ptr<llama_model> llama_model_load(const std::string& dir, int half_m
             if (f.find('/') != std::string::npos || f.empty() || f[0] == '.')
                 fail(strf("%s: field 'weight_map.%s': file name \"%s\" must be a plain name in the folder",
                           index_path.c_str(), it.key().c_str(), f.c_str()));
-            weight_map[it.key()] = f;
+            mf->weight_map[it.key()] = f;
             if (seen.insert(f).second) files.push_back(f);
         }
     } else if (fs_is_file(fs_join(dir, "model.safetensors"))) {
@@ -66,51 +68,73 @@ std::unique_ptr<llama_model> llama_model_load(const std::string& dir, int half_m
     } else {
         fail(strf("%s: no model.safetensors or model.safetensors.index.json found", dir.c_str()));
     }
-    std::vector<std::unique_ptr<st_file>> open_files;
-    std::map<std::string, std::pair<const st_file*, const st_tensor*>> where;
+    mf->file_names = files;
     for (const auto& f : files) {
-        open_files.push_back(st_open(fs_join(dir, f)));
-        const st_file* sf = open_files.back().get();
+        mf->files.push_back(st_open(fs_join(dir, f)));
+        const st_file* sf = mf->files.back().get();
         for (const auto& t : sf->tensors) {
-            if (where.count(t.name))
+            if (mf->where.count(t.name))
                 fail(strf("%s: tensor '%s' is also in %s", sf->path.c_str(), t.name.c_str(),
-                          where[t.name].first->path.c_str()));
-            where[t.name] = {sf, &t};
+                          mf->where[t.name].first->path.c_str()));
+            mf->where[t.name] = {sf, &t};
         }
     }
+    return mf;
+}
+
+const st_tensor& model_files_tensor(const model_files& mf, const llama_tensor_info& info) {
+    auto it = mf.where.find(info.name);
+    auto mapped = mf.weight_map.find(info.name);
+    if (it == mf.where.end()) {
+        std::string in = mapped != mf.weight_map.end() ? mapped->second
+                         : (mf.file_names.size() == 1 ? mf.file_names[0] : "any shard");
+        fail(strf("%s: tensor '%s' is missing (expected shape %s from config.json)", fs_join(mf.dir, in).c_str(),
+                  info.name.c_str(), shape_str(info.shape).c_str()));
+    }
+    const st_tensor& t = *it->second.second;
+    const std::string& path = it->second.first->path;
+    if (mapped != mf.weight_map.end() && fs_join(mf.dir, mapped->second) != path)
+        fail(strf("%s: tensor '%s' is in %s, not where the index says", mf.index_path.c_str(), info.name.c_str(),
+                  path.c_str()));
+    if (t.dt != dtype::f32 && t.dt != dtype::bf16 && t.dt != dtype::f16)
+        fail(strf("%s: tensor '%s': dtype %s, expected F32, BF16 or F16", path.c_str(), info.name.c_str(),
+                  dtype_name(t.dt)));
+    if (t.shape != info.shape)
+        fail(strf("%s: tensor '%s': shape %s, expected %s from config.json", path.c_str(), info.name.c_str(),
+                  shape_str(t.shape).c_str(), shape_str(info.shape).c_str()));
+    return t;
+}
+
+void model_files_check_unexpected(const model_files& mf, const std::vector<llama_tensor_info>& table) {
+    std::set<std::string> expected;
+    for (const auto& info : table) expected.insert(info.name);
+    for (const auto& [name, loc] : mf.where) {
+        if (expected.count(name) || is_ignorable(name)) continue;
+        if (name == "lm_head.weight" && mf.cfg.tie_word_embeddings) continue;  // a copy of the embedding
+        fail(strf("%s: unexpected tensor '%s' for a %s with this config.json (wrong config, or an "
+                  "unsupported variant)", loc.first->path.c_str(), name.c_str(), mf.cfg.architecture.c_str()));
+    }
+}
+
+std::unique_ptr<llama_model> llama_model_load(const std::string& dir, int half_mode) {
+    std::unique_ptr<model_files> mf = model_files_open(dir);
     // auto: half mode when some matrix is bf16 and none is f16 (a checkpoint mixes fp32 masters
     // with bf16 frozen matrices; both are kept exactly)
     bool any_bf16 = false, any_f16 = false;
-    for (const auto& [name, loc] : where) {
+    for (const auto& [name, loc] : mf->where) {
         const st_tensor& t = *loc.second;
         if (t.shape.size() != 2) continue;
         any_bf16 |= t.dt == dtype::bf16;
         any_f16 |= t.dt == dtype::f16;
     }
     const bool half = half_mode == 1 || (half_mode < 0 && any_bf16 && !any_f16);
-    m = llama_model_init(cfg, half);
+    std::unique_ptr<llama_model> m = llama_model_init(mf->cfg, half);
     m->source_dir = dir;
     // copy every parameter into the fp32 buffer (or the bf16 one), checking dtype and shape
     std::map<dtype, size_t> dtype_bytes;
     for (size_t ti = 0; ti < m->tensors.size(); ti++) {
         const auto& info = m->tensors[ti];
-        auto it = where.find(info.name);
-        if (it == where.end()) {
-            std::string in = weight_map.count(info.name) ? weight_map[info.name] : (files.size() == 1 ? files[0] : "any shard");
-            fail(strf("%s: tensor '%s' is missing (expected shape %s from config.json)", fs_join(dir, in).c_str(),
-                      info.name.c_str(), shape_str(info.shape).c_str()));
-        }
-        const st_tensor& t = *it->second.second;
-        const std::string& path = it->second.first->path;
-        if (weight_map.count(info.name) && fs_join(dir, weight_map[info.name]) != path)
-            fail(strf("%s: tensor '%s' is in %s, not where the index says", index_path.c_str(), info.name.c_str(),
-                      path.c_str()));
-        if (t.dt != dtype::f32 && t.dt != dtype::bf16 && t.dt != dtype::f16)
-            fail(strf("%s: tensor '%s': dtype %s, expected F32, BF16 or F16", path.c_str(), info.name.c_str(),
-                      dtype_name(t.dt)));
-        if (t.shape != info.shape)
-            fail(strf("%s: tensor '%s': shape %s, expected %s from config.json", path.c_str(), info.name.c_str(),
-                      shape_str(t.shape).c_str(), shape_str(info.shape).c_str()));
+        const st_tensor& t = model_files_tensor(*mf, info);
         if (half && info.is_matrix) {
             if (t.dt == dtype::bf16) {
                 std::memcpy(m->params16.data() + info.offset, t.data, t.nbytes);
@@ -126,14 +150,7 @@ std::unique_ptr<llama_model> llama_model_load(const std::string& dir, int half_m
         st_release(t);
     }
     llama_model_rebind(m.get());
-    std::set<std::string> expected;
-    for (const auto& info : m->tensors) expected.insert(info.name);
-    for (const auto& [name, loc] : where) {
-        if (expected.count(name) || is_ignorable(name)) continue;
-        if (name == "lm_head.weight" && m->cfg.tie_word_embeddings) continue;  // a copy of the embedding
-        fail(strf("%s: unexpected tensor '%s' for a %s with this config.json (wrong config, or an "
-                  "unsupported variant)", loc.first->path.c_str(), name.c_str(), m->cfg.architecture.c_str()));
-    }
+    model_files_check_unexpected(*mf, m->tensors);
     // the stored dtype is the one holding most bytes (norms are sometimes kept in F32)
     m->stored_dtype = std::max_element(dtype_bytes.begin(), dtype_bytes.end(),
                                        [](auto& a, auto& b) { return a.second < b.second; })->first;
