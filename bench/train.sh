@@ -2,6 +2,9 @@
 # Training speed and memory, lisa.cpp vs the PyTorch baseline (bench/torch_baseline.py), side by
 # side in one run, same model folder, same token batches, same thread count.
 #   bench/train.sh [STEPS] [SHAPES...]       default: 12 steps, shapes 60m wide128k
+# A shape is a name below or a file configs/NAME.json (qwen3-0.6b, gemma-3-1b, ...), optionally
+# with @T for the block size (default 256; batch 4 at 256, else 1 sequence): 60m@2048.
+# METHODS="lisa" limits the methods (default: lisa full lora).
 # Needs PyTorch for the baseline: scripts/install-deps.sh --golden
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,7 +19,8 @@ cmake --build build --target lisa bench_train >/dev/null
 results=$work/results.jsonl
 build/bench_train --sgemm --threads $threads > "$work/sgemm.json"
 
-config() {  # name -> config.json (Llama-2 style shapes)
+config() {  # name -> config.json (Llama-2 style shapes, or a file of configs/)
+  if [ -f "configs/$1.json" ]; then cat "configs/$1.json"; return; fi
   case $1 in
     60m) echo '{"architectures":["LlamaForCausalLM"],"model_type":"llama","vocab_size":32000,"hidden_size":512,"intermediate_size":1376,"num_hidden_layers":8,"num_attention_heads":8,"num_key_value_heads":8,"max_position_embeddings":1024,"rms_norm_eps":1e-5,"tie_word_embeddings":false}' ;;
     wide128k) echo '{"architectures":["LlamaForCausalLM"],"model_type":"llama","vocab_size":128256,"hidden_size":512,"intermediate_size":1376,"num_hidden_layers":4,"num_attention_heads":8,"num_key_value_heads":8,"max_position_embeddings":1024,"rms_norm_eps":1e-5,"rope_theta":500000.0,"tie_word_embeddings":false}' ;;
@@ -25,18 +29,21 @@ config() {  # name -> config.json (Llama-2 style shapes)
 }
 
 for shape in "${shapes[@]}"; do
-  config "$shape" > "$work/$shape.json"
-  build/lisa init --config "$work/$shape.json" --output_model_path "$work/$shape" --seed 1 >/dev/null
-  python3 - "$work/$shape.json" "$work/$shape.tokens" "$steps" <<'PY'
+  name=${shape%@*}
+  T=256
+  [ "$name" != "$shape" ] && T=${shape#*@}
+  config "$name" > "$work/$shape.json"
+  [ -d "$work/$name" ] || build/lisa init --config "$work/$shape.json" --output_model_path "$work/$name" --seed 1 >/dev/null
+  python3 - "$work/$shape.json" "$work/$shape.tokens" "$steps" "$T" <<'PY'
 import json, struct, sys, random
-cfg = json.load(open(sys.argv[1])); steps = int(sys.argv[3]); B, T = 4, 256
+cfg = json.load(open(sys.argv[1])); steps = int(sys.argv[3]); T = int(sys.argv[4]); B = 4 if T == 256 else 1
 random.seed(0)
 with open(sys.argv[2], "wb") as f:
     f.write(struct.pack("<3i", steps, B, T))
     f.write(struct.pack(f"<{steps*B*T}i", *[random.randrange(cfg["vocab_size"]) for _ in range(steps * B * T)]))
 PY
-  for method in lisa full lora; do
-    args=(--model "$work/$shape" --tokens "$work/$shape.tokens" --method $method --threads $threads --gamma 2 --interval 3)
+  for method in ${METHODS:-lisa full lora}; do
+    args=(--model "$work/$name" --tokens "$work/$shape.tokens" --method $method --threads $threads --gamma 2 --interval 3)
     echo "== $shape $method" >&2
     build/bench_train "${args[@]}" | sed "s/^{/{\"shape\":\"$shape\",/" >> "$results"
     OMP_NUM_THREADS=$threads /usr/bin/python3 bench/torch_baseline.py "${args[@]}" | sed "s/^{/{\"shape\":\"$shape\",/" >> "$results"
@@ -47,11 +54,15 @@ done
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 sgemm = json.load(open(sys.argv[2]))["sgemm_gflops"]
-def flops_per_token(shape, method, T=256, gamma=2):
+def flops_per_token(shape, method, gamma=2):
     c = json.load(open(f"{sys.argv[3]}/{shape}.json"))
+    T = int(shape.split("@")[1]) if "@" in shape else 256
     D, F, L, V = c["hidden_size"], c["intermediate_size"], c["num_hidden_layers"], c["vocab_size"]
-    layer = 4 * D * D + 3 * D * F                    # matrix parameters of one decoder layer
-    attn = 6 * T * D                                  # causal attention, forward + backward
+    H = c["num_attention_heads"]
+    hd = c.get("head_dim") or D // H
+    Q, KV = H * hd, c.get("num_key_value_heads", H) * hd
+    layer = 2 * D * Q + 2 * D * KV + 3 * D * F      # matrix parameters of one decoder layer
+    attn = 6 * T * Q                                  # causal attention, forward + backward (no window credit)
     head = 6 * V * D if method in ("full", "lisa") else 4 * V * D   # frozen head: dX only
     if method == "full":
         layers = L * (6 * layer + attn)
