@@ -11,10 +11,11 @@
 #   libpcre2-dev        tokenizer pre-tokenizer regexes (\p{L}, \p{N}, look-ahead) with UTF + UCP
 #   libutf8proc-dev     tokenizer Unicode normalization (NFC/NFKC), categories and lowercase
 #   libgtest-dev        unit, kernel and golden tests (ctest)
+#   nodejs npm          test-only: npm fetches the llama.cpp referee (scripts/install-referees.sh)
 #   python3-torch       only with --golden: the PyTorch reference that writes tests/golden
 set -euo pipefail
 pkgs=(g++ cmake make pkg-config libopenblas-openmp-dev nlohmann-json3-dev libcli11-dev libgtest-dev libpcre2-dev
-      libutf8proc-dev)
+      libutf8proc-dev nodejs npm)
 if [[ "${1:-}" == "--golden" ]]; then pkgs+=(python3-torch python3-numpy); fi
 missing=()
 for p in "${pkgs[@]}"; do

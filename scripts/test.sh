@@ -5,4 +5,5 @@ cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build -j"$(nproc)"
+scripts/install-referees.sh build
 ctest --test-dir build --output-on-failure -j"$(nproc)" "$@"

@@ -7,6 +7,7 @@
 
 #include "cli/commands.h"
 #include "core/error.h"
+#include "export/export_gguf.h"
 #include "io/fs.h"
 #include "train/trainer.h"
 
@@ -29,7 +30,7 @@ command_fn cmd_train_register(CLI::App& app) {
         int           use_lisa = -1, use_lora = -1, train_emb = 0, train_head = 0, aggregated = 0,
                       disable_group_texts = -1;
         bool          overwrite = false, do_train = false;
-        std::string   run_name, lora_targets, method, schedule;
+        std::string   run_name, lora_targets, method, schedule, save_gguf;
     };
     auto o = std::make_shared<opts>();
     train_options& t = o->t;
@@ -88,6 +89,9 @@ command_fn cmd_train_register(CLI::App& app) {
     app.add_flag("--overwrite_output_dir", o->overwrite, "allow writing into a folder that already holds a model");
     app.add_flag("--do_train", o->do_train, "accepted for Hugging Face scripts (training is what this command does)");
     app.add_option("--run_name", o->run_name, "a name recorded in training_args.json");
+    app.add_option("--save_gguf", o->save_gguf,
+                   "also write OUTPUT/model-TYPE.gguf for llama.cpp / Ollama when training ends (TYPE: f32, f16, bf16, "
+                   "q8_0; under LoRA the merged model)");
     return [o] {
         train_options& t = o->t;
         if (!train_method_parse(o->method, &t.method))
@@ -120,6 +124,7 @@ command_fn cmd_train_register(CLI::App& app) {
             fail(strf("%s already holds a model; pass --overwrite_output_dir to replace it, or "
                       "--resume_from_checkpoint latest to continue", out.c_str()));
         t.run_name = o->run_name;
+        if (!o->save_gguf.empty()) gguf_outtype(o->save_gguf);  // a bad type fails before training
 
         const bool tty = isatty(STDERR_FILENO);
         bool bar_drawn = false;
@@ -157,6 +162,16 @@ command_fn cmd_train_register(CLI::App& app) {
         std::fprintf(stderr, "done: %lld steps in %.1f s, train_loss %.4f, %.0f tokens/s, peak RSS %.0f MiB -> %s\n",
                      (long long)r.global_step, r.train_runtime, r.train_loss, r.tokens_per_second, r.peak_rss_mib,
                      out.c_str());
+        if (!o->save_gguf.empty()) {  // the trained model (LoRA: the base with the adapter merged in) as GGUF
+            gguf_export_options g;
+            const bool lora = t.method == train_method::lora;
+            g.model_dir = lora ? t.model_name_or_path : out;
+            g.lora_dir = lora ? out : "";
+            g.outtype = o->save_gguf;
+            g.outfile = fs_join(out, "model-" + o->save_gguf + ".gguf");
+            export_gguf(g);
+            std::fprintf(stderr, "wrote %s\n", g.outfile.c_str());
+        }
     };
 }
 

@@ -130,9 +130,11 @@ const st_tensor* st_find(const st_file& f, const std::string& name) {
     return it == f.index.end() ? nullptr : &f.tensors[it->second];
 }
 
-void st_release(const st_tensor& t) {
+void st_release(const st_tensor& t) { st_release_bytes(t.data, t.nbytes); }
+
+void st_release_bytes(const void* p, size_t n) {
     const size_t page = 4096;
-    size_t b = ((size_t)t.data + page - 1) / page * page, e = ((size_t)t.data + t.nbytes) / page * page;
+    size_t b = ((size_t)p + page - 1) / page * page, e = ((size_t)p + n) / page * page;
     if (e > b) madvise((void*)b, e - b, MADV_DONTNEED);
 }
 

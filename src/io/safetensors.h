@@ -40,6 +40,9 @@ const st_tensor*         st_find(const st_file& f, const std::string& name);  //
 // Drops a tensor's pages from this process's mapping once it has been copied out (they stay in
 // the page cache and are read again if touched), so loading a model does not count it twice.
 void                     st_release(const st_tensor& t);
+// The same for a byte range of a mapping (whole pages inside it): a reader streaming a large
+// tensor drops what it has consumed as it goes.
+void                     st_release_bytes(const void* p, size_t n);
 
 // One tensor to write. `data` holds numel elements of `src_dt`; they are converted to `dt`
 // on the way out (f32 -> bf16/f16, or bf16/f16 -> f32), in chunks, with no full-size temporary.

@@ -1,0 +1,27 @@
+// `lisa export-gguf`: a Hugging Face model folder (optionally with a PEFT adapter merged in) to a
+// GGUF file that llama.cpp, Ollama and LM Studio run, with the tokenizer inside so that llama.cpp
+// tokenizes as Hugging Face does. Streams tensor by tensor from the memory-mapped safetensors:
+// peak memory is a few rows, not the model.
+#pragma once
+#include <string>
+
+#include "export/gguf.h"
+
+namespace lisa {
+
+struct gguf_export_options {
+    std::string model_dir;   // Hugging Face folder (config.json, safetensors, tokenizer.json)
+    std::string outfile;     // the .gguf to write (atomically)
+    std::string outtype = "f16";  // f32 | f16 | bf16 | q8_0 (llama.cpp's converter's default: f16)
+    std::string lora_dir;    // PEFT adapter folder to merge in ("" = none)
+    bool        quiet = false;
+};
+
+// Parses --outtype; throws naming the accepted values.
+ggml_type gguf_outtype(const std::string& s);
+
+// Writes the GGUF; throws lisa::error naming the file and field on anything llama.cpp could not
+// run as lisa.cpp does (an unsupported tokenizer, a layer pattern llama.cpp cannot express).
+void export_gguf(const gguf_export_options& o);
+
+}  // namespace lisa
