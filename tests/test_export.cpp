@@ -94,7 +94,10 @@ static size_t expect_same_greedy(const llama_model& m, const std::string& gguf, 
     // given) runs on, so the paths are compared up to there
     const auto& eos = m.cfg.eos_token_ids;
     const bool ended = !theirs.empty() && std::find(eos.begin(), eos.end(), theirs.back()) != eos.end();
-    if (!ended) EXPECT_EQ(theirs.size(), (size_t)n) << what << ": llama.cpp " << json(theirs).dump() << ", lisa.cpp " << json(mine).dump();
+    if (!ended) {
+        EXPECT_EQ(theirs.size(), (size_t)n) << what << ": llama.cpp " << json(theirs).dump() << ", lisa.cpp "
+                                            << json(mine).dump();
+    }
     for (size_t i = 0; i < std::min(mine.size(), theirs.size()); i++) {
         if (mine[i] == theirs[i]) continue;
         std::vector<int32_t> ctx = prompt;
@@ -277,7 +280,9 @@ TEST(gguf_referee, aidreams_greedy_paths_match_at_every_outtype) {
         export_ok("--model_name_or_path " + aidreams() + " --outfile " + f + " --outtype " + type);
         const double tie = std::string(type) == "f32" ? 1e-3 : std::string(type) == "f16" ? 2e-2 : 1e-1;
         size_t same = expect_same_greedy(*m, f, prompt, 40, tie, type);
-        if (std::string(type) == "f32") EXPECT_EQ(same, 40u) << "f32 must follow lisa.cpp all the way";
+        if (std::string(type) == "f32") {
+            EXPECT_EQ(same, 40u) << "f32 must follow lisa.cpp all the way";
+        }
     }
     const std::string q = td.path + "/m-q8_0.gguf";
     export_ok("--model_name_or_path " + aidreams() + " --outfile " + q + " --outtype q8_0");
@@ -444,7 +449,9 @@ TEST_P(gguf_arch, llama_cpp_follows_the_greedy_path_of_a_trained_model) {
                  "--per_device_train_batch_size 4 --block_size 64" + init_flags);
     ASSERT_EQ(r.code, 0) << r.output;
     export_ok("--model_name_or_path " + tuned.path + " --outfile " + td.path + "/m.gguf --outtype f32");
-    if (arch == "qwen2") EXPECT_TRUE(fs_is_file(tuned.path + "/model.safetensors.index.json")) << "not sharded";
+    if (arch == "qwen2") {
+        EXPECT_TRUE(fs_is_file(tuned.path + "/model.safetensors.index.json")) << "not sharded";
+    }
     auto m = llama_model_load(tuned.path);
     EXPECT_EQ(expect_same_greedy(*m, td.path + "/m.gguf", {1, 400}, 40, 1e-3, arch), 40u);
 }

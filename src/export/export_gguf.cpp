@@ -202,6 +202,7 @@ static std::string byte_level_pre(const json& pre, const std::string& path) {
         unsupported("Split regex " + json(re).dump());
     }
     unsupported("this Sequence of pre-tokenizers");
+    return "";
 }
 
 struct gguf_vocab {
@@ -242,7 +243,7 @@ static gguf_vocab make_vocab(const std::string& dir, int64_t vocab_size, std::ve
     try {
         j = json::parse(fs_read_text(path));
     } catch (const json::exception& e) {
-        fail(strf("%s: not valid JSON (%s)", path.c_str(), e.what()));
+        fail(strf("%s: not valid JSON (%s)", path.c_str(), json_error(e).c_str()));
     }
     const json& m = j["model"];
     if (!m.is_object() || m.value("type", "BPE") != "BPE" || !m.contains("vocab") || !m["vocab"].is_object())
@@ -455,7 +456,7 @@ void export_gguf(const gguf_export_options& o) {
         try {
             tc = json::parse(fs_read_text(tcfg_path));
         } catch (const json::exception& e) {
-            fail(strf("%s: not valid JSON (%s)", tcfg_path.c_str(), e.what()));
+            fail(strf("%s: not valid JSON (%s)", tcfg_path.c_str(), json_error(e).c_str()));
         }
         if (tc.contains("chat_template")) {
             const json& ct = tc["chat_template"];

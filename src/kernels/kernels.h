@@ -32,11 +32,24 @@ struct attn_params {
     int64_t window = 0;      // > 0: query t sees keys t-window+1..t only (sliding window); 0: all of 0..t
 };
 
+// The largest shapes a run will give the kernels, so that a backend can size its temporaries once,
+// on every thread, before the step loop (a thread seeing its largest shape only at step 9 would
+// allocate there).
+struct scratch_plan {
+    int64_t max_T = 0;      // longest sequence given to attention
+    int64_t max_rows = 0;   // most rows given to a norm (tokens × heads for per-head norms)
+    int64_t max_width = 0;  // widest row (hidden, intermediate or q size)
+    int64_t vocab = 0;      // LM head width
+    bool    softcap = false;
+};
+
 struct backend {
     const char* name;  // "cpu", "ref"
 
     // Compute threads for the calling thread's kernels from now on (0 = leave as is).
     void (*set_threads)(int n);
+    // Sizes the per-thread temporaries for the given shapes on every compute thread.
+    void (*reserve)(const scratch_plan& p);
 
     // ---- general matrix product: C[M,N] = alpha · op(A)·op(B) + beta · C, op = transpose when
     // the flag is set; lda/ldb/ldc are row strides (BLAS sgemm, row-major).

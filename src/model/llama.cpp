@@ -319,6 +319,15 @@ void llama_acts_init(llama_acts* a, const llama_model& m, int64_t B, int64_t T, 
     if (a->buf.size() < total) a->buf = device_array<float>(total);  // a smaller plan reuses the allocation
     a->tokens.assign(B * T, 0);
     a->targets.assign(B * T, -100);
+    // the kernels' temporaries for the largest shapes, on every thread, now rather than mid-run
+    scratch_plan sp;
+    sp.max_T = T;
+    sp.max_rows = B * T * std::max<int64_t>(1, c.qk_norm ? c.num_heads : 1);
+    sp.max_width = std::max({c.hidden_size, c.intermediate_size, c.num_heads * c.head_dim});
+    sp.vocab = c.vocab_size;
+    sp.softcap = c.attn_logit_softcap > 0 || c.final_logit_softcap > 0;
+    m.ctx.apply();
+    m.ctx.be->reserve(sp);
     a->B = a->T = 0;
     llama_acts_shape(a, m, B, T);
 }

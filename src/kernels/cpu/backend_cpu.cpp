@@ -19,7 +19,7 @@ namespace cpu {
 // A per-thread scratch buffer that grows on first use and is reused after (no allocation in
 // steady state). `which` separates buffers a kernel needs at the same time.
 static float* scratch(int which, size_t n) {
-    thread_local std::vector<float> buf[4];
+    thread_local std::vector<float> buf[5];
     if (buf[which].size() < n) buf[which].resize(n);
     return buf[which].data();
 }
@@ -252,7 +252,7 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
         for (int64_t kh = 0; kh < Hkv; kh++) {
             float* P = scratch(0, (size_t)kAttnBlock * T);
             float* dP = scratch(1, (size_t)kAttnBlock * T);
-            float* Th = cap > 0 ? scratch(3, (size_t)kAttnBlock * T) : nullptr;  // tanh of the capped scores
+            float* Th = cap > 0 ? scratch(4, (size_t)kAttnBlock * T) : nullptr;  // tanh of the capped scores
             const float* K = k + (b * T * Hkv + kh) * hd;
             const float* Vv = v + (b * T * Hkv + kh) * hd;
             float* dK = dk + (b * T * Hkv + kh) * hd;
@@ -432,7 +432,7 @@ double lmhead_xent(float* dx, float* dw, const float* x, const float* w, const u
 #pragma omp parallel for schedule(static)
         for (int64_t r = 0; r < R; r++) {
             float* lr = logits + r * V;
-            float* th = cap > 0 ? scratch(3, (size_t)V) : nullptr;  // tanh of the capped logits
+            float* th = cap > 0 ? scratch(4, (size_t)V) : nullptr;  // tanh of the capped logits
             if (cap > 0)
                 for (int64_t i = 0; i < V; i++) lr[i] = cap * (th[i] = std::tanh(lr[i] / cap));
             float m = -INFINITY;
@@ -473,6 +473,21 @@ double lmhead_xent(float* dx, float* dw, const float* x, const float* w, const u
 
 
 // ============================================================================ the rest
+// Scratch ids: 0, 1 attention tiles (every thread); 2 RMSNorm weight-gradient partials and 3 a
+// bf16 weight block (the calling thread); 4 tanh of soft-capped scores or logits (every thread).
+static void reserve(const scratch_plan& p) {
+    const size_t tile = (size_t)(kAttnBlock * p.max_T);
+    const size_t capped = std::max(tile, (size_t)p.vocab);
+#pragma omp parallel
+    {
+        scratch(0, tile);
+        scratch(1, tile);
+        if (p.softcap) scratch(4, capped);
+    }
+    scratch(2, (size_t)((p.max_rows + 63) / 64 * p.max_width));
+    scratch(3, (size_t)(kBf16Block * p.max_width));
+}
+
 static void set_threads(int n) {
     if (n <= 0) return;
     omp_set_num_threads(n);
@@ -605,6 +620,7 @@ const backend& backend_cpu() {
     static const backend b = {
         "cpu",
         cpu::set_threads,
+        cpu::reserve,
         cpu::gemm,
         cpu::linear_forward,
         cpu::linear_backward,

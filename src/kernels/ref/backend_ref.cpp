@@ -14,6 +14,7 @@ namespace lisa {
 namespace ref {
 
 static void set_threads(int) {}
+static void reserve(const scratch_plan&) {}  // plain loops keep their temporaries on the stack of each call
 
 static void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
                  const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
@@ -403,6 +404,7 @@ const backend& backend_ref() {
     static const backend b = {
         "ref",
         ref::set_threads,
+        ref::reserve,
         ref::gemm,
         ref::linear_forward,
         ref::linear_backward,
