@@ -43,8 +43,11 @@ int main(int argc, char** argv) {
     } catch (const lisa::error& e) {
         std::fprintf(stderr, "lisa: error: %s\n", e.what());
         return 1;
-    } catch (const std::exception& e) {
-        std::fprintf(stderr, "lisa: error: %s\n", e.what());
+    } catch (const std::bad_alloc&) {
+        std::fprintf(stderr, "lisa: error: out of memory\n");
+        return 1;
+    } catch (const std::exception& e) {  // a library's exception that escaped a check: still one line
+        std::fprintf(stderr, "lisa: error: %s\n", lisa::cap_message(e.what()).c_str());
         return 1;
     }
     return 0;

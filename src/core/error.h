@@ -27,7 +27,20 @@ inline std::string strf(const char* fmt, ...) {
     return s;
 }
 
-[[noreturn]] inline void fail(const std::string& msg) { throw error(msg); }
+// Messages are capped: a parser quoting a 5 MB line must not print it (the start names the file
+// and field, which is what the reader needs).
+inline constexpr size_t kMaxErrorMessage = 1000;
+inline std::string cap_message(const std::string& msg, size_t max = kMaxErrorMessage) {
+    if (msg.size() <= max) return msg;
+    size_t cut = max;
+    while (cut > 0 && ((unsigned char)msg[cut] & 0xC0) == 0x80) cut--;  // not inside a UTF-8 character
+    return msg.substr(0, cut) + strf("... (%zu more bytes)", msg.size() - cut);
+}
+
+// A JSON library's parse error, short: its position and reason, not the whole input read so far.
+inline std::string json_error(const std::exception& e) { return cap_message(e.what(), 160); }
+
+[[noreturn]] inline void fail(const std::string& msg) { throw error(cap_message(msg)); }
 
 }  // namespace lisa
 

@@ -63,7 +63,7 @@ dataset dataset_load(const std::string& dir, const tokenizer& tok, const dataset
         try {
             j = json::parse(fs_read_text(file));
         } catch (const json::exception& e) {
-            fail(strf("%s: not valid JSON (%s)", file.c_str(), e.what()));
+            fail(strf("%s: not valid JSON (%s)", file.c_str(), json_error(e).c_str()));
         }
         if (!j.is_object())
             fail(strf("%s: expected a JSON object {\"type\": ..., \"instances\": [...]}, got %s", file.c_str(),

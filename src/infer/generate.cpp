@@ -47,11 +47,13 @@ std::vector<int32_t> generate(const llama_model& m, const std::vector<int32_t>& 
                               const std::function<void(int32_t)>& on_token) {
     if (prompt.empty()) fail("generate: the prompt has no tokens (and the tokenizer adds no BOS)");
     llama_kv_cache cache;
-    int64_t ctx = std::min<int64_t>(m.cfg.max_position_embeddings, (int64_t)prompt.size() + o.max_new_tokens);
+    // the context: prompt + new tokens, at most the model's (and no overflow for a huge request)
+    const int64_t room = m.cfg.max_position_embeddings - (int64_t)prompt.size();
+    int64_t ctx = (int64_t)prompt.size() + std::max<int64_t>(0, std::min<int64_t>(o.max_new_tokens, room));
+    if (room <= 0)
+        fail(strf("generate: the prompt has %zu tokens; the model's context (max_position_embeddings) is %lld",
+                  prompt.size(), (long long)m.cfg.max_position_embeddings));
     llama_kv_cache_init(&cache, m, ctx);
-    if ((int64_t)prompt.size() >= cache.max_T)
-        fail(strf("generate: the prompt has %zu tokens; the model's context is %lld", prompt.size(),
-                  (long long)cache.max_T));
     rng r;
     rng_init(&r, o.seed);
     std::vector<float> logits(m.cfg.vocab_size);

@@ -59,7 +59,7 @@ std::unique_ptr<st_file> st_open(const std::string& path) {
     try {
         h = json::parse(base + 8, base + 8 + n);
     } catch (const std::exception& e) {
-        fail(strf("%s: header is not valid JSON (%s)", path.c_str(), e.what()));
+        fail(strf("%s: header is not valid JSON (%s)", path.c_str(), json_error(e).c_str()));
     }
     if (!h.is_object()) fail(strf("%s: header must be a JSON object", path.c_str()));
     const uint8_t* data = base + 8 + n;
@@ -121,6 +121,13 @@ std::unique_ptr<st_file> st_open(const std::string& path) {
             fail(strf("%s: tensors '%s' and '%s' overlap in the data section", path.c_str(), by_off[i - 1]->name.c_str(),
                       by_off[i]->name.c_str()));
     }
+    // the data section holds exactly the tensors: trailing bytes mean a damaged or foreign file
+    // (the reference library refuses them too)
+    size_t used = 0;
+    for (const auto& t : f->tensors) used = std::max(used, (size_t)(t.data - data) + t.nbytes);
+    if (used != data_size)
+        fail(strf("%s: the data section has %zu bytes but its tensors end at byte %zu (trailing or missing data)",
+                  path.c_str(), data_size, used));
     for (size_t i = 0; i < f->tensors.size(); i++) f->index[f->tensors[i].name] = i;
     return f;
 }

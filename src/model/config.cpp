@@ -30,6 +30,15 @@ struct reader {
         return j[key].get<int64_t>();
     }
     int64_t pos_int_or(const char* key, int64_t def) const { return has(key) ? pos_int(key) : def; }
+    // sizes are bounded before anything is sized from them (a file may claim anything)
+    int64_t pos_int_max(const char* key, int64_t max) const {
+        const int64_t v = pos_int(key);
+        if (v > max) bad(key, strf("a positive integer at most %lld", (long long)max).c_str());
+        return v;
+    }
+    int64_t pos_int_max_or(const char* key, int64_t max, int64_t def) const {
+        return has(key) ? pos_int_max(key, max) : def;
+    }
     double num_or(const char* key, double def) const {
         if (!has(key)) return def;
         if (!j[key].is_number()) bad(key, "a number");
@@ -65,7 +74,7 @@ llama_config config_parse(const std::string& text, const std::string& path) {
     try {
         j = json::parse(text);
     } catch (const std::exception& e) {
-        fail(strf("%s: not valid JSON (%s)", path.c_str(), e.what()));
+        fail(strf("%s: not valid JSON (%s)", path.c_str(), json_error(e).c_str()));
     }
     if (!j.is_object()) fail(strf("%s: expected a JSON object", path.c_str()));
     reader r{j, path};
@@ -132,17 +141,19 @@ llama_config config_parse(const std::string& text, const std::string& path) {
     if (r.bool_or("use_bidirectional_attention", false))
         r.bad("use_bidirectional_attention", "false (bidirectional attention is not implemented)");
 
-    c.vocab_size = r.pos_int("vocab_size");
-    c.hidden_size = r.pos_int("hidden_size");
-    c.intermediate_size = r.pos_int("intermediate_size");
-    c.num_layers = r.pos_int("num_hidden_layers");
-    c.num_heads = r.pos_int("num_attention_heads");
-    c.num_kv_heads = r.pos_int_or("num_key_value_heads", c.num_heads);
+    // generous bounds (the largest released models are far inside them) that keep every size
+    // product well within int64
+    c.vocab_size = r.pos_int_max("vocab_size", kMaxVocab);
+    c.hidden_size = r.pos_int_max("hidden_size", kMaxHidden);
+    c.intermediate_size = r.pos_int_max("intermediate_size", kMaxIntermediate);
+    c.num_layers = r.pos_int_max("num_hidden_layers", kMaxLayers);
+    c.num_heads = r.pos_int_max("num_attention_heads", kMaxHeads);
+    c.num_kv_heads = r.pos_int_max_or("num_key_value_heads", kMaxHeads, c.num_heads);
     if (c.num_heads % c.num_kv_heads != 0)
         fail(strf("%s: field 'num_key_value_heads': %lld does not divide num_attention_heads %lld", path.c_str(),
                   (long long)c.num_kv_heads, (long long)c.num_heads));
     if (r.has("head_dim")) {
-        c.head_dim = r.pos_int("head_dim");
+        c.head_dim = r.pos_int_max("head_dim", kMaxHeadDim);
     } else if (qwen3 || gemma) {
         c.head_dim = qwen3 ? 128 : 256;  // the defaults of Qwen3Config and Gemma3TextConfig
     } else {
@@ -154,7 +165,10 @@ llama_config config_parse(const std::string& text, const std::string& path) {
     if (c.head_dim % 2 != 0)
         fail(strf("%s: field 'head_dim': expected an even head size for rotary embeddings, got %lld", path.c_str(),
                   (long long)c.head_dim));
-    c.max_position_embeddings = r.pos_int_or("max_position_embeddings", kArchs[found].max_pos);
+    if (c.head_dim > kMaxHeadDim)
+        fail(strf("%s: field 'hidden_size': %lld / num_attention_heads gives a head size above %lld", path.c_str(),
+                  (long long)c.hidden_size, (long long)kMaxHeadDim));
+    c.max_position_embeddings = r.pos_int_max_or("max_position_embeddings", kMaxPositions, kArchs[found].max_pos);
     c.rms_norm_eps = r.num_or("rms_norm_eps", 1e-6);
     if (!(c.rms_norm_eps > 0)) r.bad("rms_norm_eps", "a positive number");
     c.initializer_range = r.num_or("initializer_range", 0.02);
@@ -277,6 +291,14 @@ llama_config config_parse(const std::string& text, const std::string& path) {
     if (!dtype_from_torch_name(dt, &c.torch_dtype)) r.bad("torch_dtype", "\"float32\", \"bfloat16\" or \"float16\"");
     c.bos_token_ids = r.ids_or_empty("bos_token_id");
     c.eos_token_ids = r.ids_or_empty("eos_token_id");
+    for (const char* key : {"bos_token_id", "eos_token_id"})
+        for (int64_t id : key[0] == 'b' ? c.bos_token_ids : c.eos_token_ids)
+            if (id < 0 || id >= c.vocab_size)
+                r.bad(key, strf("token ids in [0, vocab_size %lld)", (long long)c.vocab_size).c_str());
+    const int64_t params = config_num_params(c);
+    if (params > kMaxParams)
+        fail(strf("%s: fields 'vocab_size', 'hidden_size', 'intermediate_size', 'num_hidden_layers': %lld parameters, "
+                  "more than the %lld lisa.cpp handles", path.c_str(), (long long)params, (long long)kMaxParams));
     return c;
 }
 

@@ -66,6 +66,17 @@ bool    config_any_local_rope(const llama_config& c);
 // The attention score scale: 1/sqrt(query_pre_attn_scalar) when set, else 1/sqrt(head_dim).
 float config_attn_scale(const llama_config& c);
 
+// Bounds on what a config.json may declare (far above any released model; they keep every size
+// product inside int64, and a file cannot make lisa.cpp allocate what it merely claims).
+inline constexpr int64_t kMaxVocab = (int64_t)1 << 24;
+inline constexpr int64_t kMaxHidden = (int64_t)1 << 17;
+inline constexpr int64_t kMaxIntermediate = (int64_t)1 << 20;
+inline constexpr int64_t kMaxLayers = 4096;
+inline constexpr int64_t kMaxHeads = 4096;
+inline constexpr int64_t kMaxHeadDim = (int64_t)1 << 14;
+inline constexpr int64_t kMaxPositions = (int64_t)1 << 27;
+inline constexpr int64_t kMaxParams = (int64_t)1 << 40;
+
 // Parse config.json text; `path` is only used in error messages.
 llama_config config_parse(const std::string& text, const std::string& path);
 llama_config config_load(const std::string& path);

@@ -19,7 +19,7 @@ lora_adapter_config lora_config_load(const std::string& path) {
     try {
         j = json::parse(fs_read_text(path));
     } catch (const json::exception& e) {
-        fail(strf("%s: not valid JSON (%s)", path.c_str(), e.what()));
+        fail(strf("%s: not valid JSON (%s)", path.c_str(), json_error(e).c_str()));
     }
     auto bad = [&](const char* f, const char* what) { fail(strf("%s: field '%s': expected %s", path.c_str(), f, what)); };
     lora_adapter_config c;

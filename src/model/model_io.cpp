@@ -44,7 +44,7 @@ std::unique_ptr<model_files> model_files_open(const std::string& dir) {
         try {
             idx = json::parse(fs_read_text(index_path));
         } catch (const json::exception& e) {
-            fail(strf("%s: not valid JSON (%s)", index_path.c_str(), e.what()));
+            fail(strf("%s: not valid JSON (%s)", index_path.c_str(), json_error(e).c_str()));
         }
         if (!idx.is_object() || !idx.contains("weight_map") || !idx["weight_map"].is_object())
             fail(strf("%s: field 'weight_map': expected an object mapping tensor names to files", index_path.c_str()));
@@ -164,10 +164,11 @@ dtype parse_dtype_option(const std::string& s) {
 }
 
 size_t parse_size_option(const std::string& s) {
-    size_t i = 0;
-    while (i < s.size() && (isdigit((unsigned char)s[i]) || s[i] == '.')) i++;
-    if (i == 0) fail(strf("size \"%s\": expected a number with an optional unit (KB, MB, GB)", s.c_str()));
-    double v = std::stod(s.substr(0, i));
+    size_t i = 0, digits = 0, dots = 0;
+    while (i < s.size() && (isdigit((unsigned char)s[i]) || s[i] == '.')) digits += s[i] != '.', dots += s[i] == '.', i++;
+    if (digits == 0 || dots > 1)
+        fail(strf("size \"%s\": expected a number with an optional unit (KB, MB, GB)", cap_message(s, 60).c_str()));
+    double v = std::strtod(s.substr(0, i).c_str(), nullptr);
     std::string u = s.substr(i);
     for (auto& ch : u) ch = (char)toupper((unsigned char)ch);
     double mul = 1;
@@ -180,6 +181,7 @@ size_t parse_size_option(const std::string& s) {
     else if (u == "GIB") mul = 1024.0 * 1024 * 1024;
     else fail(strf("size \"%s\": unknown unit \"%s\" (expected B, KB, MB, GB, KiB, MiB or GiB)", s.c_str(), u.c_str()));
     if (v * mul < 1) fail(strf("size \"%s\": must be at least one byte", s.c_str()));
+    if (v * mul > 1e18) fail(strf("size \"%s\": too large", s.c_str()));
     return (size_t)(v * mul);
 }
 

@@ -409,8 +409,19 @@ static void postprocessor_parse(postprocessor* pp, const json& j, const std::str
         else fail(strf("%s: post_processor TemplateProcessing: unknown item %s", where.c_str(), it.dump().c_str()));
     }
     const json specials = j.value("special_tokens", json::object());
-    for (auto it = specials.begin(); it != specials.end(); ++it)
-        pp->special_ids[it.key()] = it.value().value("ids", std::vector<int32_t>{});
+    for (auto it = specials.begin(); it != specials.end(); ++it) {
+        std::vector<int32_t>& ids = pp->special_ids[it.key()];
+        const json& jids = it.value().is_object() && it.value().contains("ids") ? it.value()["ids"] : json::array();
+        if (!jids.is_array())
+            fail(strf("%s: post_processor TemplateProcessing: special token \"%s\": field 'ids' must be a list",
+                      where.c_str(), it.key().c_str()));
+        for (const json& x : jids) {  // the range against the vocabulary is checked once it is known
+            if (!x.is_number_integer() || x.get<int64_t>() < 0 || x.get<int64_t>() > INT32_MAX)
+                fail(strf("%s: post_processor TemplateProcessing: special token \"%s\": id %s is not a token id",
+                          where.c_str(), it.key().c_str(), cap_message(x.dump(), 40).c_str()));
+            ids.push_back((int32_t)x.get<int64_t>());
+        }
+    }
     for (const auto& item : pp->single)
         if (item.special && !pp->special_ids.count(item.id))
             fail(strf("%s: post_processor TemplateProcessing: special token \"%s\" has no ids", where.c_str(),
@@ -611,7 +622,7 @@ std::unique_ptr<tokenizer> tokenizer_load(const std::string& path) {
     try {
         j = json::parse(fs_read_text(file));
     } catch (const json::exception& e) {
-        fail(strf("%s: not valid JSON (%s)", file.c_str(), e.what()));
+        fail(strf("%s: not valid JSON (%s)", file.c_str(), json_error(e).c_str()));
     }
     auto t = std::unique_ptr<tokenizer>(new tokenizer());
     t->path = file;
@@ -624,11 +635,18 @@ std::unique_ptr<tokenizer> tokenizer_load(const std::string& path) {
                   file.c_str(), mtype.c_str()));
     if (!m.contains("vocab") || !m["vocab"].is_object())
         fail(strf("%s: field 'model.vocab': expected an object of token -> id", file.c_str()));
+    // ids are checked before anything is sized from them: non-negative, and dense enough that the
+    // id table is no larger than the entries the file really holds (a file may claim any id)
+    const json& added_json = j.value("added_tokens", json::array());
+    const int64_t id_limit = (int64_t)m["vocab"].size() + (added_json.is_array() ? (int64_t)added_json.size() : 0) + 1024;
     int32_t max_id = -1;
     for (auto it = m["vocab"].begin(); it != m["vocab"].end(); ++it) {
         if (!it.value().is_number_integer() || it.value().get<int64_t>() < 0)
             fail(strf("%s: field 'model.vocab': id of \"%s\" is not a non-negative integer", file.c_str(), it.key().c_str()));
-        int32_t id = it.value().get<int32_t>();
+        if (it.value().get<int64_t>() >= id_limit)
+            fail(strf("%s: field 'model.vocab': id %lld of \"%s\" is far beyond the %lld tokens the file holds",
+                      file.c_str(), (long long)it.value().get<int64_t>(), it.key().c_str(), (long long)(id_limit - 1024)));
+        int32_t id = (int32_t)it.value().get<int64_t>();
         t->vocab[it.key()] = id;
         max_id = std::max(max_id, id);
     }
@@ -683,7 +701,11 @@ std::unique_ptr<tokenizer> tokenizer_load(const std::string& path) {
     for (const json& a : j.value("added_tokens", json::array())) {
         added_token at;
         at.content = a.value("content", std::string());
-        at.id = a.value("id", -1);
+        const json& jid = a.contains("id") ? a["id"] : json(-1);
+        if (!jid.is_number_integer() || jid.get<int64_t>() < 0 || jid.get<int64_t>() >= id_limit)
+            fail(strf("%s: field 'added_tokens': entry \"%s\" needs an id in [0, %lld)", file.c_str(),
+                      cap_message(at.content, 80).c_str(), (long long)id_limit));
+        at.id = (int32_t)jid.get<int64_t>();
         at.special = a.value("special", false);
         at.lstrip = a.value("lstrip", false);
         at.rstrip = a.value("rstrip", false);
@@ -721,6 +743,11 @@ std::unique_ptr<tokenizer> tokenizer_load(const std::string& path) {
         t->has_pre = true;
     }
     if (j.contains("post_processor")) postprocessor_parse(&t->post, j["post_processor"], file);
+    for (const auto& [name, ids] : t->post.special_ids)
+        for (int32_t id : ids)
+            if (id < 0 || (size_t)id >= t->id_to_token.size())
+                fail(strf("%s: post_processor TemplateProcessing: special token \"%s\" has id %d, outside the "
+                          "vocabulary [0, %zu)", file.c_str(), name.c_str(), id, t->id_to_token.size()));
     if (j.contains("decoder") && !j["decoder"].is_null()) {
         t->dec = decoder_parse(j["decoder"], file);
         t->has_decoder = true;
@@ -737,7 +764,7 @@ std::unique_ptr<tokenizer> tokenizer_load(const std::string& path) {
         try {
             cfg = json::parse(fs_read_text(cfg_path));
         } catch (const json::exception& e) {
-            fail(strf("%s: not valid JSON (%s)", cfg_path.c_str(), e.what()));
+            fail(strf("%s: not valid JSON (%s)", cfg_path.c_str(), json_error(e).c_str()));
         }
         auto id_of = [&](const char* key) {
             std::string s = config_token(cfg, key);

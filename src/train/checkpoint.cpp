@@ -12,6 +12,36 @@ namespace lisa {
 using json = nlohmann::json;
 namespace fsys = std::filesystem;
 
+// "name.tmp.<pid>" (fs_write_atomic's temporary) or "checkpoint-N.tmp" (checkpoint_save's)
+static bool is_leftover(const std::string& n) {
+    const size_t t = n.rfind(".tmp");
+    if (t == std::string::npos) return false;
+    if (t + 4 == n.size()) return n.rfind("checkpoint-", 0) == 0;
+    if (n[t + 4] != '.' || t + 5 == n.size()) return false;
+    for (size_t i = t + 5; i < n.size(); i++)
+        if (n[i] < '0' || n[i] > '9') return false;
+    return true;
+}
+
+std::vector<std::string> checkpoint_clean_leftovers(const std::string& output_dir) {
+    std::vector<std::string> removed;
+    std::error_code ec;
+    std::vector<fsys::path> paths;
+    for (const auto& e : fsys::directory_iterator(output_dir, ec)) paths.push_back(e.path());
+    for (const auto& dir : paths) {  // also inside checkpoint folders: a kill during a save
+        if (fsys::is_directory(dir, ec) && dir.filename().string().rfind("checkpoint-", 0) == 0 &&
+            !is_leftover(dir.filename().string()))
+            for (const auto& e : fsys::directory_iterator(dir, ec))
+                if (is_leftover(e.path().filename().string())) paths.push_back(e.path());
+    }
+    for (const auto& p : paths) {
+        if (!is_leftover(p.filename().string())) continue;
+        fsys::remove_all(p, ec);
+        if (!ec) removed.push_back(p.string());
+    }
+    return removed;
+}
+
 std::string checkpoint_resolve(const std::string& request, const std::string& output_dir) {
     if (request.empty()) return "";
     if (request != "latest") {
@@ -69,7 +99,7 @@ json checkpoint_read_state(const std::string& ckpt, train_method method) {
     try {
         st = json::parse(fs_read_text(fs_join(ckpt, "trainer_state.json")));
     } catch (const json::exception& e) {
-        fail(strf("%s/trainer_state.json: not valid JSON (%s)", ckpt.c_str(), e.what()));
+        fail(strf("%s/trainer_state.json: not valid JSON (%s)", ckpt.c_str(), json_error(e).c_str()));
     }
     if (!st.is_object() || st.value("method", std::string()) != train_method_name(method))
         fail(strf("%s: checkpoint was written by --method %s, not %s", ckpt.c_str(),

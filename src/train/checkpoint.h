@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 #include "model/llama.h"
 #include "train/policy.h"
@@ -15,6 +16,10 @@ namespace lisa {
 // --resume_from_checkpoint: a checkpoint folder, or "latest" (the highest checkpoint-N in the
 // output folder). "" when nothing is requested.
 std::string checkpoint_resolve(const std::string& request, const std::string& output_dir);
+// Removes what an interrupted write left in the output folder: temporary files ("*.tmp.<pid>",
+// at the top and inside checkpoint folders) and unfinished checkpoints ("checkpoint-N.tmp").
+// None of them is ever complete. Returns the paths removed.
+std::vector<std::string> checkpoint_clean_leftovers(const std::string& output_dir);
 
 struct checkpoint_info {
     int64_t      step = 0, total_steps = 0;

@@ -348,7 +348,11 @@ struct trainer {
     // ---------------------------------------------------------------- the loop
     train_result run() {
         validate();
-        if (world->is_root()) fs_mkdirs(o.output_model_path);
+        if (world->is_root()) {
+            fs_mkdirs(o.output_model_path);
+            for (const std::string& p : checkpoint_clean_leftovers(o.output_model_path))
+                info(strf("removed %s (left by an interrupted write)", p.c_str()));
+        }
         const std::string ckpt = checkpoint_resolve(o.resume_from_checkpoint, o.output_model_path);
         load(ckpt);
         set_steps();
@@ -471,11 +475,15 @@ struct trainer {
         rs.base_model = o.model_name_or_path;
         rs.out_dtype = out_dtype;
         rs.max_shard_bytes = parse_size_option(o.max_shard_size);
-        policy->save_result(*env, rs);
+        // what makes the folder loadable (config.json; adapter_config.json under LoRA) is written
+        // last, by save_result: it goes first, so no failure below leaves a folder that loads
+        fs_remove(fs_join(o.output_model_path, "config.json"));
+        fs_remove(fs_join(o.output_model_path, "adapter_config.json"));
         json r = {{"train_runtime", res.train_runtime},       {"train_loss", res.train_loss},
                   {"train_tokens_per_second", res.tokens_per_second}, {"train_steps_per_second", res.steps_per_second},
                   {"peak_rss_mib", res.peak_rss_mib},         {"global_step", res.global_step}};
         fs_write_atomic(fs_join(o.output_model_path, "train_results.json"), r.dump(2) + "\n");
+        policy->save_result(*env, rs);
         return res;
     }
 };
