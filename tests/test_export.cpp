@@ -341,6 +341,16 @@ TEST_P(gguf_tokenizer, llama_cpp_tokenizes_the_golden_strings_as_hugging_face) {
                       " --tokenizer_path " + tok_dir);
     ASSERT_EQ(r.code, 0) << r.output;
     export_ok("--model_name_or_path " + model.path + " --outfile " + td.path + "/t.gguf --outtype f32");
+    {  // the chat template travels with the tokenizer, byte for byte
+        gguf_read g = read_gguf(td.path + "/t.gguf");
+        const std::string tc = tok_dir + "/tokenizer_config.json";
+        json cfg = fs_is_file(tc) ? json::parse(fs_read_text(tc)) : json::object();
+        if (cfg.contains("chat_template") && cfg["chat_template"].is_string()) {
+            EXPECT_EQ(g.kv["tokenizer.chat_template"], cfg["chat_template"]) << name;
+        } else {
+            EXPECT_EQ(g.kv.count("tokenizer.chat_template"), 0u) << name;
+        }
+    }
     std::vector<json> cases;
     std::ifstream in(lisa_test::assets_dir() + "/tokenizer_golden/" + name + ".jsonl");
     std::string line;
