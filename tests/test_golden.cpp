@@ -347,9 +347,19 @@ TEST(golden_lora, dropout_backward_matches_finite_differences) {
     m.lora.dropout_seed = 1234;
     llama_acts a;
     llama_acts_init(&a, m, c.B, c.T);
+    // the training loss (dropout on): a forward that a backward follows, here one with nothing to
+    // compute (no gradient buffers); a loss-only call is evaluation and never drops
+    llama_grads none;
+    none.g.layers.assign(m.cfg.num_layers, llama_layer_weights{});
     auto loss = [&] {
-        return llama_forward_backward(m, &a, nullptr, c.ids.data(), c.labels.data(), 0.0f, nullptr) / c.label_tokens;
+        return llama_forward_backward(m, &a, &none, c.ids.data(), c.labels.data(), 0.0f, nullptr) / c.label_tokens;
     };
+    const double eval_with_dropout = llama_forward_backward(m, &a, nullptr, c.ids.data(), c.labels.data(), 0.0f, nullptr);
+    m.lora.dropout = 0.0f;
+    const double eval_without = llama_forward_backward(m, &a, nullptr, c.ids.data(), c.labels.data(), 0.0f, nullptr);
+    m.lora.dropout = 0.3f;
+    EXPECT_EQ(eval_with_dropout, eval_without) << "evaluation applied dropout";
+    EXPECT_NE(loss() * c.label_tokens, eval_without) << "training did not apply dropout";
     llama_forward_backward(m, &a, &fx.gr, c.ids.data(), c.labels.data(), 1.0f / (float)c.label_tokens, nullptr);
     std::vector<float> analytic, numeric;
     for (int t : {LORA_Q, LORA_DOWN})

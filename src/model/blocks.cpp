@@ -29,7 +29,7 @@ static void lin_bwd(const backend& K, float* dx, float* dw, float* db, const flo
 // dropout(x) into the activations' scratch, with a mask regenerated from (seed, layer, target)
 static const float* lora_dropped(const block_args& b, int64_t l, int t, const float* x, int64_t n) {
     const float p = b.m.lora.dropout;
-    if (p <= 0.0f) return x;
+    if (p <= 0.0f || !b.a || !b.a->training) return x;  // dropout trains; evaluation never applies it
     const uint64_t key = b.m.lora.dropout_seed ^ ((uint64_t)(l * LORA_N + t + 1) * 0x9e3779b97f4a7c15ull);
     b.K.dropout(b.a->lora_xdrop, x, n, p, key);
     return b.a->lora_xdrop;
@@ -64,7 +64,7 @@ static void lora_backward(const block_args& b, int64_t l, int t, const llama_lor
     K.gemm(false, false, N, r, out, s, dy, out, B, r, 0.0f, a->lora_dxa, r);  // dxa[N,r] = s · dy · B
     if (dA) K.gemm(true, false, r, in, N, 1.0f, a->lora_dxa, r, lora_dropped(b, l, t, x, N * in), in, 1.0f, dA, in);
     if (!dx) return;
-    if (lo.dropout <= 0.0f) {  // dx += dxa · A
+    if (lo.dropout <= 0.0f || !a->training) {  // dx += dxa · A
         K.gemm(false, false, N, in, r, 1.0f, a->lora_dxa, r, A, in, 1.0f, dx, in);
         return;
     }

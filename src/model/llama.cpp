@@ -432,6 +432,7 @@ double llama_forward_backward(const llama_model& m, llama_acts* a, llama_grads* 
             count += y >= 0;
         }
     if (n_tokens) *n_tokens = count;
+    a->training = gr != nullptr;  // loss only (evaluation): no dropout
     llama_forward(m, a, tokens);
     if (!gr)
         return K.lmhead_xent(nullptr, nullptr, a->xn_f, m.w.lm_head, m.w16.lm_head, a->targets.data(), N, D, V, 0.0f,

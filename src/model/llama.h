@@ -21,10 +21,10 @@
 namespace lisa {
 
 struct llama_weights {
-    float*                           embed;    // [V, D]  model.embed_tokens.weight
-    std::vector<llama_layer_weights> layers;   // num_layers entries
-    float*                           norm;     // [D]     model.norm.weight
-    float*                           lm_head;  // [V, D]  lm_head.weight (== embed when tied)
+    float*                           embed = nullptr;    // [V, D]  model.embed_tokens.weight
+    std::vector<llama_layer_weights> layers;             // num_layers entries
+    float*                           norm = nullptr;     // [D]     model.norm.weight
+    float*                           lm_head = nullptr;  // [V, D]  lm_head.weight (== embed when tied)
     // the pointer of tensor t of the size table (no casts: a switch over the table's slot)
     float** slot(const struct llama_tensor_info& t);
 };
@@ -48,9 +48,9 @@ std::vector<llama_tensor_info> llama_tensor_table(const llama_config& c);
 // bf16 copies of the matrices of a model kept in bf16 ("half" mode), same layout as the fp32
 // pointers; null in fp32 mode.
 struct llama_weights16 {
-    const uint16_t*                    embed;
+    const uint16_t*                    embed = nullptr;
     std::vector<llama_layer_weights16> layers;
-    const uint16_t*                    lm_head;
+    const uint16_t*                    lm_head = nullptr;
 };
 
 // LoRA adapters on the decoder's Linear layers, computed unmerged (y += s·B·A·x) so that only
@@ -176,6 +176,8 @@ struct llama_acts {
     int64_t B = 0, T = 0;          // the current batch shape
     int64_t cap_N = 0, cap_T = 0;  // the planned capacity (rows, sequence length)
     bool    checkpoint = false;  // gradient checkpointing: keep layer inputs only, recompute the rest
+    bool    training = false;    // a backward follows this forward: LoRA dropout is applied (never in
+                                 // evaluation or generation); set by llama_forward_backward
     device_array<float> buf;
     std::vector<llama_layer_acts> layers;  // per layer (one shared set when checkpointing)
     std::vector<float*> resid;  // num_layers + 1 residual streams: resid[0] = embeddings
