@@ -411,3 +411,27 @@ TEST(train, lora_eval_during_training_applies_no_dropout) {
     ASSERT_EQ(e.code, 0) << e.output;
     EXPECT_NEAR(json::parse(e.output)["loss"].get<double>(), logged, 1e-5 * logged);
 }
+
+// Habits from the Hugging Face Trainer (issue #14): a checkpoint at the last step, the newest N
+// kept, --threads after the subcommand, and a --block_size beyond the context used as the context.
+TEST(train, hf_checkpoint_habits_threads_flag_and_block_size) {
+    NEED_ASSETS();
+    temp_dir a, b;
+    std::string out = train(a.path, "--max_steps 6 --save_steps 3 --per_device_train_batch_size 4 --threads 1 "
+                                    "--block_size 100000");
+    EXPECT_TRUE(fs_is_dir(a.path + "/checkpoint-3"));
+    EXPECT_TRUE(fs_is_dir(a.path + "/checkpoint-6")) << "no checkpoint at the last step";
+    EXPECT_NE(out.find("lisa: 1 compute threads (--threads)"), std::string::npos) << out;
+    EXPECT_NE(out.find("--block_size 100000 is larger than the model's max_position_embeddings 128; using 128"),
+              std::string::npos) << out;
+    train(b.path, "--max_steps 6 --save_steps 2 --save_total_limit 2 --per_device_train_batch_size 4");
+    EXPECT_FALSE(fs_is_dir(b.path + "/checkpoint-2"));
+    EXPECT_TRUE(fs_is_dir(b.path + "/checkpoint-4"));
+    EXPECT_TRUE(fs_is_dir(b.path + "/checkpoint-6"));
+    // the newest kept checkpoint resumes: latest finds checkpoint-6
+    auto r = run_lisa("train --model_name_or_path " + aidreams() + " --dataset_path " + data_dir() +
+                      " --output_model_path " + b.path + " --max_steps 6 --save_steps 2 --per_device_train_batch_size 4 "
+                      "--resume_from_checkpoint latest");
+    EXPECT_EQ(r.code, 0) << r.output;
+    EXPECT_NE(r.output.find("checkpoint-6"), std::string::npos) << r.output;
+}

@@ -35,7 +35,9 @@ command_fn cmd_eval_register(CLI::App& app) {
         auto m = load_model_with_lora(o->model, o->lora);
         auto tok = load_tokenizer_of(o->model);
         dataset_options dopt;
-        dopt.block_size = resolve_block_size(o->block_size, m->cfg);
+        std::string bs_warning;
+        dopt.block_size = resolve_block_size(o->block_size, m->cfg, &bs_warning);
+        if (!bs_warning.empty()) std::fprintf(stderr, "lisa: warning: %s\n", bs_warning.c_str());
         dopt.conversation_template = o->tmpl;
         dopt.train_on_prompt = o->train_on_prompt;
         dopt.eos_id = resolve_eos_id(*tok, m->cfg);

@@ -1,6 +1,8 @@
 // lisa train: fine-tune with LISA (default), full fine-tuning or LoRA. Flags follow Hugging Face
 // TrainingArguments and LMFlow names; every flag is read here, next to its help text.
 #include <csignal>
+#include <cstdlib>
+#include <thread>
 #include <cstdio>
 #include <nlohmann/json.hpp>
 #include <unistd.h>
@@ -80,7 +82,10 @@ command_fn cmd_train_register(CLI::App& app) {
     app.add_option("--disable_group_texts", o->disable_group_texts, "LMFlow spelling: 0 = --group_texts");
     app.add_option("--seed", t.seed, "seed for data order, LISA draws and init");
     app.add_option("--logging_steps", t.logging_steps, "write a trainer_log.jsonl record every N steps");
-    app.add_option("--save_steps", t.save_steps, "write DIR/checkpoint-STEP every N steps (default: never)");
+    app.add_option("--save_steps", t.save_steps,
+                   "write DIR/checkpoint-STEP every N steps and at the last step (default: never)");
+    app.add_option("--save_total_limit", t.save_total_limit,
+                   "keep only the newest N checkpoints (default: all)")->check(CLI::NonNegativeNumber);
     app.add_option("--eval_dataset_path", t.eval_dataset_path, "folder of LMFlow *.json files for eval loss");
     app.add_option("--eval_steps", t.eval_steps, "log eval_loss every N steps");
     app.add_option("--resume_from_checkpoint", t.resume_from_checkpoint, "checkpoint folder, or latest");
@@ -150,6 +155,13 @@ command_fn cmd_train_register(CLI::App& app) {
                          tps, fmt_time(eta).c_str());
             bar_drawn = true;
         };
+        {  // the first line says how many threads compute, and why that many
+            const char* env = std::getenv("OMP_NUM_THREADS");
+            const int n = t.threads > 0 ? t.threads : env && std::atoi(env) > 0 ? std::atoi(env)
+                                                                               : (int)std::thread::hardware_concurrency();
+            std::fprintf(stderr, "lisa: %d compute threads (%s)\n", n,
+                         t.threads > 0 ? "--threads" : env && std::atoi(env) > 0 ? "OMP_NUM_THREADS" : "all cores");
+        }
         std::signal(SIGINT, on_signal);
         std::signal(SIGTERM, on_signal);
         train_result r = train_run(t, cb);

@@ -17,10 +17,14 @@ int main(int argc, char** argv) {
     // a flag given twice takes its last value, so scripts can put defaults before the user's flags
     app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
     int& threads = lisa::g_threads;
-    app.add_option("--threads", threads, "CPU threads for compute (default: all cores)")->check(CLI::NonNegativeNumber);
+    app.add_option("--threads", threads, "CPU threads for compute (default: OMP_NUM_THREADS, else all cores)")
+        ->check(CLI::NonNegativeNumber);
     std::map<CLI::App*, lisa::command_fn> commands;
     auto add = [&](const char* name, const char* help, lisa::command_fn (*reg)(CLI::App&)) {
         CLI::App* sub = app.add_subcommand(name, help);
+        // accepted after the subcommand too (`lisa train ... --threads 2`), as users write it
+        sub->add_option("--threads", threads, "CPU threads for compute (default: OMP_NUM_THREADS, else all cores)")
+            ->check(CLI::NonNegativeNumber);
         commands[sub] = reg(*sub);
     };
     add("init", "write a randomly initialised model in Hugging Face format", lisa::cmd_init_register);

@@ -1,5 +1,6 @@
 #include "train/checkpoint.h"
 
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 
@@ -38,6 +39,25 @@ std::vector<std::string> checkpoint_clean_leftovers(const std::string& output_di
         if (!is_leftover(p.filename().string())) continue;
         fsys::remove_all(p, ec);
         if (!ec) removed.push_back(p.string());
+    }
+    return removed;
+}
+
+std::vector<std::string> checkpoint_prune(const std::string& output_dir, int64_t keep) {
+    std::vector<std::pair<int64_t, std::string>> found;
+    std::error_code ec;
+    for (const auto& e : fsys::directory_iterator(output_dir, ec)) {
+        const std::string n = e.path().filename().string();
+        if (n.rfind("checkpoint-", 0) != 0 || !fs_is_file(fs_join(e.path().string(), "trainer_state.json"))) continue;
+        char* end;
+        const long long s = std::strtoll(n.c_str() + 11, &end, 10);
+        if (*end == '\0' && end != n.c_str() + 11) found.emplace_back(s, e.path().string());
+    }
+    std::sort(found.begin(), found.end());
+    std::vector<std::string> removed;
+    for (size_t i = 0; i + (size_t)keep < found.size(); i++) {
+        fsys::remove_all(found[i].second, ec);
+        if (!ec) removed.push_back(found[i].second);
     }
     return removed;
 }

@@ -20,6 +20,8 @@ std::string checkpoint_resolve(const std::string& request, const std::string& ou
 // at the top and inside checkpoint folders) and unfinished checkpoints ("checkpoint-N.tmp").
 // None of them is ever complete. Returns the paths removed.
 std::vector<std::string> checkpoint_clean_leftovers(const std::string& output_dir);
+// Deletes complete checkpoints beyond the newest `keep` (by step); returns the paths removed.
+std::vector<std::string> checkpoint_prune(const std::string& output_dir, int64_t keep);
 
 struct checkpoint_info {
     int64_t      step = 0, total_steps = 0;

@@ -6,12 +6,15 @@
 
 namespace lisa {
 
-int64_t resolve_block_size(int64_t requested, const llama_config& c) {
+int64_t resolve_block_size(int64_t requested, const llama_config& c, std::string* warning) {
     const int64_t max_pos = c.max_position_embeddings;
     if (requested <= 0) return std::min<int64_t>(1024, max_pos);
-    if (requested > max_pos)
-        fail(strf("--block_size %lld exceeds the model's max_position_embeddings %lld", (long long)requested,
-                  (long long)max_pos));
+    if (requested > max_pos) {  // as LMFlow and Hugging Face's run_clm: warn and use the model's maximum
+        if (warning)
+            *warning = strf("--block_size %lld is larger than the model's max_position_embeddings %lld; using %lld",
+                            (long long)requested, (long long)max_pos, (long long)max_pos);
+        return max_pos;
+    }
     return requested;
 }
 

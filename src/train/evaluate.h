@@ -10,7 +10,8 @@ namespace lisa {
 
 // --block_size: the default min(1024, max_position_embeddings) when `requested` <= 0; an error
 // naming both numbers when it exceeds the model's context.
-int64_t resolve_block_size(int64_t requested, const llama_config& c);
+// --block_size: 0 = min(1024, context); larger than the context = the context, with *warning set.
+int64_t resolve_block_size(int64_t requested, const llama_config& c, std::string* warning = nullptr);
 // EOS appended to samples: the tokenizer's, else the config's first eos_token_id, else -1.
 int32_t resolve_eos_id(const tokenizer& tok, const llama_config& c);
 // Padding: the tokenizer's pad token, else EOS, else 0 (right padding never changes the loss).

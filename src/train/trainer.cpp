@@ -207,7 +207,9 @@ struct trainer {
             m->half = c->half;
             llama_model_rebind(m.get());
         }
-        block_size = resolve_block_size(o.block_size, m->cfg);
+        std::string bs_warning;
+        block_size = resolve_block_size(o.block_size, m->cfg, &bs_warning);
+        if (!bs_warning.empty()) info("warning: " + bs_warning);
         if (o.train_data) {  // pre-tokenized samples (benchmarks)
             data = *o.train_data;
             pad_id = 0;
@@ -296,6 +298,7 @@ struct trainer {
                 {"seed", o.seed},
                 {"logging_steps", o.logging_steps},
                 {"save_steps", o.save_steps},
+                {"save_total_limit", o.save_total_limit},
                 {"eval_steps", o.eval_steps},
                 {"resume_from_checkpoint", o.resume_from_checkpoint},
                 {"torch_dtype", dtype_torch_name(out_dtype)},
@@ -319,6 +322,9 @@ struct trainer {
         if (world->is_root()) last_checkpoint = checkpoint_save(o.output_model_path, *m, *policy, ci);
         world->barrier();
         info(strf("saved %s", last_checkpoint.c_str()));
+        if (world->is_root() && o.save_total_limit > 0)  // the new one is complete: older ones may go
+            for (const std::string& p : checkpoint_prune(o.output_model_path, o.save_total_limit))
+                info(strf("removed %s (--save_total_limit %lld)", p.c_str(), (long long)o.save_total_limit));
     }
 
     void resume(const std::string& ckpt) {
@@ -454,7 +460,8 @@ struct trainer {
             if (has_eval && o.eval_steps > 0 && (step % o.eval_steps == 0 || step == total_steps))
                 write_log({{"step", step}, {"eval_loss", eval_loss()}});
             bool stop = g_stop.load();
-            if ((o.save_steps > 0 && step % o.save_steps == 0 && step < total_steps) || (stop && step < total_steps))
+            // every save_steps and at the last step (Hugging Face's checkpoint-MAX), or on a stop
+            if ((o.save_steps > 0 && (step % o.save_steps == 0 || step == total_steps)) || (stop && step < total_steps))
                 save_checkpoint();
             if (stop && step < total_steps) {
                 res.interrupted = true;

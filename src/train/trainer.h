@@ -62,7 +62,9 @@ struct train_options {
     uint64_t    seed = 42;
     // outputs
     int64_t     logging_steps = 500;
-    int64_t     save_steps = 0;  // 0 = no intermediate checkpoints
+    int64_t     save_steps = 0;  // 0 = no checkpoints; else every N steps and at the last step (as HF)
+    int64_t     save_total_limit = 0;  // keep the newest N checkpoints (0 = all), older ones deleted
+                                       // only once a newer one is complete
     int64_t     eval_steps = 0;  // 0 = no evaluation during training
     std::string resume_from_checkpoint;  // folder or "latest"
     std::string torch_dtype;             // output dtype; "" = the input's
