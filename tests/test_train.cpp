@@ -435,3 +435,26 @@ TEST(train, hf_checkpoint_habits_threads_flag_and_block_size) {
     EXPECT_EQ(r.code, 0) << r.output;
     EXPECT_NE(r.output.find("checkpoint-6"), std::string::npos) << r.output;
 }
+
+// CLI rough edges (issue #17): the typo named first with the nearest known name, a version, and an
+// adapter folder given as the model says which flag it belongs to.
+TEST(cli, typos_version_and_an_adapter_given_as_the_model) {
+    NEED_ASSETS();
+    auto r = run_lisa("trian --max_steps 1");
+    EXPECT_EQ(r.code, 2);
+    EXPECT_EQ(r.output.rfind("lisa: unknown command 'trian'; did you mean 'train'?", 0), 0u) << r.output;
+    r = run_lisa("train --learnig_rate 1e-3 --model_name_or_path " + aidreams());
+    EXPECT_EQ(r.code, 2);
+    EXPECT_EQ(r.output.rfind("lisa train: unknown flag --learnig_rate; did you mean --learning_rate?", 0), 0u)
+        << r.output;
+    r = run_lisa("--version");
+    EXPECT_EQ(r.code, 0);
+    EXPECT_EQ(r.output.rfind("lisa 0.4, commit ", 0), 0u) << r.output;
+    temp_dir ad;
+    train(ad.path, "--method lora --lora_r 2 --max_steps 1");
+    r = run_lisa("eval --model_name_or_path " + ad.path + " --dataset_path " + data_dir());
+    EXPECT_EQ(r.code, 1);
+    EXPECT_NE(r.output.find("is a LoRA adapter (adapter_config.json), not a model: pass its base model as "
+                            "--model_name_or_path and this folder as --lora_model_path"), std::string::npos)
+        << r.output;
+}

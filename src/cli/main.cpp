@@ -1,7 +1,12 @@
 // lisa: command-line entry point. A thin layer: parse flags, call the library, print errors
 // as one line and exit non-zero.
+#include <algorithm>
+#include <cctype>
+#include <cstdint>
 #include <cstdio>
 #include <map>
+#include <string>
+#include <vector>
 
 #include "cli/commands.h"
 #include "core/error.h"
@@ -10,6 +15,64 @@ namespace lisa {
 static int g_threads = 0;
 int cli_threads() { return g_threads; }
 }  // namespace lisa
+
+// Edit distance, for "did you mean" (case-insensitive, small strings).
+static size_t edit_distance(const std::string& a, const std::string& b) {
+    std::vector<size_t> prev(b.size() + 1), cur(b.size() + 1);
+    for (size_t j = 0; j <= b.size(); j++) prev[j] = j;
+    for (size_t i = 1; i <= a.size(); i++) {
+        cur[0] = i;
+        for (size_t j = 1; j <= b.size(); j++)
+            cur[j] = std::min({prev[j] + 1, cur[j - 1] + 1,
+                               prev[j - 1] + (std::tolower((unsigned char)a[i - 1]) != std::tolower((unsigned char)b[j - 1]))});
+        std::swap(prev, cur);
+    }
+    return prev[b.size()];
+}
+
+static std::string nearest(const std::string& word, const std::vector<std::string>& names) {
+    std::string best;
+    size_t best_d = SIZE_MAX;
+    for (const auto& n : names) {
+        const size_t d = edit_distance(word, n);
+        if (d < best_d) best_d = d, best = n;
+    }
+    return best_d <= std::max<size_t>(2, word.size() / 3) ? best : "";
+}
+
+// After CLI11 found arguments it does not expect: the first unknown command or flag, named first,
+// with the nearest known one. Returns false when it finds nothing to say (CLI11's message then).
+static bool explain_unknown(CLI::App& app, int argc, char** argv) {
+    std::vector<std::string> commands;
+    for (const CLI::App* s : app.get_subcommands([](CLI::App*) { return true; })) commands.push_back(s->get_name());
+    CLI::App* sub = nullptr;
+    for (int i = 1; i < argc; i++) {
+        std::string a = argv[i];
+        if (!sub && a.rfind("-", 0) != 0) {
+            for (CLI::App* s : app.get_subcommands([](CLI::App*) { return true; }))
+                if (s->get_name() == a) sub = s;
+            if (sub) continue;
+            std::string list;
+            for (const auto& c : commands) list += (list.empty() ? "" : ", ") + c;
+            const std::string guess = nearest(a, commands);
+            std::fprintf(stderr, "lisa: unknown command '%s'%s; commands: %s\n", a.c_str(),
+                         guess.empty() ? "" : ("; did you mean '" + guess + "'?").c_str(), list.c_str());
+            return true;
+        }
+        if (a.rfind("--", 0) != 0) continue;
+        const std::string flag = a.substr(0, a.find('='));
+        CLI::App* owner = sub ? sub : &app;
+        if (owner->get_option_no_throw(flag) || app.get_option_no_throw(flag) || flag == "--help") continue;
+        std::vector<std::string> names;
+        for (const CLI::Option* o : owner->get_options())
+            for (const std::string& n : o->get_lnames()) names.push_back("--" + n);
+        const std::string guess = nearest(flag, names);
+        std::fprintf(stderr, "lisa%s%s: unknown flag %s%s\n", sub ? " " : "", sub ? sub->get_name().c_str() : "",
+                     flag.c_str(), guess.empty() ? "" : ("; did you mean " + guess + "?").c_str());
+        return true;
+    }
+    return false;
+}
 
 int main(int argc, char** argv) {
     CLI::App app{"lisa: fine-tune Llama-family models with LISA, full fine-tuning or LoRA"};
@@ -36,9 +99,15 @@ int main(int argc, char** argv) {
     add("export-gguf", "write a GGUF file for llama.cpp / Ollama", lisa::cmd_export_gguf_register);
     add("eval", "loss and perplexity of a model on an LMFlow dataset", lisa::cmd_eval_register);
     add("generate", "generate text from a prompt (KV-cached; greedy at temperature 0)", lisa::cmd_generate_register);
+    app.set_version_flag("--version", std::string("lisa ") + LISA_VERSION);
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
+        const bool asked = dynamic_cast<const CLI::CallForHelp*>(&e) || dynamic_cast<const CLI::CallForAllHelp*>(&e) ||
+                           dynamic_cast<const CLI::CallForVersion*>(&e);
+        // a misspelt command or flag: named first, with the nearest known one (before CLI11's
+        // "required" or "not expected" messages, which would hide the typo)
+        if (!asked && explain_unknown(app, argc, argv)) return 2;
         return app.exit(e);
     }
     try {

@@ -32,6 +32,9 @@ std::unique_ptr<model_files> model_files_open(const std::string& dir) {
     auto mf = std::make_unique<model_files>();
     mf->dir = dir;
     std::string cfg_path = fs_join(dir, "config.json");
+    if (!fs_is_file(cfg_path) && fs_is_file(fs_join(dir, "adapter_config.json")))
+        fail(strf("%s is a LoRA adapter (adapter_config.json), not a model: pass its base model as "
+                  "--model_name_or_path and this folder as --lora_model_path", dir.c_str()));
     if (!fs_is_file(cfg_path)) fail(strf("%s: missing; expected a Hugging Face model folder", cfg_path.c_str()));
     mf->cfg = config_load(cfg_path);
 
