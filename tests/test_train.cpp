@@ -458,3 +458,14 @@ TEST(cli, typos_version_and_an_adapter_given_as_the_model) {
                             "--model_name_or_path and this folder as --lora_model_path"), std::string::npos)
         << r.output;
 }
+
+// A run that fails before training leaves no empty output folder behind (issue #17).
+TEST(cli, a_run_failing_before_training_leaves_no_output_folder) {
+    NEED_ASSETS();
+    temp_dir td, empty_data;
+    const std::string out = td.path + "/never_made";
+    auto r = run_lisa("train --model_name_or_path " + aidreams() + " --dataset_path " + empty_data.path +
+                      " --output_model_path " + out + " --max_steps 1");
+    EXPECT_EQ(r.code, 1) << r.output;
+    EXPECT_FALSE(fs_is_dir(out)) << r.output;
+}

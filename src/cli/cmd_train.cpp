@@ -1,6 +1,7 @@
 // lisa train: fine-tune with LISA (default), full fine-tuning or LoRA. Flags follow Hugging Face
 // TrainingArguments and LMFlow names; every flag is read here, next to its help text.
 #include <csignal>
+#include <filesystem>
 #include <cstdlib>
 #include <thread>
 #include <cstdio>
@@ -164,7 +165,21 @@ command_fn cmd_train_register(CLI::App& app) {
         }
         std::signal(SIGINT, on_signal);
         std::signal(SIGTERM, on_signal);
-        train_result r = train_run(t, cb);
+        // a run that fails before its first step leaves no output folder it created
+        const bool existed = fs_is_dir(out);
+        train_result r;
+        try {
+            r = train_run(t, cb);
+        } catch (...) {
+            std::error_code ec;
+            bool trained = false;  // a checkpoint or model means steps ran: keep everything
+            for (const auto& e : std::filesystem::directory_iterator(out, ec)) {
+                const std::string n = e.path().filename().string();
+                trained |= n.rfind("checkpoint-", 0) == 0 || n == "config.json" || n == "adapter_config.json";
+            }
+            if (!existed && !trained) std::filesystem::remove_all(out, ec);
+            throw;
+        }
         clear_bar();
         if (r.interrupted) {
             std::fprintf(stderr, "interrupted at step %lld: checkpoint written; continue with --resume_from_checkpoint latest\n",
