@@ -14,6 +14,8 @@
 #   nodejs npm          test-only, when the machine has no node / npm yet: npm fetches the llama.cpp
 #                       referee (scripts/install-referees.sh); failing to install them only makes
 #                       the referee's tests skip
+#   python3-jinja2      test-only: jinja2 with Hugging Face's settings (tests/golden/hf_jinja.py) is
+#                       the live referee of the chat-template renderer; without it those tests skip
 #   python3-torch       only with --golden: the PyTorch reference that writes tests/golden
 set -euo pipefail
 pkgs=(g++ cmake make pkg-config libopenblas-openmp-dev nlohmann-json3-dev libcli11-dev libgtest-dev libpcre2-dev
@@ -34,9 +36,10 @@ fi
 optional=()
 command -v node >/dev/null || optional+=(nodejs)
 command -v npm >/dev/null || optional+=(npm)
+/usr/bin/python3 -c 'import jinja2' 2>/dev/null || optional+=(python3-jinja2)
 if ((${#optional[@]})); then
   SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO="sudo"
   echo "install-deps: installing ${optional[*]} (test-only)"
   { $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
-      "${optional[@]}"; } || echo "install-deps: could not install ${optional[*]}; the llama.cpp referee tests will be skipped" >&2
+      "${optional[@]}"; } || echo "install-deps: could not install ${optional[*]}; the referee tests that need them will be skipped" >&2
 fi

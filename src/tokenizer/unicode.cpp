@@ -145,4 +145,7 @@ bool unicode_is_alnum(uint32_t cp) {
     return (c >= UTF8PROC_CATEGORY_LU && c <= UTF8PROC_CATEGORY_LO) || unicode_is_numeric(cp);
 }
 
+uint32_t unicode_to_upper(uint32_t cp) { return (uint32_t)utf8proc_toupper((utf8proc_int32_t)cp); }
+uint32_t unicode_to_lower(uint32_t cp) { return (uint32_t)utf8proc_tolower((utf8proc_int32_t)cp); }
+
 }  // namespace lisa

@@ -24,5 +24,7 @@ int bytelevel_byte_of(uint32_t cp);
 bool unicode_is_numeric(uint32_t cp);     // general category N* (Rust's char::is_numeric)
 bool unicode_is_whitespace(uint32_t cp);  // White_Space property (Rust's char::is_whitespace)
 bool unicode_is_alnum(uint32_t cp);       // L* or N*
+uint32_t unicode_to_upper(uint32_t cp);   // simple case mapping (one code point to one)
+uint32_t unicode_to_lower(uint32_t cp);
 
 }  // namespace lisa
