@@ -23,12 +23,12 @@ command_fn cmd_eval_register(CLI::App& app) {
     auto o = std::make_shared<opts>();
     app.option_defaults()->always_capture_default();
     app.add_option("--model_name_or_path", o->model, "Hugging Face model folder")->required();
-    app.add_option("--dataset_path", o->data, "folder of LMFlow *.json files")->required();
+    app.add_option("--dataset_path", o->data, "folder of *.json / *.jsonl datasets")->required();
     app.add_option("--block_size", o->block_size, "truncate sequences to N tokens (0: min(1024, model context))");
     app.add_option("--per_device_eval_batch_size", o->batch_size, "sequences per forward pass")
         ->check(CLI::PositiveNumber);
     app.add_option("--lora_model_path", o->lora, "PEFT adapter folder to apply");
-    app.add_option("--conversation_template", o->tmpl, "chat template for conversation data");
+    app.add_option("--conversation_template", o->tmpl, "chat template for conversation data: auto (the model's own, the default when it has one), llama3, chatml, llama2, mistral, empty, or a .jinja file");
     app.add_flag("--group_texts", o->group_texts, "pack samples into blocks of --block_size");
     app.add_flag("--train_on_prompt", o->train_on_prompt, "conversation: count prompt turns in the loss too");
     return [o] {
@@ -38,7 +38,8 @@ command_fn cmd_eval_register(CLI::App& app) {
         std::string bs_warning;
         dopt.block_size = resolve_block_size(o->block_size, m->cfg, &bs_warning);
         if (!bs_warning.empty()) std::fprintf(stderr, "lisa: warning: %s\n", bs_warning.c_str());
-        dopt.conversation_template = o->tmpl;
+        model_chat_template chat_template;
+        dataset_choose_template(o->tmpl, o->model, *tok, &chat_template, &dopt);
         dopt.train_on_prompt = o->train_on_prompt;
         dopt.eos_id = resolve_eos_id(*tok, m->cfg);
         dataset d = dataset_load(o->data, *tok, dopt);

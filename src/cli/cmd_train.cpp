@@ -46,7 +46,7 @@ command_fn cmd_train_register(CLI::App& app) {
     // the help shows each default from train_options (stated there once)
     app.option_defaults()->always_capture_default();
     app.add_option("--model_name_or_path", t.model_name_or_path, "Hugging Face model folder to fine-tune")->required();
-    app.add_option("--dataset_path", t.dataset_path, "folder of LMFlow *.json files")->required();
+    app.add_option("--dataset_path", t.dataset_path, "folder of datasets (*.json / *.jsonl)")->required();
     app.add_option("--output_model_path,--output_dir", t.output_model_path, "folder for the fine-tuned model, logs and checkpoints")->required();
     app.add_option("--method", o->method, "lisa | full | lora");
     app.add_option("--use_lisa", o->use_lisa, "LMFlow spelling: 1 = --method lisa");
@@ -75,7 +75,7 @@ command_fn cmd_train_register(CLI::App& app) {
     app.add_option("--per_device_eval_batch_size", t.per_device_eval_batch_size, "sequences per eval batch");
     app.add_option("--gradient_accumulation_steps", t.gradient_accumulation_steps, "micro-batches per optimizer step");
     app.add_option("--block_size", t.block_size, "truncate samples to N tokens (default min(1024, model context))");
-    app.add_option("--conversation_template", t.conversation_template, "chat template for conversation data");
+    app.add_option("--conversation_template", t.conversation_template, "chat template for conversation data: auto (the model's own, the default when it has one), llama3, chatml, llama2, mistral, empty, or a .jinja file");
     app.add_flag("--train_on_prompt", t.train_on_prompt, "conversation: train on prompt turns too");
     app.add_flag("--group_texts", t.group_texts, "pack samples into blocks of --block_size");
     app.add_flag("--gradient_checkpointing", t.gradient_checkpointing,
@@ -87,7 +87,7 @@ command_fn cmd_train_register(CLI::App& app) {
                    "write DIR/checkpoint-STEP every N steps and at the last step (default: never)");
     app.add_option("--save_total_limit", t.save_total_limit,
                    "keep only the newest N checkpoints (default: all)")->check(CLI::NonNegativeNumber);
-    app.add_option("--eval_dataset_path", t.eval_dataset_path, "folder of LMFlow *.json files for eval loss");
+    app.add_option("--eval_dataset_path", t.eval_dataset_path, "folder of datasets (*.json / *.jsonl) for eval loss");
     app.add_option("--eval_steps", t.eval_steps, "log eval_loss every N steps");
     app.add_option("--resume_from_checkpoint", t.resume_from_checkpoint, "checkpoint folder, or latest");
     app.add_option("--torch_dtype", t.torch_dtype, "saved dtype: float32 | bfloat16 | float16 (default: the input's)");

@@ -1,6 +1,7 @@
 #include "data/dataset.h"
 
 #include <algorithm>
+#include <cstring>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
@@ -10,7 +11,7 @@
 
 namespace lisa {
 
-using json = nlohmann::json;
+using json = nlohmann::ordered_json;
 
 const char* dataset_type_name(dataset_type t) {
     switch (t) {
@@ -33,7 +34,7 @@ static std::string json_kind(const json& v) {
     return k;
 }
 
-// The string field `key` of instance `where`, or an error naming file, instance and field.
+// The string field `key` of record `where`, or an error naming file, record and field.
 static const std::string& string_field(const json& obj, const char* key, const std::string& file,
                                        const std::string& where) {
     if (!obj.is_object()) fail(strf("%s: %s: expected an object, got %s", file.c_str(), where.c_str(), json_kind(obj).c_str()));
@@ -47,102 +48,287 @@ static const std::string& string_field(const json& obj, const char* key, const s
 
 static void append(std::vector<int32_t>* v, const std::vector<int32_t>& w) { v->insert(v->end(), w.begin(), w.end()); }
 
+static bool ends_with(const std::string& s, const char* suffix) {
+    size_t n = strlen(suffix);
+    return s.size() >= n && s.compare(s.size() - n, n, suffix) == 0;
+}
+
+void dataset_choose_template(const std::string& name, const std::string& model_dir, const tokenizer& tok,
+                             model_chat_template* storage, dataset_options* opt) {
+    opt->model_template = nullptr;
+    opt->conversation_template.clear();
+    bool named = false;
+    for (const auto& n : chat_template_names()) named |= n == name;
+    if (named) {
+        opt->conversation_template = name;
+        return;
+    }
+    if (ends_with(name, ".jinja")) {
+        if (!fs_is_file(name)) fail(strf("--conversation_template %s: no such file", name.c_str()));
+        *storage = model_chat_template_from_file(name, model_dir);
+    } else if (name.empty() || name == "auto") {
+        if (!model_chat_template_load(model_dir, storage)) {
+            if (name == "auto")
+                fail(strf("--conversation_template auto: %s has no chat template (no chat_template in "
+                          "tokenizer_config.json, no chat_template.jinja); name one of llama3, chatml, llama2, "
+                          "mistral, empty, or a .jinja file", model_dir.c_str()));
+            return;
+        }
+    } else {
+        std::string names;
+        for (auto& n : chat_template_names()) names += (names.empty() ? "" : ", ") + n;
+        fail(strf("--conversation_template \"%s\": unknown template (available: auto, %s, or a .jinja file)",
+                  name.c_str(), names.c_str()));
+    }
+    model_chat_template_probe(storage, tok);
+    opt->model_template = storage;
+}
+
+namespace {
+
+// One record, read into the LMFlow type it maps to.
+struct record {
+    dataset_type type;
+    std::string  text, input, output;  // text_only / text2text
+    json         messages, tools;      // conversation: [{"role", "content", ...}], tools or null
+};
+
+// Checks a conversation's turns: objects with a known role and a string (or, for templates
+// that take them, list) content; the named templates take system (first), user and assistant.
+void check_messages(const json& msgs, bool named_template, const std::string& file, const std::string& where) {
+    if (!msgs.is_array() || msgs.empty())
+        fail(strf("%s: %s: field 'messages': expected a non-empty list of {\"role\", \"content\"}", file.c_str(), where.c_str()));
+    for (size_t k = 0; k < msgs.size(); k++) {
+        std::string w = strf("%s.messages[%zu]", where.c_str(), k);
+        const std::string& role = string_field(msgs[k], "role", file, w);
+        bool ok = role == "user" || role == "assistant" || (role == "system" && (!named_template || k == 0)) ||
+                  (role == "tool" && !named_template);
+        if (!ok)
+            fail(strf("%s: %s: field 'role': expected %s, got \"%s\"", file.c_str(), w.c_str(),
+                      named_template ? "\"user\" or \"assistant\" (or \"system\" first)"
+                                     : "\"system\", \"user\", \"assistant\" or \"tool\"",
+                      role.c_str()));
+        auto c = msgs[k].find("content");
+        bool tool_call = role == "assistant" && msgs[k].contains("tool_calls") && !named_template;
+        if (c == msgs[k].end() && !tool_call) fail(strf("%s: %s: field 'content' is missing", file.c_str(), w.c_str()));
+        if (c != msgs[k].end() && !c->is_string() && !(named_template ? false : (c->is_array() || (c->is_null() && tool_call))))
+            fail(strf("%s: %s: field 'content': expected a string, got %s", file.c_str(), w.c_str(), json_kind(*c).c_str()));
+    }
+}
+
+record read_record(const json& o, const std::string& lmflow_type, bool named_template, const std::string& file,
+                   const std::string& where) {
+    if (!o.is_object()) fail(strf("%s: %s: expected an object, got %s", file.c_str(), where.c_str(), json_kind(o).c_str()));
+    record r;
+    r.tools = nullptr;
+    std::string shape = lmflow_type;
+    if (shape.empty()) {  // recognise the record by its fields
+        if (o.contains("messages")) shape = "conversation";
+        else if (o.contains("conversations")) shape = "sharegpt";
+        else if (o.contains("instruction")) shape = "alpaca";
+        else if (o.contains("text")) shape = "text_only";
+        else if (o.contains("input") || o.contains("output")) shape = "text2text";
+        else
+            fail(strf("%s: %s: unknown record: expected fields \"messages\" (chat), \"conversations\" (ShareGPT), "
+                      "\"instruction\" (Alpaca), \"text\" or \"input\"/\"output\"",
+                      file.c_str(), where.c_str()));
+    }
+    if (shape == "text_only") {
+        r.type = dataset_type::text_only;
+        r.text = string_field(o, "text", file, where);
+    } else if (shape == "text2text") {
+        r.type = dataset_type::text2text;
+        r.input = string_field(o, "input", file, where);
+        r.output = string_field(o, "output", file, where);
+    } else if (shape == "conversation") {
+        r.type = dataset_type::conversation;
+        r.messages = json::array();
+        if (o.contains("system") && !o["system"].is_null())
+            r.messages.push_back({{"role", "system"}, {"content", string_field(o, "system", file, where)}});
+        if (!o.contains("messages") || !o["messages"].is_array())
+            fail(strf("%s: %s: field 'messages': expected a list of {\"role\", \"content\"}", file.c_str(), where.c_str()));
+        for (const auto& m : o["messages"]) r.messages.push_back(m);
+        check_messages(r.messages, named_template, file, where);
+        if (r.messages.size() > 0 && r.messages[0].value("role", "") == "system" && o.contains("system") &&
+            !o["system"].is_null() && o["messages"].size() > 0 && o["messages"][0].value("role", "") == "system")
+            fail(strf("%s: %s: a system prompt both in field 'system' and as messages[0]", file.c_str(), where.c_str()));
+        if (o.contains("tools") && !o["tools"].is_null()) {
+            if (!o["tools"].is_array()) fail(strf("%s: %s: field 'tools': expected a list", file.c_str(), where.c_str()));
+            if (named_template)
+                fail(strf("%s: %s: field 'tools': the named chat templates cannot show tools; use the model's own "
+                          "(--conversation_template auto)", file.c_str(), where.c_str()));
+            r.tools = o["tools"];
+        }
+    } else if (shape == "sharegpt") {
+        r.type = dataset_type::conversation;
+        r.messages = json::array();
+        const json& turns = o["conversations"];
+        if (!turns.is_array()) fail(strf("%s: %s: field 'conversations': expected a list of {\"from\", \"value\"}", file.c_str(), where.c_str()));
+        if (o.contains("system") && !o["system"].is_null())
+            r.messages.push_back({{"role", "system"}, {"content", string_field(o, "system", file, where)}});
+        for (size_t k = 0; k < turns.size(); k++) {
+            std::string w = strf("%s.conversations[%zu]", where.c_str(), k);
+            const std::string& from = string_field(turns[k], "from", file, w);
+            std::string role = from == "human" || from == "user" ? "user"
+                             : from == "gpt" || from == "assistant" || from == "model" ? "assistant"
+                             : from == "system" ? "system" : "";
+            if (role.empty())
+                fail(strf("%s: %s: field 'from': expected \"human\", \"gpt\" or \"system\", got \"%s\"", file.c_str(),
+                          w.c_str(), from.c_str()));
+            r.messages.push_back({{"role", role}, {"content", string_field(turns[k], "value", file, w)}});
+        }
+        check_messages(r.messages, named_template, file, where);
+    } else if (shape == "alpaca") {
+        r.type = dataset_type::conversation;
+        std::string user = string_field(o, "instruction", file, where);
+        if (o.contains("input") && !o["input"].is_null()) {
+            const std::string& in = string_field(o, "input", file, where);
+            if (!in.empty()) user += "\n\n" + in;
+        }
+        r.messages = json::array();
+        if (o.contains("system") && !o["system"].is_null())
+            r.messages.push_back({{"role", "system"}, {"content", string_field(o, "system", file, where)}});
+        r.messages.push_back({{"role", "user"}, {"content", user}});
+        r.messages.push_back({{"role", "assistant"}, {"content", string_field(o, "output", file, where)}});
+    } else {
+        fail(strf("%s: field 'type': expected \"text_only\", \"text2text\" or \"conversation\", got \"%s\"", file.c_str(),
+                  shape.c_str()));
+    }
+    return r;
+}
+
+}  // namespace
+
+// Token ids and labels of one record.
+static sample make_sample(const record& r, const tokenizer& tok, const dataset_options& opt, dataset* d) {
+    sample s;
+    if (r.type == dataset_type::text_only) {
+        s.ids = tokenizer_encode(tok, r.text, true);
+        s.ids.push_back(opt.eos_id);
+        s.labels = s.ids;
+    } else if (r.type == dataset_type::text2text) {
+        s.ids = tokenizer_encode(tok, r.input, true);
+        s.labels.assign(s.ids.size(), -100);
+        std::vector<int32_t> c = tokenizer_encode(tok, r.output, false);
+        c.push_back(opt.eos_id);
+        append(&s.ids, c);
+        append(&s.labels, c);
+    } else if (opt.model_template) {
+        chat_render cr = model_chat_template_render(*opt.model_template, r.messages, r.tools, false);
+        if (!chat_tokenize(tok, cr, opt.train_on_prompt, &s.ids, &s.labels)) d->n_piecewise++;
+    } else {
+        std::vector<chat_message> msgs;
+        for (const auto& m : r.messages) msgs.push_back({m["role"].get<std::string>(), m["content"].get<std::string>()});
+        for (const chat_segment& seg : chat_template_render(opt.conversation_template, msgs, false)) {
+            // each segment is encoded on its own, as LMFlow's conversation templates do
+            std::vector<int32_t> ids = tokenizer_encode(tok, seg.text, false);
+            if (seg.append_eos && opt.eos_id >= 0) ids.push_back(opt.eos_id);
+            bool train = seg.trainable || opt.train_on_prompt;
+            append(&s.ids, ids);
+            for (int32_t id : ids) s.labels.push_back(train ? id : -100);
+        }
+    }
+    return s;
+}
+
 dataset dataset_load(const std::string& dir, const tokenizer& tok, const dataset_options& opt) {
-    if (!fs_is_dir(dir)) fail(strf("%s: --dataset_path must be a folder of LMFlow *.json files", dir.c_str()));
+    if (!fs_is_dir(dir)) fail(strf("%s: --dataset_path must be a folder of *.json / *.jsonl files", dir.c_str()));
     if (opt.block_size < 2) fail(strf("--block_size %lld: must be at least 2", (long long)opt.block_size));
     dataset d;
     for (const auto& e : std::filesystem::directory_iterator(dir)) {
         std::string p = e.path().string();
-        if (e.is_regular_file() && p.size() > 5 && p.compare(p.size() - 5, 5, ".json") == 0) d.files.push_back(p);
+        if (e.is_regular_file() && (ends_with(p, ".json") || ends_with(p, ".jsonl"))) d.files.push_back(p);
     }
     std::sort(d.files.begin(), d.files.end());
-    if (d.files.empty()) fail(strf("%s: no *.json files in the dataset folder", dir.c_str()));
-    for (size_t fi = 0; fi < d.files.size(); fi++) {
-        const std::string& file = d.files[fi];
+    if (d.files.empty()) fail(strf("%s: no *.json or *.jsonl files in the dataset folder", dir.c_str()));
+    bool named = opt.model_template == nullptr;
+    std::string first_where;  // where the dataset's type was set, for the mixed-type error
+    auto add = [&](const record& r, const std::string& file, const std::string& where) {
+        if (d.n_instances == 0) {
+            d.type = r.type;
+            first_where = file + ": " + where;
+        } else if (r.type != d.type) {
+            fail(strf("%s: %s: a %s record, but %s is %s (all records of a dataset must have one type)", file.c_str(),
+                      where.c_str(), dataset_type_name(r.type), first_where.c_str(), dataset_type_name(d.type)));
+        }
+        if (r.type != dataset_type::conversation && opt.eos_id < 0)
+            fail(strf("%s: the tokenizer has no EOS token (set eos_token in tokenizer_config.json)", file.c_str()));
+        if (r.type == dataset_type::conversation && named && opt.conversation_template.empty())
+            fail(strf("%s: %s: conversation data needs a chat template: the model has none, so pass "
+                      "--conversation_template (llama3, chatml, llama2, mistral, empty, or a .jinja file)",
+                      file.c_str(), where.c_str()));
+        sample s;
+        try {
+            s = make_sample(r, tok, opt, &d);
+        } catch (const error& e) {
+            fail(strf("%s: %s: %s", file.c_str(), where.c_str(), e.what()));
+        }
+        d.n_instances++;
+        if ((int64_t)s.ids.size() > opt.block_size) {
+            s.ids.resize(opt.block_size);
+            s.labels.resize(opt.block_size);
+            d.n_truncated++;
+        }
+        if (sample_label_tokens(s) == 0) {  // nothing to learn from (e.g. completion cut away)
+            d.n_dropped++;
+            return;
+        }
+        d.samples.push_back(std::move(s));
+        d.sources.push_back(file + ": " + where);
+    };
+    for (const std::string& file : d.files) {
+        std::string content = fs_read_text(file);
+        if (ends_with(file, ".jsonl")) {
+            size_t p = 0;
+            int64_t line = 0;
+            while (p < content.size()) {
+                size_t q = content.find('\n', p);
+                if (q == std::string::npos) q = content.size();
+                line++;
+                std::string text = content.substr(p, q - p);
+                p = q + 1;
+                if (text.find_first_not_of(" \t\r") == std::string::npos) continue;
+                std::string where = strf("line %lld", (long long)line);
+                json o;
+                try {
+                    o = json::parse(text);
+                } catch (const json::exception& e) {
+                    fail(strf("%s: %s: not valid JSON (%s)", file.c_str(), where.c_str(), json_error(e).c_str()));
+                }
+                add(read_record(o, "", named, file, where), file, where);
+            }
+            continue;
+        }
         json j;
         try {
-            j = json::parse(fs_read_text(file));
+            j = json::parse(content);
         } catch (const json::exception& e) {
             fail(strf("%s: not valid JSON (%s)", file.c_str(), json_error(e).c_str()));
         }
+        if (j.is_array()) {  // a list of records (Alpaca's and ShareGPT's files are)
+            for (size_t i = 0; i < j.size(); i++) {
+                std::string where = strf("[%zu]", i);
+                add(read_record(j[i], "", named, file, where), file, where);
+            }
+            continue;
+        }
         if (!j.is_object())
-            fail(strf("%s: expected a JSON object {\"type\": ..., \"instances\": [...]}, got %s", file.c_str(),
-                      json_kind(j).c_str()));
+            fail(strf("%s: expected a JSON object {\"type\": ..., \"instances\": [...]} or a list of records, got %s",
+                      file.c_str(), json_kind(j).c_str()));
         if (!j.contains("type") || !j["type"].is_string())
             fail(strf("%s: field 'type': expected \"text_only\", \"text2text\" or \"conversation\", got %s", file.c_str(),
                       j.contains("type") ? json_kind(j["type"]).c_str() : "nothing"));
         std::string ts = j["type"].get<std::string>();
-        dataset_type type;
-        if (ts == "text_only") type = dataset_type::text_only;
-        else if (ts == "text2text") type = dataset_type::text2text;
-        else if (ts == "conversation") type = dataset_type::conversation;
-        else
+        if (ts != "text_only" && ts != "text2text" && ts != "conversation")
             fail(strf("%s: field 'type': expected \"text_only\", \"text2text\" or \"conversation\", got \"%s\"",
                       file.c_str(), ts.c_str()));
-        if (fi == 0) d.type = type;
-        else if (type != d.type)
-            fail(strf("%s: type \"%s\" differs from \"%s\" in %s (all files of a dataset must have one type)",
-                      file.c_str(), ts.c_str(), dataset_type_name(d.type), d.files[0].c_str()));
         if (!j.contains("instances") || !j["instances"].is_array())
             fail(strf("%s: field 'instances': expected a list, got %s", file.c_str(),
                       j.contains("instances") ? json_kind(j["instances"]).c_str() : "nothing"));
-        if (type != dataset_type::conversation && opt.eos_id < 0)
-            fail(strf("%s: the tokenizer has no EOS token (set eos_token in tokenizer_config.json)", file.c_str()));
-        if (type == dataset_type::conversation && opt.conversation_template.empty())
-            fail(strf("%s: conversation data needs --conversation_template (one of llama3, chatml, llama2, mistral, "
-                      "empty)", file.c_str()));
         const json& inst = j["instances"];
         for (size_t i = 0; i < inst.size(); i++) {
             std::string where = strf("instances[%zu]", i);
-            sample s;
-            if (type == dataset_type::text_only) {
-                s.ids = tokenizer_encode(tok, string_field(inst[i], "text", file, where), true);
-                s.ids.push_back(opt.eos_id);
-                s.labels = s.ids;
-            } else if (type == dataset_type::text2text) {
-                const std::string& in = string_field(inst[i], "input", file, where);
-                const std::string& out = string_field(inst[i], "output", file, where);
-                s.ids = tokenizer_encode(tok, in, true);
-                s.labels.assign(s.ids.size(), -100);
-                std::vector<int32_t> c = tokenizer_encode(tok, out, false);
-                c.push_back(opt.eos_id);
-                append(&s.ids, c);
-                append(&s.labels, c);
-            } else {
-                const json& o = inst[i];
-                if (!o.is_object()) fail(strf("%s: %s: expected an object, got %s", file.c_str(), where.c_str(), json_kind(o).c_str()));
-                std::vector<chat_message> msgs;
-                if (o.contains("system") && !o["system"].is_null()) msgs.push_back({"system", string_field(o, "system", file, where)});
-                if (!o.contains("messages") || !o["messages"].is_array())
-                    fail(strf("%s: %s: field 'messages': expected a list of {\"role\", \"content\"}", file.c_str(), where.c_str()));
-                for (size_t k = 0; k < o["messages"].size(); k++) {
-                    std::string w = strf("%s.messages[%zu]", where.c_str(), k);
-                    const std::string& role = string_field(o["messages"][k], "role", file, w);
-                    if (role != "user" && role != "assistant")
-                        fail(strf("%s: %s: field 'role': expected \"user\" or \"assistant\", got \"%s\"", file.c_str(),
-                                  w.c_str(), role.c_str()));
-                    msgs.push_back({role, string_field(o["messages"][k], "content", file, w)});
-                }
-                for (const chat_segment& seg : chat_template_render(opt.conversation_template, msgs, false)) {
-                    // each segment is encoded on its own, as LMFlow's conversation templates do
-                    std::vector<int32_t> ids = tokenizer_encode(tok, seg.text, false);
-                    if (seg.append_eos && opt.eos_id >= 0) ids.push_back(opt.eos_id);
-                    bool train = seg.trainable || opt.train_on_prompt;
-                    append(&s.ids, ids);
-                    for (int32_t id : ids) s.labels.push_back(train ? id : -100);
-                }
-            }
-            d.n_instances++;
-            if ((int64_t)s.ids.size() > opt.block_size) {
-                s.ids.resize(opt.block_size);
-                s.labels.resize(opt.block_size);
-                d.n_truncated++;
-            }
-            if (sample_label_tokens(s) == 0) {  // nothing to learn from (e.g. completion cut away)
-                d.n_dropped++;
-                continue;
-            }
-            d.samples.push_back(std::move(s));
+            add(read_record(inst[i], ts, named, file, where), file, where);
         }
     }
     if (d.samples.empty())
@@ -206,6 +392,7 @@ void dataset_group_texts(dataset* d, int64_t block_size) {
         fail(strf("--group_texts: the dataset has %zu tokens, fewer than one block of --block_size %lld", ids.size(),
                   (long long)block_size));
     d->samples = std::move(blocks);
+    d->sources.assign(d->samples.size(), "--group_texts block");
 }
 
 }  // namespace lisa

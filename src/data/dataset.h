@@ -1,18 +1,27 @@
-// LMFlow datasets: every *.json file of a folder, {"type": T, "instances": [...]}, turned into
-// token ids and labels (-100 = no loss) ready for batching.
+// Datasets: every *.json and *.jsonl file of a folder, turned into token ids and labels
+// (-100 = no loss) ready for batching. Each record maps to one of LMFlow's three types:
 //
 //   text_only     {"text": s}                  ids = encode(s, special) + EOS; loss on all
 //   text2text     {"input": a, "output": b}    ids = encode(a, special) ++ encode(b) + EOS;
 //                                              loss on the completion only
-//   conversation  {"system"?: s, "messages": [{"role": "user"|"assistant", "content": c}]}
+//   conversation  {"system"?: s, "messages": [{"role", "content", ...}], "tools"?: [...]}
 //                 rendered with a chat template; loss on assistant turns and the tokens that
 //                 close them (unless train_on_prompt)
-// Errors name the file, the instance index and the field.
+//
+// Files: an LMFlow .json {"type": T, "instances": [...]}; a .json list of records; a .jsonl file
+// with a record a line. Records without an LMFlow type are recognised by their fields:
+//   {"messages": [...]}                    OpenAI chat (system / user / assistant / tool turns)
+//   {"conversations": [{"from", "value"}]} ShareGPT (human / gpt / system) -> conversation
+//   {"instruction", "input"?, "output"}    Alpaca -> a conversation: user = instruction, then
+//                                          "\n\n" + input if any; assistant = output; "system"?
+//   {"text"} / {"input", "output"}          text_only / text2text
+// Errors name the file, the record (instances[i], [i] or line N) and the field.
 #pragma once
 #include <cstdint>
 #include <string>
 #include <vector>
 
+#include "data/chat_template.h"
 #include "tokenizer/tokenizer.h"
 
 namespace lisa {
@@ -27,10 +36,18 @@ struct sample {
 
 struct dataset_options {
     int64_t     block_size = 1024;          // longer sequences are truncated
-    std::string conversation_template = "";  // required for conversation data
+    std::string conversation_template = "";  // a named template, when model_template is null
+    const model_chat_template* model_template = nullptr;  // the model's Jinja template (auto)
     bool        train_on_prompt = false;     // conversation: also train on user/system turns
     int32_t     eos_id = -1;                 // appended after text_only and text2text samples
 };
+
+// Chooses the template of conversation data from --conversation_template (`name`) and the model
+// folder: "auto" (the model's own, an error if it has none), "" (the model's own if it has one,
+// else none: conversation data then stops with an error), a named template, or a .jinja file.
+// Fills opt->conversation_template / opt->model_template (owned by *storage).
+void dataset_choose_template(const std::string& name, const std::string& model_dir, const tokenizer& tok,
+                             model_chat_template* storage, dataset_options* opt);
 
 struct dataset {
     dataset_type             type = dataset_type::text_only;
@@ -39,29 +56,14 @@ struct dataset {
     int64_t                  n_instances = 0;  // instances in the files
     int64_t                  n_truncated = 0;  // samples cut to block_size
     int64_t                  n_dropped = 0;    // samples with no label token left (not trained on)
+    int64_t                  n_piecewise = 0;  // conversations tokenized piece by piece (see chat_tokenize)
+    std::vector<std::string> sources;          // per sample: "file: record" (what inspect-data shows)
 };
 
 dataset dataset_load(const std::string& dir, const tokenizer& tok, const dataset_options& opt);
 
 // Label tokens of a sample, in the shifted sense the loss uses (labels[1:] != -100).
 int64_t sample_label_tokens(const sample& s);
-
-// ---- chat templates
-struct chat_message {
-    std::string role;     // "system", "user" or "assistant"
-    std::string content;
-};
-struct chat_segment {
-    std::string text;
-    bool        trainable;          // assistant content and the tokens that close it
-    bool        append_eos = false; // follow with the tokenizer's EOS id (templates without markers)
-};
-// Renders a conversation. add_generation_prompt: end with the assistant header (for generate).
-std::vector<chat_segment> chat_template_render(const std::string& name, const std::vector<chat_message>& msgs,
-                                               bool add_generation_prompt);
-std::vector<std::string> chat_template_names();
-// Extra stop strings a template's turns end with (e.g. "<|eot_id|>"), besides the model's EOS.
-std::vector<std::string> chat_template_stop_strings(const std::string& name);
 
 // ---- batching
 struct batch {

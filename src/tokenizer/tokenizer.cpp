@@ -1032,4 +1032,31 @@ int32_t tokenizer_bos_id(const tokenizer& t) { return t.bos; }
 int32_t tokenizer_eos_id(const tokenizer& t) { return t.eos; }
 int32_t tokenizer_pad_id(const tokenizer& t) { return t.pad; }
 
+static bool decoder_has(const decoder& d, dec_kind k) {
+    if (d.kind == k) return true;
+    for (const auto& c : d.seq)
+        if (decoder_has(c, k)) return true;
+    return false;
+}
+
+std::string tokenizer_token_text(const tokenizer& t, int32_t id) {
+    if (id < 0 || (size_t)id >= t.id_to_token.size()) return "";
+    for (const auto& a : t.added)
+        if (a.id == id) return a.content;
+    const std::string& s = t.id_to_token[id];
+    if (t.has_decoder && decoder_has(t.dec, dec_kind::bytelevel)) {
+        std::string b;
+        for (uint32_t cp : utf8_codepoints(s)) {
+            int v = bytelevel_byte_of(cp);
+            if (v < 0) return s;
+            b.push_back((char)v);
+        }
+        return b;
+    }
+    if (s.size() == 6 && s.compare(0, 3, "<0x") == 0 && s[5] == '>' && isxdigit((unsigned char)s[3]) &&
+        isxdigit((unsigned char)s[4]))
+        return std::string(1, (char)std::strtol(s.substr(3, 2).c_str(), nullptr, 16));
+    return replace_all(s, "\xe2\x96\x81", " ");
+}
+
 }  // namespace lisa

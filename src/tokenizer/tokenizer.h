@@ -35,6 +35,11 @@ int64_t     tokenizer_vocab_size(const tokenizer& t);             // largest id 
 int32_t     tokenizer_token_to_id(const tokenizer& t, const std::string& token);  // -1 if unknown
 std::string tokenizer_id_to_token(const tokenizer& t, int32_t id);               // "" if unknown
 bool        tokenizer_is_special(const tokenizer& t, int32_t id);
+// The input text a token stands for, for aligning ids with the text they came from: an added
+// token's content, a byte-level token's bytes, a SentencePiece-style piece with U+2581 read as a
+// space and <0xNN> as its byte. (A normalizer that rewrote the input, NFC say, can make this
+// differ from the input; callers check the alignment.)
+std::string tokenizer_token_text(const tokenizer& t, int32_t id);
 int32_t     tokenizer_bos_id(const tokenizer& t);  // from tokenizer_config.json bos_token; -1 if none
 int32_t     tokenizer_eos_id(const tokenizer& t);  // from tokenizer_config.json eos_token; -1 if none
 int32_t     tokenizer_pad_id(const tokenizer& t);  // pad_token; -1 if none

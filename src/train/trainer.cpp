@@ -143,6 +143,7 @@ struct trainer {
     std::unique_ptr<comm>         world = comm_single();
     std::unique_ptr<llama_model>  m;
     std::unique_ptr<tokenizer>    tok;
+    model_chat_template           chat_template;  // the model's own, when conversations use it
     dataset                       data, eval_data;
     bool                          has_eval = false;
     dtype                         out_dtype = dtype::f32;
@@ -218,11 +219,17 @@ struct trainer {
         tok = tokenizer_load(o.model_name_or_path);
         dataset_options dopt;
         dopt.block_size = block_size;
-        dopt.conversation_template = o.conversation_template;
+        dataset_choose_template(o.conversation_template, o.model_name_or_path, *tok, &chat_template, &dopt);
         dopt.train_on_prompt = o.train_on_prompt;
         dopt.eos_id = resolve_eos_id(*tok, m->cfg);
         pad_id = resolve_pad_id(*tok, dopt.eos_id);
         data = dataset_load(o.dataset_path, *tok, dopt);
+        if (data.type == dataset_type::conversation)
+            info(strf("data: conversations rendered with %s", dopt.model_template ? dopt.model_template->where.c_str()
+                                                                                 : ("the named template " + dopt.conversation_template).c_str()));
+        if (data.n_piecewise > 0)
+            info(strf("data: %lld conversations tokenized piece by piece (the tokenizer's normalizer rewrote their text)",
+                      (long long)data.n_piecewise));
         if (o.group_texts) dataset_group_texts(&data, dopt.block_size);
         if (data.n_dropped > 0)
             info(strf("data: dropped %lld of %lld samples with no label token left after truncation to %lld tokens",
