@@ -171,7 +171,8 @@ TEST(dataset, bad_inputs_name_file_instance_and_field) {
     };
     std::vector<bad_case> cases = {
         {file("{\"type\": \"text_only\", "), "d.json: not valid JSON"},
-        {file("[1, 2]"), "d.json: expected a JSON object"},
+        {file("[1, 2]"), "d.json: [0]: expected an object, got number 1"},
+        {file("7"), "d.json: expected a JSON object {\"type\": ..., \"instances\": [...]} or a list of records"},
         {file(R"({"instances": []})"), "d.json: field 'type': expected"},
         {file(R"({"type": "chat", "instances": []})"), "d.json: field 'type': expected \"text_only\", \"text2text\" or \"conversation\", got \"chat\""},
         {file(R"({"type": "text_only", "instances": {}})"), "d.json: field 'instances': expected a list"},
@@ -180,11 +181,23 @@ TEST(dataset, bad_inputs_name_file_instance_and_field) {
         {file(R"({"type": "text2text", "instances": ["a"]})"), "d.json: instances[0]: expected an object"},
         {[](const std::string& dir) {
              lisa_test::write_file(dir + "/a.json", R"({"type": "text_only", "instances": [{"text": "a"}]})");
-             lisa_test::write_file(dir + "/b.json", R"({"type": "text2text", "instances": []})");
+             lisa_test::write_file(dir + "/b.json", R"({"type": "text2text", "instances": [{"input": "a", "output": "b"}]})");
          },
-         "b.json: type \"text2text\" differs from \"text_only\""},
-        {[](const std::string&) {}, "no *.json files"},
-        {file(R"({"type": "conversation", "instances": [{"messages": []}]})"), "needs --conversation_template"},
+         "b.json: instances[0]: a text2text record, but "},
+        {[](const std::string&) {}, "no *.json or *.jsonl files"},
+        {file(R"({"type": "conversation", "instances": [{"messages": [{"role": "user", "content": "x"}]}]})"),
+         "instances[0]: conversation data needs a chat template: the model has none, so pass --conversation_template"},
+        {file(R"({"type": "conversation", "instances": [{"messages": []}]})"), "instances[0]: field 'messages': expected a non-empty list"},
+        {[](const std::string& dir) { lisa_test::write_file(dir + "/d.jsonl", "{\"text\": \"a\"}\n\n{\"text\": \"b\",}\n"); },
+         "d.jsonl: line 3: not valid JSON"},
+        {[](const std::string& dir) { lisa_test::write_file(dir + "/d.jsonl", "{\"prompt\": \"a\"}\n"); },
+         "d.jsonl: line 1: unknown record: expected fields \"messages\" (chat), \"conversations\" (ShareGPT)"},
+        {[](const std::string& dir) { lisa_test::write_file(dir + "/d.jsonl", "{\"instruction\": \"a\"}\n"); },
+         "d.jsonl: line 1: field 'output' is missing"},
+        {[](const std::string& dir) {
+             lisa_test::write_file(dir + "/d.jsonl", "{\"conversations\": [{\"from\": \"human\", \"value\": \"a\"}, {\"from\": \"bot\", \"value\": \"b\"}]}\n");
+         },
+         "d.jsonl: line 1.conversations[1]: field 'from': expected \"human\", \"gpt\" or \"system\", got \"bot\""},
         {file(R"({"type": "text_only", "instances": []})"), "no usable sample"},
     };
     for (auto& c : cases) {
@@ -193,7 +206,7 @@ TEST(dataset, bad_inputs_name_file_instance_and_field) {
     }
     o.conversation_template = "chatml";
     std::string m = err(file(R"({"type": "conversation", "instances": [{"messages": [{"role": "bot", "content": "x"}]}]})"));
-    EXPECT_NE(m.find("instances[0].messages[0]: field 'role': expected \"user\" or \"assistant\", got \"bot\""),
+    EXPECT_NE(m.find("instances[0].messages[0]: field 'role': expected \"user\" or \"assistant\" (or \"system\" first), got \"bot\""),
               std::string::npos) << m;
     // through the CLI: one line, non-zero exit
     lisa_test::temp_dir td;
@@ -271,4 +284,160 @@ TEST(eval_and_generate, match_pytorch_on_the_trained_model) {
          s3 = lisa_test::run_lisa(base + "--seed 2");
     EXPECT_EQ(s1.output, s2.output);
     EXPECT_NE(s1.output, s3.output);
+}
+
+// ---- dataset formats beside LMFlow's, rendered with the model's own template (Qwen3's here)
+
+static lisa_test::temp_dir tiny_qwen3_with_tokenizer() {  // config + the real Qwen3 tokenizer, no weights
+    lisa_test::temp_dir td;
+    for (const char* f : {"tokenizer.json", "tokenizer_config.json"})
+        fs_copy_atomic(lisa_test::assets_dir() + "/tokenizers/qwen3/" + f, td.path + "/" + f);
+    lisa_test::write_file(td.path + "/config.json", json({{"architectures", {"Qwen3ForCausalLM"}}, {"model_type", "qwen3"},
+        {"hidden_size", 32}, {"intermediate_size", 64}, {"num_hidden_layers", 2}, {"num_attention_heads", 4},
+        {"num_key_value_heads", 2}, {"head_dim", 8}, {"vocab_size", 151936}, {"max_position_embeddings", 256},
+        {"rms_norm_eps", 1e-6}, {"rope_theta", 1000000.0}, {"tie_word_embeddings", true}, {"torch_dtype", "float32"},
+        {"eos_token_id", 151645}}).dump());
+    return td;
+}
+
+TEST(dataset, jsonl_openai_sharegpt_and_alpaca_records_are_conversations) {
+    NEED_ASSETS();
+    auto model = tiny_qwen3_with_tokenizer();
+    auto tok = tokenizer_load(model.path);
+    dataset_options o;
+    o.eos_id = 151645;
+    model_chat_template storage;
+    dataset_choose_template("", model.path, *tok, &storage, &o);  // "": the model's own template
+    ASSERT_NE(o.model_template, nullptr);
+    lisa_test::temp_dir data;
+    // the same conversation in three shapes, plus an Alpaca record and its chat equivalent
+    lisa_test::write_file(data.path + "/a.jsonl",
+        json({{"messages", {{{"role", "system"}, {"content", "Be brief."}}, {{"role", "user"}, {"content", "Hi"}},
+                            {{"role", "assistant"}, {"content", "Hello!"}}}}}).dump() + "\n\n" +
+        json({{"instruction", "Translate"}, {"input", "chat"}, {"output", "cat"}}).dump() + "\n");
+    lisa_test::write_file(data.path + "/b.json",
+        json::array({{{"conversations", {{{"from", "system"}, {"value", "Be brief."}}, {{"from", "human"}, {"value", "Hi"}},
+                                         {{"from", "gpt"}, {"value", "Hello!"}}}}},
+                     {{"messages", {{{"role", "user"}, {"content", "Translate\n\nchat"}}, {{"role", "assistant"}, {"content", "cat"}}}}}}).dump());
+    lisa_test::write_file(data.path + "/c.json",
+        json({{"type", "conversation"}, {"instances", {{{"system", "Be brief."},
+              {"messages", {{{"role", "user"}, {"content", "Hi"}}, {{"role", "assistant"}, {"content", "Hello!"}}}}}}}}).dump());
+    dataset d = dataset_load(data.path, *tok, o);
+    ASSERT_EQ(d.samples.size(), 5u);
+    EXPECT_EQ(d.type, dataset_type::conversation);
+    EXPECT_EQ(d.sources[0], data.path + "/a.jsonl: line 1");
+    EXPECT_EQ(d.sources[1], data.path + "/a.jsonl: line 3");
+    EXPECT_EQ(d.sources[2], data.path + "/b.json: [0]");
+    for (size_t k : {2, 4}) {  // ShareGPT and LMFlow's conversation = the OpenAI record
+        EXPECT_EQ(d.samples[k].ids, d.samples[0].ids) << k;
+        EXPECT_EQ(d.samples[k].labels, d.samples[0].labels) << k;
+    }
+    EXPECT_EQ(d.samples[1].ids, d.samples[3].ids);  // Alpaca = user "instruction\n\ninput", assistant "output"
+    // the rendered text is Qwen3's (as jinja2 renders it: tests/golden/chat/qwen3.jsonl) and only
+    // the reply and its <|im_end|> are learned
+    std::string text = tokenizer_decode(*tok, d.samples[0].ids, false);
+    EXPECT_EQ(text, "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+                    "<think>\n\n</think>\n\nHello!<|im_end|>\n");
+    std::vector<int32_t> learned;
+    for (size_t i = 0; i < d.samples[0].ids.size(); i++)
+        if (d.samples[0].labels[i] != -100) learned.push_back(d.samples[0].ids[i]);
+    EXPECT_EQ(tokenizer_decode(*tok, learned, false), "Hello!<|im_end|>");
+    // --train_on_prompt learns every token
+    o.train_on_prompt = true;
+    dataset all = dataset_load(data.path, *tok, o);
+    EXPECT_EQ(all.samples[0].labels, all.samples[0].ids);
+    // a model without a template: "auto" says so; conversations without one stop
+    lisa_test::temp_dir bare;
+    fs_copy_atomic(lisa_test::assets_dir() + "/tokenizers/smollm2/tokenizer.json", bare.path + "/tokenizer.json");
+    try {
+        dataset_choose_template("auto", bare.path, *tok, &storage, &o);
+        ADD_FAILURE() << "auto without a template";
+    } catch (const lisa::error& e) {
+        EXPECT_NE(std::string(e.what()).find("has no chat template"), std::string::npos) << e.what();
+    }
+    EXPECT_THROW(dataset_choose_template("vicuna", model.path, *tok, &storage, &o), lisa::error);
+    // a template that raises names the record and shows the template's message
+    lisa_test::write_file(bare.path + "/strict.jinja", "{% for m in messages %}{% if m.role == 'system' %}"
+                                                        "{{ raise_exception('no system turns, please') }}{% endif %}{{ m.content }}{% endfor %}");
+    o.train_on_prompt = false;
+    dataset_choose_template(bare.path + "/strict.jinja", model.path, *tok, &storage, &o);
+    try {
+        dataset_load(data.path, *tok, o);
+        ADD_FAILURE() << "the template raised";
+    } catch (const lisa::error& e) {
+        EXPECT_NE(std::string(e.what()).find("a.jsonl: line 1: " + bare.path + "/strict.jinja: chat template line 1: "
+                                             "raise_exception: no system turns, please"), std::string::npos) << e.what();
+    }
+}
+
+TEST(inspect_data, shows_what_training_learns) {
+    NEED_ASSETS();
+    auto model = tiny_qwen3_with_tokenizer();
+    lisa_test::temp_dir data;
+    lisa_test::write_file(data.path + "/a.jsonl",
+        json({{"messages", {{{"role", "user"}, {"content", "Hi"}}, {{"role", "assistant"}, {"content", "Hello!"}},
+                            {{"role", "user"}, {"content", "Bye"}}, {{"role", "assistant"}, {"content", "See you."}}}}}).dump() + "\n" +
+        json({{"instruction", "Say yes"}, {"output", "yes"}}).dump() + "\n");
+    std::string base = "inspect-data --model_name_or_path " + model.path + " --dataset_path " + data.path;
+    auto r = lisa_test::run_lisa(base + " --json");
+    ASSERT_EQ(r.code, 0) << r.output;
+    std::istringstream lines(r.output);
+    std::string line;
+    auto tok = tokenizer_load(model.path);
+    std::vector<std::string> learned;
+    int n = 0;
+    while (std::getline(lines, line)) {
+        json j = json::parse(line);
+        ids_t ids = j["input_ids"], labels = j["labels"];
+        ASSERT_EQ(ids.size(), labels.size());
+        ids_t run;
+        for (size_t i = 0; i <= ids.size(); i++) {
+            if (i < ids.size() && labels[i] != -100) {
+                EXPECT_EQ(labels[i], ids[i]);
+                run.push_back(ids[i]);
+            } else if (!run.empty()) {
+                learned.push_back(tokenizer_decode(*tok, run, false));
+                run.clear();
+            }
+        }
+        n++;
+    }
+    EXPECT_EQ(n, 2);
+    EXPECT_EQ(learned, (std::vector<std::string>{"Hello!<|im_end|>", "See you.<|im_end|>", "yes<|im_end|>"}));
+    r = lisa_test::run_lisa(base + " --limit 1");  // not a terminal: brackets mark the learned text
+    ASSERT_EQ(r.code, 0) << r.output;
+    EXPECT_NE(r.output.find("<|im_start|>assistant\n[[Hello!<|im_end|>]]"), std::string::npos) << r.output;
+    EXPECT_EQ(r.output.find("sample 1 "), std::string::npos) << r.output;  // --limit 1
+    EXPECT_NE(r.output.find("records: 2   type: conversation   chat template: " + model.path + "/tokenizer_config.json"),
+              std::string::npos) << r.output;
+    EXPECT_NE(r.output.find("samples: 2 "), std::string::npos) << r.output;
+    EXPECT_NE(r.output.find("truncated: 0   dropped (nothing left to learn): 0"), std::string::npos) << r.output;
+    // truncation is what training does: --block_size 12 cuts the first conversation before its reply
+    r = lisa_test::run_lisa(base + " --block_size 12");
+    ASSERT_EQ(r.code, 0) << r.output;
+    EXPECT_NE(r.output.find("truncated: 2   dropped (nothing left to learn): 1"), std::string::npos) << r.output;
+}
+
+TEST(generate, wraps_the_prompt_with_the_models_template) {
+    NEED_ASSETS();
+    auto src = tiny_qwen3_with_tokenizer();
+    lisa_test::temp_dir model;
+    auto r = lisa_test::run_lisa("init --config " + src.path + "/config.json --tokenizer_path " + src.path +
+                                 " --output_model_path " + model.path + "/m");
+    ASSERT_EQ(r.code, 0) << r.output;
+    r = lisa_test::run_lisa("generate --model_name_or_path " + model.path + "/m --prompt Hi --max_new_tokens 4 "
+                            "--conversation_template auto --system 'Be brief.'");
+    EXPECT_EQ(r.code, 0) << r.output;
+    r = lisa_test::run_lisa("generate --model_name_or_path " + model.path + "/m --prompt Hi --system x");
+    EXPECT_EQ(r.code, 1);
+    EXPECT_NE(r.output.find("--system needs --conversation_template"), std::string::npos) << r.output;
+    // training on chat data uses the model's template by default and says so
+    lisa_test::temp_dir data;
+    lisa_test::write_file(data.path + "/a.jsonl",
+        json({{"messages", {{{"role", "user"}, {"content", "Hi"}}, {{"role", "assistant"}, {"content", "Hello!"}}}}}).dump() + "\n");
+    r = lisa_test::run_lisa("train --model_name_or_path " + model.path + "/m --dataset_path " + data.path +
+                            " --output_model_path " + model.path + "/out --max_steps 2 --lisa_activated_layers 1");
+    ASSERT_EQ(r.code, 0) << r.output;
+    EXPECT_NE(r.output.find("data: conversations rendered with " + model.path + "/m/tokenizer_config.json: chat_template"),
+              std::string::npos) << r.output;
 }

@@ -1,7 +1,9 @@
 // lisa generate --model_name_or_path DIR --prompt STR [--max_new_tokens N] [--temperature T]
-//               [--top_p P] [--top_k K] [--seed S] [--conversation_template NAME] [--lora_model_path DIR]
+//               [--top_p P] [--top_k K] [--seed S] [--conversation_template auto|NAME|FILE.jinja]
+//               [--system STR] [--lora_model_path DIR]
 // Streams the continuation to stdout; greedy at temperature 0; stops at EOS (or the template's
-// end-of-turn token).
+// end-of-turn token). With a template the prompt is the user turn (after --system, if given),
+// rendered with add_generation_prompt as Hugging Face would.
 #include <cstdio>
 
 #include "cli/commands.h"
@@ -15,7 +17,7 @@ namespace lisa {
 
 command_fn cmd_generate_register(CLI::App& app) {
     struct opts {
-        std::string      model, prompt, tmpl, lora;
+        std::string      model, prompt, tmpl, lora, system;
         generate_options g;
     };
     auto o = std::make_shared<opts>();
@@ -26,16 +28,35 @@ command_fn cmd_generate_register(CLI::App& app) {
     app.add_option("--top_p", o->g.top_p, "nucleus sampling mass (default 1)")->check(CLI::Range(0.0, 1.0));
     app.add_option("--top_k", o->g.top_k, "sample among the K most likely tokens; 0 = all (default 0)")->check(CLI::NonNegativeNumber);
     app.add_option("--seed", o->g.seed, "random seed for sampling (default 42)");
-    app.add_option("--conversation_template", o->tmpl, "wrap the prompt as a user turn of this chat template");
+    app.add_option("--conversation_template", o->tmpl,
+                   "wrap the prompt as a user turn: auto (the model's own template), llama3, chatml, llama2, mistral, "
+                   "empty, or a .jinja file");
+    app.add_option("--system", o->system, "system prompt before the user turn (with --conversation_template)");
     app.add_option("--lora_model_path", o->lora, "PEFT adapter folder to apply");
     return [o] {
         auto m = load_model_with_lora(o->model, o->lora);
         auto tok = load_tokenizer_of(o->model);
         std::vector<int32_t> prompt;
+        dataset_options dopt;
+        model_chat_template chat_template;
+        if (!o->tmpl.empty()) dataset_choose_template(o->tmpl, o->model, *tok, &chat_template, &dopt);
         if (o->tmpl.empty()) {
+            if (!o->system.empty()) fail("--system needs --conversation_template (auto for the model's own)");
             prompt = tokenizer_encode(*tok, o->prompt, true);
+        } else if (dopt.model_template) {
+            nlohmann::ordered_json msgs = nlohmann::ordered_json::array();
+            if (!o->system.empty()) msgs.push_back({{"role", "system"}, {"content", o->system}});
+            msgs.push_back({{"role", "user"}, {"content", o->prompt}});
+            chat_render r = model_chat_template_render(chat_template, msgs, nullptr, true);
+            prompt = tokenizer_encode(*tok, r.text, false);  // the template writes BOS itself, as HF
+            std::vector<int32_t> eot = tokenizer_encode(*tok, chat_template.end_of_turn, false);
+            for (int32_t id : eot)
+                if (tokenizer_is_special(*tok, id)) o->g.stop_ids.push_back(id);
         } else {
-            for (const auto& seg : chat_template_render(o->tmpl, {{"user", o->prompt}}, true)) {
+            std::vector<chat_message> msgs;
+            if (!o->system.empty()) msgs.push_back({"system", o->system});
+            msgs.push_back({"user", o->prompt});
+            for (const auto& seg : chat_template_render(o->tmpl, msgs, true)) {
                 auto ids = tokenizer_encode(*tok, seg.text, false);
                 prompt.insert(prompt.end(), ids.begin(), ids.end());
             }

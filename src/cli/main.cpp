@@ -97,7 +97,9 @@ int main(int argc, char** argv) {
     add("train", "fine-tune with LISA (default), full fine-tuning or LoRA", lisa::cmd_train_register);
     add("merge-lora", "fold a PEFT LoRA adapter into its base model", lisa::cmd_merge_lora_register);
     add("export-gguf", "write a GGUF file for llama.cpp / Ollama", lisa::cmd_export_gguf_register);
-    add("eval", "loss and perplexity of a model on an LMFlow dataset", lisa::cmd_eval_register);
+    add("eval", "loss and perplexity of a model on a dataset", lisa::cmd_eval_register);
+    add("inspect-data", "show what training will learn from a dataset: texts with trained tokens marked, or ids and labels",
+        lisa::cmd_inspect_data_register);
     add("generate", "generate text from a prompt (KV-cached; greedy at temperature 0)", lisa::cmd_generate_register);
     app.set_version_flag("--version", std::string("lisa ") + LISA_VERSION);
     try {

@@ -1,0 +1,104 @@
+// lisa inspect-data --model_name_or_path DIR --dataset_path DIR [--conversation_template T]
+//                   [--block_size N] [--limit N] [--json] [--train_on_prompt] [--group_texts]
+// Shows exactly what `lisa train` would batch from a dataset (before its shuffle): each sample's
+// text with the trained tokens marked, and a summary; or, with --json, one line per sample
+// {"input_ids": [...], "labels": [...]} with -100 where nothing is learned (Hugging Face's
+// convention: labels line up with input_ids, the model shifts them).
+#include <unistd.h>
+
+#include <cstdio>
+#include <nlohmann/json.hpp>
+
+#include "cli/commands.h"
+#include "cli/common.h"
+#include "core/error.h"
+#include "data/dataset.h"
+#include "io/fs.h"
+#include "model/config.h"
+#include "train/evaluate.h"
+
+namespace lisa {
+
+command_fn cmd_inspect_data_register(CLI::App& app) {
+    struct opts {
+        std::string model, data, tmpl;
+        int64_t     block_size = 0, limit = 5;
+        bool        json = false, train_on_prompt = false, group_texts = false;
+    };
+    auto o = std::make_shared<opts>();
+    app.add_option("--model_name_or_path", o->model, "model folder (its tokenizer, chat template and context length)")
+        ->required();
+    app.add_option("--dataset_path", o->data, "folder of datasets (*.json / *.jsonl)")->required();
+    app.add_option("--conversation_template", o->tmpl,
+                   "auto (the model's own, the default when it has one), llama3, chatml, llama2, mistral, empty, or a "
+                   ".jinja file");
+    app.add_option("--block_size", o->block_size, "truncate sequences to N tokens (0: min(1024, model context))");
+    app.add_option("--limit", o->limit, "samples to show (default 5; 0 = all); the summary covers all")
+        ->check(CLI::NonNegativeNumber);
+    app.add_flag("--json", o->json, "one JSON line per sample: input_ids and labels (-100 = not learned)");
+    app.add_flag("--train_on_prompt", o->train_on_prompt, "conversation: count prompt turns in the loss too");
+    app.add_flag("--group_texts", o->group_texts, "pack samples into blocks of --block_size, as training would");
+    return [o] {
+        std::string cfg_path = fs_join(o->model, "config.json");
+        llama_config cfg = config_load(cfg_path);
+        auto tok = load_tokenizer_of(o->model);
+        dataset_options dopt;
+        std::string bs_warning;
+        dopt.block_size = resolve_block_size(o->block_size, cfg, &bs_warning);
+        if (!bs_warning.empty()) std::fprintf(stderr, "lisa: warning: %s\n", bs_warning.c_str());
+        model_chat_template chat_template;
+        dataset_choose_template(o->tmpl, o->model, *tok, &chat_template, &dopt);
+        dopt.train_on_prompt = o->train_on_prompt;
+        dopt.eos_id = resolve_eos_id(*tok, cfg);
+        dataset d = dataset_load(o->data, *tok, dopt);
+        if (o->group_texts) dataset_group_texts(&d, dopt.block_size);
+        size_t shown = o->limit == 0 ? d.samples.size() : std::min<size_t>(d.samples.size(), (size_t)o->limit);
+        if (o->json) {
+            for (size_t i = 0; i < shown; i++)
+                std::printf("%s\n", nlohmann::json({{"input_ids", d.samples[i].ids}, {"labels", d.samples[i].labels}}).dump().c_str());
+            return;
+        }
+        const bool colour = isatty(fileno(stdout)) && !getenv("NO_COLOR");
+        const char* on = colour ? "\x1b[1;32m" : "[[";
+        const char* off = colour ? "\x1b[0m" : "]]";
+        for (size_t i = 0; i < shown; i++) {
+            const sample& s = d.samples[i];
+            std::printf("--- sample %zu (%s): %zu tokens, %lld trained\n", i, d.sources[i].c_str(), s.ids.size(),
+                        (long long)sample_label_tokens(s));
+            // runs of tokens with the same label state, decoded together
+            size_t a = 0;
+            while (a < s.ids.size()) {
+                bool trained = s.labels[a] != -100;
+                size_t b = a;
+                while (b < s.ids.size() && (s.labels[b] != -100) == trained) b++;
+                std::string text = tokenizer_decode(*tok, std::vector<int32_t>(s.ids.begin() + a, s.ids.begin() + b), false);
+                if (trained) std::printf("%s%s%s", on, text.c_str(), off);
+                else std::printf("%s", text.c_str());
+                a = b;
+            }
+            std::printf("\n");
+        }
+        int64_t tokens = 0, trained = 0, longest = 0;
+        for (const sample& s : d.samples) {
+            tokens += (int64_t)s.ids.size();
+            trained += sample_label_tokens(s);
+            longest = std::max<int64_t>(longest, (int64_t)s.ids.size());
+        }
+        std::string tmpl = d.type != dataset_type::conversation ? "none (not conversations)"
+                         : dopt.model_template ? dopt.model_template->where
+                                               : "named: " + dopt.conversation_template;
+        std::printf("--- summary\n");
+        std::printf("files: %zu   records: %lld   type: %s   chat template: %s\n", d.files.size(),
+                    (long long)d.n_instances, dataset_type_name(d.type), tmpl.c_str());
+        if (dopt.model_template && !dopt.model_template->end_of_turn.empty())
+            std::printf("end of turn (trained after each reply): %s\n", nlohmann::json(dopt.model_template->end_of_turn).dump().c_str());
+        std::printf("samples: %zu   tokens: %lld (longest %lld, block_size %lld)   trained tokens: %lld (%.1f%%)\n",
+                    d.samples.size(), (long long)tokens, (long long)longest, (long long)dopt.block_size,
+                    (long long)trained, tokens ? 100.0 * (double)trained / (double)tokens : 0.0);
+        std::printf("truncated: %lld   dropped (nothing left to learn): %lld   tokenized piece by piece: %lld\n",
+                    (long long)d.n_truncated, (long long)d.n_dropped, (long long)d.n_piecewise);
+        if (!colour) std::printf("(trained tokens are shown [[like this]])\n");
+    };
+}
+
+}  // namespace lisa
