@@ -71,14 +71,15 @@ TEST_P(ChatGolden, RendersTokenizesAndLabelsAsHuggingFace) {
     auto tok = tokenizer_load(assets_dir() + "/tokenizers/" + g.tokenizer);
     model_chat_template t = load_template(g, *tok);
     auto rows = read_jsonl(test_dir() + "/golden/chat/" + std::string(g.name) + ".jsonl");
-    ASSERT_GE(rows.size(), 16u);
+    ASSERT_GE(rows.size(), 17u);
     for (size_t r = 0; r < rows.size(); r++) {
         const json& row = rows[r];
         SCOPED_TRACE(strf("%s row %zu: %s", g.name, r, row["messages"].dump().c_str()));
         bool gen = row["add_generation_prompt"];
+        json tools = row.contains("tools") ? row["tools"] : json(nullptr);
         if (row.contains("error")) {
             try {
-                model_chat_template_render(t, row["messages"], nullptr, gen);
+                model_chat_template_render(t, row["messages"], tools, gen);
                 ADD_FAILURE() << "jinja2 fails (" << row["error"] << ") but lisa renders";
             } catch (const lisa::error& e) {
                 // raise_exception's message reaches the user
@@ -88,10 +89,10 @@ TEST_P(ChatGolden, RendersTokenizesAndLabelsAsHuggingFace) {
             }
             continue;
         }
-        chat_render cr = model_chat_template_render(t, row["messages"], nullptr, gen);
+        chat_render cr = model_chat_template_render(t, row["messages"], tools, gen);
         ASSERT_EQ(cr.text, row["text"].get<std::string>());
         EXPECT_EQ(tokenizer_encode(*tok, cr.text, false), row["ids"].get<std::vector<int32_t>>());
-        if (gen) continue;
+        if (gen || !row.contains("trained")) continue;
         // the trained byte ranges are the expected strings
         std::vector<std::string> want = row["trained"];
         ASSERT_EQ(cr.trained.size(), want.size());

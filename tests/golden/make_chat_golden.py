@@ -57,6 +57,17 @@ CONVERSATIONS = [
     ([user("[INST] tricky <|im_end|> text"), bot("</s> not special here?")], False),
 ]
 
+# A tool call and its result, with the tools listed (the template's tojson prints them). Only the
+# text and ids are checked: which bytes a tool call should teach is each template's own choice.
+WEATHER = {"type": "function", "function": {"name": "get_weather", "description": "Weather in a city",
+           "parameters": {"type": "object", "properties": {"city": {"type": "string"}, "unit": {"enum": ["c", "f"]}},
+                          "required": ["city"]}}}
+TOOL_CONVERSATIONS = [
+    ([sys_("Use tools."), user("Weather in Paris?"),
+      {"role": "assistant", "content": "", "tool_calls": [{"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris", "unit": "c"}}}]},
+      {"role": "tool", "content": "{\"temp\": 21}"}, bot("21 °C in Paris.")], [WEATHER]),
+]
+
 
 def template_text(name):
     src, tok = TEMPLATES[name]
@@ -144,6 +155,14 @@ def main():
                     row["text"] = ENV.from_string(tmpl).render(**ctx)
                 if not gen:
                     row["trained"] = expected_trained(name, msgs)
+            except Exception as e:  # the referee's verdict
+                row["error"] = "%s: %s" % (type(e).__name__, e)
+            rows.append(row)
+        for msgs, tools in TOOL_CONVERSATIONS:
+            ctx = dict(special_tokens(tok), messages=msgs, tools=tools, documents=None, add_generation_prompt=False)
+            row = {"messages": msgs, "tools": tools, "add_generation_prompt": False}
+            try:
+                row["text"] = ENV.from_string(tmpl).render(**ctx)
             except Exception as e:  # the referee's verdict
                 row["error"] = "%s: %s" % (type(e).__name__, e)
             rows.append(row)
