@@ -80,9 +80,9 @@ TEST(Jinja, RandomTemplatesMatchJinja2Live) {
     // strftime_now: today's date as jinja2 prints it (retried once across a midnight)
     for (int attempt = 0; attempt < 2; attempt++) {
         std::string tmpl = "{{ strftime_now('%d %b %Y, %A') }}";
-        std::string py = std::string(LISA_BUILD_DIR) + "/jinja_date.txt";
-        std::string cmd = "echo '" + json({{"template", tmpl}, {"context", json::object()}}).dump() +
-                          "' | /usr/bin/python3 " + test_dir() + "/golden/hf_jinja.py render > " + py;
+        std::string py = std::string(LISA_BUILD_DIR) + "/jinja_date.txt", in = std::string(LISA_BUILD_DIR) + "/jinja_date.json";
+        write_file(in, json({{"template", tmpl}, {"context", json::object()}}).dump() + "\n");
+        std::string cmd = "/usr/bin/python3 " + test_dir() + "/golden/hf_jinja.py render < " + in + " > " + py;
         ASSERT_EQ(system(cmd.c_str()), 0);
         std::ifstream f(py);
         std::string line;
