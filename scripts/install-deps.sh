@@ -11,6 +11,8 @@
 #   libpcre2-dev        tokenizer pre-tokenizer regexes (\p{L}, \p{N}, look-ahead) with UTF + UCP
 #   libutf8proc-dev     tokenizer Unicode normalization (NFC/NFKC), categories and lowercase
 #   libgtest-dev        unit, kernel and golden tests (ctest)
+#   libopenmpi-dev openmpi-bin  data-parallel training over MPI (mpirun -np N lisa train ...) and
+#                       its 2-rank tests; CMake builds without it too (single process)
 #   nodejs npm          test-only, when the machine has no node / npm yet: npm fetches the llama.cpp
 #                       referee (scripts/install-referees.sh); failing to install them only makes
 #                       the referee's tests skip
@@ -19,7 +21,7 @@
 #   python3-torch       only with --golden: the PyTorch reference that writes tests/golden
 set -euo pipefail
 pkgs=(g++ cmake make pkg-config libopenblas-openmp-dev nlohmann-json3-dev libcli11-dev libgtest-dev libpcre2-dev
-      libutf8proc-dev)
+      libutf8proc-dev libopenmpi-dev openmpi-bin)
 if [[ "${1:-}" == "--golden" ]]; then pkgs+=(python3-torch python3-numpy); fi
 missing=()
 for p in "${pkgs[@]}"; do

@@ -32,6 +32,8 @@ const golden_template kTemplates[] = {
     {"mistral", "mistral.jinja", "mistral"},
 };
 
+void PrintTo(const golden_template& g, std::ostream* os) { *os << g.name; }
+
 std::vector<json> read_jsonl(const std::string& path) {
     std::ifstream f(path);
     std::vector<json> v;

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "cli/commands.h"
+#include "comm/comm.h"
 #include "core/error.h"
 #include "export/export_gguf.h"
 #include "io/fs.h"
@@ -132,7 +133,7 @@ command_fn cmd_train_register(CLI::App& app) {
         t.run_name = o->run_name;
         if (!o->save_gguf.empty()) gguf_outtype(o->save_gguf);  // a bad type fails before training
 
-        const bool tty = isatty(STDERR_FILENO);
+        const bool tty = isatty(STDERR_FILENO) && comm_world().is_root();  // one progress bar, rank 0's
         bool bar_drawn = false;
         auto clear_bar = [&] {
             if (bar_drawn) std::fprintf(stderr, "\r\033[K");
@@ -156,7 +157,8 @@ command_fn cmd_train_register(CLI::App& app) {
                          tps, fmt_time(eta).c_str());
             bar_drawn = true;
         };
-        {  // the first line says how many threads compute, and why that many
+        const bool root = comm_world().is_root();  // with MPI ranks, rank 0 speaks and writes
+        if (root) {  // the first line says how many threads compute, and why that many
             const char* env = std::getenv("OMP_NUM_THREADS");
             const int n = t.threads > 0 ? t.threads : env && std::atoi(env) > 0 ? std::atoi(env)
                                                                                : (int)std::thread::hardware_concurrency();
@@ -177,7 +179,7 @@ command_fn cmd_train_register(CLI::App& app) {
                 const std::string n = e.path().filename().string();
                 trained |= n.rfind("checkpoint-", 0) == 0 || n == "config.json" || n == "adapter_config.json";
             }
-            if (!existed && !trained) std::filesystem::remove_all(out, ec);
+            if (!existed && !trained && root) std::filesystem::remove_all(out, ec);
             throw;
         }
         clear_bar();
@@ -186,6 +188,7 @@ command_fn cmd_train_register(CLI::App& app) {
                          (long long)r.global_step);
             std::exit(130);
         }
+        if (!root) return;  // rank 0 has written the model
         std::fprintf(stderr, "done: %lld steps in %.1f s, train_loss %.4f, %.0f tokens/s, peak RSS %.0f MiB -> %s\n",
                      (long long)r.global_step, r.train_runtime, r.train_loss, r.tokens_per_second, r.peak_rss_mib,
                      out.c_str());

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "cli/commands.h"
+#include "comm/comm.h"
 #include "core/error.h"
 
 namespace lisa {
@@ -112,18 +113,27 @@ int main(int argc, char** argv) {
         if (!asked && explain_unknown(app, argc, argv)) return 2;
         return app.exit(e);
     }
+    // An error on one of several ranks ends them all (the others would wait in a collective),
+    // after its one line, which names the rank.
+    auto failed = [](const std::string& msg) {
+        lisa::comm& w = lisa::comm_world();
+        if (w.size() > 1) {
+            std::fprintf(stderr, "lisa: error (rank %d of %d): %s\n", w.rank(), w.size(), msg.c_str());
+            std::fflush(stderr);
+            w.abort(1);
+        }
+        std::fprintf(stderr, "lisa: error: %s\n", msg.c_str());
+        return 1;
+    };
     try {
         for (auto& [sub, fn] : commands)
             if (sub->parsed()) fn();
     } catch (const lisa::error& e) {
-        std::fprintf(stderr, "lisa: error: %s\n", e.what());
-        return 1;
+        return failed(e.what());
     } catch (const std::bad_alloc&) {
-        std::fprintf(stderr, "lisa: error: out of memory\n");
-        return 1;
+        return failed("out of memory");
     } catch (const std::exception& e) {  // a library's exception that escaped a check: still one line
-        std::fprintf(stderr, "lisa: error: %s\n", lisa::cap_message(e.what()).c_str());
-        return 1;
+        return failed(lisa::cap_message(e.what()));
     }
     return 0;
 }

@@ -182,6 +182,20 @@ void llama_embed_rows::clear() {
     rows.clear();
 }
 
+void llama_embed_rows_touch(llama_embed_rows* er, const backend& K, const int32_t* ids, size_t n) {
+    const int64_t D = er->width;
+    for (size_t i = 0; i < n; i++) {
+        const int32_t t = ids[i];
+        LISA_ASSERT(t >= 0 && (size_t)t < er->row_of.size(), "sparse embedding rows", "token id outside the vocabulary");
+        if (er->row_of[t] >= 0) continue;
+        LISA_ASSERT(er->rows.size() < er->grad.size() / D, "sparse embedding rows",
+                    "more distinct tokens in a step than the planned capacity");
+        er->row_of[t] = (int32_t)er->rows.size();
+        K.zero(er->grad.data() + er->rows.size() * D, D);
+        er->rows.push_back(t);
+    }
+}
+
 void llama_grads_zero(llama_grads* gr) { gr->buf.zero(); }
 
 void llama_grads_freeze_layer(llama_grads* gr, int layer) { gr->g.layers.at(layer) = llama_layer_weights{}; }

@@ -143,6 +143,9 @@ struct llama_embed_rows {
     void init(int64_t vocab, int64_t width, int64_t capacity);
     void clear();                 // forget the rows of the last step (keeps the allocations)
 };
+// Registers rows `ids` (zeroed) before a step's backward, in that order; data-parallel ranks touch
+// the same union so their row buffers line up for one all-reduce.
+void llama_embed_rows_touch(llama_embed_rows* er, const backend& K, const int32_t* ids, size_t n);
 
 // Gradient buffer shaped like the parameters; `g` points into it. All tensors start
 // trainable; set pointers to nullptr to freeze.

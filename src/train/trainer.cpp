@@ -101,7 +101,7 @@ class model_env final : public policy_env {
     llama_model* model() override { return m_; }
     llama_grads* grads() override { return gr_; }
     void         info(const std::string& s) override {
-        if (cb_.on_info) cb_.on_info(s);
+        if (cb_.on_info && comm_world().is_root()) cb_.on_info(s);
     }
 
   private:
@@ -140,7 +140,7 @@ class model_env final : public policy_env {
 struct trainer {
     const train_options&          o;
     const train_callbacks&        cb;
-    std::unique_ptr<comm>         world = comm_single();
+    comm*                         world = &comm_world();  // ranks (one process: the identity)
     std::unique_ptr<llama_model>  m;
     std::unique_ptr<tokenizer>    tok;
     model_chat_template           chat_template;  // the model's own, when conversations use it
@@ -166,7 +166,7 @@ struct trainer {
     }
 
     void info(const std::string& s) {
-        if (cb.on_info) cb.on_info(s);
+        if (cb.on_info && world->is_root()) cb.on_info(s);
     }
     void write_log(const json& j) {
         if (!world->is_root()) return;
@@ -241,9 +241,12 @@ struct trainer {
         }
     }
 
+    // One optimizer step takes gradient_accumulation_steps micro-batches of the global batch
+    // per_device_train_batch_size x world size (rank r gets its r-th slice of each).
+    int64_t global_batch() const { return o.per_device_train_batch_size * (int64_t)world->size(); }
+
     void set_steps() {
-        int64_t n_batches = ((int64_t)data.samples.size() + o.per_device_train_batch_size - 1) /
-                            o.per_device_train_batch_size;
+        int64_t n_batches = ((int64_t)data.samples.size() + global_batch() - 1) / global_batch();
         steps_per_epoch = std::max<int64_t>(1, n_batches / o.gradient_accumulation_steps);
         total_steps = o.max_steps > 0 ? o.max_steps : (int64_t)std::ceil(o.num_train_epochs * steps_per_epoch);
         warmup = o.warmup_steps > 0 ? o.warmup_steps : (int64_t)std::ceil(o.warmup_ratio * total_steps);
@@ -264,7 +267,8 @@ struct trainer {
             b.labels.reserve(B * max_T);
         }
         order.reserve(data.samples.size());
-        return o.gradient_accumulation_steps * B * max_T;  // most distinct tokens one step can see
+        // most distinct tokens one step can see (over every rank: the sparse rows are the union)
+        return o.gradient_accumulation_steps * B * max_T * (int64_t)world->size();
     }
 
     // Every option as used (defaults resolved), written to training_args.json at the start.
@@ -300,6 +304,7 @@ struct trainer {
                 {"num_train_epochs", o.num_train_epochs},
                 {"max_steps", total_steps},
                 {"per_device_train_batch_size", o.per_device_train_batch_size},
+                {"world_size", world->size()},
                 {"per_device_eval_batch_size", o.per_device_eval_batch_size},
                 {"gradient_accumulation_steps", o.gradient_accumulation_steps},
                 {"seed", o.seed},
@@ -319,7 +324,27 @@ struct trainer {
         return sum / (double)n;
     }
 
+    // Ranks hold the same weights (same data, same sums, same updates); checked wherever weights
+    // are written, so a divergence (a rank on other data or code) is never saved silently.
+    void check_ranks_agree() {
+        if (world->size() == 1) return;
+        uint64_t h = 1469598103934665603ull;  // FNV-1a over what trains
+        for (param_group* g : policy->groups()) {
+            const unsigned char* p = (const unsigned char*)g->param;
+            for (size_t i = 0; i < g->n * sizeof(float); i++) h = (h ^ p[i]) * 1099511628211ull;
+        }
+        double mine = (double)(h >> 12), root = mine;  // 52 bits: exact in a double
+        world->broadcast(&root, sizeof root, 0);
+        double differ = mine != root ? 1.0 : 0.0;
+        world->all_reduce_sum(&differ, 1);
+        if (differ > 0)
+            fail(strf("step %lld: the weights of %d of %d ranks differ from rank 0's; nothing is saved (are all ranks "
+                      "running the same lisa and data?)", (long long)step, (int)differ, world->size()));
+        info(strf("ranks: the trained weights are identical on all %d ranks", world->size()));
+    }
+
     void save_checkpoint() {
+        check_ranks_agree();
         checkpoint_info ci;
         ci.step = step;
         ci.total_steps = total_steps;
@@ -345,17 +370,39 @@ struct trainer {
 
     // The micro-batches of this step, and the label tokens of all of them (the loss is the mean
     // over the whole accumulated batch). Returns how many micro-batches were filled.
+    // Each micro-batch is this rank's slice of the global one; label_tokens counts the whole
+    // global batch (every rank has the data, so no message is needed), as one process would.
     size_t fill_step_batches(int64_t in_epoch, int64_t* label_tokens) {
         size_t used = 0;
         *label_tokens = 0;
+        const size_t B = (size_t)o.per_device_train_batch_size, G = (size_t)global_batch();
         for (int64_t a = 0; a < o.gradient_accumulation_steps; a++) {
-            size_t b0 = (size_t)((in_epoch * o.gradient_accumulation_steps + a) * o.per_device_train_batch_size);
-            if (b0 >= order.size()) break;
-            size_t b1 = std::min(order.size(), b0 + (size_t)o.per_device_train_batch_size);
-            make_batch_into(&mbs[used], data, order.data() + b0, b1 - b0, pad_id);
-            *label_tokens += mbs[used++].label_tokens;
+            size_t g0 = (size_t)(in_epoch * o.gradient_accumulation_steps + a) * G;
+            if (g0 >= order.size()) break;
+            size_t g1 = std::min(order.size(), g0 + G);
+            for (size_t i = g0; i < g1; i++) *label_tokens += sample_label_tokens(data.samples[order[i]]);
+            size_t b0 = std::min(g1, g0 + (size_t)world->rank() * B), b1 = std::min(g1, b0 + B);
+            if (b1 > b0) make_batch_into(&mbs[used++], data, order.data() + b0, b1 - b0, pad_id);
         }
         return used;
+    }
+
+    // Ranks: the sparse embedding rows of every token of the global step, in id order, on every
+    // rank, so the row buffers line up and one all-reduce sums them (never the whole vocabulary).
+    void touch_global_rows(int64_t in_epoch) {
+        const size_t G = (size_t)global_batch();
+        std::vector<int32_t> ids;
+        for (int64_t a = 0; a < o.gradient_accumulation_steps; a++) {
+            size_t g0 = (size_t)(in_epoch * o.gradient_accumulation_steps + a) * G;
+            for (size_t i = g0; i < std::min(order.size(), g0 + G); i++) {
+                const sample& s = data.samples[order[i]];
+                ids.insert(ids.end(), s.ids.begin(), s.ids.end());
+            }
+        }
+        ids.push_back(pad_id);  // right padding goes through the embedding too (a zero gradient)
+        std::sort(ids.begin(), ids.end());
+        ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
+        llama_embed_rows_touch(&embed_rows, *m->ctx.be, ids.data(), ids.size());
     }
 
     // ---------------------------------------------------------------- the loop
@@ -380,9 +427,10 @@ struct trainer {
             log = std::fopen(fs_join(o.output_model_path, "trainer_log.jsonl").c_str(), ckpt.empty() ? "w" : "a");
             if (!log) fail(strf("%s/trainer_log.jsonl: cannot open for writing", o.output_model_path.c_str()));
         }
-        info(strf("train: %s, %zu samples, %lld steps (%lld per epoch), batch %lld x %lld accumulation",
+        info(strf("train: %s, %zu samples, %lld steps (%lld per epoch), batch %lld x %lld accumulation%s",
                   train_method_name(o.method), data.samples.size(), (long long)total_steps, (long long)steps_per_epoch,
-                  (long long)o.per_device_train_batch_size, (long long)o.gradient_accumulation_steps));
+                  (long long)o.per_device_train_batch_size, (long long)o.gradient_accumulation_steps,
+                  world->size() > 1 ? strf(" x %d ranks (MPI)", world->size()).c_str() : ""));
 
         const backend& K = *m->ctx.be;
         train_result res;
@@ -405,19 +453,33 @@ struct trainer {
             const size_t n_mb = fill_step_batches(in_epoch, &label_tokens);
             optim_zero_grads(K, groups);
             embed_rows.clear();
+            bool sparse_embed = false;
+            for (param_group* g : groups) sparse_embed |= g->sparse;
+            if (sparse_embed && world->size() > 1) touch_global_rows(in_epoch);
             double loss_sum = 0;
+            int64_t step_tokens = 0;  // this rank's tokens (not padding) in the step
             for (size_t k = 0; k < n_mb; k++) {
                 batch& b = mbs[k];
                 m->lora.dropout_seed = o.seed * 0x2545f4914f6cdd1dull + (uint64_t)(step * 1000 + (int64_t)k);
                 llama_acts_shape(&acts, *m, b.B, b.T);
                 loss_sum += llama_forward_backward(*m, &acts, &gr, b.ids.data(), b.labels.data(),
                                                    1.0f / (float)std::max<int64_t>(1, label_tokens), nullptr);
-                for (int64_t i = 0; i < b.B * b.T; i++) tokens_since_log += b.labels[i] != -100 || b.ids[i] != pad_id;
+                for (int64_t i = 0; i < b.B * b.T; i++) step_tokens += b.labels[i] != -100 || b.ids[i] != pad_id;
             }
-            // ranks: every trainable gradient summed (a single process: the identity)
+            // ranks: what trains now is summed, nothing else (LISA: the active layers, embedding,
+            // norm and head; LoRA: the adapters); a single process: the identity
+            const uint64_t reduced_before = world->reduced_bytes;
             for (param_group* g : groups)
                 if (!g->sparse) world->all_reduce_sum(g->grad(), g->n);
-            world->all_reduce_sum(&loss_sum, 1);
+            if (sparse_embed && world->size() > 1)
+                world->all_reduce_sum(embed_rows.grad.data(), embed_rows.rows.size() * (size_t)embed_rows.width);
+            const uint64_t step_reduced = world->reduced_bytes - reduced_before;
+            // with the loss: the tokens, and whether any rank was asked to stop (all stop at one step)
+            double sums[3] = {loss_sum, (double)step_tokens, g_stop.load() ? 1.0 : 0.0};
+            world->all_reduce_sum(sums, 3);
+            loss_sum = sums[0];
+            tokens_since_log += (int64_t)sums[1];
+            const bool stop = sums[2] > 0;
             const double loss = loss_sum / (double)std::max<int64_t>(1, label_tokens);
             auto diverged = [&](const char* what) {
                 fail(strf("step %lld: %s; stopping without saving a model. %s", (long long)step, what,
@@ -453,7 +515,9 @@ struct trainer {
                           {"grad_norm", norm},
                           {"tokens_per_second", tokens_since_log / std::max(1e-9, dt)},
                           {"rss_mib", current_rss_mib()},
-                          {"optimizer_state_bytes", optim_state_bytes(groups)}};
+                          {"optimizer_state_bytes", optim_state_bytes(groups)},
+                          {"world_size", world->size()},
+                          {"allreduce_bytes", world->size() > 1 ? step_reduced : 0}};
                 j.update(policy->state_json());
                 write_log(j);
                 loss_logged_sum += loss_since_log / (double)steps_since_log;
@@ -464,9 +528,8 @@ struct trainer {
                 steps_since_log = 0;
                 t_log = now;
             }
-            if (has_eval && o.eval_steps > 0 && (step % o.eval_steps == 0 || step == total_steps))
-                write_log({{"step", step}, {"eval_loss", eval_loss()}});
-            bool stop = g_stop.load();
+            if (has_eval && o.eval_steps > 0 && (step % o.eval_steps == 0 || step == total_steps) && world->is_root())
+                write_log({{"step", step}, {"eval_loss", eval_loss()}});  // rank 0's; the others go on
             // every save_steps and at the last step (Hugging Face's checkpoint-MAX), or on a stop
             if ((o.save_steps > 0 && (step % o.save_steps == 0 || step == total_steps)) || (stop && step < total_steps))
                 save_checkpoint();
@@ -483,6 +546,7 @@ struct trainer {
         res.tokens_per_second = tokens_total / std::max(1e-9, runtime);
         res.steps_per_second = steps_this_run / std::max(1e-9, runtime);
         res.peak_rss_mib = peak_rss_mib();
+        if (!res.interrupted && o.save_model) check_ranks_agree();
         if (res.interrupted || !o.save_model || !world->is_root()) return res;
         result_settings rs;
         rs.dir = o.output_model_path;

@@ -1,0 +1,148 @@
+// Data-parallel training over MPI: 2 ranks (mpirun -np 2) against one process taking the same
+// global batch (per-device batch x 2), for LISA, full fine-tuning and LoRA: the same losses, grad
+// norms and final weights up to summation order; ranks agree on their weights; a resumed 2-rank
+// run ends bit-identical to an uninterrupted one; a failing rank ends the job with one message.
+// Skipped (and reported as skipped) when lisa was built without MPI or mpirun is missing.
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "io/fs.h"
+#include "io/safetensors.h"
+#include "test_util.h"
+
+using json = nlohmann::json;
+using namespace lisa;
+using namespace lisa_test;
+
+namespace {
+
+#ifdef LISA_HAVE_MPI
+constexpr bool kBuiltWithMpi = true;
+#else
+constexpr bool kBuiltWithMpi = false;
+#endif
+
+bool have_mpirun() { return system("command -v mpirun >/dev/null 2>&1") == 0; }
+
+#define NEED_MPI()                                                                              \
+    if (!kBuiltWithMpi) GTEST_SKIP() << "lisa was built without MPI (scripts/install-deps.sh installs OpenMPI)"; \
+    if (!have_mpirun()) GTEST_SKIP() << "mpirun not found (openmpi-bin)"
+
+// `mpirun -np 2 lisa ARGS` (root is allowed to run it in containers, as CI runs as root)
+run_result run_ranks(int n, const std::string& args) {
+    std::string out = std::string(LISA_BUILD_DIR) + "/mpi_run.log";
+    std::string cmd = "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1 timeout 300 mpirun -np " +
+                      std::to_string(n) + " --oversubscribe " + std::string(LISA_BIN) + " " + args + " > " + out + " 2>&1";
+    int rc = system(cmd.c_str());
+    return {WIFEXITED(rc) ? WEXITSTATUS(rc) : -1, fs_read_text(out)};
+}
+
+std::vector<json> log_of(const std::string& dir) {
+    std::vector<json> v;
+    std::ifstream f(dir + "/trainer_log.jsonl");
+    std::string line;
+    while (std::getline(f, line))
+        if (!line.empty()) v.push_back(json::parse(line));
+    return v;
+}
+
+// Largest |a - b| over every tensor of two safetensors files with the same tensors.
+double max_weight_diff(const std::string& a, const std::string& b) {
+    auto fa = st_open(a), fb = st_open(b);
+    double mx = 0;
+    for (const auto& t : fa->tensors) {
+        std::vector<float> x = read_f32(*fa, t.name), y = read_f32(*fb, t.name);
+        EXPECT_EQ(x.size(), y.size()) << t.name;
+        for (size_t i = 0; i < x.size() && i < y.size(); i++) mx = std::max(mx, (double)std::fabs(x[i] - y[i]));
+    }
+    return mx;
+}
+
+struct tiny_run {
+    temp_dir    dir;
+    std::string base;
+    tiny_run() {
+        base = dir.path + "/base";
+        auto r = run_lisa("init --config " + test_dir() + "/../configs/tiny-llama.json --tokenizer_path " + test_dir() +
+                          "/../data/tokenizer --output_model_path " + base + " --seed 5");
+        EXPECT_EQ(r.code, 0) << r.output;
+    }
+    std::string common(const std::string& method) const {
+        return "train --model_name_or_path " + base + " --dataset_path " + test_dir() + "/../data/train --method " +
+               method + " --max_steps 6 --lisa_activated_layers 2 --lisa_interval_steps 2 --logging_steps 1 --seed 3 " +
+               "--learning_rate 1e-3 --lora_r 4 --lora_dropout 0 ";  // dropout masks are drawn per rank
+    }
+};
+
+class MpiMethods : public ::testing::TestWithParam<const char*> {};
+
+}  // namespace
+
+TEST_P(MpiMethods, TwoRanksTrainAsOneProcessWithTheGlobalBatch) {
+    NEED_MPI();
+    const std::string method = GetParam();
+    tiny_run t;
+    auto one = run_lisa(t.common(method) + "--per_device_train_batch_size 4 --output_model_path " + t.dir.path + "/one");
+    ASSERT_EQ(one.code, 0) << one.output;
+    auto two = run_ranks(2, t.common(method) + "--per_device_train_batch_size 2 --output_model_path " + t.dir.path + "/two");
+    ASSERT_EQ(two.code, 0) << two.output;
+    EXPECT_NE(two.output.find("x 2 ranks (MPI)"), std::string::npos) << two.output;
+    EXPECT_NE(two.output.find("ranks: the trained weights are identical on all 2 ranks"), std::string::npos) << two.output;
+    auto a = log_of(t.dir.path + "/one"), b = log_of(t.dir.path + "/two");
+    ASSERT_EQ(a.size(), 6u);
+    ASSERT_EQ(b.size(), 6u);
+    for (size_t i = 0; i < a.size(); i++) {
+        EXPECT_NEAR(a[i]["loss"].get<double>(), b[i]["loss"].get<double>(), 1e-5 * a[i]["loss"].get<double>()) << i;
+        EXPECT_NEAR(a[i]["grad_norm"].get<double>(), b[i]["grad_norm"].get<double>(), 1e-4 * a[i]["grad_norm"].get<double>()) << i;
+        if (a[i].contains("active_layers")) EXPECT_EQ(a[i]["active_layers"], b[i]["active_layers"]);  // same draws
+        EXPECT_EQ(b[i]["world_size"], 2);
+        EXPECT_EQ(a[i]["allreduce_bytes"], 0);
+        EXPECT_GT(b[i]["allreduce_bytes"].get<int64_t>(), 0);
+    }
+    // all-reduced: what trains only. LISA (2 of 8 layers + embedding rows + norm + head) and LoRA
+    // send less than full fine-tuning, which sends every parameter (1,583,232 floats).
+    // (full: every parameter but the untied embedding, whose touched rows only are sent)
+    const int64_t bytes = b[0]["allreduce_bytes"].get<int64_t>();
+    if (method == "full") {
+        EXPECT_LE(bytes, 1583232 * 4);
+        EXPECT_GT(bytes, 1583232 * 4 * 9 / 10);
+    } else {
+        EXPECT_LT(bytes, 1583232 * 4 / 2) << method;
+    }
+    // Weights: summation order differs (two partial sums, then their sum), and AdamW's normalised
+    // update turns a 1e-7 difference in a near-zero gradient into a visible step: tolerance 5% of
+    // the largest total move (lr 1e-3 x 6 steps)
+    const std::string file = method == "lora" ? "/adapter_model.safetensors" : "/model.safetensors";
+    EXPECT_LT(max_weight_diff(t.dir.path + "/one" + file, t.dir.path + "/two" + file), 0.05 * 1e-3 * 6);
+}
+
+INSTANTIATE_TEST_SUITE_P(mpi, MpiMethods, ::testing::Values("lisa", "full", "lora"),
+                         [](const auto& info) { return std::string(info.param); });
+
+TEST(mpi, a_resumed_two_rank_run_ends_bit_identical) {
+    NEED_MPI();
+    tiny_run t;
+    const std::string args = t.common("lisa") + "--per_device_train_batch_size 2 --save_steps 3 ";
+    auto full = run_ranks(2, args + "--output_model_path " + t.dir.path + "/a");
+    ASSERT_EQ(full.code, 0) << full.output;
+    std::filesystem::create_directories(t.dir.path + "/b");
+    std::filesystem::copy(t.dir.path + "/a/checkpoint-3", t.dir.path + "/b/checkpoint-3",
+                          std::filesystem::copy_options::recursive);
+    auto resumed = run_ranks(2, args + "--output_model_path " + t.dir.path + "/b --resume_from_checkpoint " + t.dir.path +
+                                    "/b/checkpoint-3");
+    ASSERT_EQ(resumed.code, 0) << resumed.output;
+    EXPECT_EQ(fs_read_text(t.dir.path + "/a/model.safetensors"), fs_read_text(t.dir.path + "/b/model.safetensors"));
+}
+
+TEST(mpi, a_failing_rank_ends_every_rank_with_one_message) {
+    NEED_MPI();
+    tiny_run t;
+    auto r = run_ranks(2, t.common("lisa") + "--output_model_path " + t.dir.path + "/x --dataset_path /nonexistent");
+    EXPECT_NE(r.code, 0);
+    EXPECT_NE(r.output.find("lisa: error (rank"), std::string::npos) << r.output;
+    EXPECT_NE(r.output.find("/nonexistent"), std::string::npos) << r.output;
+    EXPECT_FALSE(fs_is_file(t.dir.path + "/x/config.json"));
+}
