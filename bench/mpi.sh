@@ -33,3 +33,17 @@ t1, t2 = tps(one), tps(two)
 print("%-6s %16.2f %14.0f %14.0f %8.2f" % (sys.argv[3], mb, t1, t2, t2 / t1))
 PY
 done
+# --zero_stage 1: AdamW moments sharded over the 2 ranks (full fine-tuning holds the most)
+echo
+printf '%-22s %22s %18s %18s\n' "full, 2 ranks" optimizer_state_MB/rank rank_RSS_MB allgather_MB/step
+for z in 0 1; do
+  OMP_NUM_THREADS=1 mpirun -np 2 --oversubscribe build/lisa "${common[@]}" --method full --zero_stage $z \
+    --per_device_train_batch_size 4 --output_model_path "$work/zero$z" >/dev/null 2>&1
+  python3 - "$work/zero$z/trainer_log.jsonl" "$z" <<'PY'
+import json, sys
+log = [json.loads(l) for l in open(sys.argv[1]) if '"loss"' in l]
+print("%-22s %22.1f %18.0f %18.1f" % ("--zero_stage " + sys.argv[2], log[-1]["optimizer_state_bytes"] / 1e6,
+      max(r["rss_mib"] for r in log), sum(r.get("allgather_bytes", 0) for r in log) / len(log) / 1e6))
+PY
+done
+

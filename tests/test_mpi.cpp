@@ -146,3 +146,37 @@ TEST(mpi, a_failing_rank_ends_every_rank_with_one_message) {
     EXPECT_NE(r.output.find("/nonexistent"), std::string::npos) << r.output;
     EXPECT_FALSE(fs_is_file(t.dir.path + "/x/config.json"));
 }
+
+TEST(mpi, zero_stage_1_halves_adam_state_and_changes_no_number) {
+    NEED_MPI();
+    tiny_run t;
+    for (const char* method : {"lisa", "full"}) {
+        const std::string args = t.common(method) + "--per_device_train_batch_size 2 --save_steps 3 --output_model_path " +
+                                 t.dir.path + "/" + method;
+        auto z0 = run_ranks(2, args + "0");
+        ASSERT_EQ(z0.code, 0) << z0.output;
+        auto z1 = run_ranks(2, args + "1 --zero_stage 1");
+        ASSERT_EQ(z1.code, 0) << z1.output;
+        // AdamW is element-wise: each rank updating its half gives the very same numbers
+        const std::string d0 = t.dir.path + "/" + method + "0", d1 = t.dir.path + "/" + method + "1";
+        EXPECT_EQ(fs_read_text(d0 + "/model.safetensors"), fs_read_text(d1 + "/model.safetensors")) << method;
+        auto a = log_of(d0), b = log_of(d1);
+        ASSERT_EQ(a.size(), b.size());
+        for (size_t i = 0; i < a.size(); i++) {
+            const int64_t s0 = a[i]["optimizer_state_bytes"], s1 = b[i]["optimizer_state_bytes"];
+            EXPECT_NEAR((double)s1, s0 / 2.0, 4096.0 * 8) << method << " step " << i;  // half, up to a row per group
+            EXPECT_GT(b[i]["allgather_bytes"].get<int64_t>(), 0);
+        }
+        // the checkpoint holds whole moments: a sharded run's checkpoint is an unsharded one's
+        EXPECT_EQ(fs_read_text(d0 + "/checkpoint-3/optimizer.safetensors"),
+                  fs_read_text(d1 + "/checkpoint-3/optimizer.safetensors")) << method;
+    }
+    // and a run resumed with --zero_stage 1 from it ends where the uninterrupted one does
+    std::filesystem::create_directories(t.dir.path + "/r");
+    std::filesystem::copy(t.dir.path + "/lisa0/checkpoint-3", t.dir.path + "/r/checkpoint-3",
+                          std::filesystem::copy_options::recursive);
+    auto r = run_ranks(2, t.common("lisa") + "--per_device_train_batch_size 2 --zero_stage 1 --output_model_path " +
+                              t.dir.path + "/r --resume_from_checkpoint " + t.dir.path + "/r/checkpoint-3");
+    ASSERT_EQ(r.code, 0) << r.output;
+    EXPECT_EQ(fs_read_text(t.dir.path + "/lisa0/model.safetensors"), fs_read_text(t.dir.path + "/r/model.safetensors"));
+}

@@ -86,6 +86,9 @@ command_fn cmd_train_register(CLI::App& app) {
     app.add_option("--logging_steps", t.logging_steps, "write a trainer_log.jsonl record every N steps");
     app.add_option("--save_steps", t.save_steps,
                    "write DIR/checkpoint-STEP every N steps and at the last step (default: never)");
+    app.add_option("--zero_stage", t.zero_stage,
+                   "MPI ranks: 0 = every rank keeps all AdamW state; 1 = each keeps 1/N of it (parameters gathered "
+                   "after each step)");
     app.add_option("--save_total_limit", t.save_total_limit,
                    "keep only the newest N checkpoints (default: all)")->check(CLI::NonNegativeNumber);
     app.add_option("--eval_dataset_path", t.eval_dataset_path, "folder of datasets (*.json / *.jsonl) for eval loss");

@@ -29,6 +29,8 @@ class comm {
     bool         is_root() const { return rank() == 0; }
     // Bytes this rank has sent into all-reduces so far (each element counted once), for logs.
     uint64_t     reduced_bytes = 0;
+    // Bytes of the arrays all-gathered so far (the whole gathered array, each time), for logs.
+    uint64_t     gathered_bytes = 0;
 };
 
 // One process: rank 0 of 1; every collective is the identity.

@@ -62,6 +62,7 @@ class mpi_comm final : public comm {
     }
     void all_gather(float* x, const size_t* offset, const size_t* count) override {
         std::vector<int> counts(size_), displs(size_);
+        for (int r = 0; r < size_; r++) gathered_bytes += count[r] * sizeof(float);
         for (int r = 0; r < size_; r++) {
             if (count[r] > (size_t)INT_MAX || offset[r] > (size_t)INT_MAX)
                 fail("all-gather: a shard of over 2^31 floats (use more ranks)");

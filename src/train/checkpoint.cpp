@@ -84,7 +84,8 @@ std::string checkpoint_resolve(const std::string& request, const std::string& ou
 }
 
 std::string checkpoint_save(const std::string& output_dir, const llama_model& m, train_policy& policy,
-                            const checkpoint_info& info) {
+                            const checkpoint_info& info,
+                            const std::vector<std::pair<std::vector<float>, std::vector<float>>>* moments) {
     const std::string final_dir = fs_join(output_dir, strf("checkpoint-%lld", (long long)info.step));
     const std::string tmp = final_dir + ".tmp";
     std::error_code ec;
@@ -97,9 +98,12 @@ std::string checkpoint_save(const std::string& output_dir, const llama_model& m,
     llama_model_save(m, tmp, so);
     std::vector<st_write_entry> es;
     json steps = json::object();
-    for (param_group* g : policy.groups()) {
-        es.push_back({g->name + ".m", {(int64_t)g->n}, dtype::f32, g->m(), dtype::f32});
-        es.push_back({g->name + ".v", {(int64_t)g->n}, dtype::f32, g->v(), dtype::f32});
+    for (size_t k = 0; k < policy.groups().size(); k++) {
+        param_group* g = policy.groups()[k];
+        const bool whole = g->sharded() && moments;
+        LISA_ASSERT(!g->sharded() || moments, "checkpoint_save", "a sharded group needs its gathered moments");
+        es.push_back({g->name + ".m", {(int64_t)g->n}, dtype::f32, whole ? (*moments)[k].first.data() : g->m(), dtype::f32});
+        es.push_back({g->name + ".v", {(int64_t)g->n}, dtype::f32, whole ? (*moments)[k].second.data() : g->v(), dtype::f32});
         steps[g->name] = g->step;
     }
     for (const state_span& x : policy.extra_state()) es.push_back({x.name, {(int64_t)x.n}, dtype::f32, x.data, dtype::f32});
@@ -132,20 +136,21 @@ json checkpoint_read_state(const std::string& ckpt, train_method method) {
 void checkpoint_load_optimizer(const std::string& ckpt, const json& st, const std::vector<param_group*>& groups,
                                const std::vector<state_span>& extra) {
     auto f = st_open(fs_join(ckpt, "optimizer.safetensors"));
-    auto read = [&](const std::string& name, float* dst, size_t n) {
+    // elements [lo, hi) of a tensor of n (the whole tensor unless the group is sharded)
+    auto read = [&](const std::string& name, float* dst, size_t n, size_t lo, size_t hi) {
         const st_tensor* t = st_find(*f, name);
         if (!t || t->dt != dtype::f32 || t->numel != n)
             fail(strf("%s/optimizer.safetensors: tensor '%s' missing or of the wrong size (expected %zu)",
                       ckpt.c_str(), name.c_str(), n));
-        std::memcpy(dst, t->data, n * sizeof(float));
+        std::memcpy(dst, (const float*)t->data + lo, (hi - lo) * sizeof(float));
     };
     const json steps = st.value("group_steps", json::object());
     for (param_group* g : groups) {
-        read(g->name + ".m", g->m(), g->n);
-        read(g->name + ".v", g->v(), g->n);
+        read(g->name + ".m", g->m(), g->n, g->lo, g->hi);
+        read(g->name + ".v", g->v(), g->n, g->lo, g->hi);
         g->step = steps.value(g->name, (int64_t)0);
     }
-    for (const state_span& x : extra) read(x.name, x.data, x.n);
+    for (const state_span& x : extra) read(x.name, x.data, x.n, 0, x.n);
 }
 
 }  // namespace lisa

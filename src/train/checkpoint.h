@@ -29,14 +29,17 @@ struct checkpoint_info {
     std::string  max_shard_size;  // as --max_shard_size
     std::string  tokenizer_from;  // folder whose tokenizer files the checkpoint carries
 };
-// Writes output_dir/checkpoint-STEP; returns its path.
+// Writes output_dir/checkpoint-STEP; returns its path. `moments`, if given, holds each group's
+// whole m and v (in groups() order) for groups sharded across ranks (--zero_stage 1), so the
+// checkpoint is the same whatever the sharding.
 std::string checkpoint_save(const std::string& output_dir, const llama_model& m, train_policy& policy,
-                            const checkpoint_info& info);
+                            const checkpoint_info& info,
+                            const std::vector<std::pair<std::vector<float>, std::vector<float>>>* moments = nullptr);
 
 // trainer_state.json of a checkpoint, checked to be written by `method`.
 nlohmann::json checkpoint_read_state(const std::string& ckpt, train_method method);
-// Loads the optimizer state of `groups` and the policy's extra state from a checkpoint, with the
-// step counts recorded in `state`.
+// Loads the optimizer state of `groups` (a sharded group: its share) and the policy's extra state
+// from a checkpoint, with the step counts recorded in `state`.
 void checkpoint_load_optimizer(const std::string& ckpt, const nlohmann::json& state,
                                const std::vector<param_group*>& groups, const std::vector<state_span>& extra);
 

@@ -1,18 +1,32 @@
 #include "train/optim.h"
 
+#include <algorithm>
 #include <cmath>
+
+#include "core/error.h"
 
 namespace lisa {
 
+void param_group_shard_range(const param_group& g, int r, size_t* lo, size_t* hi) {
+    const size_t units = g.n / g.unit;
+    *lo = units * (size_t)r / (size_t)g.shards * g.unit;
+    *hi = units * (size_t)(r + 1) / (size_t)g.shards * g.unit;
+    if (r == g.shards - 1) *hi = g.n;
+}
+
 param_group param_group_make(const std::string& name, float* param, std::vector<param_group::span> spans,
-                             bool sparse) {
+                             bool sparse, int shard, int shards, size_t unit) {
     param_group g;
     g.name = name;
     g.param = param;
     g.sparse = sparse;
     g.spans = std::move(spans);
     for (const auto& s : g.spans) g.n += s.len;
-    g.state = device_array<float>((sparse ? 2 : 3) * g.n);
+    g.shard = shard;
+    g.shards = std::max(1, shards);
+    g.unit = std::max<size_t>(1, unit);
+    param_group_shard_range(g, g.shard, &g.lo, &g.hi);
+    g.state = device_array<float>((sparse ? 0 : g.n) + 2 * (g.hi - g.lo));
     return g;
 }
 
@@ -28,25 +42,54 @@ double optim_grad_norm(const backend& K, const std::vector<param_group*>& groups
     return std::sqrt(ss);
 }
 
+// every rank's share of x (n floats laid out as the group's elements) to every rank
+static void gather_shares(const param_group& g, comm& world, float* x) {
+    std::vector<size_t> off(g.shards), cnt(g.shards);
+    for (int r = 0; r < g.shards; r++) {
+        size_t lo, hi;
+        param_group_shard_range(g, r, &lo, &hi);
+        off[r] = lo;
+        cnt[r] = hi - lo;
+    }
+    world.all_gather(x, off.data(), cnt.data());
+}
+
 void optim_step(const backend& K, const std::vector<param_group*>& groups, const adamw_hparams& h, float clip,
-                const sparse_rows& sr) {
+                const sparse_rows& sr, comm* world) {
     for (param_group* g : groups) {
         g->step++;
-        if (g->sparse) {
-            K.adamw_update_rows(g->param, sr.grad, sr.row_of, g->m(), g->v(), sr.rows, sr.width, h, g->step, true,
-                                clip);
-            continue;
+        if (g->sparse) {  // this share's rows (all rows unsharded)
+            const int64_t w = sr.width, r0 = (int64_t)g->lo / w;
+            K.adamw_update_rows(g->param + g->lo, sr.grad, sr.row_of + r0, g->m(), g->v(), (int64_t)(g->hi - g->lo) / w,
+                                w, h, g->step, true, clip);
+        } else {
+            for (const auto& sp : g->spans) {  // each tensor's part inside [lo, hi)
+                const size_t a = std::max(sp.off, g->lo), b = std::min(sp.off + sp.len, g->hi);
+                if (b <= a) continue;
+                K.adamw_update(g->param + a, g->grad() + a, g->m() + (a - g->lo), g->v() + (a - g->lo), (int64_t)(b - a),
+                               h, g->step, sp.decay, clip);
+            }
         }
-        for (const auto& sp : g->spans)
-            K.adamw_update(g->param + sp.off, g->grad() + sp.off, g->m() + sp.off, g->v() + sp.off, (int64_t)sp.len,
-                           h, g->step, sp.decay, clip);
+        if (g->sharded()) {
+            LISA_ASSERT(world != nullptr, "optim_step", "a sharded group needs the ranks to gather its parameters");
+            gather_shares(*g, *world, g->param);
+        }
     }
 }
 
 size_t optim_state_bytes(const std::vector<param_group*>& groups) {
     size_t b = 0;
-    for (param_group* g : groups) b += 2 * g->n * sizeof(float);
+    for (param_group* g : groups) b += 2 * (g->hi - g->lo) * sizeof(float);
     return b;
+}
+
+void optim_gather_moments(param_group& g, comm& world, std::vector<float>* m, std::vector<float>* v) {
+    m->assign(g.n, 0.0f);
+    v->assign(g.n, 0.0f);
+    std::copy(g.m(), g.m() + (g.hi - g.lo), m->begin() + g.lo);
+    std::copy(g.v(), g.v() + (g.hi - g.lo), v->begin() + g.lo);
+    gather_shares(g, world, m->data());
+    gather_shares(g, world, v->data());
 }
 
 static const char* kScheduleNames[] = {"linear", "cosine", "constant", "constant_with_warmup"};

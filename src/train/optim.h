@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "comm/comm.h"
 #include "kernels/device_array.h"
 #include "kernels/kernels.h"
 
@@ -18,6 +19,11 @@ struct param_group {
     std::string         name;             // "embed", "norm", "head", "layer.3", "lora"
     float*              param = nullptr;  // first parameter of the span
     size_t              n = 0;
+    // --zero_stage 1: this rank holds the moments of (and updates) elements [lo, hi) only, a
+    // 1/shards share cut in whole units (a row of the sparse embedding, else one value);
+    // unsharded: [0, n)
+    size_t              lo = 0, hi = 0, unit = 1;
+    int                 shard = 0, shards = 1;
     device_array<float> state;
     int64_t             step = 0;         // AdamW steps of this state (bias correction)
     bool                sparse = false;
@@ -27,8 +33,9 @@ struct param_group {
     };
     std::vector<span> spans;  // per tensor
     float* grad() { return sparse ? nullptr : state.data(); }
-    float* m() { return state.data() + (sparse ? 0 : n); }
-    float* v() { return m() + n; }
+    float* m() { return state.data() + (sparse ? 0 : n); }  // moments of [lo, hi)
+    float* v() { return m() + (hi - lo); }
+    bool   sharded() const { return shards > 1; }
     // fresh state: zero moments and step count (a LISA layer entering)
     void   reset() {
         state.zero();
@@ -36,8 +43,11 @@ struct param_group {
     }
 };
 // A group over `n` values at `param` with the given per-tensor spans; state allocated zeroed.
+// shards > 1 (--zero_stage 1): moments only for this `shard`'s share, cut in `unit`s.
 param_group param_group_make(const std::string& name, float* param, std::vector<param_group::span> spans,
-                             bool sparse = false);
+                             bool sparse = false, int shard = 0, int shards = 1, size_t unit = 1);
+// The element range [*lo, *hi) that shard r of a group holds.
+void param_group_shard_range(const param_group& g, int r, size_t* lo, size_t* hi);
 
 // The sparse rows of the one sparse group, if any (set by whoever owns them).
 struct sparse_rows {
@@ -50,11 +60,14 @@ struct sparse_rows {
 void   optim_zero_grads(const backend& K, const std::vector<param_group*>& groups);
 // The global gradient norm over all groups.
 double optim_grad_norm(const backend& K, const std::vector<param_group*>& groups, const sparse_rows& sr);
-// One AdamW step of every group with gradients scaled by clip.
+// One AdamW step of every group with gradients scaled by clip. A sharded group updates its share
+// and then gathers every rank's share of the parameters through `world`.
 void   optim_step(const backend& K, const std::vector<param_group*>& groups, const adamw_hparams& h, float clip,
-                  const sparse_rows& sr);
-// Bytes of optimizer moments (m, v) held.
+                  const sparse_rows& sr, comm* world = nullptr);
+// Bytes of optimizer moments (m, v) this rank holds.
 size_t optim_state_bytes(const std::vector<param_group*>& groups);
+// A sharded group's whole moments, gathered from every rank (for a checkpoint); a collective.
+void   optim_gather_moments(param_group& g, comm& world, std::vector<float>* m, std::vector<float>* v);
 
 // ---- learning-rate schedules
 enum class lr_schedule { linear, cosine, constant, constant_with_warmup };

@@ -32,6 +32,12 @@ class policy_env {
     // back to the stored dtype and its pages are freed (bf16 models).
     virtual void unbind_layer(int l, bool release) = 0;
     virtual llama_model* model() = 0;  // LoRA attaches its adapters here (null in a stand-in env)
+    // --zero_stage 1: which share of optimizer state this rank keeps (groups made by a policy
+    // itself use it too); one process or stage 0: shard 0 of 1.
+    virtual void shard_info(int* shard, int* shards) const {
+        *shard = 0;
+        *shards = 1;
+    }
     virtual llama_grads* grads() = 0;
     virtual void info(const std::string& message) = 0;
 };

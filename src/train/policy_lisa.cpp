@@ -85,8 +85,7 @@ class lisa_policy final : public train_policy {
         }
         std::string ls;
         for (int l : active_) ls += (ls.empty() ? "" : ", ") + std::to_string(l);
-        size_t bytes = 0;
-        for (param_group* g : groups()) bytes += 2 * g->n * sizeof(float);
+        size_t bytes = optim_state_bytes(groups());  // this rank's (a share under --zero_stage 1)
         env.info(strf("lisa: step %lld: active layers [%s], optimizer state %.2f MiB", (long long)step, ls.c_str(),
                       bytes / 1048576.0));
     }

@@ -60,7 +60,9 @@ class lora_policy final : public train_policy {
                 total += (size_t)o_.lora_r * (in + out);
             }
         weights_ = device_array<float>(total);
-        fixed_.push_back(param_group_make("lora", weights_.data(), spans));
+        int shard, shards;
+        env.shard_info(&shard, &shards);
+        fixed_.push_back(param_group_make("lora", weights_.data(), spans, false, shard, shards));
         param_group& g = fixed_.back();
         llama_grads* gr = env.grads();
         rng r;

@@ -56,8 +56,8 @@ namespace {
 class model_env final : public policy_env {
   public:
     model_env(llama_model* m, llama_grads* gr, llama_embed_rows* rows, int64_t rows_capacity,
-              const train_callbacks& cb)
-        : m_(m), gr_(gr), rows_(rows), rows_capacity_(rows_capacity), cb_(cb) {
+              const train_callbacks& cb, int shard, int shards)
+        : m_(m), gr_(gr), rows_(rows), rows_capacity_(rows_capacity), cb_(cb), shard_(shard), shards_(shards) {
         const int L = (int)m->cfg.num_layers;
         layer_first_.assign(L + 1, 0);
         for (size_t i = 0; i < m->tensors.size(); i++) {
@@ -99,6 +99,10 @@ class model_env final : public policy_env {
         if (release) llama_dematerialize(m_, layer_first_[l], layer_first_[l + 1] - 1);
     }
     llama_model* model() override { return m_; }
+    void         shard_info(int* shard, int* shards) const override {
+        *shard = shard_;
+        *shards = shards_;
+    }
     llama_grads* grads() override { return gr_; }
     void         info(const std::string& s) override {
         if (cb_.on_info && comm_world().is_root()) cb_.on_info(s);
@@ -113,7 +117,9 @@ class model_env final : public policy_env {
             const auto& t = m_->tensors[i];
             spans.push_back({t.offset - t0.offset, t.numel, t.kind == tensor_kind::matrix});
         }
-        return param_group_make(name, m_->params.data() + t0.offset, std::move(spans), sparse);
+        // sharded moments: the sparse embedding's in whole rows, the rest in any split
+        return param_group_make(name, m_->params.data() + t0.offset, std::move(spans), sparse, shard_, shards_,
+                                sparse ? (size_t)m_->cfg.hidden_size : 1);
     }
     param_group bound(const std::string& name, size_t first, size_t last) {
         param_group g = make(name, first, last);
@@ -135,6 +141,7 @@ class model_env final : public policy_env {
     const train_callbacks&   cb_;
     std::vector<size_t>      layer_first_;  // index of each layer's first tensor; [L] = final norm
     size_t                   embed_ = 0, norm_ = 0, head_ = 0;
+    int                      shard_ = 0, shards_ = 1;  // --zero_stage 1: this rank's share of moments
 };
 
 struct trainer {
@@ -183,6 +190,9 @@ struct trainer {
         if (o.output_model_path.empty()) fail("--output_model_path is required");
         if (o.per_device_train_batch_size < 1) fail("--per_device_train_batch_size must be at least 1");
         if (o.per_device_eval_batch_size < 1) fail("--per_device_eval_batch_size must be at least 1");
+        if (o.zero_stage != 0 && o.zero_stage != 1)
+            fail(strf("--zero_stage %d: expected 0 (every rank keeps all optimizer state) or 1 (AdamW state sharded "
+                      "across ranks)", o.zero_stage));
         if (o.gradient_accumulation_steps < 1) fail("--gradient_accumulation_steps must be at least 1");
         if (o.lisa_interval_steps < 1) fail("--lisa_interval_steps must be at least 1");
         if (!(o.adam.lr >= 0)) fail("--learning_rate must be >= 0");
@@ -305,6 +315,7 @@ struct trainer {
                 {"max_steps", total_steps},
                 {"per_device_train_batch_size", o.per_device_train_batch_size},
                 {"world_size", world->size()},
+                {"zero_stage", o.zero_stage},
                 {"per_device_eval_batch_size", o.per_device_eval_batch_size},
                 {"gradient_accumulation_steps", o.gradient_accumulation_steps},
                 {"seed", o.seed},
@@ -351,7 +362,18 @@ struct trainer {
         ci.seed = o.seed;
         ci.max_shard_size = o.max_shard_size;
         ci.tokenizer_from = o.model_name_or_path;
-        if (world->is_root()) last_checkpoint = checkpoint_save(o.output_model_path, *m, *policy, ci);
+        // --zero_stage 1: each group's moments gathered whole (every rank takes part), so the
+        // checkpoint does not depend on the sharding
+        std::vector<std::pair<std::vector<float>, std::vector<float>>> moments;
+        bool sharded = false;
+        for (param_group* g : policy->groups()) sharded |= g->sharded();
+        if (sharded) {
+            moments.resize(policy->groups().size());
+            for (size_t k = 0; k < moments.size(); k++)
+                optim_gather_moments(*policy->groups()[k], *world, &moments[k].first, &moments[k].second);
+        }
+        if (world->is_root())
+            last_checkpoint = checkpoint_save(o.output_model_path, *m, *policy, ci, sharded ? &moments : nullptr);
         world->barrier();
         info(strf("saved %s", last_checkpoint.c_str()));
         if (world->is_root() && o.save_total_limit > 0)  // the new one is complete: older ones may go
@@ -417,7 +439,9 @@ struct trainer {
         load(ckpt);
         set_steps();
         const int64_t rows_capacity = plan();
-        env = std::make_unique<model_env>(m.get(), &gr, &embed_rows, rows_capacity, cb);
+        const bool zero = o.zero_stage == 1 && world->size() > 1;
+        env = std::make_unique<model_env>(m.get(), &gr, &embed_rows, rows_capacity, cb, zero ? world->rank() : 0,
+                                          zero ? world->size() : 1);
         policy = policy_make(o);
         policy->setup(*env);
         llama_acts_init(&acts, *m, plan_B, plan_T, o.gradient_checkpointing);
@@ -490,11 +514,13 @@ struct trainer {
             const sparse_rows sr{embed_rows.grad.data(), embed_rows.row_of.data(), m->cfg.vocab_size,
                                  m->cfg.hidden_size, (int64_t)embed_rows.rows.size()};
             const double norm = optim_grad_norm(K, groups, sr);
+            const uint64_t gathered_before = world->gathered_bytes;
             if (!std::isfinite(norm)) diverged("the gradient norm is not finite");
             // clipping coefficient, applied inside the AdamW pass
             const float clip = o.max_grad_norm > 0 && norm > o.max_grad_norm ? (float)(o.max_grad_norm / (norm + 1e-6)) : 1.0f;
             h.lr = lr_at(o.lr_scheduler_type, o.adam.lr, step, warmup, total_steps);
-            optim_step(K, groups, h, clip, sr);
+            optim_step(K, groups, h, clip, sr, world);
+            const uint64_t step_gathered = world->gathered_bytes - gathered_before;
             step++;
             steps_this_run++;
             steps_since_log++;
@@ -518,6 +544,7 @@ struct trainer {
                           {"optimizer_state_bytes", optim_state_bytes(groups)},
                           {"world_size", world->size()},
                           {"allreduce_bytes", world->size() > 1 ? step_reduced : 0}};
+                if (o.zero_stage == 1) j["allgather_bytes"] = step_gathered;
                 j.update(policy->state_json());
                 write_log(j);
                 loss_logged_sum += loss_since_log / (double)steps_since_log;

@@ -64,6 +64,7 @@ struct train_options {
     int64_t     logging_steps = 500;
     int64_t     save_steps = 0;  // 0 = no checkpoints; else every N steps and at the last step (as HF)
     int64_t     save_total_limit = 0;  // keep the newest N checkpoints (0 = all), older ones deleted
+    int         zero_stage = 0;        // 1: AdamW moments sharded across MPI ranks, parameters gathered
                                        // only once a newer one is complete
     int64_t     eval_steps = 0;  // 0 = no evaluation during training
     std::string resume_from_checkpoint;  // folder or "latest"
