@@ -61,6 +61,22 @@ double max_weight_diff(const std::string& a, const std::string& b) {
     return mx;
 }
 
+// ||a - b|| / ||a - base||: how far two runs' weights are apart, relative to how far training
+// moved them (AdamW turns rounding-level gradient differences on near-zero entries into whole
+// lr-sized steps, so a max-abs bound would be loose; this one is not)
+double rel_update_diff(const std::string& base, const std::string& a, const std::string& b) {
+    auto f0 = st_open(base), fa = st_open(a), fb = st_open(b);
+    double diff = 0, moved = 0;
+    for (const auto& t : fa->tensors) {
+        std::vector<float> x0 = read_f32(*f0, t.name), x = read_f32(*fa, t.name), y = read_f32(*fb, t.name);
+        for (size_t i = 0; i < x.size(); i++) {
+            diff += ((double)x[i] - y[i]) * ((double)x[i] - y[i]);
+            moved += ((double)x[i] - x0[i]) * ((double)x[i] - x0[i]);
+        }
+    }
+    return std::sqrt(diff / std::max(moved, 1e-30));
+}
+
 struct tiny_run {
     temp_dir    dir;
     std::string base;
@@ -179,4 +195,36 @@ TEST(mpi, zero_stage_1_halves_adam_state_and_changes_no_number) {
                               t.dir.path + "/r --resume_from_checkpoint " + t.dir.path + "/r/checkpoint-3");
     ASSERT_EQ(r.code, 0) << r.output;
     EXPECT_EQ(fs_read_text(t.dir.path + "/lisa0/model.safetensors"), fs_read_text(t.dir.path + "/r/model.safetensors"));
+}
+
+// Gradient accumulation, and an epoch whose last global batch leaves rank 1 nothing (336 samples
+// in global batches of 22: the 16th has 6, all on rank 0): still one process's run.
+TEST(mpi, accumulation_and_an_uneven_last_batch_match_one_process) {
+    NEED_MPI();
+    tiny_run t;
+    struct setup {
+        const char* name;
+        int         per_device, accumulation, steps;
+    };
+    for (const setup& s : {setup{"accumulate", 3, 2, 4}, setup{"uneven", 11, 1, 16}}) {
+        std::string args = "train --model_name_or_path " + t.base + " --dataset_path " + test_dir() +
+                           "/../data/train --max_steps " + std::to_string(s.steps) + " --gradient_accumulation_steps " +
+                           std::to_string(s.accumulation) + " --lisa_activated_layers 2 --lisa_interval_steps 3 " +
+                           "--logging_steps 1 --seed 4 --learning_rate 1e-3 ";
+        auto one = run_lisa(args + "--per_device_train_batch_size " + std::to_string(2 * s.per_device) +
+                            " --output_model_path " + t.dir.path + "/one-" + s.name);
+        ASSERT_EQ(one.code, 0) << one.output;
+        auto two = run_ranks(2, args + "--per_device_train_batch_size " + std::to_string(s.per_device) +
+                                    " --output_model_path " + t.dir.path + "/two-" + s.name);
+        ASSERT_EQ(two.code, 0) << two.output;
+        auto a = log_of(t.dir.path + "/one-" + s.name), b = log_of(t.dir.path + "/two-" + s.name);
+        ASSERT_EQ(a.size(), (size_t)s.steps);
+        ASSERT_EQ(b.size(), (size_t)s.steps);
+        for (size_t i = 0; i < a.size(); i++)
+            EXPECT_NEAR(a[i]["loss"].get<double>(), b[i]["loss"].get<double>(), 1e-5 * a[i]["loss"].get<double>())
+                << s.name << " step " << i;
+        EXPECT_LT(rel_update_diff(t.base + "/model.safetensors", t.dir.path + "/one-" + s.name + "/model.safetensors",
+                                  t.dir.path + "/two-" + s.name + "/model.safetensors"),
+                  0.01) << s.name;
+    }
 }

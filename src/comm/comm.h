@@ -17,6 +17,12 @@ class comm {
     // Element-wise sum over ranks, in place, the same result on every rank.
     virtual void all_reduce_sum(float* x, size_t n) = 0;
     virtual void all_reduce_sum(double* x, size_t n) = 0;
+    // The same sum, started now and finished by wait_all (the buffer must stay untouched until
+    // then); collectives must be started in the same order on every rank. progress() lets
+    // started sums advance while the caller computes.
+    virtual void all_reduce_sum_start(float* x, size_t n) = 0;
+    virtual void progress() = 0;
+    virtual void wait_all() = 0;
     // Rank `root`'s bytes to every rank.
     virtual void broadcast(void* data, size_t bytes, int root) = 0;
     // Each rank's x[offset[r] .. offset[r] + count[r]) to every rank (counts in floats; offset and

@@ -56,6 +56,26 @@ class mpi_comm final : public comm {
             check(MPI_Allreduce(MPI_IN_PLACE, x + o, (int)std::min(kChunk, n - o), MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD),
                   "all-reduce");
     }
+    void all_reduce_sum_start(float* x, size_t n) override {
+        reduced_bytes += n * sizeof(float);
+        for (size_t o = 0; o < n; o += kChunk) {
+            MPI_Request r;
+            check(MPI_Iallreduce(MPI_IN_PLACE, x + o, (int)std::min(kChunk, n - o), MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD, &r),
+                  "all-reduce (start)");
+            pending_.push_back(r);
+        }
+    }
+    void progress() override {
+        if (pending_.empty()) return;
+        int done = 0;
+        check(MPI_Testall((int)pending_.size(), pending_.data(), &done, MPI_STATUSES_IGNORE), "all-reduce (progress)");
+        if (done) pending_.clear();
+    }
+    void wait_all() override {
+        if (pending_.empty()) return;
+        check(MPI_Waitall((int)pending_.size(), pending_.data(), MPI_STATUSES_IGNORE), "all-reduce (wait)");
+        pending_.clear();
+    }
     void broadcast(void* data, size_t bytes, int root) override {
         for (size_t o = 0; o < bytes; o += kChunk)
             check(MPI_Bcast((char*)data + o, (int)std::min(kChunk, bytes - o), MPI_BYTE, root, MPI_COMM_WORLD), "broadcast");
@@ -77,7 +97,8 @@ class mpi_comm final : public comm {
     void abort(int code) override { MPI_Abort(MPI_COMM_WORLD, code); }
 
   private:
-    int rank_ = 0, size_ = 1;
+    int                      rank_ = 0, size_ = 1;
+    std::vector<MPI_Request> pending_;  // started all-reduces
 };
 
 bool launched_with_ranks() {

@@ -473,6 +473,7 @@ double llama_forward_backward(const llama_model& m, llama_acts* a, llama_grads* 
                                 grad_scale, a->head_scratch, a->head_chunk, (float)c.final_logit_softcap);
     K.rmsnorm_backward(a->dresid, g.norm, a->dxn, a->resid[c.num_layers], m.w.norm, a->rstd_f, N, D,
                        (float)c.norm_weight_offset);
+    if (gr->layer_done) gr->layer_done(c.num_layers);
     for (int64_t l = c.num_layers - 1; l >= lowest; l--) {
         if (a->checkpoint) layer_forward(m, a, l);  // recompute this layer's activations
         const block_args b = train_args(m, a, l);
@@ -480,6 +481,7 @@ double llama_forward_backward(const llama_model& m, llama_acts* a, llama_grads* 
         const llama_lora_layer* lg = gr->lora.empty() ? nullptr : &gr->lora[l];
         mlp_block_backward(b, l, s, a->dresid, g.layers[l], lg);             // dresid = d x_mid
         attn_block_backward(b, l, a->resid[l], s, a->dresid, g.layers[l], lg);  // dresid = d resid[l]
+        if (gr->layer_done) gr->layer_done(l);
     }
     if (lowest == 0 && (g.embed || gr->embed_rows) && c.embed_scale != 1.0)
         K.scale(a->dresid, N * D, (float)c.embed_scale);  // through x = embed_scale · rows

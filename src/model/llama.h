@@ -8,6 +8,7 @@
 // Activations for one batch shape are one allocation too (`llama_acts`), sized up front.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <array>
 #include <memory>
 #include <string>
@@ -154,6 +155,10 @@ struct llama_grads {
     llama_weights                 g;
     std::vector<llama_lora_layer> lora;  // gradients of the LoRA A/B (null = none)
     llama_embed_rows*             embed_rows = nullptr;  // if set (and g.embed null): sparse embedding gradient
+    // Called during the backward as gradients become final for this pass: num_layers when the
+    // final norm's and an untied head's are, then l after decoder layer l's. (Data-parallel ranks
+    // start summing a layer while the layers below it are still computing.)
+    std::function<void(int64_t)>  layer_done;
 };
 void llama_grads_init(llama_grads* gr, const llama_model& m);
 void llama_grads_zero(llama_grads* gr);

@@ -148,6 +148,8 @@ struct trainer {
     const train_options&          o;
     const train_callbacks&        cb;
     comm*                         world = &comm_world();  // ranks (one process: the identity)
+    std::vector<std::vector<param_group*>> reduce_at;  // ranks: groups whose sum starts after layer l
+    std::vector<param_group*>     reduce_after;        // ... and after the whole backward
     std::unique_ptr<llama_model>  m;
     std::unique_ptr<tokenizer>    tok;
     model_chat_template           chat_template;  // the model's own, when conversations use it
@@ -482,21 +484,48 @@ struct trainer {
             if (sparse_embed && world->size() > 1) touch_global_rows(in_epoch);
             double loss_sum = 0;
             int64_t step_tokens = 0;  // this rank's tokens (not padding) in the step
+            // ranks: what trains now is summed, nothing else (LISA: the active layers, embedding,
+            // norm and head; LoRA: the adapters). A layer's sum starts as soon as the last
+            // micro-batch's backward has finished it, while the layers below still compute; what is
+            // final only at the end (embedding, LoRA's one group) follows. Every rank starts the sums
+            // in that same order. A single process: nothing to sum.
+            const bool ranks = world->size() > 1;
+            const uint64_t reduced_before = world->reduced_bytes;
+            const int64_t L = m->cfg.num_layers;
+            std::vector<std::vector<param_group*>>& at = reduce_at;
+            std::vector<param_group*>& after = reduce_after;
+            if (ranks) {
+                at.assign(L + 1, {});
+                after.clear();
+                for (param_group* g : groups) {
+                    if (g->sparse) continue;
+                    if (g->name == "norm" || g->name == "head") at[L].push_back(g);
+                    else if (g->name.rfind("layer.", 0) == 0) at[std::atoi(g->name.c_str() + 6)].push_back(g);
+                    else after.push_back(g);
+                }
+            }
+            auto start_sums = [&](int64_t l) {
+                for (param_group* g : at[l]) world->all_reduce_sum_start(g->grad(), g->n);
+                world->progress();
+            };
             for (size_t k = 0; k < n_mb; k++) {
                 batch& b = mbs[k];
                 m->lora.dropout_seed = o.seed * 0x2545f4914f6cdd1dull + (uint64_t)(step * 1000 + (int64_t)k);
                 llama_acts_shape(&acts, *m, b.B, b.T);
+                if (ranks && k + 1 == n_mb) gr.layer_done = start_sums;
                 loss_sum += llama_forward_backward(*m, &acts, &gr, b.ids.data(), b.labels.data(),
                                                    1.0f / (float)std::max<int64_t>(1, label_tokens), nullptr);
+                gr.layer_done = nullptr;
                 for (int64_t i = 0; i < b.B * b.T; i++) step_tokens += b.labels[i] != -100 || b.ids[i] != pad_id;
             }
-            // ranks: what trains now is summed, nothing else (LISA: the active layers, embedding,
-            // norm and head; LoRA: the adapters); a single process: the identity
-            const uint64_t reduced_before = world->reduced_bytes;
-            for (param_group* g : groups)
-                if (!g->sparse) world->all_reduce_sum(g->grad(), g->n);
-            if (sparse_embed && world->size() > 1)
-                world->all_reduce_sum(embed_rows.grad.data(), embed_rows.rows.size() * (size_t)embed_rows.width);
+            if (ranks) {
+                if (n_mb == 0)  // nothing of this step's batch here: start the same sums, in order
+                    for (int64_t l = L; l >= 0; l--) start_sums(l);
+                for (param_group* g : after) world->all_reduce_sum_start(g->grad(), g->n);
+                if (sparse_embed)
+                    world->all_reduce_sum_start(embed_rows.grad.data(), embed_rows.rows.size() * (size_t)embed_rows.width);
+                world->wait_all();
+            }
             const uint64_t step_reduced = world->reduced_bytes - reduced_before;
             // with the loss: the tokens, and whether any rank was asked to stop (all stop at one step)
             double sums[3] = {loss_sum, (double)step_tokens, g_stop.load() ? 1.0 : 0.0};
