@@ -469,3 +469,51 @@ TEST(cli, a_run_failing_before_training_leaves_no_output_folder) {
     EXPECT_EQ(r.code, 1) << r.output;
     EXPECT_FALSE(fs_is_dir(out)) << r.output;
 }
+
+// LMFlow's own run_finetune_with_lisa.sh flags, verbatim, run through ours: flags with a meaning
+// here take it (--bf16 saves bf16, --validation_split_percentage holds out eval data,
+// cosine_with_restarts is cosine, booleans take 0/1), the rest are accepted with one line saying
+// why they do not apply, and none fails the run.
+TEST(train, lmflow_script_flags_are_honoured_or_explained) {
+    NEED_ASSETS();
+    temp_dir a;
+    auto r = run_lisa("train --model_name_or_path " + aidreams() + " --dataset_path " + data_dir() +
+                      " --output_dir " + a.path + " --overwrite_output_dir --trust_remote_code 0 --use_lisa 1 "
+                      "--lisa_activated_layers 1 --lisa_interval_steps 20 --disable_group_texts 1 --num_train_epochs 1 "
+                      "--block_size 512 --per_device_train_batch_size 1 --gradient_accumulation_steps 1 "
+                      "--learning_rate 2e-5 --lr_scheduler_type cosine_with_restarts --bf16 --torch_dtype bfloat16 "
+                      "--validation_split_percentage 10 --logging_steps 20 --do_train --ddp_timeout 72000 "
+                      "--save_steps 5000 --use_flash_attention 0 --gradient_checkpointing 0 --dataloader_num_workers 8 "
+                      "--report_to wandb --run_name finetune_lisa --seed 42 --max_steps 4 --optim adamw_torch "
+                      "--deepspeed configs/ds_config_zero2.json");
+    ASSERT_EQ(r.code, 0) << r.output;
+    for (const char* w : {"--dataloader_num_workers 8 ignored: samples are tokenized once",
+                          "--ddp_timeout 72000 ignored: MPI ranks have no timeout",
+                          "--report_to wandb ignored: metrics go to OUTPUT/trainer_log.jsonl",
+                          "--deepspeed configs/ds_config_zero2.json ignored: DeepSpeed does not apply"})
+        EXPECT_NE(r.output.find(std::string("lisa: warning: ") + w), std::string::npos) << w << "\n" << r.output;
+    // flags set to 0 / false ask for nothing and say nothing
+    EXPECT_EQ(r.output.find("--use_flash_attention"), std::string::npos) << r.output;
+    EXPECT_EQ(r.output.find("--trust_remote_code"), std::string::npos) << r.output;
+    EXPECT_NE(r.output.find("samples held out for eval_loss (--validation_split_percentage 10)"), std::string::npos)
+        << r.output;
+    json cfg = json::parse(fs_read_text(a.path + "/config.json"));
+    EXPECT_EQ(cfg["torch_dtype"], "bfloat16");
+    auto log = read_log(a.path);
+    ASSERT_FALSE(log.empty());
+    EXPECT_TRUE(log.back().contains("eval_loss")) << log.back();  // the held-out share, at the end
+    json args = json::parse(fs_read_text(a.path + "/training_args.json"));
+    EXPECT_EQ(args["lr_scheduler_type"], "cosine");
+    EXPECT_EQ(args["gradient_checkpointing"], false);
+    // what cannot be honoured is refused, not ignored
+    for (auto [flags, msg] : std::vector<std::pair<std::string, std::string>>{
+             {"--optim adamw_bnb_8bit", "--optim adamw_bnb_8bit: only AdamW is implemented"},
+             {"--gradient_checkpointing maybe", "--gradient_checkpointing maybe: expected true or false"},
+             {"--bf16 --fp16", "--bf16 and --fp16: choose one"}}) {
+        temp_dir b;
+        auto bad = run_lisa("train --model_name_or_path " + aidreams() + " --dataset_path " + data_dir() +
+                            " --output_dir " + b.path + " --max_steps 1 " + flags);
+        EXPECT_EQ(bad.code, 1) << flags;
+        EXPECT_NE(bad.output.find(msg), std::string::npos) << bad.output;
+    }
+}

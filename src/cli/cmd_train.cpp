@@ -28,13 +28,53 @@ static std::string fmt_time(double s) {
     return t >= 3600 ? strf("%d:%02d:%02d", t / 3600, t / 60 % 60, t % 60) : strf("%02d:%02d", t / 60, t % 60);
 }
 
+// A boolean as Hugging Face's and LMFlow's scripts pass it: `--name`, or `--name VALUE` with
+// VALUE one of true/false, 1/0, yes/no (any case).
+static CLI::Option* add_bool(CLI::App& app, const std::string& name, bool* out, const std::string& help) {
+    return app.add_option_function<std::string>(name, [name, out](const std::string& v) {
+        std::string l;
+        for (char c : v) l += (char)std::tolower((unsigned char)c);
+        if (l.empty() || l == "1" || l == "true" || l == "yes") *out = true;
+        else if (l == "0" || l == "false" || l == "no") *out = false;
+        else fail(strf("%s %s: expected true or false (or 1 / 0)", name.c_str(), v.c_str()));
+    }, help)->expected(0, 1);
+}
+
+// Flags of LMFlow's and Hugging Face's training scripts that have no meaning here. They are
+// accepted, so those scripts run unchanged, and each says why in one line when it asks for
+// something (a false / none / 0 value asks for nothing and is quiet).
+struct inert_flag {
+    const char* name;
+    const char* why;
+};
+static const inert_flag kInertFlags[] = {
+    {"--deepspeed", "DeepSpeed does not apply: lisa.cpp plans its own memory (LISA frees the optimizer state of frozen "
+                    "layers); across machines use mpirun (docs/distributed.md)"},
+    {"--dataloader_num_workers", "samples are tokenized once before training; there is no loader to parallelise"},
+    {"--preprocessing_num_workers", "samples are tokenized once before training, on one thread"},
+    {"--ddp_timeout", "MPI ranks have no timeout: an error on one rank ends them all at once"},
+    {"--ddp_find_unused_parameters", "only what trains is summed across ranks; nothing to find"},
+    {"--report_to", "metrics go to OUTPUT/trainer_log.jsonl (one JSON line per logged step)"},
+    {"--logging_dir", "logs go to OUTPUT/trainer_log.jsonl"},
+    {"--trust_remote_code", "architectures are implemented natively; no model code is ever loaded"},
+    {"--use_flash_attention", "attention is lisa.cpp's own CPU kernel (no T x T score matrix is kept)"},
+    {"--flash_attn", "attention is lisa.cpp's own CPU kernel (no T x T score matrix is kept)"},
+    {"--tf32", "CPUs have no TF32: matrix products run in fp32"},
+    {"--overwrite_cache", "no dataset cache is kept: data is read fresh each run"},
+    {"--use_fast_tokenizer", "the tokenizer is tokenizer.json, run natively"},
+    {"--ignore_data_skip", "resuming replays the data order from the seed; nothing is skipped by reading"},
+    {"--do_eval", "eval_loss is computed when --eval_dataset_path or --validation_split_percentage is given"},
+    {"--lazy_preprocess", "samples are tokenized once before training"},
+};
+
 command_fn cmd_train_register(CLI::App& app) {
     struct opts {
         train_options t;
         int           use_lisa = -1, use_lora = -1, train_emb = 0, train_head = 0, aggregated = 0,
                       disable_group_texts = -1;
-        bool          overwrite = false, do_train = false;
-        std::string   run_name, lora_targets, method, schedule, save_gguf;
+        bool          overwrite = false, do_train = false, bf16 = false, fp16 = false, no_bar = false;
+        std::string   run_name, lora_targets, method, schedule, save_gguf, optim = "adamw_torch";
+        std::vector<std::pair<std::string, std::string>> inert;  // (flag, value) given, for warnings
     };
     auto o = std::make_shared<opts>();
     train_options& t = o->t;
@@ -77,10 +117,10 @@ command_fn cmd_train_register(CLI::App& app) {
     app.add_option("--gradient_accumulation_steps", t.gradient_accumulation_steps, "micro-batches per optimizer step");
     app.add_option("--block_size", t.block_size, "truncate samples to N tokens (default min(1024, model context))");
     app.add_option("--conversation_template", t.conversation_template, "chat template for conversation data: auto (the model's own, the default when it has one), llama3, chatml, llama2, mistral, empty, or a .jinja file");
-    app.add_flag("--train_on_prompt", t.train_on_prompt, "conversation: train on prompt turns too");
-    app.add_flag("--group_texts", t.group_texts, "pack samples into blocks of --block_size");
-    app.add_flag("--gradient_checkpointing", t.gradient_checkpointing,
-                 "keep only each layer's input and recompute its activations in the backward");
+    add_bool(app, "--train_on_prompt", &t.train_on_prompt, "conversation: train on prompt turns too");
+    add_bool(app, "--group_texts", &t.group_texts, "pack samples into blocks of --block_size");
+    add_bool(app, "--gradient_checkpointing", &t.gradient_checkpointing,
+             "keep only each layer's input and recompute its activations in the backward");
     app.add_option("--disable_group_texts", o->disable_group_texts, "LMFlow spelling: 0 = --group_texts");
     app.add_option("--seed", t.seed, "seed for data order, LISA draws and init");
     app.add_option("--logging_steps", t.logging_steps, "write a trainer_log.jsonl record every N steps");
@@ -96,8 +136,23 @@ command_fn cmd_train_register(CLI::App& app) {
     app.add_option("--resume_from_checkpoint", t.resume_from_checkpoint, "checkpoint folder, or latest");
     app.add_option("--torch_dtype", t.torch_dtype, "saved dtype: float32 | bfloat16 | float16 (default: the input's)");
     app.add_option("--max_shard_size", t.max_shard_size, "largest safetensors file before sharding");
-    app.add_flag("--overwrite_output_dir", o->overwrite, "allow writing into a folder that already holds a model");
-    app.add_flag("--do_train", o->do_train, "accepted for Hugging Face scripts (training is what this command does)");
+    add_bool(app, "--overwrite_output_dir", &o->overwrite, "allow writing into a folder that already holds a model");
+    add_bool(app, "--do_train", &o->do_train, "accepted for Hugging Face scripts (training is what this command does)");
+    // Hugging Face / LMFlow flags with a meaning here
+    add_bool(app, "--bf16", &o->bf16, "save the model in bfloat16 (unless --torch_dtype says otherwise); a bf16 model "
+                                      "trains in half mode (bf16 weights, fp32 masters of what trains)");
+    add_bool(app, "--disable_tqdm", &o->no_bar, "no progress bar (it shows only on a terminal anyway)");
+    add_bool(app, "--fp16", &o->fp16, "save the model in float16 (unless --torch_dtype says otherwise)");
+    app.add_option("--optim", o->optim, "adamw_torch | adamw_hf | adamw_torch_fused | paged_adamw_32bit: all AdamW");
+    app.add_option("--validation_split_percentage", t.validation_split_percentage,
+                   "hold out this percentage of the training samples for eval_loss (when no --eval_dataset_path)")
+        ->check(CLI::Range(0.0, 99.0));
+    for (const inert_flag& f : kInertFlags) {
+        std::string name = f.name;
+        app.add_option_function<std::string>(name, [o, name](const std::string& v) { o->inert.push_back({name, v}); },
+                                             std::string("accepted for LMFlow / Hugging Face scripts, no effect: ") + f.why)
+            ->expected(0, 1);
+    }
     app.add_option("--run_name", o->run_name, "a name recorded in training_args.json");
     app.add_option("--save_gguf", o->save_gguf,
                    "also write OUTPUT/model-TYPE.gguf for llama.cpp / Ollama when training ends (TYPE: f32, f16, bf16, "
@@ -106,9 +161,30 @@ command_fn cmd_train_register(CLI::App& app) {
         train_options& t = o->t;
         if (!train_method_parse(o->method, &t.method))
             fail(strf("--method \"%s\": expected lisa, full or lora", o->method.c_str()));
+        // Hugging Face's cosine_with_restarts with its default one cycle is cosine at every step
+        if (o->schedule == "cosine_with_restarts") o->schedule = "cosine";
         if (!lr_schedule_parse(o->schedule, &t.lr_scheduler_type))
-            fail(strf("--lr_scheduler_type \"%s\": expected linear, cosine, constant or constant_with_warmup",
-                      o->schedule.c_str()));
+            fail(strf("--lr_scheduler_type \"%s\": expected linear, cosine, cosine_with_restarts, constant or "
+                      "constant_with_warmup", o->schedule.c_str()));
+        static const char* kAdamW[] = {"adamw_torch", "adamw_hf", "adamw_torch_fused", "paged_adamw_32bit",
+                                       "adamw_apex_fused"};
+        bool adamw = false;
+        for (const char* a : kAdamW) adamw |= o->optim == a;
+        if (!adamw)
+            fail(strf("--optim %s: only AdamW is implemented (adamw_torch, adamw_hf, adamw_torch_fused, "
+                      "paged_adamw_32bit); 8-bit and other optimizers are not", o->optim.c_str()));
+        if (o->bf16 && o->fp16) fail("--bf16 and --fp16: choose one");
+        if (t.torch_dtype.empty() && (o->bf16 || o->fp16)) t.torch_dtype = o->bf16 ? "bfloat16" : "float16";
+        for (const auto& [flag, value] : o->inert) {
+            std::string l;
+            for (char c : value) l += (char)std::tolower((unsigned char)c);
+            if (l == "0" || l == "false" || l == "no" || l == "none")
+                continue;  // asks for nothing
+            for (const inert_flag& f : kInertFlags)
+                if (flag == f.name && comm_world().is_root())
+                    std::fprintf(stderr, "lisa: warning: %s%s%s ignored: %s\n", flag.c_str(), value.empty() ? "" : " ",
+                                 value.c_str(), f.why);
+        }
         if (o->use_lora == 1) t.method = train_method::lora;
         else if (o->use_lisa == 1) t.method = train_method::lisa;
         else if (o->use_lisa == 0 && t.method == train_method::lisa) t.method = train_method::full;
@@ -136,7 +212,7 @@ command_fn cmd_train_register(CLI::App& app) {
         t.run_name = o->run_name;
         if (!o->save_gguf.empty()) gguf_outtype(o->save_gguf);  // a bad type fails before training
 
-        const bool tty = isatty(STDERR_FILENO) && comm_world().is_root();  // one progress bar, rank 0's
+        const bool tty = isatty(STDERR_FILENO) && comm_world().is_root() && !o->no_bar;  // one bar, rank 0's
         bool bar_drawn = false;
         auto clear_bar = [&] {
             if (bar_drawn) std::fprintf(stderr, "\r\033[K");

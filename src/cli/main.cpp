@@ -112,6 +112,9 @@ int main(int argc, char** argv) {
         // "required" or "not expected" messages, which would hide the typo)
         if (!asked && explain_unknown(app, argc, argv)) return 2;
         return app.exit(e);
+    } catch (const lisa::error& e) {  // a flag's value refused while it was read
+        std::fprintf(stderr, "lisa: error: %s\n", e.what());
+        return 1;
     }
     // An error on one of several ranks ends them all (the others would wait in a collective),
     // after its one line, which names the rank.

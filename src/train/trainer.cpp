@@ -246,6 +246,27 @@ struct trainer {
         if (data.n_dropped > 0)
             info(strf("data: dropped %lld of %lld samples with no label token left after truncation to %lld tokens",
                       (long long)data.n_dropped, (long long)data.n_instances, (long long)dopt.block_size));
+        if (o.eval_dataset_path.empty() && o.validation_split_percentage > 0) {
+            // a seeded share of the samples, held out of training for eval_loss
+            if (o.validation_split_percentage >= 100)
+                fail(strf("--validation_split_percentage %g: must be below 100", o.validation_split_percentage));
+            std::vector<size_t> order = epoch_order(data.samples.size(), o.seed ^ 0x5eed5a1177ull, 0, true);
+            size_t n_eval = std::max<size_t>(1, (size_t)(data.samples.size() * o.validation_split_percentage / 100.0));
+            if (n_eval >= data.samples.size())
+                fail(strf("--validation_split_percentage %g: would leave no training sample (%zu in all)",
+                          o.validation_split_percentage, data.samples.size()));
+            std::vector<bool> held(data.samples.size(), false);
+            for (size_t i = 0; i < n_eval; i++) held[order[i]] = true;
+            dataset train_part;
+            train_part.type = eval_data.type = data.type;
+            for (size_t i = 0; i < data.samples.size(); i++)
+                (held[i] ? eval_data : train_part).samples.push_back(std::move(data.samples[i]));
+            data.samples = std::move(train_part.samples);
+            data.sources.clear();
+            has_eval = true;
+            info(strf("data: %zu samples held out for eval_loss (--validation_split_percentage %g), %zu train",
+                      eval_data.samples.size(), o.validation_split_percentage, data.samples.size()));
+        }
         if (!o.eval_dataset_path.empty()) {
             eval_data = dataset_load(o.eval_dataset_path, *tok, dopt);
             if (o.group_texts) dataset_group_texts(&eval_data, dopt.block_size);
@@ -289,6 +310,7 @@ struct trainer {
                 {"model_name_or_path", o.model_name_or_path},
                 {"dataset_path", o.dataset_path},
                 {"eval_dataset_path", o.eval_dataset_path},
+                {"validation_split_percentage", o.validation_split_percentage},
                 {"output_model_path", o.output_model_path},
                 {"lisa_activated_layers", o.lisa_activated_layers},
                 {"lisa_interval_steps", o.lisa_interval_steps},
@@ -584,7 +606,8 @@ struct trainer {
                 steps_since_log = 0;
                 t_log = now;
             }
-            if (has_eval && o.eval_steps > 0 && (step % o.eval_steps == 0 || step == total_steps) && world->is_root())
+            // every eval_steps, and at the end of the run (also without eval_steps)
+            if (has_eval && ((o.eval_steps > 0 && step % o.eval_steps == 0) || step == total_steps) && world->is_root())
                 write_log({{"step", step}, {"eval_loss", eval_loss()}});  // rank 0's; the others go on
             // every save_steps and at the last step (Hugging Face's checkpoint-MAX), or on a stop
             if ((o.save_steps > 0 && (step % o.save_steps == 0 || step == total_steps)) || (stop && step < total_steps))

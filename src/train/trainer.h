@@ -65,6 +65,8 @@ struct train_options {
     int64_t     save_steps = 0;  // 0 = no checkpoints; else every N steps and at the last step (as HF)
     int64_t     save_total_limit = 0;  // keep the newest N checkpoints (0 = all), older ones deleted
     int         zero_stage = 0;        // 1: AdamW moments sharded across MPI ranks, parameters gathered
+    double      validation_split_percentage = 0;  // > 0 (and no eval dataset): hold out this share of the
+                                                  // training samples for eval_loss (LMFlow's flag)
                                        // only once a newer one is complete
     int64_t     eval_steps = 0;  // 0 = no evaluation during training
     std::string resume_from_checkpoint;  // folder or "latest"
