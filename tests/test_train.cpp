@@ -517,3 +517,49 @@ TEST(train, lmflow_script_flags_are_honoured_or_explained) {
         EXPECT_NE(bad.output.find(msg), std::string::npos) << bad.output;
     }
 }
+
+// --save_strategy / --eval_strategy / --load_best_model_at_end as Hugging Face's Trainer: with a
+// learning rate that overshoots, the lowest eval_loss comes before the end, and the saved model
+// (LISA: the model; LoRA: the adapter) evaluates to exactly that loss.
+TEST(train, load_best_model_at_end_saves_the_best_checkpoint) {
+    NEED_ASSETS();
+    for (const char* method : {"lisa", "lora"}) {
+        const bool lora = std::string(method) == "lora";
+        temp_dir a;
+        // trained on text_only, evaluated on text2text: at this rate eval_loss turns up again
+        const std::string eval_data = lisa_test::golden_dir("aidreams_data") + "/text2text";
+        auto r = run_lisa("train --model_name_or_path " + aidreams() + " --dataset_path " + data_dir() +
+                          " --eval_dataset_path " + eval_data + " --output_dir " + a.path + " --method " + method +
+                          " --max_steps " + (lora ? "10" : "12") + " --per_device_train_batch_size 4 --learning_rate " +
+                          (lora ? "0.3" : "0.02") + " --lr_scheduler_type constant"
+                          " --lisa_activated_layers 4 --lora_r 8 --lora_dropout 0 --eval_strategy steps --eval_steps 2"
+                          " --save_strategy steps --save_steps 2 --save_total_limit 1 --load_best_model_at_end"
+                          " --metric_for_best_model eval_loss");
+        ASSERT_EQ(r.code, 0) << r.output;
+        double best = 1e30;
+        int64_t best_step = -1, last_step = 0;
+        for (const json& j : read_log(a.path))
+            if (j.contains("eval_loss")) {
+                last_step = j["step"];
+                if (j["eval_loss"].get<double>() < best) best = j["eval_loss"], best_step = j["step"];
+            }
+        ASSERT_LT(best_step, last_step) << method << ": the overshooting run should peak before its end\n" << r.output;
+        EXPECT_NE(r.output.find(strf("loaded the best model: eval_loss %.6g at step %lld", best, (long long)best_step)),
+                  std::string::npos) << r.output;
+        // the best checkpoint survives --save_total_limit 1 beside the newest
+        EXPECT_TRUE(fs_is_dir(a.path + "/checkpoint-" + std::to_string(best_step))) << method;
+        EXPECT_TRUE(fs_is_dir(a.path + "/checkpoint-" + std::to_string(last_step))) << method;
+        std::string eval = "eval --model_name_or_path " + (std::string(method) == "lora" ? aidreams() + " --lora_model_path " + a.path : a.path) +
+                           " --dataset_path " + eval_data + " --per_device_eval_batch_size 4";
+        auto e = run_lisa(eval);
+        ASSERT_EQ(e.code, 0) << e.output;
+        EXPECT_NEAR(json::parse(e.output)["loss"].get<double>(), best, 1e-5 * best) << method;
+    }
+    // mismatched strategies are refused up front, as Hugging Face does
+    temp_dir b;
+    auto bad = run_lisa("train --model_name_or_path " + aidreams() + " --dataset_path " + data_dir() +
+                        " --eval_dataset_path " + data_dir() + " --output_dir " + b.path +
+                        " --max_steps 4 --eval_steps 2 --save_steps 3 --load_best_model_at_end");
+    EXPECT_EQ(bad.code, 1);
+    EXPECT_NE(bad.output.find("--save_steps (3) must be a multiple of --eval_steps (2)"), std::string::npos) << bad.output;
+}

@@ -126,6 +126,12 @@ command_fn cmd_train_register(CLI::App& app) {
     app.add_option("--logging_steps", t.logging_steps, "write a trainer_log.jsonl record every N steps");
     app.add_option("--save_steps", t.save_steps,
                    "write DIR/checkpoint-STEP every N steps and at the last step (default: never)");
+    app.add_option("--save_strategy", t.save_strategy, "steps (every --save_steps) | epoch | no");
+    app.add_option("--eval_strategy,--evaluation_strategy", t.eval_strategy,
+                   "steps (every --eval_steps) | epoch | no (default: every --eval_steps if set, and at the end)");
+    add_bool(app, "--load_best_model_at_end", &t.load_best_model_at_end,
+             "save the checkpoint with the lowest eval_loss as the model (save and eval strategies must match)");
+    app.add_option("--metric_for_best_model", t.metric_for_best_model, "eval_loss (the only metric computed)");
     app.add_option("--zero_stage", t.zero_stage,
                    "MPI ranks: 0 = every rank keeps all AdamW state; 1 = each keeps 1/N of it (parameters gathered "
                    "after each step)");

@@ -43,7 +43,7 @@ std::vector<std::string> checkpoint_clean_leftovers(const std::string& output_di
     return removed;
 }
 
-std::vector<std::string> checkpoint_prune(const std::string& output_dir, int64_t keep) {
+std::vector<std::string> checkpoint_prune(const std::string& output_dir, int64_t keep, const std::string& protect) {
     std::vector<std::pair<int64_t, std::string>> found;
     std::error_code ec;
     for (const auto& e : fsys::directory_iterator(output_dir, ec)) {
@@ -56,6 +56,7 @@ std::vector<std::string> checkpoint_prune(const std::string& output_dir, int64_t
     std::sort(found.begin(), found.end());
     std::vector<std::string> removed;
     for (size_t i = 0; i + (size_t)keep < found.size(); i++) {
+        if (!protect.empty() && fsys::equivalent(found[i].second, protect, ec)) continue;
         fsys::remove_all(found[i].second, ec);
         if (!ec) removed.push_back(found[i].second);
     }

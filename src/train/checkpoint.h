@@ -20,8 +20,9 @@ std::string checkpoint_resolve(const std::string& request, const std::string& ou
 // at the top and inside checkpoint folders) and unfinished checkpoints ("checkpoint-N.tmp").
 // None of them is ever complete. Returns the paths removed.
 std::vector<std::string> checkpoint_clean_leftovers(const std::string& output_dir);
-// Deletes complete checkpoints beyond the newest `keep` (by step); returns the paths removed.
-std::vector<std::string> checkpoint_prune(const std::string& output_dir, int64_t keep);
+// Deletes complete checkpoints beyond the newest `keep` (by step), never `protect` (the best one
+// under --load_best_model_at_end); returns the paths removed.
+std::vector<std::string> checkpoint_prune(const std::string& output_dir, int64_t keep, const std::string& protect = "");
 
 struct checkpoint_info {
     int64_t      step = 0, total_steps = 0;

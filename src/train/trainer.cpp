@@ -192,6 +192,23 @@ struct trainer {
         if (o.output_model_path.empty()) fail("--output_model_path is required");
         if (o.per_device_train_batch_size < 1) fail("--per_device_train_batch_size must be at least 1");
         if (o.per_device_eval_batch_size < 1) fail("--per_device_eval_batch_size must be at least 1");
+        for (const auto& [flag, v] : {std::pair<const char*, const std::string*>{"--save_strategy", &o.save_strategy},
+                                      {"--eval_strategy", &o.eval_strategy}})
+            if (*v != "steps" && *v != "epoch" && *v != "no" && !(v->empty() && flag[2] == 'e'))
+                fail(strf("%s %s: expected steps, epoch or no", flag, v->c_str()));
+        if (o.load_best_model_at_end) {
+            if (o.metric_for_best_model != "eval_loss" && o.metric_for_best_model != "loss")
+                fail(strf("--metric_for_best_model %s: only eval_loss is computed", o.metric_for_best_model.c_str()));
+            if (o.eval_dataset_path.empty() && o.validation_split_percentage <= 0)
+                fail("--load_best_model_at_end needs eval data: --eval_dataset_path or --validation_split_percentage");
+            const std::string es = o.eval_strategy.empty() ? "steps" : o.eval_strategy;
+            if (es != o.save_strategy || es == "no")
+                fail(strf("--load_best_model_at_end: --save_strategy (%s) and --eval_strategy (%s) must be the same, "
+                          "steps or epoch, so each checkpoint has an eval_loss", o.save_strategy.c_str(), es.c_str()));
+            if (es == "steps" && (o.eval_steps <= 0 || o.save_steps <= 0 || o.save_steps % o.eval_steps != 0))
+                fail(strf("--load_best_model_at_end: --save_steps (%lld) must be a multiple of --eval_steps (%lld), "
+                          "both set", (long long)o.save_steps, (long long)o.eval_steps));
+        }
         if (o.zero_stage != 0 && o.zero_stage != 1)
             fail(strf("--zero_stage %d: expected 0 (every rank keeps all optimizer state) or 1 (AdamW state sharded "
                       "across ranks)", o.zero_stage));
@@ -340,6 +357,10 @@ struct trainer {
                 {"per_device_train_batch_size", o.per_device_train_batch_size},
                 {"world_size", world->size()},
                 {"zero_stage", o.zero_stage},
+                {"save_strategy", o.save_strategy},
+                {"eval_strategy", o.eval_strategy},
+                {"load_best_model_at_end", o.load_best_model_at_end},
+                {"metric_for_best_model", o.metric_for_best_model},
                 {"per_device_eval_batch_size", o.per_device_eval_batch_size},
                 {"gradient_accumulation_steps", o.gradient_accumulation_steps},
                 {"seed", o.seed},
@@ -378,6 +399,30 @@ struct trainer {
         info(strf("ranks: the trained weights are identical on all %d ranks", world->size()));
     }
 
+    // --load_best_model_at_end: the eval_loss of the last evaluation, and the best checkpoint
+    int64_t     last_eval_step = -1, best_step = -1;
+    double      last_eval_loss = 0, best_loss = 0;
+    std::string best_ckpt;
+
+    // every N steps, each epoch's end, or never; and the last step under steps / epoch
+    bool at_point(const std::string& strategy, int64_t every) const {
+        if (strategy == "no") return false;
+        if (strategy == "epoch") return step % steps_per_epoch == 0 || step == total_steps;
+        return every > 0 && (step % every == 0 || step == total_steps);
+    }
+
+    // The weights (and LoRA's adapters) of a checkpoint, into the model being trained.
+    void load_weights_from(const std::string& ckpt) {
+        auto c = llama_model_load(ckpt, m->half ? 1 : 0);
+        m->params = std::move(c->params);
+        m->params16 = std::move(c->params16);
+        m->materialized = c->materialized;
+        m->half = c->half;
+        llama_model_rebind(m.get());
+        if (o.method == train_method::lora)
+            checkpoint_load_optimizer(ckpt, checkpoint_read_state(ckpt, o.method), {}, policy->extra_state());
+    }
+
     void save_checkpoint() {
         check_ranks_agree();
         checkpoint_info ci;
@@ -400,8 +445,13 @@ struct trainer {
             last_checkpoint = checkpoint_save(o.output_model_path, *m, *policy, ci, sharded ? &moments : nullptr);
         world->barrier();
         info(strf("saved %s", last_checkpoint.c_str()));
+        if (last_eval_step == step && o.load_best_model_at_end && (best_ckpt.empty() || last_eval_loss < best_loss)) {
+            best_loss = last_eval_loss;  // the best checkpoint so far (eval_loss at its step)
+            best_step = step;
+            best_ckpt = last_checkpoint;
+        }
         if (world->is_root() && o.save_total_limit > 0)  // the new one is complete: older ones may go
-            for (const std::string& p : checkpoint_prune(o.output_model_path, o.save_total_limit))
+            for (const std::string& p : checkpoint_prune(o.output_model_path, o.save_total_limit, best_ckpt))
                 info(strf("removed %s (--save_total_limit %lld)", p.c_str(), (long long)o.save_total_limit));
     }
 
@@ -606,11 +656,19 @@ struct trainer {
                 steps_since_log = 0;
                 t_log = now;
             }
-            // every eval_steps, and at the end of the run (also without eval_steps)
-            if (has_eval && ((o.eval_steps > 0 && step % o.eval_steps == 0) || step == total_steps) && world->is_root())
-                write_log({{"step", step}, {"eval_loss", eval_loss()}});  // rank 0's; the others go on
-            // every save_steps and at the last step (Hugging Face's checkpoint-MAX), or on a stop
-            if ((o.save_steps > 0 && (step % o.save_steps == 0 || step == total_steps)) || (stop && step < total_steps))
+            // --eval_strategy (default: every eval_steps if set, and at the end of the run)
+            const bool eval_now = o.eval_strategy.empty() ? (o.eval_steps > 0 && step % o.eval_steps == 0) || step == total_steps
+                                                          : at_point(o.eval_strategy, o.eval_steps);
+            if (has_eval && eval_now) {
+                if (world->is_root()) {  // rank 0's; the others go on
+                    last_eval_loss = eval_loss();
+                    write_log({{"step", step}, {"eval_loss", last_eval_loss}});
+                }
+                last_eval_step = step;
+            }
+            // --save_strategy: every save_steps and at the last step (Hugging Face's checkpoint-MAX),
+            // or each epoch; and on a stop
+            if (at_point(o.save_strategy, o.save_steps) || (stop && step < total_steps))
                 save_checkpoint();
             if (stop && step < total_steps) {
                 res.interrupted = true;
@@ -626,6 +684,15 @@ struct trainer {
         res.steps_per_second = steps_this_run / std::max(1e-9, runtime);
         res.peak_rss_mib = peak_rss_mib();
         if (!res.interrupted && o.save_model) check_ranks_agree();
+        if (!res.interrupted && o.load_best_model_at_end && world->is_root()) {
+            if (best_ckpt.empty()) {
+                info("warning: --load_best_model_at_end: no checkpoint was written at an evaluation; keeping the last weights");
+            } else if (best_step != step) {
+                load_weights_from(best_ckpt);
+                info(strf("loaded the best model: eval_loss %.6g at step %lld (%s)", best_loss, (long long)best_step,
+                          best_ckpt.c_str()));
+            }
+        }
         if (res.interrupted || !o.save_model || !world->is_root()) return res;
         result_settings rs;
         rs.dir = o.output_model_path;

@@ -64,6 +64,10 @@ struct train_options {
     int64_t     logging_steps = 500;
     int64_t     save_steps = 0;  // 0 = no checkpoints; else every N steps and at the last step (as HF)
     int64_t     save_total_limit = 0;  // keep the newest N checkpoints (0 = all), older ones deleted
+    std::string save_strategy = "steps";  // steps (every save_steps) | epoch | no
+    std::string eval_strategy = "";       // "" (every eval_steps if set, and at the end) | steps | epoch | no
+    bool        load_best_model_at_end = false;  // the saved model is the checkpoint with the best eval_loss
+    std::string metric_for_best_model = "eval_loss";
     int         zero_stage = 0;        // 1: AdamW moments sharded across MPI ranks, parameters gathered
     double      validation_split_percentage = 0;  // > 0 (and no eval dataset): hold out this share of the
                                                   // training samples for eval_loss (LMFlow's flag)
