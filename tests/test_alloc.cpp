@@ -69,7 +69,9 @@ static void check_method(const char* method, bool untied, bool checkpointing) {
     std::vector<long> at;  // allocation count at each progress callback
     at.reserve(64);
     train_callbacks cb;
-    cb.on_progress = [&](int64_t, int64_t, double, double, double) { at.push_back(g_news.load()); };
+    cb.on_progress = [&](int64_t, int64_t, double, double, double, const std::vector<int>*, size_t) {
+        at.push_back(g_news.load());
+    };
     train_run(o, cb);
     ASSERT_EQ(at.size(), 12u);
     const long before = g_news.load();

@@ -563,3 +563,31 @@ TEST(train, load_best_model_at_end_saves_the_best_checkpoint) {
     EXPECT_EQ(bad.code, 1);
     EXPECT_NE(bad.output.find("--save_steps (3) must be a multiple of --eval_steps (2)"), std::string::npos) << bad.output;
 }
+
+// --config FILE: a run's training_args.json repeats it exactly; a flat YAML file works the same;
+// flags on the command line win; a key that is no flag is named with the file.
+TEST(train, config_file_repeats_a_run_and_flags_override_it) {
+    NEED_ASSETS();
+    temp_dir a, b, c, d;
+    auto r = run_lisa("train --model_name_or_path " + aidreams() + " --dataset_path " + data_dir() + " --output_dir " +
+                      a.path + " --max_steps 4 --per_device_train_batch_size 2 --learning_rate 3e-3 "
+                      "--lisa_activated_layers 2 --seed 9 --lisa_train_head 0 --overwrite_output_dir");
+    ASSERT_EQ(r.code, 0) << r.output;
+    r = run_lisa("train --config " + a.path + "/training_args.json --output_dir " + b.path);
+    ASSERT_EQ(r.code, 0) << r.output;
+    EXPECT_EQ(fs_read_text(a.path + "/model.safetensors"), fs_read_text(b.path + "/model.safetensors"));
+    // YAML, with a list, a comment and quotes; --max_steps on the command line wins over the file's
+    lisa_test::write_file(c.path + "/run.yaml", "# a LoRA run\nmodel_name_or_path: " + aidreams() + "\ndataset_path: '" + data_dir() +
+                                         "'\nmethod: \"lora\"  # adapters\nlora_target_modules: [q_proj, v_proj]\nmax_steps: 2\n");
+    r = run_lisa("train --config " + c.path + "/run.yaml --output_dir " + c.path + "/out --max_steps 3");
+    ASSERT_EQ(r.code, 0) << r.output;
+    json args = json::parse(fs_read_text(c.path + "/out/training_args.json"));
+    EXPECT_EQ(args["method"], "lora");
+    EXPECT_EQ(args["max_steps"], 3);
+    EXPECT_EQ(args["lora_target_modules"], json({"q_proj", "v_proj"}));
+    lisa_test::write_file(d.path + "/bad.yaml", "max_stepz: 2\n");
+    r = run_lisa("train --config " + d.path + "/bad.yaml --output_dir " + d.path + "/out");
+    EXPECT_EQ(r.code, 1);
+    EXPECT_NE(r.output.find("bad.yaml: key 'max_stepz' is not a flag of lisa train; did you mean 'max_steps'?"),
+              std::string::npos) << r.output;
+}

@@ -81,9 +81,6 @@ command_fn cmd_train_register(CLI::App& app) {
     // flags spelled differently from train_options start from its defaults
     o->method = train_method_name(t.method);
     o->schedule = lr_schedule_name(t.lr_scheduler_type);
-    o->train_emb = t.lisa_train_embeddings;
-    o->train_head = t.lisa_train_head;
-    o->aggregated = t.save_aggregated_lora;
     // the help shows each default from train_options (stated there once)
     app.option_defaults()->always_capture_default();
     app.add_option("--model_name_or_path", t.model_name_or_path, "Hugging Face model folder to fine-tune")->required();
@@ -94,13 +91,16 @@ command_fn cmd_train_register(CLI::App& app) {
     app.add_option("--use_lora", o->use_lora, "LMFlow spelling: 1 = --method lora");
     app.add_option("--lisa_activated_layers", t.lisa_activated_layers, "decoder layers trained at a time");
     app.add_option("--lisa_interval_steps", t.lisa_interval_steps, "optimizer steps between layer draws");
-    app.add_option("--lisa_train_embeddings", o->train_emb, "0 freezes the embedding under LISA");
-    app.add_option("--lisa_train_head", o->train_head, "0 freezes the LM head under LISA");
+    add_bool(app, "--lisa_train_embeddings", &t.lisa_train_embeddings, "0 freezes the embedding under LISA");
+    add_bool(app, "--lisa_train_head", &t.lisa_train_head, "0 freezes the LM head under LISA");
     app.add_option("--lora_r", t.lora_r, "LoRA rank");
     app.add_option("--lora_alpha", t.lora_alpha, "LoRA alpha; scale = alpha / r");
     app.add_option("--lora_dropout", t.lora_dropout, "dropout on the LoRA input");
     app.add_option("--lora_target_modules", o->lora_targets, "comma-separated: q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj");
-    app.add_option("--save_aggregated_lora", o->aggregated, "1 also writes the merged model (LMFlow's flag)");
+    add_bool(app, "--save_aggregated_lora", &t.save_aggregated_lora, "1 also writes the merged model (LMFlow's flag)");
+    std::string config_unused;  // read by main.cpp before parsing (see config_file.h); listed here for --help
+    app.add_option("--config", config_unused,
+                   "FILE (JSON, e.g. a run's training_args.json, or flat YAML): flags of a run; the command line's win");
     app.add_option("--learning_rate", t.adam.lr, "peak learning rate");
     app.add_option("--adam_beta1", t.adam.beta1, "AdamW beta1");
     app.add_option("--adam_beta2", t.adam.beta2, "AdamW beta2");
@@ -195,9 +195,6 @@ command_fn cmd_train_register(CLI::App& app) {
         else if (o->use_lisa == 1) t.method = train_method::lisa;
         else if (o->use_lisa == 0 && t.method == train_method::lisa) t.method = train_method::full;
         t.threads = cli_threads();
-        t.lisa_train_embeddings = o->train_emb != 0;
-        t.lisa_train_head = o->train_head != 0;
-        t.save_aggregated_lora = o->aggregated != 0;
         if (o->disable_group_texts >= 0) t.group_texts = o->disable_group_texts == 0;
         if (!o->lora_targets.empty()) {
             t.lora_target_modules.clear();
@@ -233,13 +230,20 @@ command_fn cmd_train_register(CLI::App& app) {
             clear_bar();
             std::fprintf(stderr, "%s\n", line.c_str());
         };
-        cb.on_progress = [&](int64_t step, int64_t total, double loss, double tps, double eta) {
-            if (!tty) return;
-            const int width = 24;
+        // the bar (only on a terminal: set only then, so the step loop builds no text otherwise)
+        if (tty) cb.on_progress = [&](int64_t step, int64_t total, double loss, double tps, double eta,
+                                      const std::vector<int>* layers, size_t adam_bytes) {
+            std::string state;
+            if (layers) {
+                for (int l : *layers) state += (state.empty() ? "layers [" : ", ") + std::to_string(l);
+                state += "] | ";
+            }
+            state += strf("Adam %.0f MiB", adam_bytes / 1048576.0);
+            const int width = 20;
             int fill = (int)(width * step / std::max<int64_t>(1, total));
-            std::fprintf(stderr, "\r\033[K%lld/%lld [%s%s] loss %.4f | %.0f tok/s | ETA %s", (long long)step,
+            std::fprintf(stderr, "\r\033[K%lld/%lld [%s%s] loss %.4f | %.0f tok/s | %s | ETA %s", (long long)step,
                          (long long)total, std::string(fill, '#').c_str(), std::string(width - fill, '.').c_str(), loss,
-                         tps, fmt_time(eta).c_str());
+                         tps, state.c_str(), fmt_time(eta).c_str());
             bar_drawn = true;
         };
         const bool root = comm_world().is_root();  // with MPI ranks, rank 0 speaks and writes

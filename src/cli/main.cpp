@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "cli/commands.h"
+#include "cli/config_file.h"
 #include "comm/comm.h"
 #include "core/error.h"
 
@@ -75,6 +76,45 @@ static bool explain_unknown(CLI::App& app, int argc, char** argv) {
     return false;
 }
 
+// Replaces `--config FILE` after `train` with the file's flags, checked against train's own.
+static std::vector<std::string> expand_config(CLI::App& app, const std::vector<std::string>& args) {
+    size_t sub = 0;
+    for (size_t i = 1; i < args.size() && !sub; i++)
+        if (args[i] == "train") sub = i;
+    if (!sub) return args;
+    CLI::App* train = app.get_subcommand("train");
+    std::vector<std::string> out(args.begin(), args.begin() + sub + 1), rest;
+    std::vector<std::string> inserted;
+    for (size_t i = sub + 1; i < args.size(); i++) {
+        std::string file;
+        if (args[i] == "--config") {
+            if (i + 1 >= args.size()) lisa::fail("--config: expected a file (JSON or YAML)");
+            file = args[++i];
+        } else if (args[i].rfind("--config=", 0) == 0) {
+            file = args[i].substr(9);
+        } else {
+            rest.push_back(args[i]);
+            continue;
+        }
+        for (const auto& [key, value] : lisa::config_file_read(file)) {
+            const std::string flag = "--" + key;
+            if (!train->get_option_no_throw(flag)) {
+                std::vector<std::string> names;
+                for (const CLI::Option* o : train->get_options())
+                    for (const std::string& n : o->get_lnames()) names.push_back(n);
+                const std::string guess = nearest(key, names);
+                lisa::fail(lisa::strf("%s: key '%s' is not a flag of lisa train%s", file.c_str(), key.c_str(),
+                                      guess.empty() ? "" : ("; did you mean '" + guess + "'?").c_str()));
+            }
+            inserted.push_back(flag);
+            inserted.push_back(value);
+        }
+    }
+    out.insert(out.end(), inserted.begin(), inserted.end());
+    out.insert(out.end(), rest.begin(), rest.end());
+    return out;
+}
+
 int main(int argc, char** argv) {
     CLI::App app{"lisa: fine-tune Llama-family models with LISA, full fine-tuning or LoRA"};
     app.require_subcommand(1);
@@ -103,6 +143,18 @@ int main(int argc, char** argv) {
         lisa::cmd_inspect_data_register);
     add("generate", "generate text from a prompt (KV-cached; greedy at temperature 0)", lisa::cmd_generate_register);
     app.set_version_flag("--version", std::string("lisa ") + LISA_VERSION);
+    // `train --config FILE`: the file's flags go in front of the command line's, so those win
+    std::vector<std::string> args(argv, argv + argc);
+    try {
+        args = expand_config(app, args);
+    } catch (const lisa::error& e) {
+        std::fprintf(stderr, "lisa: error: %s\n", e.what());
+        return 1;
+    }
+    std::vector<char*> argv2;
+    for (auto& a : args) argv2.push_back(a.data());
+    argc = (int)argv2.size();
+    argv = argv2.data();
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {

@@ -69,6 +69,8 @@ class train_policy {
     const std::vector<param_group*>& groups();
     // Its own fields of trainer_state.json (LISA: the active layers).
     virtual nlohmann::json state_json() const { return nlohmann::json::object(); }
+    // The decoder layers training now (LISA), or null: for progress displays, without allocating.
+    virtual const std::vector<int>* active_layers() const { return nullptr; }
     // On resume at `step`, after setup: re-creates the policy's state for that step and returns
     // the groups whose optimizer state the checkpoint holds and must be loaded. `ckpt` names the
     // checkpoint in errors.

@@ -52,6 +52,7 @@ class lisa_policy final : public train_policy {
     }
 
     nlohmann::json state_json() const override { return {{"active_layers", active_}}; }
+    const std::vector<int>* active_layers() const override { return &active_; }
 
     std::vector<param_group*> restore(policy_env& env, const nlohmann::json& st, int64_t step,
                                       const std::string& ckpt) override {

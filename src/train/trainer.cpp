@@ -631,7 +631,8 @@ struct trainer {
             if (cb.on_progress) {
                 double per_step = elapsed / (double)steps_this_run;
                 cb.on_progress(step, total_steps, loss, (tokens_total + tokens_since_log) / std::max(1e-9, elapsed),
-                               per_step * (double)(total_steps - step));
+                               per_step * (double)(total_steps - step), policy->active_layers(),
+                               optim_state_bytes(groups));
             }
             if (step % std::max<int64_t>(1, o.logging_steps) == 0 || step == total_steps) {
                 double dt = std::chrono::duration<double>(now - t_log).count();

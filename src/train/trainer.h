@@ -97,7 +97,10 @@ struct train_result {
 
 struct train_callbacks {
     std::function<void(const std::string& json_line)> on_log;      // every trainer_log.jsonl record
-    std::function<void(int64_t step, int64_t total, double loss, double tokens_per_s, double eta_s)> on_progress;
+    // after each step, with what trains now (LISA's layers, else null) and the optimizer memory
+    std::function<void(int64_t step, int64_t total, double loss, double tokens_per_s, double eta_s,
+                       const std::vector<int>* active_layers, size_t optimizer_bytes)>
+        on_progress;
     std::function<void(const std::string& message)> on_info;       // one-off notices (switches, saves)
 };
 
