@@ -23,7 +23,7 @@ LISA=build/lisa
 # The seed script's defaults (LMFlow's run_finetune_with_lisa.sh), then the user's flags.
 defaults=(--method lisa --lisa_activated_layers 1 --lisa_interval_steps 20 --num_train_epochs 1
           --learning_rate 2e-5 --lr_scheduler_type cosine --per_device_train_batch_size 1
-          --logging_steps 20 --output_model_path output_models/finetuned)
+          --logging_steps 20 --output_model_path output_models/finetuned --plot_loss)
 
 if [[ $# -gt 0 ]]; then
   exec "$LISA" train "${defaults[@]}" "$@"

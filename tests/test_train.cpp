@@ -1,7 +1,9 @@
 // Training: one full fine-tuning step against PyTorch, LISA's layer selection and memory, LoRA
 // in PEFT format, resume and gradient-accumulation equivalence, interruption, NaN stop, and the
 // bundled default run end to end.
+#include <fstream>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <set>
 
 #include "core/error.h"
@@ -590,4 +592,72 @@ TEST(train, config_file_repeats_a_run_and_flags_override_it) {
     EXPECT_EQ(r.code, 1);
     EXPECT_NE(r.output.find("bad.yaml: key 'max_stepz' is not a flag of lisa train; did you mean 'max_steps'?"),
               std::string::npos) << r.output;
+}
+
+// --plot_loss / lisa plot: training_loss.svg holds every logged loss, the eval points and one mark
+// per LISA draw; `lisa plot` redraws it from a log still being written.
+static std::string plotted_run(const std::string& dir) {
+    auto r = run_lisa("train --model_name_or_path " + aidreams() + " --dataset_path " + data_dir() +
+                      " --eval_dataset_path " + data_dir() + " --output_dir " + dir + " --max_steps 12 --logging_steps 2"
+                      " --eval_steps 4 --lisa_activated_layers 1 --lisa_interval_steps 4 --per_device_train_batch_size 4"
+                      " --plot_loss");
+    EXPECT_EQ(r.code, 0) << r.output;
+    return r.output;
+}
+
+TEST(plot, training_loss_svg_shows_the_run) {
+    NEED_ASSETS();
+    temp_dir a;
+    std::string out = plotted_run(a.path);
+    EXPECT_NE(out.find("plot: " + a.path + "/training_loss.svg"), std::string::npos) << out;
+    std::string svg = fs_read_text(a.path + "/training_loss.svg");
+    auto points_of = [&](const std::string& cls) {
+        size_t p = svg.find("class=\"" + cls + "\" points=\"");
+        if (p == std::string::npos) return -1;
+        p = svg.find("points=\"", p) + 8;
+        std::string pts = svg.substr(p, svg.find('"', p) - p);
+        return (int)std::count(pts.begin(), pts.end(), ',');
+    };
+    int losses = 0, evals = 0;
+    std::set<std::string> draws;
+    for (const json& j : read_log(a.path)) {
+        losses += j.contains("loss");
+        evals += j.contains("eval_loss");
+        if (j.contains("active_layers")) draws.insert(j["active_layers"].dump());
+    }
+    EXPECT_EQ(losses, 6);
+    EXPECT_EQ(points_of("train-loss"), losses);
+    EXPECT_EQ(points_of("eval-loss"), evals);
+    EXPECT_EQ(points_of("learning-rate"), losses);
+    size_t marks = 0;
+    for (size_t p = svg.find("lisa-switch"); p != std::string::npos; p = svg.find("lisa-switch", p + 1)) marks++;
+    EXPECT_GE(marks, 2u);  // 12 steps at interval 4: three draws (two may repeat a layer)
+    EXPECT_LE(marks, 3u);
+    // a log still being written (half a line at its end) is drawn from what is complete
+    {
+        std::ofstream f(a.path + "/trainer_log.jsonl", std::ios::app);
+        f << "{\"step\": 13, \"loss\": 1.";
+    }
+    auto r = run_lisa("plot --output_model_path " + a.path);
+    EXPECT_EQ(r.code, 0) << r.output;
+    r = run_lisa("plot --output_model_path " + a.path + "/nothing");
+    EXPECT_EQ(r.code, 1);
+    EXPECT_NE(r.output.find("no trainer_log.jsonl"), std::string::npos) << r.output;
+}
+
+// Looked at as a user would: rendered to PNG by librsvg (Debian's rsvg-convert), it is a picture,
+// not a blank page (far larger than the same canvas with nothing drawn).
+TEST(plot, renders_to_a_non_empty_png) {
+    NEED_ASSETS();
+    if (system("command -v rsvg-convert >/dev/null 2>&1") != 0)
+        GTEST_SKIP() << "rsvg-convert not found (librsvg2-bin, installed by scripts/install-deps.sh)";
+    temp_dir a;
+    plotted_run(a.path);
+    lisa_test::write_file(a.path + "/blank.svg", "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"960\" height=\"540\">"
+                                                 "<rect width=\"960\" height=\"540\" fill=\"white\"/></svg>");
+    ASSERT_EQ(system(("rsvg-convert -b white " + a.path + "/training_loss.svg -o " + a.path + "/plot.png").c_str()), 0);
+    ASSERT_EQ(system(("rsvg-convert -b white " + a.path + "/blank.svg -o " + a.path + "/blank.png").c_str()), 0);
+    size_t plot = fs_read_text(a.path + "/plot.png").size(), blank = fs_read_text(a.path + "/blank.png").size();
+    EXPECT_GT(plot, 10 * blank) << "plot " << plot << " bytes, blank canvas " << blank;
+    EXPECT_EQ(fs_read_text(a.path + "/plot.png").substr(1, 3), "PNG");
 }

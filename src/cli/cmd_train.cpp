@@ -13,6 +13,7 @@
 #include "core/error.h"
 #include "export/export_gguf.h"
 #include "io/fs.h"
+#include "train/plot.h"
 #include "train/trainer.h"
 
 namespace lisa {
@@ -72,7 +73,7 @@ command_fn cmd_train_register(CLI::App& app) {
         train_options t;
         int           use_lisa = -1, use_lora = -1, train_emb = 0, train_head = 0, aggregated = 0,
                       disable_group_texts = -1;
-        bool          overwrite = false, do_train = false, bf16 = false, fp16 = false, no_bar = false;
+        bool          overwrite = false, do_train = false, bf16 = false, fp16 = false, no_bar = false, plot = false;
         std::string   run_name, lora_targets, method, schedule, save_gguf, optim = "adamw_torch";
         std::vector<std::pair<std::string, std::string>> inert;  // (flag, value) given, for warnings
     };
@@ -147,6 +148,7 @@ command_fn cmd_train_register(CLI::App& app) {
     // Hugging Face / LMFlow flags with a meaning here
     add_bool(app, "--bf16", &o->bf16, "save the model in bfloat16 (unless --torch_dtype says otherwise); a bf16 model "
                                       "trains in half mode (bf16 weights, fp32 masters of what trains)");
+    add_bool(app, "--plot_loss", &o->plot, "draw OUTPUT/training_loss.svg when training ends (also: lisa plot)");
     add_bool(app, "--disable_tqdm", &o->no_bar, "no progress bar (it shows only on a terminal anyway)");
     add_bool(app, "--fp16", &o->fp16, "save the model in float16 (unless --torch_dtype says otherwise)");
     app.add_option("--optim", o->optim, "adamw_torch | adamw_hf | adamw_torch_fused | paged_adamw_32bit: all AdamW");
@@ -278,6 +280,7 @@ command_fn cmd_train_register(CLI::App& app) {
             std::exit(130);
         }
         if (!root) return;  // rank 0 has written the model
+        if (o->plot) std::fprintf(stderr, "plot: %s\n", plot_training_loss(out).c_str());
         std::fprintf(stderr, "done: %lld steps in %.1f s, train_loss %.4f, %.0f tokens/s, peak RSS %.0f MiB -> %s\n",
                      (long long)r.global_step, r.train_runtime, r.train_loss, r.tokens_per_second, r.peak_rss_mib,
                      out.c_str());

@@ -141,6 +141,8 @@ int main(int argc, char** argv) {
     add("eval", "loss and perplexity of a model on a dataset", lisa::cmd_eval_register);
     add("inspect-data", "show what training will learn from a dataset: texts with trained tokens marked, or ids and labels",
         lisa::cmd_inspect_data_register);
+    add("plot", "draw training_loss.svg (loss, eval loss, learning rate, LISA switches) from a run's trainer_log.jsonl",
+        lisa::cmd_plot_register);
     add("generate", "generate text from a prompt (KV-cached; greedy at temperature 0)", lisa::cmd_generate_register);
     app.set_version_flag("--version", std::string("lisa ") + LISA_VERSION);
     // `train --config FILE`: the file's flags go in front of the command line's, so those win
