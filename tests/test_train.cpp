@@ -4,7 +4,6 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <set>
-#include <set>
 
 #include "core/error.h"
 #include "io/fs.h"
