@@ -34,14 +34,6 @@ const golden_template kTemplates[] = {
 
 void PrintTo(const golden_template& g, std::ostream* os) { *os << g.name; }
 
-std::vector<json> read_jsonl(const std::string& path) {
-    std::ifstream f(path);
-    std::vector<json> v;
-    std::string line;
-    while (std::getline(f, line))
-        if (!line.empty()) v.push_back(json::parse(line));
-    return v;
-}
 
 model_chat_template load_template(const golden_template& g, const tokenizer& tok) {
     std::string tok_dir = assets_dir() + "/tokenizers/" + g.tokenizer;

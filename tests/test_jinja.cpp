@@ -31,14 +31,6 @@ outcome run_template(const std::string& tmpl, const json& ctx) {
     }
 }
 
-std::vector<json> read_jsonl(const std::string& path) {
-    std::ifstream f(path);
-    std::vector<json> v;
-    std::string line;
-    while (std::getline(f, line))
-        if (!line.empty()) v.push_back(json::parse(line));
-    return v;
-}
 
 // Compares each case with jinja2's answer; returns the number of cases checked.
 size_t check_cases(const std::vector<json>& cases) {

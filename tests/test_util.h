@@ -6,6 +6,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -77,6 +79,16 @@ inline void write_file(const std::string& path, const std::string& data) {
     FILE* f = fopen(path.c_str(), "wb");
     fwrite(data.data(), 1, data.size(), f);
     fclose(f);
+}
+
+// One JSON value per non-empty line (keys in file order), as the golden .jsonl files hold them.
+inline std::vector<nlohmann::ordered_json> read_jsonl(const std::string& path) {
+    std::ifstream f(path);
+    std::vector<nlohmann::ordered_json> v;
+    std::string line;
+    while (std::getline(f, line))
+        if (!line.empty()) v.push_back(nlohmann::ordered_json::parse(line));
+    return v;
 }
 
 }  // namespace lisa_test
