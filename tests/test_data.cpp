@@ -441,3 +441,75 @@ TEST(generate, wraps_the_prompt_with_the_models_template) {
     EXPECT_NE(r.output.find("data: conversations rendered with " + model.path + "/m/tokenizer_config.json: chat_template"),
               std::string::npos) << r.output;
 }
+
+// generate --messages continues a conversation; lisa chat keeps the turns: its second reply is
+// exactly generate --messages on [user, its first reply, user] (greedy, the model's template).
+TEST(generate, messages_and_chat_continue_a_conversation) {
+    NEED_ASSETS();
+    auto src = tiny_qwen3_with_tokenizer();
+    lisa_test::temp_dir d;
+    auto r = lisa_test::run_lisa("init --config " + src.path + "/config.json --tokenizer_path " + src.path +
+                                 " --output_model_path " + d.path + "/m --seed 3");
+    ASSERT_EQ(r.code, 0) << r.output;
+    const std::string base = "generate --model_name_or_path " + d.path + "/m --max_new_tokens 6 --conversation_template auto ";
+    auto one = lisa_test::run_lisa(base + "--prompt 'Hi there' 2>/dev/null");
+    ASSERT_EQ(one.code, 0) << one.output;
+    lisa_test::write_file(d.path + "/one.json", json::array({{{"role", "user"}, {"content", "Hi there"}}}).dump());
+    auto same = lisa_test::run_lisa(base + "--messages " + d.path + "/one.json 2>/dev/null");
+    EXPECT_EQ(same.output, one.output);  // --messages [user] = --prompt
+    const std::string reply1 = one.output.substr(0, one.output.size() - 1);
+    lisa_test::write_file(d.path + "/two.json", json({{"messages", {{{"role", "user"}, {"content", "Hi there"}},
+                                                                     {{"role", "assistant"}, {"content", reply1}},
+                                                                     {{"role", "user"}, {"content", "And then?"}}}}}).dump());
+    auto two = lisa_test::run_lisa(base + "--messages " + d.path + "/two.json 2>/dev/null");
+    ASSERT_EQ(two.code, 0) << two.output;
+    lisa_test::write_file(d.path + "/turns.txt", "Hi there\nAnd then?\n");
+    auto chat = lisa_test::run_lisa("chat --model_name_or_path " + d.path + "/m --max_new_tokens 6 < " + d.path +
+                                    "/turns.txt 2>/dev/null");
+    ASSERT_EQ(chat.code, 0) << chat.output;
+    EXPECT_EQ(chat.output, one.output + two.output);
+    auto bad = lisa_test::run_lisa(base + "--prompt x --messages " + d.path + "/one.json");
+    EXPECT_EQ(bad.code, 1);
+    EXPECT_NE(bad.output.find("give --prompt or --messages"), std::string::npos) << bad.output;
+}
+
+// A named template whose markers the tokenizer does not have is refused, not silently
+// mis-tokenized; the named templates need alternating turns.
+TEST(dataset, named_templates_check_the_tokenizer_and_the_turn_order) {
+    NEED_ASSETS();
+    auto tok = tokenizer_load(lisa_test::assets_dir() + "/tokenizers/mistral");
+    dataset_options o;
+    o.eos_id = 2;
+    model_chat_template storage;
+    try {
+        dataset_choose_template("llama3", lisa_test::assets_dir() + "/tokenizers/mistral", *tok, &storage, &o);
+        ADD_FAILURE() << "llama3 on a Mistral tokenizer";
+    } catch (const lisa::error& e) {
+        EXPECT_NE(std::string(e.what()).find("has no <|begin_of_text|> token"), std::string::npos) << e.what();
+    }
+    dataset_choose_template("mistral", lisa_test::assets_dir() + "/tokenizers/mistral", *tok, &storage, &o);
+    lisa_test::temp_dir td;
+    lisa_test::write_file(td.path + "/a.jsonl", json({{"messages", {{{"role", "user"}, {"content", "a"}},
+                                                                    {{"role", "assistant"}, {"content", "b"}},
+                                                                    {{"role", "assistant"}, {"content", "c"}}}}}).dump() + "\n");
+    try {
+        dataset_load(td.path, *tok, o);
+        ADD_FAILURE() << "two assistant turns in a row";
+    } catch (const lisa::error& e) {
+        EXPECT_NE(std::string(e.what()).find("a.jsonl: line 1.messages[2]: field 'role': \"assistant\" where a user turn is due"),
+                  std::string::npos) << e.what();
+    }
+}
+
+// No silent data loss: eval reports truncated and dropped samples, in its JSON and on stderr.
+TEST(eval_and_generate, eval_reports_truncation_and_dropping) {
+    NEED_ASSETS();
+    const std::string g = lisa_test::golden_dir("aidreams_data") + "/text2text";
+    auto r = lisa_test::run_lisa("eval --model_name_or_path " + lisa_test::assets_dir() +
+                                 "/models/aidreams-260k --dataset_path " + g + " --block_size 12 2>&1");
+    ASSERT_EQ(r.code, 0) << r.output;
+    json j = json::parse(r.output.substr(r.output.find('{')));
+    EXPECT_GT(j["truncated"].get<int64_t>(), 0);
+    EXPECT_EQ(j["records"].get<int64_t>(), j["samples"].get<int64_t>() + j["dropped"].get<int64_t>());
+    EXPECT_NE(r.output.find("samples truncated to --block_size 12"), std::string::npos) << r.output;
+}

@@ -48,7 +48,12 @@ command_fn cmd_eval_register(CLI::App& app) {
         const double sum = evaluate_loss_sum(*m, d, o->batch_size, resolve_pad_id(*tok, dopt.eos_id), &tokens);
         double loss = sum / (double)tokens;
         nlohmann::json j = {{"loss", loss}, {"perplexity", std::exp(loss)}, {"tokens", tokens},
-                            {"samples", (int64_t)d.samples.size()}};
+                            {"samples", (int64_t)d.samples.size()}, {"records", d.n_instances},
+                            {"truncated", d.n_truncated}, {"dropped", d.n_dropped}};
+        if (d.n_truncated > 0 || d.n_dropped > 0)
+            std::fprintf(stderr, "lisa: warning: %lld of %lld samples truncated to --block_size %lld, %lld dropped (no "
+                                 "label token left)\n", (long long)d.n_truncated, (long long)d.n_instances,
+                         (long long)dopt.block_size, (long long)d.n_dropped);
         std::printf("%s\n", j.dump().c_str());
     };
 }

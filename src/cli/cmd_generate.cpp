@@ -1,79 +1,104 @@
-// lisa generate --model_name_or_path DIR --prompt STR [--max_new_tokens N] [--temperature T]
-//               [--top_p P] [--top_k K] [--seed S] [--conversation_template auto|NAME|FILE.jinja]
-//               [--system STR] [--lora_model_path DIR]
+// lisa generate --model_name_or_path DIR (--prompt STR | --messages FILE.json) [--max_new_tokens N]
+//               [--temperature T] [--top_p P] [--top_k K] [--seed S]
+//               [--conversation_template auto|NAME|FILE.jinja] [--system STR] [--lora_model_path DIR]
+// lisa chat     --model_name_or_path DIR [the same flags]: an interactive conversation on stdin
 // Streams the continuation to stdout; greedy at temperature 0; stops at EOS (or the template's
-// end-of-turn token). With a template the prompt is the user turn (after --system, if given),
-// rendered with add_generation_prompt as Hugging Face would.
+// end-of-turn token). With a template the prompt is the user turn (after --system, if given), or
+// --messages is the conversation to continue, rendered with add_generation_prompt as Hugging Face
+// would; `lisa chat` keeps the turns.
+#include <unistd.h>
+
 #include <cstdio>
+#include <iostream>
 
 #include "cli/commands.h"
 #include "cli/common.h"
-#include "train/evaluate.h"
 #include "core/error.h"
 #include "data/dataset.h"
 #include "infer/generate.h"
+#include "io/fs.h"
+#include "train/evaluate.h"
 
 namespace lisa {
 
-command_fn cmd_generate_register(CLI::App& app) {
-    struct opts {
-        std::string      model, prompt, tmpl, lora, system;
-        generate_options g;
-    };
-    auto o = std::make_shared<opts>();
+namespace {
+
+using ojson = nlohmann::ordered_json;
+
+struct gen_opts {
+    std::string      model, prompt, messages, tmpl, lora, system;
+    generate_options g;
+};
+
+void add_common(CLI::App& app, gen_opts* o, bool chat) {
     app.add_option("--model_name_or_path", o->model, "Hugging Face model folder")->required();
-    app.add_option("--prompt", o->prompt, "text to continue (the user message with --conversation_template)")->required();
     app.add_option("--max_new_tokens", o->g.max_new_tokens, "most tokens to generate (default 128)")->check(CLI::PositiveNumber);
     app.add_option("--temperature", o->g.temperature, "sampling temperature; 0 = greedy (default 0)")->check(CLI::NonNegativeNumber);
     app.add_option("--top_p", o->g.top_p, "nucleus sampling mass (default 1)")->check(CLI::Range(0.0, 1.0));
     app.add_option("--top_k", o->g.top_k, "sample among the K most likely tokens; 0 = all (default 0)")->check(CLI::NonNegativeNumber);
     app.add_option("--seed", o->g.seed, "random seed for sampling (default 42)");
     app.add_option("--conversation_template", o->tmpl,
-                   "wrap the prompt as a user turn: auto (the model's own template), llama3, chatml, llama2, mistral, "
-                   "empty, or a .jinja file");
-    app.add_option("--system", o->system, "system prompt before the user turn (with --conversation_template)");
+                   std::string("wrap the turns: auto (the model's own template") + (chat ? ", the default" : "") +
+                       "), llama3, chatml, llama2, mistral, empty, or a .jinja file");
+    app.add_option("--system", o->system, "system prompt before the first user turn (with a template)");
     app.add_option("--lora_model_path", o->lora, "PEFT adapter folder to apply");
-    return [o] {
-        auto m = load_model_with_lora(o->model, o->lora);
-        auto tok = load_tokenizer_of(o->model);
-        std::vector<int32_t> prompt;
-        dataset_options dopt;
-        model_chat_template chat_template;
-        if (!o->tmpl.empty()) dataset_choose_template(o->tmpl, o->model, *tok, &chat_template, &dopt);
-        if (o->tmpl.empty()) {
-            if (!o->system.empty()) fail("--system needs --conversation_template (auto for the model's own)");
-            prompt = tokenizer_encode(*tok, o->prompt, true);
-        } else if (dopt.model_template) {
-            nlohmann::ordered_json msgs = nlohmann::ordered_json::array();
-            if (!o->system.empty()) msgs.push_back({{"role", "system"}, {"content", o->system}});
-            msgs.push_back({{"role", "user"}, {"content", o->prompt}});
-            chat_render r = model_chat_template_render(chat_template, msgs, nullptr, true);
-            prompt = tokenizer_encode(*tok, r.text, false);  // the template writes BOS itself, as HF
-            std::vector<int32_t> eot = tokenizer_encode(*tok, chat_template.end_of_turn, false);
-            for (int32_t id : eot)
-                if (tokenizer_is_special(*tok, id)) o->g.stop_ids.push_back(id);
-        } else {
-            std::vector<chat_message> msgs;
-            if (!o->system.empty()) msgs.push_back({"system", o->system});
-            msgs.push_back({"user", o->prompt});
-            for (const auto& seg : chat_template_render(o->tmpl, msgs, true)) {
-                auto ids = tokenizer_encode(*tok, seg.text, false);
-                prompt.insert(prompt.end(), ids.begin(), ids.end());
-            }
-            for (const auto& s : chat_template_stop_strings(o->tmpl)) {
-                int32_t id = tokenizer_token_to_id(*tok, s);
-                if (id >= 0) o->g.stop_ids.push_back(id);
-            }
+}
+
+// A model, its tokenizer and the chosen template: renders conversations and generates replies.
+struct session {
+    std::unique_ptr<llama_model> m;
+    std::unique_ptr<tokenizer>   tok;
+    dataset_options              dopt;
+    model_chat_template          chat_template;
+    bool                         templated = false;
+    generate_options             g;
+
+    session(const gen_opts& o) : g(o.g) {
+        m = load_model_with_lora(o.model, o.lora);
+        tok = load_tokenizer_of(o.model);
+        if (!o.tmpl.empty()) {
+            dataset_choose_template(o.tmpl, o.model, *tok, &chat_template, &dopt);
+            templated = true;
         }
+        if (dopt.model_template)
+            for (int32_t id : tokenizer_encode(*tok, chat_template.end_of_turn, false))
+                if (tokenizer_is_special(*tok, id)) g.stop_ids.push_back(id);
+        if (templated && !dopt.model_template)
+            for (const auto& s : chat_template_stop_strings(o.tmpl)) {
+                int32_t id = tokenizer_token_to_id(*tok, s);
+                if (id >= 0) g.stop_ids.push_back(id);
+            }
         int32_t eos = resolve_eos_id(*tok, m->cfg);
-        if (eos >= 0) o->g.stop_ids.push_back(eos);
-        for (int64_t id : m->cfg.eos_token_ids) o->g.stop_ids.push_back((int32_t)id);
-        // stream: print the newly decoded text after each token, holding back an incomplete character
+        if (eos >= 0) g.stop_ids.push_back(eos);
+        for (int64_t id : m->cfg.eos_token_ids) g.stop_ids.push_back((int32_t)id);
+    }
+
+    // Prompt ids of a conversation ending in a user turn, with the assistant header after it.
+    std::vector<int32_t> prompt_of(const ojson& msgs) {
+        if (dopt.model_template)  // the template writes BOS itself, as HF
+            return tokenizer_encode(*tok, model_chat_template_render(chat_template, msgs, nullptr, true).text, false);
+        std::vector<chat_message> cm;
+        for (const auto& mm : msgs) {
+            if (!mm.contains("content") || !mm["content"].is_string())
+                fail("the named templates take messages with a string 'content'");
+            cm.push_back({mm.value("role", ""), mm["content"].get<std::string>()});
+        }
+        std::vector<int32_t> ids;
+        for (const auto& seg : chat_template_render(dopt.conversation_template, cm, true)) {
+            auto part = tokenizer_encode(*tok, seg.text, false);
+            ids.insert(ids.end(), part.begin(), part.end());
+        }
+        return ids;
+    }
+
+    // Generates from prompt ids, streaming the text to stdout; returns the text.
+    std::string reply(const std::vector<int32_t>& prompt) {
         std::vector<int32_t> out;
         size_t printed = 0;
+        std::string text;
         auto flush = [&](bool final) {
-            std::string text = tokenizer_decode(*tok, out, true);
-            size_t end = text.size();
+            text = tokenizer_decode(*tok, out, true);
+            size_t end = text.size();  // hold back an incomplete character
             if (!final && end >= 3 && text.compare(end - 3, 3, "\xef\xbf\xbd") == 0) end -= 3;
             if (end > printed) {
                 std::fwrite(text.data() + printed, 1, end - printed, stdout);
@@ -81,12 +106,78 @@ command_fn cmd_generate_register(CLI::App& app) {
                 printed = end;
             }
         };
-        generate(*m, prompt, o->g, [&](int32_t id) {
+        generate(*m, prompt, g, [&](int32_t id) {
             out.push_back(id);
             flush(false);
         });
         flush(true);
         std::printf("\n");
+        return text;
+    }
+};
+
+ojson read_messages(const std::string& path) {
+    ojson j;
+    try {
+        j = ojson::parse(fs_read_text(path));
+    } catch (const nlohmann::json::exception& e) {
+        fail(strf("%s: not valid JSON (%s)", path.c_str(), json_error(e).c_str()));
+    }
+    if (j.is_object() && j.contains("messages")) j = j["messages"];
+    if (!j.is_array() || j.empty())
+        fail(strf("%s: expected a list of {\"role\", \"content\"} (or {\"messages\": [...]})", path.c_str()));
+    for (size_t k = 0; k < j.size(); k++)
+        if (!j[k].is_object() || !j[k].contains("role") || !j[k]["role"].is_string())
+            fail(strf("%s: messages[%zu]: field 'role': expected a string", path.c_str(), k));
+    return j;
+}
+
+}  // namespace
+
+command_fn cmd_generate_register(CLI::App& app) {
+    auto o = std::make_shared<gen_opts>();
+    add_common(app, o.get(), false);
+    app.add_option("--prompt", o->prompt, "text to continue (the user message with --conversation_template)");
+    app.add_option("--messages", o->messages,
+                   "FILE.json: a conversation to continue ([{\"role\", \"content\"}, ...]; needs a template)");
+    return [o] {
+        if (o->prompt.empty() == o->messages.empty()) fail("lisa generate: give --prompt or --messages (one of them)");
+        if (o->tmpl.empty() && !o->system.empty()) fail("--system needs --conversation_template (auto for the model's own)");
+        if (o->tmpl.empty() && !o->messages.empty()) fail("--messages needs --conversation_template (auto for the model's own)");
+        session s(*o);
+        if (!s.templated) {
+            s.reply(tokenizer_encode(*s.tok, o->prompt, true));
+            return;
+        }
+        ojson msgs = o->messages.empty() ? ojson::array() : read_messages(o->messages);
+        if (!o->system.empty()) {
+            if (!msgs.empty() && msgs[0].value("role", "") == "system")
+                fail("--system and a system turn in --messages: give one");
+            msgs.insert(msgs.begin(), ojson{{"role", "system"}, {"content", o->system}});
+        }
+        if (!o->prompt.empty()) msgs.push_back({{"role", "user"}, {"content", o->prompt}});
+        s.reply(s.prompt_of(msgs));
+    };
+}
+
+command_fn cmd_chat_register(CLI::App& app) {
+    auto o = std::make_shared<gen_opts>();
+    o->tmpl = "auto";
+    add_common(app, o.get(), true);
+    return [o] {
+        session s(*o);
+        const bool tty = isatty(fileno(stdin));
+        ojson msgs = ojson::array();
+        if (!o->system.empty()) msgs.push_back({{"role", "system"}, {"content", o->system}});
+        if (tty) std::fprintf(stderr, "(a conversation; an empty line or Ctrl-D ends it)\n");
+        std::string line;
+        while (true) {
+            if (tty) std::fprintf(stderr, "> ");
+            if (!std::getline(std::cin, line) || line.empty()) break;
+            msgs.push_back({{"role", "user"}, {"content", line}});
+            std::string text = s.reply(s.prompt_of(msgs));
+            msgs.push_back({{"role", "assistant"}, {"content", text}});
+        }
     };
 }
 

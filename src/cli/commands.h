@@ -15,6 +15,7 @@ command_fn cmd_eval_register(CLI::App& app);      // lisa eval: loss and perplex
 command_fn cmd_inspect_data_register(CLI::App& app);  // lisa inspect-data: what training will batch
 command_fn cmd_plot_register(CLI::App& app);          // lisa plot: training_loss.svg of a run
 command_fn cmd_generate_register(CLI::App& app);  // lisa generate: sample a continuation
+command_fn cmd_chat_register(CLI::App& app);      // lisa chat: a conversation on stdin
 command_fn cmd_train_register(CLI::App& app);     // lisa train: LISA / full / LoRA fine-tuning
 command_fn cmd_merge_lora_register(CLI::App& app);  // lisa merge-lora: fold an adapter into a model
 command_fn cmd_export_gguf_register(CLI::App& app);  // lisa export-gguf: write a GGUF for llama.cpp

@@ -144,6 +144,7 @@ int main(int argc, char** argv) {
     add("plot", "draw training_loss.svg (loss, eval loss, learning rate, LISA switches) from a run's trainer_log.jsonl",
         lisa::cmd_plot_register);
     add("generate", "generate text from a prompt (KV-cached; greedy at temperature 0)", lisa::cmd_generate_register);
+    add("chat", "talk with a model in its chat template, turn by turn (stdin)", lisa::cmd_chat_register);
     app.set_version_flag("--version", std::string("lisa ") + LISA_VERSION);
     // `train --config FILE`: the file's flags go in front of the command line's, so those win
     std::vector<std::string> args(argv, argv + argc);

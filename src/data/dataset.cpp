@@ -59,7 +59,15 @@ void dataset_choose_template(const std::string& name, const std::string& model_d
     opt->conversation_template.clear();
     bool named = false;
     for (const auto& n : chat_template_names()) named |= n == name;
-    if (named) {
+    if (named) {  // its markers must be single tokens of this tokenizer, or the text means nothing to it
+        std::vector<const char*> markers;
+        if (name == "llama3") markers = {"<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"};
+        if (name == "chatml") markers = {"<|im_start|>", "<|im_end|>"};
+        if (name == "llama2" || name == "mistral") markers = {"<s>", "</s>"};
+        for (const char* mk : markers)
+            if (tokenizer_token_to_id(tok, mk) < 0)
+                fail(strf("--conversation_template %s: the tokenizer of %s has no %s token (the template is for another "
+                          "model family; auto uses the model's own template)", name.c_str(), model_dir.c_str(), mk));
         opt->conversation_template = name;
         return;
     }
@@ -108,6 +116,16 @@ void check_messages(const json& msgs, bool named_template, const std::string& fi
                       named_template ? "\"user\" or \"assistant\" (or \"system\" first)"
                                      : "\"system\", \"user\", \"assistant\" or \"tool\"",
                       role.c_str()));
+        if (named_template) {  // after an optional system turn: user, assistant, user, ...
+            size_t first = msgs[0].value("role", "") == "system" ? 1 : 0;
+            if (k >= first && role != "system") {
+                const char* want = (k - first) % 2 == 0 ? "user" : "assistant";
+                if (role != want)
+                    fail(strf("%s: %s: field 'role': \"%s\" where a %s turn is due (the named templates need user and "
+                              "assistant turns to alternate, starting with the user)", file.c_str(), w.c_str(),
+                              role.c_str(), want));
+            }
+        }
         auto c = msgs[k].find("content");
         bool tool_call = role == "assistant" && msgs[k].contains("tool_calls") && !named_template;
         if (c == msgs[k].end() && !tool_call) fail(strf("%s: %s: field 'content' is missing", file.c_str(), w.c_str()));

@@ -260,9 +260,10 @@ struct trainer {
             info(strf("data: %lld conversations tokenized piece by piece (the tokenizer's normalizer rewrote their text)",
                       (long long)data.n_piecewise));
         if (o.group_texts) dataset_group_texts(&data, dopt.block_size);
-        if (data.n_dropped > 0)
-            info(strf("data: dropped %lld of %lld samples with no label token left after truncation to %lld tokens",
-                      (long long)data.n_dropped, (long long)data.n_instances, (long long)dopt.block_size));
+        if (data.n_truncated > 0 || data.n_dropped > 0)  // never silently: what the block size cost
+            info(strf("data: %lld of %lld samples truncated to %lld tokens, %lld dropped (no label token left)",
+                      (long long)data.n_truncated, (long long)data.n_instances, (long long)dopt.block_size,
+                      (long long)data.n_dropped));
         if (o.eval_dataset_path.empty() && o.validation_split_percentage > 0) {
             // a seeded share of the samples, held out of training for eval_loss
             if (o.validation_split_percentage >= 100)
