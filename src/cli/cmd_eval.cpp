@@ -47,7 +47,7 @@ command_fn cmd_eval_register(CLI::App& app) {
         int64_t tokens = 0;
         const double sum = evaluate_loss_sum(*m, d, o->batch_size, resolve_pad_id(*tok, dopt.eos_id), &tokens);
         double loss = sum / (double)tokens;
-        nlohmann::json j = {{"loss", loss}, {"perplexity", std::exp(loss)}, {"tokens", tokens},
+        nlohmann::ordered_json j = {{"loss", loss}, {"perplexity", std::exp(loss)}, {"tokens", tokens},
                             {"samples", (int64_t)d.samples.size()}, {"records", d.n_instances},
                             {"truncated", d.n_truncated}, {"dropped", d.n_dropped}};
         if (d.n_truncated > 0 || d.n_dropped > 0)
