@@ -5,9 +5,11 @@
 // Skipped (and reported as skipped) when lisa was built without MPI or mpirun is missing.
 #include <gtest/gtest.h>
 
+#include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <unistd.h>
 
 #include "io/fs.h"
 #include "io/safetensors.h"
@@ -33,11 +35,16 @@ bool have_mpirun() { return system("command -v mpirun >/dev/null 2>&1") == 0; }
 
 // `mpirun -np 2 lisa ARGS` (root is allowed to run it in containers, as CI runs as root)
 run_result run_ranks(int n, const std::string& args) {
-    std::string out = std::string(LISA_BUILD_DIR) + "/mpi_run.log";
+    // a log of its own: ctest runs several of these tests at once
+    static int calls = 0;
+    const std::string out = std::string(LISA_BUILD_DIR) + "/mpi_run." + std::to_string(getpid()) + "." +
+                            std::to_string(calls++) + ".log";
     std::string cmd = "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1 timeout 300 mpirun -np " +
                       std::to_string(n) + " --oversubscribe " + std::string(LISA_BIN) + " " + args + " > " + out + " 2>&1";
     int rc = system(cmd.c_str());
-    return {WIFEXITED(rc) ? WEXITSTATUS(rc) : -1, fs_read_text(out)};
+    run_result r{WIFEXITED(rc) ? WEXITSTATUS(rc) : -1, fs_read_text(out)};
+    std::remove(out.c_str());
+    return r;
 }
 
 std::vector<json> log_of(const std::string& dir) {
@@ -113,7 +120,7 @@ TEST_P(MpiMethods, TwoRanksTrainAsOneProcessWithTheGlobalBatch) {
     for (size_t i = 0; i < a.size(); i++) {
         EXPECT_NEAR(a[i]["loss"].get<double>(), b[i]["loss"].get<double>(), 1e-5 * a[i]["loss"].get<double>()) << i;
         EXPECT_NEAR(a[i]["grad_norm"].get<double>(), b[i]["grad_norm"].get<double>(), 1e-4 * a[i]["grad_norm"].get<double>()) << i;
-        if (a[i].contains("active_layers")) EXPECT_EQ(a[i]["active_layers"], b[i]["active_layers"]);  // same draws
+        if (a[i].contains("active_layers")) { EXPECT_EQ(a[i]["active_layers"], b[i]["active_layers"]); }  // same draws
         EXPECT_EQ(b[i]["world_size"], 2);
         EXPECT_EQ(a[i]["allreduce_bytes"], 0);
         EXPECT_GT(b[i]["allreduce_bytes"].get<int64_t>(), 0);
