@@ -570,3 +570,54 @@ TEST_P(fast_vs_ref, embedding_lmhead_lora_fold_optimizer_and_init) {
 
 INSTANTIATE_TEST_SUITE_P(backends, fast_vs_ref, ::testing::Values("cpu"),
                          [](const ::testing::TestParamInfo<const char*>& i) { return std::string(i.param); });
+
+// ============================================================================ 3. thread counts
+// The fast backend's results must not depend on how many threads compute them (a run gives the same
+// model on a busy or an idle machine, on 2 cores or 64, and the trainer may change the count between
+// steps): matrix products tiled on a grid fixed by the shape, reductions in fixed blocks. Shapes
+// here are large enough to be cut into many tiles, along rows and along columns, with ragged edges;
+// each result is also checked against the reference, which the tile offsets must not spoil.
+TEST(cpu_threads, results_are_bit_identical_for_1_2_and_3_threads) {
+    const backend& F = backend_cpu();
+    const backend& R = backend_ref();
+    struct shape { int64_t M, N, K; };
+    const shape shapes[] = {{517, 300, 129}, {96, 1100, 77}, {1030, 64, 300}};
+    for (const shape& sh : shapes)
+        for (int ta = 0; ta < 2; ta++)
+            for (int tb = 0; tb < 2; tb++) {
+                const int64_t M = sh.M, N = sh.N, Kd = sh.K, lda = ta ? M : Kd, ldb = tb ? Kd : N;
+                const auto A = randv(M * Kd, 1), B = randv(Kd * N, 2), C0 = randv(M * N, 3);
+                std::vector<float> want = C0;
+                R.gemm(ta, tb, M, N, Kd, 0.7f, A.data(), lda, B.data(), ldb, 0.5f, want.data(), N);
+                std::vector<float> first;
+                for (int threads : {1, 2, 3}) {
+                    F.set_threads(threads);
+                    std::vector<float> C = C0;
+                    F.gemm(ta, tb, M, N, Kd, 0.7f, A.data(), lda, B.data(), ldb, 0.5f, C.data(), N);
+                    EXPECT_CLOSE(C, want, 2e-5, "gemm " << ta << tb << " " << M << "x" << N << "x" << Kd);
+                    if (first.empty()) first = C;
+                    else EXPECT_EQ(0, std::memcmp(C.data(), first.data(), C.size() * sizeof(float)))
+                        << "gemm " << ta << tb << " " << M << "x" << N << "x" << Kd << " differs at " << threads << " threads";
+                }
+            }
+    // a layer's worth of the other kernels, each at three thread counts
+    const int64_t N = 700, in = 192, out = 520;
+    const auto x = randv(N * in, 4), w = randv(out * in, 5), b = randv(out, 6), dy = randv(N * out, 7), nw = randv(in, 8);
+    std::vector<std::vector<float>> runs;
+    for (int threads : {1, 2, 3}) {
+        F.set_threads(threads);
+        std::vector<float> y(N * out), dx(N * in, 0.0f), dw(out * in, 0.0f), db(out, 0.0f), ny(N * in), rstd(N),
+            ndx(N * in, 0.0f), ndw(in, 0.0f);
+        F.linear_forward(y.data(), x.data(), w.data(), b.data(), N, in, out);
+        F.linear_backward(dx.data(), dw.data(), db.data(), dy.data(), x.data(), w.data(), N, in, out);
+        F.rmsnorm_forward(ny.data(), rstd.data(), x.data(), nw.data(), N, in, 1e-5f, 0.0f);
+        F.rmsnorm_backward(ndx.data(), ndw.data(), dx.data(), x.data(), nw.data(), rstd.data(), N, in, 0.0f);
+        std::vector<float> all;
+        for (const auto* v : {&y, &dx, &dw, &db, &ny, &ndx, &ndw}) all.insert(all.end(), v->begin(), v->end());
+        all.push_back((float)F.sum_of_squares(all.data(), (int64_t)all.size()));
+        runs.push_back(all);
+    }
+    F.set_threads(2);
+    EXPECT_EQ(0, std::memcmp(runs[0].data(), runs[1].data(), runs[0].size() * sizeof(float))) << "1 vs 2 threads";
+    EXPECT_EQ(0, std::memcmp(runs[0].data(), runs[2].data(), runs[0].size() * sizeof(float))) << "1 vs 3 threads";
+}

@@ -41,6 +41,7 @@ struct scratch_plan {
     int64_t max_width = 0;  // widest row (hidden, intermediate or q size)
     int64_t vocab = 0;      // LM head width
     bool    softcap = false;
+    int     threads = 0;    // the most threads a later call may use (0 = the current count)
 };
 
 struct backend {

@@ -16,6 +16,12 @@
 namespace lisa {
 namespace cpu {
 
+// Loops share their work out dynamically, in chunks: a thread that another program slows down takes
+// fewer chunks instead of holding every other thread at the barrier. No result depends on which
+// thread ran a chunk (reductions go in fixed blocks), so any thread count gives the same numbers.
+static const int64_t kRowChunk = 8;      // rows (or columns) of a matrix
+static const int64_t kElemChunk = 8192;  // elements of a flat array
+
 // A per-thread scratch buffer that grows on first use and is reused after (no allocation in
 // steady state). `which` separates buffers a kernel needs at the same time.
 static float* scratch(int which, size_t n) {
@@ -24,26 +30,60 @@ static float* scratch(int which, size_t n) {
     return buf[which].data();
 }
 
+// ============================================================================ matrix products
+// C = alpha·op(A)·op(B) + beta·C on a grid of output tiles that depends only on the shape; each
+// tile is one single-threaded OpenBLAS call and the tiles are shared out dynamically. Two things
+// follow. The result is the same for any thread count (OpenBLAS's own threading splits C where the
+// thread count says, and its edge kernels round differently), so a run does not change with the
+// machine's load or core count. And a thread slowed by another program on its core simply takes
+// fewer tiles, where an even split would make every step wait for it.
+static const int64_t kTileAlign = 32;              // tile edges are multiples of this (kernel unrolls)
+static const double kTileMinFlops = 4.0 * (1 << 20);  // below this a tile's packing costs too much
+
+static void sgemm_tiled(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+                        const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+    if (M <= 0 || N <= 0) return;
+    const double flops = 2.0 * (double)M * (double)N * (double)std::max<int64_t>(K, 1);
+    const int64_t want = std::max<int64_t>(1, std::min<int64_t>(64, (int64_t)(flops / kTileMinFlops)));
+    // split the longer side of C only: each tile then packs the whole of the other operand once,
+    // which is small next to the tile's own work
+    const bool split_rows = M >= N;
+    const int64_t len = split_rows ? M : N;
+    int64_t edge = (len + want - 1) / want;
+    edge = std::max(kTileAlign, (edge + kTileAlign - 1) / kTileAlign * kTileAlign);
+    const int64_t tiles = (len + edge - 1) / edge;
+    const CBLAS_TRANSPOSE oa = ta ? CblasTrans : CblasNoTrans, ob = tb ? CblasTrans : CblasNoTrans;
+    // always a parallel region, even for one tile: OpenBLAS (OpenMP build) runs single-threaded
+    // inside one, and would otherwise start a nested team of its own
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int64_t t = 0; t < tiles; t++) {
+        const int64_t i0 = t * edge, n = std::min(len, i0 + edge) - i0;
+        if (split_rows)  // rows i0.. of C: rows of op(A)
+            cblas_sgemm(CblasRowMajor, oa, ob, (int)n, (int)N, (int)K, alpha, ta ? A + i0 : A + i0 * lda, (int)lda, B,
+                        (int)ldb, beta, C + i0 * ldc, (int)ldc);
+        else  // columns i0.. of C: columns of op(B)
+            cblas_sgemm(CblasRowMajor, oa, ob, (int)M, (int)n, (int)K, alpha, A, (int)lda, tb ? B + i0 * ldb : B + i0,
+                        (int)ldb, beta, C + i0, (int)ldc);
+    }
+}
+
 // ============================================================================ linear
 void linear_forward(float* y, const float* x, const float* w, const float* b, int64_t N, int64_t in, int64_t out) {
     if (b) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic, kRowChunk)
         for (int64_t n = 0; n < N; n++) std::memcpy(y + n * out, b, out * sizeof(float));
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, (int)out, (int)in, 1.0f, x, (int)in, w, (int)in,
-                b ? 1.0f : 0.0f, y, (int)out);
+    sgemm_tiled(false, true, N, out, in, 1.0f, x, in, w, in, b ? 1.0f : 0.0f, y, out);
 }
 
 void linear_backward(float* dx, float* dw, float* db, const float* dy, const float* x, const float* w, int64_t N,
                      int64_t in, int64_t out) {
     if (dx)  // dx[N,in] += dy[N,out] · W[out,in]
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, (int)in, (int)out, 1.0f, dy, (int)out, w,
-                    (int)in, 1.0f, dx, (int)in);
+        sgemm_tiled(false, false, N, in, out, 1.0f, dy, out, w, in, 1.0f, dx, in);
     if (dw)  // dW[out,in] += dyᵀ[out,N] · x[N,in]
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)out, (int)in, (int)N, 1.0f, dy, (int)out, x,
-                    (int)in, 1.0f, dw, (int)in);
+        sgemm_tiled(true, false, out, in, N, 1.0f, dy, out, x, in, 1.0f, dw, in);
     if (db) {  // column sums; parallel over columns so the order of additions is fixed
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic, kRowChunk)
         for (int64_t o = 0; o < out; o++) {
             float s = 0.0f;
             for (int64_t n = 0; n < N; n++) s += dy[n * out + o];
@@ -58,7 +98,7 @@ static float* bf16_block(const uint16_t* w, int64_t o0, int64_t o1, int64_t in) 
     float* dst = scratch(3, (size_t)(kBf16Block * in));
     const int64_t n = (o1 - o0) * in;
     const uint16_t* src = w + o0 * in;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic, kElemChunk)
     for (int64_t i = 0; i < n; i++) dst[i] = bf16_to_f32(src[i]);
     return dst;
 }
@@ -68,11 +108,10 @@ void linear_forward_bf16(float* y, const float* x, const uint16_t* w, const floa
     for (int64_t o0 = 0; o0 < out; o0 += kBf16Block) {
         const int64_t o1 = std::min(out, o0 + kBf16Block);
         const float* wb = bf16_block(w, o0, o1, in);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, (int)(o1 - o0), (int)in, 1.0f, x, (int)in, wb,
-                    (int)in, 0.0f, y + o0, (int)out);
+        sgemm_tiled(false, true, N, (o1 - o0), in, 1.0f, x, in, wb, in, 0.0f, y + o0, out);
     }
     if (b) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic, kRowChunk)
         for (int64_t n = 0; n < N; n++)
             for (int64_t o = 0; o < out; o++) y[n * out + o] += b[o];
     }
@@ -83,15 +122,14 @@ void linear_backward_bf16(float* dx, const float* dy, const uint16_t* w, int64_t
         const int64_t o1 = std::min(out, o0 + kBf16Block);
         const float* wb = bf16_block(w, o0, o1, in);
         // dx[N,in] += dy[:, o0:o1] · W[o0:o1, :]
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, (int)in, (int)(o1 - o0), 1.0f, dy + o0, (int)out,
-                    wb, (int)in, 1.0f, dx, (int)in);
+        sgemm_tiled(false, false, N, in, (o1 - o0), 1.0f, dy + o0, out, wb, in, 1.0f, dx, in);
     }
 }
 
 // ============================================================================ rmsnorm
 void rmsnorm_forward(float* y, float* rstd, const float* x, const float* w, int64_t N, int64_t D, float eps,
                      float w_offset) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic, kRowChunk)
     for (int64_t n = 0; n < N; n++) {
         const float* xr = x + n * D;
         float ss = 0.0f;
@@ -109,7 +147,7 @@ void rmsnorm_forward(float* y, float* rstd, const float* x, const float* w, int6
 void rmsnorm_backward(float* dx, float* dw, const float* dy, const float* x, const float* w, const float* rstd,
                       int64_t N, int64_t D, float w_offset) {
     if (dx) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic, kRowChunk)
         for (int64_t n = 0; n < N; n++) {
             const float* xr = x + n * D;
             const float* dyr = dy + n * D;
@@ -128,7 +166,7 @@ void rmsnorm_backward(float* dx, float* dw, const float* dy, const float* x, con
         const int64_t chunk = 64, nc = (N + chunk - 1) / chunk;
         float* part = scratch(2, (size_t)(nc * D));
         std::memset(part, 0, nc * D * sizeof(float));
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic, kRowChunk)
         for (int64_t c = 0; c < nc; c++) {
             float* pc = part + c * D;
             for (int64_t n = c * chunk; n < std::min(N, (c + 1) * chunk); n++) {
@@ -158,7 +196,7 @@ void rope_tables(float* cos, float* sin, const float* inv_freq, int64_t T, int64
 static void rope_apply(float* x, const float* cos, const float* sin, int64_t B, int64_t T, int64_t H, int64_t hd,
                        float sign) {
     int64_t half = hd / 2;
-#pragma omp parallel for collapse(2) schedule(static)
+#pragma omp parallel for collapse(2) schedule(dynamic, kRowChunk)
     for (int64_t b = 0; b < B; b++)
         for (int64_t t = 0; t < T; t++) {
             const float* c = cos + t * half;
@@ -343,7 +381,7 @@ void attention_forward_kv(float* out, const float* q, const float* kc, const flo
 
 // ============================================================================ swiglu
 void swiglu_forward(float* h, const float* g, const float* u, int64_t n) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic, kElemChunk)
     for (int64_t i = 0; i < n; i++) {
         float s = 1.0f / (1.0f + std::exp(-g[i]));
         h[i] = g[i] * s * u[i];
@@ -351,7 +389,7 @@ void swiglu_forward(float* h, const float* g, const float* u, int64_t n) {
 }
 
 void swiglu_backward(float* dg, float* du, const float* dh, const float* g, const float* u, int64_t n) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic, kElemChunk)
     for (int64_t i = 0; i < n; i++) {
         float s = 1.0f / (1.0f + std::exp(-g[i]));
         float silu = g[i] * s;
@@ -364,7 +402,7 @@ void swiglu_backward(float* dg, float* du, const float* dh, const float* g, cons
 // h = 0.5·g·(1 + tanh(c·(g + 0.044715·g³)))·u, c = sqrt(2/π)
 static const float kGeluC = 0.7978845608028654f;
 void geglu_forward(float* h, const float* g, const float* u, int64_t n) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic, kElemChunk)
     for (int64_t i = 0; i < n; i++) {
         const float x = g[i], th = std::tanh(kGeluC * (x + 0.044715f * x * x * x));
         h[i] = 0.5f * x * (1.0f + th) * u[i];
@@ -372,7 +410,7 @@ void geglu_forward(float* h, const float* g, const float* u, int64_t n) {
 }
 
 void geglu_backward(float* dg, float* du, const float* dh, const float* g, const float* u, int64_t n) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic, kElemChunk)
     for (int64_t i = 0; i < n; i++) {
         const float x = g[i], th = std::tanh(kGeluC * (x + 0.044715f * x * x * x));
         const float gelu = 0.5f * x * (1.0f + th);
@@ -384,12 +422,12 @@ void geglu_backward(float* dg, float* du, const float* dh, const float* g, const
 
 // ============================================================================ embedding
 void embedding_forward(float* x, const int32_t* tokens, const float* table, int64_t N, int64_t D) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic, kRowChunk)
     for (int64_t n = 0; n < N; n++) std::memcpy(x + n * D, table + (int64_t)tokens[n] * D, D * sizeof(float));
 }
 
 void embedding_forward_bf16(float* x, const int32_t* tokens, const uint16_t* table, int64_t N, int64_t D) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic, kRowChunk)
     for (int64_t n = 0; n < N; n++) {
         const uint16_t* src = table + (int64_t)tokens[n] * D;
         for (int64_t i = 0; i < D; i++) x[n * D + i] = bf16_to_f32(src[i]);
@@ -398,7 +436,7 @@ void embedding_forward_bf16(float* x, const int32_t* tokens, const uint16_t* tab
 
 void embedding_backward(float* dtable, const float* dx, const int32_t* tokens, int64_t N, int64_t D) {
     // parallel over columns: a token may repeat, so rows would race; columns never do
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic, kRowChunk)
     for (int64_t i = 0; i < D; i++)
         for (int64_t n = 0; n < N; n++) dtable[(int64_t)tokens[n] * D + i] += dx[n * D + i];
 }
@@ -429,7 +467,7 @@ double lmhead_xent(float* dx, float* dw, const float* x, const float* w, const u
         if (w) linear_forward(logits, xs, w, nullptr, R, D, V);
         else linear_forward_bf16(logits, xs, w16, nullptr, R, D, V);
         const bool grad = dx || dw;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic, kRowChunk)
         for (int64_t r = 0; r < R; r++) {
             float* lr = logits + r * V;
             float* th = cap > 0 ? scratch(4, (size_t)V) : nullptr;  // tanh of the capped logits
@@ -478,7 +516,8 @@ double lmhead_xent(float* dx, float* dw, const float* x, const float* w, const u
 static void reserve(const scratch_plan& p) {
     const size_t tile = (size_t)(kAttnBlock * p.max_T);
     const size_t capped = std::max(tile, (size_t)p.vocab);
-#pragma omp parallel
+    const int threads = std::max(p.threads, omp_get_max_threads());
+#pragma omp parallel num_threads(threads)
     {
         scratch(0, tile);
         scratch(1, tile);
@@ -489,29 +528,26 @@ static void reserve(const scratch_plan& p) {
 }
 
 static void set_threads(int n) {
-    if (n <= 0) return;
-    omp_set_num_threads(n);
-    openblas_set_num_threads(n);
+    if (n > 0) omp_set_num_threads(n);  // OpenBLAS (OpenMP build) follows OpenMP's count
 }
 
 static void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
                  const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
-    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, (int)M, (int)N, (int)K,
-                alpha, A, (int)lda, B, (int)ldb, beta, C, (int)ldc);
+    sgemm_tiled(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
 static void add(float* y, const float* x, int64_t n) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic, kElemChunk)
     for (int64_t i = 0; i < n; i++) y[i] += x[i];
 }
 
 static void scale(float* x, int64_t n, float s) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic, kElemChunk)
     for (int64_t i = 0; i < n; i++) x[i] *= s;
 }
 
 static void softcap(float* x, int64_t n, float cap) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic, kElemChunk)
     for (int64_t i = 0; i < n; i++) x[i] = cap * std::tanh(x[i] / cap);
 }
 
@@ -520,7 +556,7 @@ static void copy(float* dst, const float* src, int64_t n) { std::memcpy(dst, src
 
 static void dropout(float* out, const float* x, int64_t n, float p, uint64_t key) {
     const float keep = 1.0f / (1.0f - p);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic, kElemChunk)
     for (int64_t i = 0; i < n; i++) {
         uint64_t z = key + (uint64_t)i;
         double u = (double)(rng_splitmix(&z) >> 11) * 0x1.0p-53;
@@ -530,13 +566,13 @@ static void dropout(float* out, const float* x, int64_t n, float p, uint64_t key
 
 static void embedding_backward_rows(float* grad, const int32_t* row_of, const float* dx, const int32_t* tokens,
                                     int64_t N, int64_t D) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic, kRowChunk)
     for (int64_t i = 0; i < D; i++)  // columns in parallel: repeated tokens never race
         for (int64_t n = 0; n < N; n++) grad[(int64_t)row_of[tokens[n]] * D + i] += dx[n * D + i];
 }
 
 static void lora_fold(float* w, const float* A, const float* B, int64_t out, int64_t in, int64_t r, float scale) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic, kRowChunk)
     for (int64_t o = 0; o < out; o++)
         for (int64_t k = 0; k < r; k++) {
             const float b = scale * B[o * r + k];
@@ -568,14 +604,14 @@ struct adamw_consts {
 static void adamw_update(float* p, const float* g, float* m, float* v, int64_t n, const adamw_hparams& h,
                          int64_t step, bool decay, float grad_scale) {
     const adamw_consts c(h, step, decay);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic, kElemChunk)
     for (int64_t i = 0; i < n; i++) c.apply(p[i], g[i] * grad_scale, m[i], v[i]);
 }
 
 static void adamw_update_rows(float* p, const float* grad, const int32_t* row_of, float* m, float* v, int64_t rows,
                               int64_t width, const adamw_hparams& h, int64_t step, bool decay, float grad_scale) {
     const adamw_consts c(h, step, decay);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic, kRowChunk)
     for (int64_t r = 0; r < rows; r++) {
         const float* g = row_of[r] >= 0 ? grad + (int64_t)row_of[r] * width : nullptr;
         const int64_t o = r * width;
@@ -588,7 +624,7 @@ static double sum_of_squares(const float* g, int64_t n) {
     thread_local std::vector<double> part_buf;
     if ((int64_t)part_buf.size() < nb) part_buf.resize(nb);
     double* part = part_buf.data();
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic, 1)
     for (int64_t b = 0; b < nb; b++) {
         double s = 0;
         for (int64_t i = b * block; i < std::min(n, (b + 1) * block); i++) s += (double)g[i] * g[i];
