@@ -9,6 +9,7 @@
 #include "io/fs.h"
 #include "model/llama.h"
 #include "model/lora.h"
+#include "train/progress.h"
 #include "train/trainer.h"
 #include "test_util.h"
 
@@ -422,7 +423,7 @@ TEST(train, hf_checkpoint_habits_threads_flag_and_block_size) {
                                     "--block_size 100000");
     EXPECT_TRUE(fs_is_dir(a.path + "/checkpoint-3"));
     EXPECT_TRUE(fs_is_dir(a.path + "/checkpoint-6")) << "no checkpoint at the last step";
-    EXPECT_NE(out.find("lisa: 1 compute threads (--threads)"), std::string::npos) << out;
+    EXPECT_NE(out.find("lisa: 1 compute thread (--threads; fixed)"), std::string::npos) << out;
     EXPECT_NE(out.find("--block_size 100000 is larger than the model's max_position_embeddings 128; using 128"),
               std::string::npos) << out;
     train(b.path, "--max_steps 6 --save_steps 2 --save_total_limit 2 --per_device_train_batch_size 4");
@@ -435,6 +436,87 @@ TEST(train, hf_checkpoint_habits_threads_flag_and_block_size) {
                       "--resume_from_checkpoint latest");
     EXPECT_EQ(r.code, 0) << r.output;
     EXPECT_NE(r.output.find("checkpoint-6"), std::string::npos) << r.output;
+}
+
+// A run's numbers do not depend on the thread count (issue #17): one thread, two, three, and the
+// default, whose count the governor may change from step to step, give byte-identical models. The
+// first line says how many threads compute, why, and how idle threads wait.
+TEST(train, the_thread_count_changes_speed_not_results) {
+    NEED_ASSETS();
+    temp_dir t1, t2, t3, td;
+    const std::string args = "--max_steps 4 --per_device_train_batch_size 4 --method full";
+    train(t1.path, args + " --threads 1");
+    train(t2.path, args + " --threads 2");
+    train(t3.path, args + " --threads 3");
+    // the default: no --threads and no OMP_NUM_THREADS (the test environment sets it)
+    auto r = run_lisa("train --model_name_or_path " + aidreams() + " --dataset_path " + data_dir() +
+                      " --output_model_path " + td.path + " " + args, "env -u OMP_NUM_THREADS -u OMP_WAIT_POLICY -u GOMP_SPINCOUNT");
+    ASSERT_EQ(r.code, 0) << r.output;
+    const std::string& out = r.output;
+    EXPECT_NE(out.find("fewer while other programs hold CPUs); idle threads spin 300 rounds, then sleep"),
+              std::string::npos) << out;
+    for (const auto* d : {&t2, &t3, &td})
+        EXPECT_TRUE(same_bytes(t1.path + "/model.safetensors", d->path + "/model.safetensors")) << d->path;
+    EXPECT_EQ(read_log(t1.path).back()["threads"], 1);
+}
+
+// The progress bar never wraps (issue #17): at any terminal width it is one line of at most
+// cols - 1 characters, and what it drops goes least useful first.
+TEST(progress, the_bar_fits_any_terminal_width) {
+    const std::vector<int> layers = {3, 17};
+    progress_state s;
+    s.step = 1234, s.total = 50000, s.loss = 2.718281828, s.tokens_per_s = 12345.6, s.eta_s = 4000;
+    s.active_layers = &layers, s.optimizer_bytes = (size_t)300 << 20;
+    const std::string wide = progress_bar_line(s, 200);
+    EXPECT_EQ(wide, "1234/50000 [....................] loss 2.7183 | 12346 tok/s | Adam 300 MiB | layers [3, 17] | ETA 1:06:40");
+    for (int cols = 1; cols <= 200; cols++) {
+        const std::string line = progress_bar_line(s, cols);
+        EXPECT_LE((int)line.size(), std::max(1, cols - 1)) << cols << ": " << line;
+        EXPECT_EQ(line.find('\n'), std::string::npos);
+        if (cols >= 40) { EXPECT_NE(line.find("loss 2.7183"), std::string::npos) << cols << ": " << line; }
+    }
+    EXPECT_EQ(progress_bar_line(s, 80).find("layers"), std::string::npos) << "the layers go first";
+    EXPECT_NE(progress_bar_line(s, 80).find("tok/s"), std::string::npos) << progress_bar_line(s, 80);
+}
+
+// Log records on the terminal are rounded for reading; integers and strings stay as they are.
+TEST(progress, records_on_the_terminal_are_rounded_and_the_file_is_not) {
+    const std::string line = R"({"step":20,"epoch":0.9523809523809523,"loss":4.123456789012345,"learning_rate":1.9987654321e-05,"grad_norm":0.31415926535,"note":"x"})";
+    EXPECT_EQ(progress_round_json(line),
+              R"({"step":20,"epoch":0.95238,"loss":4.1235,"learning_rate":1.9988e-05,"grad_norm":0.31416,"note":"x"})");
+    EXPECT_EQ(progress_round_json("not json"), "not json");
+    // a run on a terminal (a pseudo-terminal of 40 columns, by script(1)): the log keeps full precision
+    if (std::system("command -v script >/dev/null 2>&1") != 0) GTEST_SKIP() << "script(1) not installed (util-linux)";
+    NEED_ASSETS();
+    temp_dir t;
+    const std::string cmd = "script -qec \"stty cols 40; " + std::string(LISA_BIN) + " train --model_name_or_path " +
+                            aidreams() + " --dataset_path " + data_dir() + " --output_model_path " + t.path +
+                            " --max_steps 6 --logging_steps 3 --per_device_train_batch_size 4\" /dev/null";
+    FILE* p = popen(cmd.c_str(), "r");
+    std::string out;
+    char buf[4096];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+    ASSERT_EQ(pclose(p), 0) << out;
+    // every bar drawn ("\r\033[K" then "step/total ...") fits in 39 columns
+    int bars = 0;
+    for (size_t at = out.find("\r\033[K"); at != std::string::npos; at = out.find("\r\033[K", at + 1)) {
+        const size_t from = at + 4, to = out.find_first_of("\r\n", from);
+        const std::string bar = out.substr(from, to == std::string::npos ? std::string::npos : to - from);
+        if (bar.empty() || !std::isdigit((unsigned char)bar[0])) continue;  // a log line after a cleared bar
+        bars++;
+        EXPECT_LE(bar.size(), 39u) << bar;
+    }
+    EXPECT_GE(bars, 6);
+    const auto log = read_log(t.path);
+    ASSERT_GE(log.size(), 2u);
+    const double loss = log[0]["loss"].get<double>();
+    char rounded[64];
+    std::snprintf(rounded, sizeof rounded, "\"loss\":%.5g", loss);
+    EXPECT_NE(out.find(rounded), std::string::npos) << "the terminal shows " << rounded << "\n" << out;
+    char full[64];
+    std::snprintf(full, sizeof full, "%.5g", loss);
+    EXPECT_NE(std::strtod(full, nullptr), loss) << "the file keeps more digits than the terminal";
 }
 
 // CLI rough edges (issue #17): the typo named first with the nearest known name, a version, and an

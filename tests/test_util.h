@@ -64,8 +64,9 @@ struct run_result {
     std::string output;  // stdout + stderr
 };
 // Runs the built `lisa` program with arguments (a shell string), capturing its output.
-inline run_result run_lisa(const std::string& args) {
-    std::string cmd = std::string(LISA_BIN) + " " + args + " 2>&1";
+// `lisa ARGS`, stdout and stderr together; `prefix` goes before the binary (e.g. an `env -u ...`).
+inline run_result run_lisa(const std::string& args, const std::string& prefix = "") {
+    std::string cmd = (prefix.empty() ? "" : prefix + " ") + std::string(LISA_BIN) + " " + args + " 2>&1";
     FILE* p = popen(cmd.c_str(), "r");
     std::string out;
     char buf[4096];

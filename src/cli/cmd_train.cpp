@@ -3,17 +3,19 @@
 #include <csignal>
 #include <filesystem>
 #include <cstdlib>
-#include <thread>
 #include <cstdio>
 #include <nlohmann/json.hpp>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include "cli/commands.h"
 #include "comm/comm.h"
 #include "core/error.h"
+#include "core/threads.h"
 #include "export/export_gguf.h"
 #include "io/fs.h"
 #include "train/plot.h"
+#include "train/progress.h"
 #include "train/trainer.h"
 
 namespace lisa {
@@ -23,11 +25,6 @@ static void on_signal(int sig) {
     std::signal(sig, SIG_DFL);  // a second signal kills at once
 }
 
-static std::string fmt_time(double s) {
-    if (!(s >= 0) || s > 1e7) return "--:--";
-    int t = (int)s;
-    return t >= 3600 ? strf("%d:%02d:%02d", t / 3600, t / 60 % 60, t % 60) : strf("%02d:%02d", t / 60, t % 60);
-}
 
 // A boolean as Hugging Face's and LMFlow's scripts pass it: `--name`, or `--name VALUE` with
 // VALUE one of true/false, 1/0, yes/no (any case).
@@ -228,33 +225,27 @@ command_fn cmd_train_register(CLI::App& app) {
             clear_bar();
             std::fprintf(stderr, "%s\n", s.c_str());
         };
-        cb.on_log = [&](const std::string& line) {
+        cb.on_log = [&](const std::string& line) {  // on a terminal, rounded for reading
             clear_bar();
-            std::fprintf(stderr, "%s\n", line.c_str());
+            std::fprintf(stderr, "%s\n", tty ? progress_round_json(line).c_str() : line.c_str());
         };
-        // the bar (only on a terminal: set only then, so the step loop builds no text otherwise)
+        // the bar (only on a terminal: set only then, so the step loop builds no text otherwise),
+        // as wide as the terminal is now (it may have been resized)
         if (tty) cb.on_progress = [&](int64_t step, int64_t total, double loss, double tps, double eta,
                                       const std::vector<int>* layers, size_t adam_bytes) {
-            std::string state;
-            if (layers) {
-                for (int l : *layers) state += (state.empty() ? "layers [" : ", ") + std::to_string(l);
-                state += "] | ";
-            }
-            state += strf("Adam %.0f MiB", adam_bytes / 1048576.0);
-            const int width = 20;
-            int fill = (int)(width * step / std::max<int64_t>(1, total));
-            std::fprintf(stderr, "\r\033[K%lld/%lld [%s%s] loss %.4f | %.0f tok/s | %s | ETA %s", (long long)step,
-                         (long long)total, std::string(fill, '#').c_str(), std::string(width - fill, '.').c_str(), loss,
-                         tps, state.c_str(), fmt_time(eta).c_str());
+            progress_state ps;
+            ps.step = step, ps.total = total, ps.loss = loss, ps.tokens_per_s = tps, ps.eta_s = eta;
+            ps.active_layers = layers, ps.optimizer_bytes = adam_bytes;
+            struct winsize ws {};
+            const int cols = ioctl(STDERR_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0 ? ws.ws_col : 80;
+            std::fprintf(stderr, "\r\033[K%s", progress_bar_line(ps, cols).c_str());
             bar_drawn = true;
         };
         const bool root = comm_world().is_root();  // with MPI ranks, rank 0 speaks and writes
-        if (root) {  // the first line says how many threads compute, and why that many
-            const char* env = std::getenv("OMP_NUM_THREADS");
-            const int n = t.threads > 0 ? t.threads : env && std::atoi(env) > 0 ? std::atoi(env)
-                                                                               : (int)std::thread::hardware_concurrency();
-            std::fprintf(stderr, "lisa: %d compute threads (%s)\n", n,
-                         t.threads > 0 ? "--threads" : env && std::atoi(env) > 0 ? "OMP_NUM_THREADS" : "all cores");
+        if (root) {  // the first line says how many threads compute, why that many, and how they wait
+            const thread_choice c = threads_choose(t.threads);
+            std::fprintf(stderr, "lisa: %d compute thread%s (%s; %s); %s\n", c.n, c.n == 1 ? "" : "s", c.why.c_str(),
+                         c.fixed ? "fixed" : "fewer while other programs hold CPUs", c.wait.c_str());
         }
         std::signal(SIGINT, on_signal);
         std::signal(SIGTERM, on_signal);

@@ -4,6 +4,8 @@
 #include <cctype>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
+#include <unistd.h>
 #include <map>
 #include <string>
 #include <vector>
@@ -12,6 +14,22 @@
 #include "cli/config_file.h"
 #include "comm/comm.h"
 #include "core/error.h"
+#include "core/threads.h"
+
+// libgomp reads its wait policy once, as it loads, before main. Its default has a worker thread
+// that runs out of work spin for milliseconds, which on a machine where another program holds a
+// core takes that core's time from the threads that do have work. So, unless the user chose
+// (OMP_WAIT_POLICY or GOMP_SPINCOUNT), the process starts itself again, once, with a short spin
+// in its environment. Where that cannot be done it goes on as it is.
+static void set_wait_policy(char** argv) {
+    if (std::getenv("OMP_WAIT_POLICY") || std::getenv("GOMP_SPINCOUNT")) return;
+    if (setenv("GOMP_SPINCOUNT", lisa::kDefaultSpinCount, 0) != 0) return;
+    char self[4096];  // the binary's own path, so that ps and top still show its name
+    const ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n <= 0) return;
+    self[n] = 0;
+    execv(self, argv);
+}
 
 namespace lisa {
 static int g_threads = 0;
@@ -116,6 +134,7 @@ static std::vector<std::string> expand_config(CLI::App& app, const std::vector<s
 }
 
 int main(int argc, char** argv) {
+    set_wait_policy(argv);
     CLI::App app{"lisa: fine-tune Llama-family models with LISA, full fine-tuning or LoRA"};
     app.require_subcommand(1);
     // a flag given twice takes its last value, so scripts can put defaults before the user's flags

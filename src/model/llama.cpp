@@ -340,6 +340,7 @@ void llama_acts_init(llama_acts* a, const llama_model& m, int64_t B, int64_t T, 
     sp.max_width = std::max({c.hidden_size, c.intermediate_size, c.num_heads * c.head_dim});
     sp.vocab = c.vocab_size;
     sp.softcap = c.attn_logit_softcap > 0 || c.final_logit_softcap > 0;
+    sp.threads = std::max(m.ctx.threads, m.ctx.max_threads);
     m.ctx.apply();
     m.ctx.be->reserve(sp);
     a->B = a->T = 0;

@@ -74,6 +74,7 @@ struct llama_lora {
 struct compute_ctx {
     const backend* be = &backend_cpu();
     int            threads = 0;
+    int            max_threads = 0;  // the most `threads` may become mid-run (a thread governor), 0 = threads
     void           apply() const { be->set_threads(threads); }
 };
 

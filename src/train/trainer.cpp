@@ -12,6 +12,7 @@
 
 #include "comm/comm.h"
 #include "core/error.h"
+#include "core/threads.h"
 #include "data/dataset.h"
 #include "io/fs.h"
 #include "model/llama.h"
@@ -168,6 +169,9 @@ struct trainer {
     int32_t                       pad_id = 0;
     std::string                   last_checkpoint;
     std::FILE*                    log = nullptr;
+    thread_choice                 threads;      // the compute threads at the start, and who chose them
+    thread_governor               governor;     // the count step by step, unless the user fixed it
+    std::string                   thread_note;  // why the governor changed the count (capacity reserved)
 
     trainer(const train_options& opt, const train_callbacks& c) : o(opt), cb(c) {}
     ~trainer() {
@@ -224,7 +228,10 @@ struct trainer {
 
     void load(const std::string& ckpt) {
         m = llama_model_load(o.model_name_or_path);
-        m->ctx.threads = o.threads;
+        threads = threads_choose(o.threads);
+        m->ctx.threads = m->ctx.max_threads = threads.n;
+        thread_governor_init(&governor, threads.n);
+        thread_note.reserve(256);  // the step loop allocates nothing
         out_dtype = o.torch_dtype.empty() ? m->stored_dtype : parse_dtype_option(o.torch_dtype);
         if (!ckpt.empty()) {  // weights as of the checkpoint (fp32), config and tokenizer from the base
             auto c = llama_model_load(ckpt, m->half ? 1 : 0);  // the base's mode, masters exact
@@ -541,6 +548,8 @@ struct trainer {
         int64_t cur_epoch = -1;
         adamw_hparams h = o.adam;
         while (step < total_steps) {
+            const auto t_step = std::chrono::steady_clock::now();
+            const double wait_before = threads.fixed ? -1 : threads_wait_seconds();
             policy->begin_step(*env, step);
             const std::vector<param_group*>& groups = policy->groups();
             const int64_t epoch = step / steps_per_epoch, in_epoch = step % steps_per_epoch;
@@ -623,6 +632,21 @@ struct trainer {
             h.lr = lr_at(o.lr_scheduler_type, o.adam.lr, step, warmup, total_steps);
             optim_step(K, groups, h, clip, sr, world);
             const uint64_t step_gathered = world->gathered_bytes - gathered_before;
+            if (!threads.fixed) {  // the thread count for the next step, from how this one went
+                double work = 0;  // tokens computed, padding included
+                for (size_t k = 0; k < n_mb; k++) work += (double)(mbs[k].B * mbs[k].T);
+                const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_step).count();
+                const double wait_after = threads_wait_seconds();
+                const int was = governor.cur;
+                const int next = thread_governor_step(&governor, secs, work,
+                                                      wait_before >= 0 && wait_after >= 0 ? std::max(0.0, wait_after - wait_before) : -1,
+                                                      &thread_note);
+                if (next != was) m->ctx.threads = next;  // each forward applies the model's count
+                if (!thread_note.empty()) {
+                    if (cb.on_info && world->is_root()) cb.on_info(strf("step %lld: %s", (long long)step + 1, thread_note.c_str()));
+                    thread_note.clear();
+                }
+            }
             step++;
             steps_this_run++;
             steps_since_log++;
@@ -645,6 +669,7 @@ struct trainer {
                           {"tokens_per_second", tokens_since_log / std::max(1e-9, dt)},
                           {"rss_mib", current_rss_mib()},
                           {"optimizer_state_bytes", optim_state_bytes(groups)},
+                          {"threads", governor.cur},
                           {"world_size", world->size()},
                           {"allreduce_bytes", world->size() > 1 ? step_reduced : 0}};
                 if (o.zero_stage == 1) j["allgather_bytes"] = step_gathered;
