@@ -4,6 +4,7 @@
 # against an earlier revision's default, interleaved round by round; the PyTorch baseline beside
 # them when PyTorch is installed (same model shape, same batch shape, its default threads).
 #   bench/contention.sh [STEPS] [REV] [ROUNDS]     e.g. bench/contention.sh 40 92ca377 2
+# REV may also be the path of an earlier build's lisa binary (nothing is built then).
 # Prints wall seconds of `lisa train` (start to saved model) per case and the ratios that matter:
 # beside the hog, default / --threads 1 (should be <= 1.0); idle, default / --threads N and
 # default / REV's default (should be about 1.0).
@@ -17,19 +18,23 @@ work=$(mktemp -d /tmp/lisa_contention.XXXXXX)
 hog_pid=
 cleanup() {
   [ -n "$hog_pid" ] && kill "$hog_pid" 2>/dev/null || true
-  [ -n "$rev" ] && git worktree remove --force "$work/old" >/dev/null 2>&1 || true
+  [ -d "$work/old" ] && git worktree remove --force "$work/old" >/dev/null 2>&1 || true
   rm -rf "$work"
 }
 trap cleanup EXIT
 cmake --build build -j"$cpus" --target lisa >/dev/null
 bins=(new)
-if [ -n "$rev" ]; then
+old_bin=$work/old/build/lisa
+if [ -n "$rev" ] && [ -x "$rev" ]; then
+  old_bin=$(realpath "$rev")
+  bins+=(old)
+elif [ -n "$rev" ]; then
   git worktree add -q --detach "$work/old" "$rev"
   cmake -S "$work/old" -B "$work/old/build" -DCMAKE_BUILD_TYPE=Release >/dev/null
   cmake --build "$work/old/build" -j"$cpus" --target lisa >/dev/null
   bins+=(old)
 fi
-bin_of() { [ "$1" = old ] && echo "$work/old/build/lisa" || echo build/lisa; }
+bin_of() { [ "$1" = old ] && echo "$old_bin" || echo build/lisa; }
 
 # two models on the bundled data: the bundled default's tiny Llama, and a wider one (hidden 512)
 build/lisa init --config configs/tiny-llama.json --tokenizer_path data/tokenizer --output_model_path "$work/tiny" --seed 1 >/dev/null
