@@ -1,0 +1,11 @@
+// How much slower than a normal build this build runs: the tests' hang guards (time bounds)
+// scale with it.
+#pragma once
+
+namespace lisa_test {
+#if defined(__SANITIZE_ADDRESS__)
+inline constexpr double kSlowdown = 4.0;  // AddressSanitizer + UBSan (-DLISA_SANITIZE=ON)
+#else
+inline constexpr double kSlowdown = 1.0;
+#endif
+}  // namespace lisa_test
