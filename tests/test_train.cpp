@@ -4,6 +4,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <set>
+#include <sstream>
 
 #include "core/error.h"
 #include "io/fs.h"
@@ -519,6 +520,35 @@ TEST(progress, records_on_the_terminal_are_rounded_and_the_file_is_not) {
     EXPECT_NE(std::strtod(full, nullptr), loss) << "the file keeps more digits than the terminal";
 }
 
+// The documentation shows a run that happened (issue #17): every line of docs/training.md's
+// example of the bundled default is in the recorded run (docs/runs/bundled-default.txt, written
+// by scripts/record_default_run.sh), and the date and time it quotes are the recording's.
+TEST(docs, the_bundled_default_example_is_a_recorded_run) {
+    const std::string root = std::string(LISA_TEST_DIR) + "/..";
+    const std::string doc = fs_read_text(root + "/docs/training.md");
+    const std::string rec = fs_read_text(root + "/docs/runs/bundled-default.txt");
+    const size_t at = doc.find("$ ./run_finetune_with_lisa.sh");
+    ASSERT_NE(at, std::string::npos);
+    const std::string block = doc.substr(at, doc.find("```", at) - at);
+    std::istringstream lines(block);
+    std::string line;
+    std::getline(lines, line);  // "$ ./run_finetune_with_lisa.sh   # recorded DATE: N CPUs, S s in all"
+    const size_t date = line.find("recorded ");
+    ASSERT_NE(date, std::string::npos) << line;
+    EXPECT_NE(rec.find("date: " + line.substr(date + 9, 10)), std::string::npos) << line;
+    const size_t secs = line.find(", ", date);
+    ASSERT_NE(secs, std::string::npos) << line;
+    const std::string wall = line.substr(secs + 2, line.find(" s in all") - secs - 2);
+    EXPECT_NE(rec.find("wall: " + wall + " s"), std::string::npos) << "the quoted time " << wall;
+    int quoted = 0;
+    while (std::getline(lines, line)) {
+        if (line.empty() || line == "...") continue;
+        EXPECT_NE(rec.find(line), std::string::npos) << "not in the recorded run: " << line;
+        quoted++;
+    }
+    EXPECT_GE(quoted, 5);
+}
+
 // CLI rough edges (issue #17): the typo named first with the nearest known name, a version, and an
 // adapter folder given as the model says which flag it belongs to.
 TEST(cli, typos_version_and_an_adapter_given_as_the_model) {
@@ -613,8 +643,8 @@ TEST(train, load_best_model_at_end_saves_the_best_checkpoint) {
         const std::string eval_data = lisa_test::golden_dir("aidreams_data") + "/text2text";
         auto r = run_lisa("train --model_name_or_path " + aidreams() + " --dataset_path " + data_dir() +
                           " --eval_dataset_path " + eval_data + " --output_dir " + a.path + " --method " + method +
-                          " --max_steps " + (lora ? "10" : "12") + " --per_device_train_batch_size 4 --learning_rate " +
-                          (lora ? "0.3" : "0.02") + " --lr_scheduler_type constant"
+                          " --max_steps " + (lora ? "4" : "12") + " --per_device_train_batch_size 4 --learning_rate " +
+                          (lora ? "1.0" : "0.02") + " --lr_scheduler_type constant"
                           " --lisa_activated_layers 4 --lora_r 8 --lora_dropout 0 --eval_strategy steps --eval_steps 2"
                           " --save_strategy steps --save_steps 2 --save_total_limit 1 --load_best_model_at_end"
                           " --metric_for_best_model eval_loss");
