@@ -27,6 +27,7 @@ bins=(new)
 old_bin=$work/old/build/lisa
 if [ -n "$rev" ] && [ -x "$rev" ]; then
   old_bin=$(realpath "$rev")
+  rev=$(basename "$rev")
   bins+=(old)
 elif [ -n "$rev" ]; then
   git worktree add -q --detach "$work/old" "$rev"
