@@ -11,6 +11,7 @@ seconds=${1:-600}
 shift || true
 targets=("${@:-safetensors config tokenizer dataset jinja gguf}")
 read -r -a targets <<< "${targets[*]}"
+cpus=$(nproc)  # before OMP_NUM_THREADS=1 below, which nproc obeys
 cmake -S . -B build-sanitize -DCMAKE_BUILD_TYPE=Release -DLISA_SANITIZE=ON >/dev/null
 cmake --build build-sanitize -j"$(nproc)" --target lisa_fuzz >/dev/null
 mkdir -p fuzz_findings
@@ -19,7 +20,7 @@ status=0
 for t in "${targets[@]}"; do
   # one process per CPU, each from its own seed
   pids=()
-  for k in $(seq "$(nproc)"); do
+  for k in $(seq "$cpus"); do
     build-sanitize/tests/lisa_fuzz "$t" --seconds "$seconds" --seed "$((k * 7919 + ${#t}))" --findings fuzz_findings &
     pids+=($!)
   done
