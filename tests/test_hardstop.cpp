@@ -140,6 +140,9 @@ TEST(hard_stop, a_read_only_output_folder_gives_one_clear_error) {
         if (std::system("command -v setpriv >/dev/null 2>&1") != 0) GTEST_SKIP() << "setpriv(1) not installed";
         prefix = "setpriv --reuid=65534 --regid=65534 --clear-groups";
         stdfs::permissions(base.path, stdfs::perms::owner_all | stdfs::perms::others_read | stdfs::perms::others_exec);
+        // the checkout may sit where nobody cannot reach it (a home folder): then this cannot be tested
+        const auto probe = run_lisa("info --model_name_or_path " + aidreams(), prefix);
+        if (probe.code != 0) GTEST_SKIP() << "the user nobody cannot run lisa on the assets here: " << probe.output;
     }
     stdfs::permissions(out, stdfs::perms::owner_read | stdfs::perms::owner_exec | stdfs::perms::others_read |
                                 stdfs::perms::others_exec);
@@ -147,9 +150,6 @@ TEST(hard_stop, a_read_only_output_folder_gives_one_clear_error) {
                           " --output_model_path " + out + " --max_steps 2 --threads 1",
                       prefix);
     stdfs::permissions(out, stdfs::perms::owner_all);
-    if (r.output.find("Permission denied") != std::string::npos && r.output.find(aidreams()) != std::string::npos &&
-        r.output.find(out) == std::string::npos)
-        GTEST_SKIP() << "the user nobody cannot read the assets here: " << r.output;
     EXPECT_EQ(r.code, 1) << r.output;
     EXPECT_NE(r.output.find(out), std::string::npos) << "the error names the folder: " << r.output;
     EXPECT_NE(r.output.find("Permission denied"), std::string::npos) << r.output;
