@@ -66,6 +66,35 @@ TEST(dataset, text_only_and_text2text_ids_and_label_masks) {
     }
 }
 
+// --group_texts packs whole samples: a sample longer than a block continues into the next block
+// (LMFlow tokenizes without truncation before grouping); only the stream's remainder is dropped.
+TEST(dataset, group_texts_packs_samples_whole_not_cut_to_the_block_first) {
+    NEED_ASSETS();
+    auto tok = tokenizer_load(lisa_test::assets_dir() + "/tokenizers/mistral");
+    auto g = golden_ids("mistral");
+    ids_t hw_sp = g["Hello world"]["ids_special"];
+    const std::string text = "Hello world";
+    lisa_test::temp_dir td;
+    json inst = json::array();
+    for (int i = 0; i < 3; i++) inst.push_back({{"text", text}});
+    write_dataset(td, "a.json", {{"type", "text_only"}, {"instances", inst}});
+    const int64_t per = (int64_t)hw_sp.size() + 1;  // BOS ... EOS
+    dataset_options o;
+    o.eos_id = 2;
+    o.block_size = per - 1;  // every sample is one token longer than a block
+    o.truncate = false;
+    dataset d = dataset_load(td.path, *tok, o);
+    EXPECT_EQ(d.n_truncated, 0);
+    dataset_group_texts(&d, o.block_size);
+    EXPECT_EQ((int64_t)d.samples.size(), 3 * per / (per - 1));  // every token is in some block
+    ASSERT_GE(d.samples.size(), 2u);
+    EXPECT_EQ(d.samples[1].ids[0], 2);  // the second block starts with the first sample's EOS
+    o.truncate = true;                  // without packing, samples are cut (and counted)
+    dataset cut = dataset_load(td.path, *tok, o);
+    EXPECT_EQ(cut.n_truncated, 3);
+    EXPECT_EQ((int64_t)cut.samples[0].ids.size(), per - 1);
+}
+
 TEST(dataset, conversation_trains_on_assistant_turns_and_their_closing_token) {
     NEED_ASSETS();
     auto tok = tokenizer_load(lisa_test::assets_dir() + "/tokenizers/llama3");

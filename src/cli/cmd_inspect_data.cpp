@@ -50,6 +50,7 @@ command_fn cmd_inspect_data_register(CLI::App& app) {
         dataset_choose_template(o->tmpl, o->model, *tok, &chat_template, &dopt);
         dopt.train_on_prompt = o->train_on_prompt;
         dopt.eos_id = resolve_eos_id(*tok, cfg);
+        dopt.truncate = !o->group_texts;  // packing keeps every token
         dataset d = dataset_load(o->data, *tok, dopt);
         if (o->group_texts) dataset_group_texts(&d, dopt.block_size);
         size_t shown = o->limit == 0 ? d.samples.size() : std::min<size_t>(d.samples.size(), (size_t)o->limit);

@@ -282,7 +282,7 @@ dataset dataset_load(const std::string& dir, const tokenizer& tok, const dataset
             fail(strf("%s: %s: %s", file.c_str(), where.c_str(), e.what()));
         }
         d.n_instances++;
-        if ((int64_t)s.ids.size() > opt.block_size) {
+        if (opt.truncate && (int64_t)s.ids.size() > opt.block_size) {
             s.ids.resize(opt.block_size);
             s.labels.resize(opt.block_size);
             d.n_truncated++;

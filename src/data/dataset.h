@@ -36,6 +36,8 @@ struct sample {
 
 struct dataset_options {
     int64_t     block_size = 1024;          // longer sequences are truncated
+    bool        truncate = true;             // false under --group_texts: samples are packed whole
+                                             // into blocks afterwards, so nothing is cut here
     std::string conversation_template = "";  // a named template, when model_template is null
     const model_chat_template* model_template = nullptr;  // the model's Jinja template (auto)
     bool        train_on_prompt = false;     // conversation: also train on user/system turns

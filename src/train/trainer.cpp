@@ -255,6 +255,7 @@ struct trainer {
         tok = tokenizer_load(o.model_name_or_path);
         dataset_options dopt;
         dopt.block_size = block_size;
+        dopt.truncate = !o.group_texts;  // packing keeps every token
         dataset_choose_template(o.conversation_template, o.model_name_or_path, *tok, &chat_template, &dopt);
         dopt.train_on_prompt = o.train_on_prompt;
         dopt.eos_id = resolve_eos_id(*tok, m->cfg);
