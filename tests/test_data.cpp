@@ -307,6 +307,28 @@ TEST(eval_and_generate, match_pytorch_on_the_trained_model) {
     auto r = lisa_test::run_lisa("generate --model_name_or_path " + model + " --prompt 'Hello world' --max_new_tokens 30");
     ASSERT_EQ(r.code, 0) << r.output;
     EXPECT_EQ(r.output, gen["text"].get<std::string>() + "\n");
+    // --prompts_file: one JSON line per prompt, in order, extra fields kept, the same greedy text
+    {
+        lisa_test::temp_dir td;
+        lisa_test::write_file(td.path + "/p.jsonl", "{\"prompt\": \"Hello world\", \"id\": 7}\n\n\"Hello world\"\n");
+        auto b = lisa_test::run_lisa("generate --model_name_or_path " + model + " --prompts_file " + td.path +
+                                     "/p.jsonl --max_new_tokens 30");
+        ASSERT_EQ(b.code, 0) << b.output;
+        std::vector<json> lines;
+        std::istringstream in(b.output);
+        for (std::string l; std::getline(in, l);) lines.push_back(json::parse(l));
+        ASSERT_EQ(lines.size(), 2u) << b.output;
+        EXPECT_EQ(lines[0]["id"], 7);
+        for (const json& l : lines) {
+            EXPECT_EQ(l["prompt"], "Hello world");
+            EXPECT_EQ(l["completion"], gen["text"].get<std::string>());
+        }
+        lisa_test::write_file(td.path + "/bad.jsonl", "{\"prompt\": \"a\"}\n{\"text\": \"b\"}\n");
+        auto e = lisa_test::run_lisa("generate --model_name_or_path " + model + " --prompts_file " + td.path + "/bad.jsonl");
+        EXPECT_EQ(e.code, 1);
+        EXPECT_NE(e.output.find("bad.jsonl: line 2: field 'prompt': expected a string"), std::string::npos) << e.output;
+        EXPECT_EQ(e.output.find("completion"), std::string::npos) << "nothing is generated before every line is checked";
+    }
     // sampling is reproducible for a seed and differs across seeds
     std::string base = "generate --model_name_or_path " + model + " --prompt 'The stars' --max_new_tokens 20 --temperature 1 --top_p 0.9 --top_k 40 ";
     auto s1 = lisa_test::run_lisa(base + "--seed 1"), s2 = lisa_test::run_lisa(base + "--seed 1"),

@@ -1,6 +1,8 @@
 // lisa generate --model_name_or_path DIR (--prompt STR | --messages FILE.json) [--max_new_tokens N]
 //               [--temperature T] [--top_p P] [--top_k K] [--seed S]
 //               [--conversation_template auto|NAME|FILE.jinja] [--system STR] [--lora_model_path DIR]
+// lisa generate --model_name_or_path DIR --prompts_file FILE.jsonl [the same flags]: one
+//               completion per prompt, each written to stdout as a JSON line (evaluation)
 // lisa chat     --model_name_or_path DIR [the same flags]: an interactive conversation on stdin
 // Streams the continuation to stdout; greedy at temperature 0; stops at EOS (or the template's
 // end-of-turn token). With a template the prompt is the user turn (after --system, if given), or
@@ -26,7 +28,7 @@ namespace {
 using ojson = nlohmann::ordered_json;
 
 struct gen_opts {
-    std::string      model, prompt, messages, tmpl, lora, system;
+    std::string      model, prompt, messages, tmpl, lora, system, prompts_file;
     generate_options g;
 };
 
@@ -91,6 +93,13 @@ struct session {
         return ids;
     }
 
+    // Generates from prompt ids without printing; returns the text.
+    std::string complete(const std::vector<int32_t>& prompt) {
+        std::vector<int32_t> out;
+        generate(*m, prompt, g, [&](int32_t id) { out.push_back(id); });
+        return tokenizer_decode(*tok, out, true);
+    }
+
     // Generates from prompt ids, streaming the text to stdout; returns the text.
     std::string reply(const std::vector<int32_t>& prompt) {
         std::vector<int32_t> out;
@@ -132,6 +141,36 @@ ojson read_messages(const std::string& path) {
     return j;
 }
 
+// --prompts_file: a JSON Lines file, each line {"prompt": "..."} (other fields are kept and
+// passed through) or a bare JSON string. Checks every line before generating anything.
+std::vector<ojson> read_prompts(const std::string& path) {
+    std::string text = fs_read_text(path);
+    std::vector<ojson> out;
+    size_t p = 0;
+    int64_t line_no = 0;
+    while (p < text.size()) {
+        size_t e = text.find('\n', p);
+        if (e == std::string::npos) e = text.size();
+        std::string line = text.substr(p, e - p);
+        p = e + 1;
+        line_no++;
+        if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+        ojson j;
+        try {
+            j = ojson::parse(line);
+        } catch (const nlohmann::json::exception& ex) {
+            fail(strf("%s: line %lld: not valid JSON (%s)", path.c_str(), (long long)line_no, json_error(ex).c_str()));
+        }
+        if (j.is_string()) j = ojson{{"prompt", j}};
+        if (!j.is_object() || !j.contains("prompt") || !j["prompt"].is_string())
+            fail(strf("%s: line %lld: field 'prompt': expected a string (or the line a JSON string)", path.c_str(),
+                      (long long)line_no));
+        out.push_back(std::move(j));
+    }
+    if (out.empty()) fail(strf("%s: no prompts (expected JSON Lines: {\"prompt\": \"...\"} per line)", path.c_str()));
+    return out;
+}
+
 }  // namespace
 
 command_fn cmd_generate_register(CLI::App& app) {
@@ -140,9 +179,33 @@ command_fn cmd_generate_register(CLI::App& app) {
     app.add_option("--prompt", o->prompt, "text to continue (the user message with --conversation_template)");
     app.add_option("--messages", o->messages,
                    "FILE.json: a conversation to continue ([{\"role\", \"content\"}, ...]; needs a template)");
+    app.add_option("--prompts_file", o->prompts_file,
+                   "FILE.jsonl: {\"prompt\": ...} per line; writes {..., \"completion\": ...} per line to stdout");
     return [o] {
-        if (o->prompt.empty() == o->messages.empty()) fail("lisa generate: give --prompt or --messages (one of them)");
+        if ((int)!o->prompt.empty() + (int)!o->messages.empty() + (int)!o->prompts_file.empty() != 1)
+            fail("lisa generate: give --prompt, --messages or --prompts_file (one of them)");
         if (o->tmpl.empty() && !o->system.empty()) fail("--system needs --conversation_template (auto for the model's own)");
+        if (!o->prompts_file.empty()) {
+            std::vector<ojson> prompts = read_prompts(o->prompts_file);  // all checked before any work
+            session s(*o);
+            for (ojson& j : prompts) {
+                const std::string p = j["prompt"].get<std::string>();
+                std::vector<int32_t> ids;
+                if (s.templated) {
+                    ojson msgs = ojson::array();
+                    if (!o->system.empty()) msgs.push_back({{"role", "system"}, {"content", o->system}});
+                    msgs.push_back({{"role", "user"}, {"content", p}});
+                    ids = s.prompt_of(msgs);
+                } else {
+                    ids = tokenizer_encode(*s.tok, p, true);
+                }
+                j["completion"] = s.complete(ids);
+                std::string line = j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
+                std::fwrite(line.data(), 1, line.size(), stdout);
+                std::fflush(stdout);
+            }
+            return;
+        }
         if (o->tmpl.empty() && !o->messages.empty()) fail("--messages needs --conversation_template (auto for the model's own)");
         session s(*o);
         if (!s.templated) {
