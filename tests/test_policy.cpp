@@ -4,6 +4,7 @@
 #include <map>
 #include <set>
 
+#include "train/layer_sampling.h"
 #include "train/policy.h"
 #include "test_util.h"
 
@@ -193,4 +194,52 @@ TEST(policy_full, trains_everything_with_a_sparse_untied_embedding) {
     for (int64_t s = 0; s < 5; s++) p->begin_step(env, s);  // nothing moves
     EXPECT_EQ(env.bound, (std::set<int>{0, 1, 2}));
     EXPECT_TRUE(p->state_json().empty());
+}
+
+// Outlier-weighted draws: each layer is drawn in proportion to its probability (γ = 1), the
+// picks are distinct, a layer of probability 0 is never drawn while others can be, and the
+// policy uses the probabilities it is given and keeps them in its state for a resume.
+TEST(policy_lisa, owlore_draws_follow_the_layer_probabilities) {
+    const std::vector<double> prob = {0.1, 0.2, 0.3, 0.4, 0.0};
+    std::vector<int> count(5, 0);
+    const int n = 20000;
+    for (int k = 0; k < n; k++) {
+        auto d = lisa_draw_layers_weighted(7, k, prob, 1);
+        ASSERT_EQ(d.size(), 1u);
+        count[d[0]]++;
+    }
+    for (int l = 0; l < 5; l++)  // binomial: 4 standard deviations at most ~0.014
+        EXPECT_NEAR(count[l] / (double)n, prob[l], 0.015) << "layer " << l;
+    EXPECT_EQ(count[4], 0);
+    for (int k = 0; k < 500; k++) {
+        auto d = lisa_draw_layers_weighted(7, k, prob, 3);
+        ASSERT_EQ(std::set<int>(d.begin(), d.end()).size(), 3u);
+        ASSERT_TRUE(std::is_sorted(d.begin(), d.end()));
+        EXPECT_EQ(std::count(d.begin(), d.end(), 4), 0);
+    }
+    EXPECT_EQ(lisa_draw_layers_weighted(7, 3, prob, 5), (std::vector<int>{0, 1, 2, 3, 4}));  // γ = L: all
+    EXPECT_EQ(lisa_draw_layers_weighted(7, 9, prob, 2), lisa_draw_layers_weighted(7, 9, prob, 2));
+
+    train_options o = lisa_opts(1, 2);
+    o.lisa_layer_sampling = "owlore";
+    fake_env env(5);
+    auto p = policy_make(o);
+    p->setup(env);
+    p->set_layer_probabilities({0, 0, 1, 0, 0});
+    for (int64_t step = 0; step < 10; step++) {
+        p->begin_step(env, step);
+        EXPECT_EQ(active_of(*p), std::set<int>({2})) << "step " << step;
+    }
+    EXPECT_EQ(p->state_json()["layer_probabilities"].get<std::vector<double>>(), (std::vector<double>{0, 0, 1, 0, 0}));
+    // a checkpoint of the other sampling is refused by name
+    auto q = policy_make(lisa_opts(1, 2));
+    fake_env env2(5);
+    q->setup(env2);
+    try {
+        q->restore(env2, p->state_json(), 4, "ckpt");
+        FAIL() << "a uniform run resumed an owlore checkpoint";
+    } catch (const error& e) {
+        EXPECT_NE(std::string(e.what()).find("ckpt: written with --lisa_layer_sampling owlore"), std::string::npos)
+            << e.what();
+    }
 }

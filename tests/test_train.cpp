@@ -10,6 +10,9 @@
 #include "io/fs.h"
 #include "model/llama.h"
 #include "model/lora.h"
+#include "data/dataset.h"
+#include "tokenizer/tokenizer.h"
+#include "train/layer_sampling.h"
 #include "train/progress.h"
 #include "train/trainer.h"
 #include "test_util.h"
@@ -164,12 +167,65 @@ TEST(train, lisa_draws_are_uniform_without_replacement) {
     EXPECT_EQ(lisa_draw_layers(42, 5, 8, 3), lisa_draw_layers(42, 5, 8, 3));
 }
 
+// The outlier ratios of --lisa_layer_sampling owlore, on the trained asset model: probabilities
+// sum to 1, the token count leaves padding out, a ratio does not change when a matrix is scaled
+// by 2 (scores and their mean scale alike), and weights planted far above their matrix's mean
+// raise that layer's ratio many times (by no more than their share) and make it the likeliest draw.
+TEST(train, owlore_outlier_ratios_follow_the_weights) {
+    NEED_ASSETS();
+    auto m = llama_model_load(aidreams());
+    auto tok = tokenizer_load(aidreams());
+    dataset_options dopt;
+    dopt.eos_id = 2;
+    dopt.block_size = 128;
+    dataset d = dataset_load(data_dir(), *tok, dopt);
+    ASSERT_GE(d.samples.size(), 3u);
+    int64_t want_tokens = 0;
+    for (size_t i = 0; i < 3; i++) want_tokens += (int64_t)d.samples[i].ids.size();
+    layer_outliers a = layer_outliers_measure(*m, d, 0, 3, 2, 7.0);
+    const int L = (int)m->cfg.num_layers;
+    ASSERT_EQ((int)a.prob.size(), L);
+    EXPECT_EQ(a.tokens, want_tokens);  // 3 samples in batches of 2: the padded rows are not counted
+    double sum = 0;
+    for (int l = 0; l < L; l++) {
+        EXPECT_GE(a.ratio[l], 0.0);
+        EXPECT_LT(a.ratio[l], 0.2) << "layer " << l;
+        sum += a.prob[l];
+    }
+    EXPECT_NEAR(sum, 1.0, 1e-12);
+    // the last layer's down_proj feeds no later layer: scaling it changes no input of any layer
+    const int last = L - 1;
+    size_t down = 0;
+    for (size_t i = 0; i < m->tensors.size(); i++)
+        if (m->tensors[i].layer == last && m->tensors[i].field == LT_DOWN) down = i;
+    float* w = m->w.layers[last][LT_DOWN];
+    const size_t n = m->tensors[down].numel;
+    for (size_t i = 0; i < n; i++) w[i] *= 2;
+    layer_outliers b = layer_outliers_measure(*m, d, 0, 3, 2, 7.0);
+    EXPECT_EQ(a.ratio, b.ratio);
+    // plant: every 16th weight of that matrix 1000 times larger
+    size_t planted = 0;
+    for (size_t i = 0; i < n; i += 16, planted++) w[i] *= 1000;
+    layer_outliers c = layer_outliers_measure(*m, d, 0, 3, 2, 7.0);
+    int64_t layer_weights = 0;
+    for (const auto& t : m->tensors)
+        if (t.layer == last && kLayerTensors[t.field].lora >= 0) layer_weights += (int64_t)t.numel;
+    // (measured: 0.03% before, 0.9% after; the planted are 1.4% of the layer, and those on input
+    // channels of small norm stay under the threshold)
+    EXPECT_GT(c.ratio[last], 10 * a.ratio[last]);
+    EXPECT_LT(c.ratio[last], (double)planted / layer_weights + a.ratio[last]);
+    for (int l = 0; l < last; l++) {
+        EXPECT_EQ(c.ratio[l], a.ratio[l]) << "layer " << l << " is untouched";
+        EXPECT_GT(c.prob[last], c.prob[l]) << "layer " << l;
+    }
+}
+
 TEST(train, resume_gives_identical_weights) {
     NEED_ASSETS();
     // LISA is resumed once mid-interval (5 of K=3) and once at a boundary (K=5: the checkpoint was
     // written just before a switch)
     for (const char* method : {"lisa --lisa_interval_steps 3", "lisa --lisa_interval_steps 5", "lora --lora_dropout 0.2",
-                               "full"}) {
+                               "full", "lisa --lisa_interval_steps 3 --lisa_layer_sampling owlore"}) {
         temp_dir whole, resumed;
         std::string args = std::string("--method ") + method + " --max_steps 10 --per_device_train_batch_size 3 "
                            "--learning_rate 1e-3 --lr_scheduler_type cosine --warmup_steps 2";
@@ -289,6 +345,11 @@ TEST(train, bad_arguments_are_refused) {
     auto r = err("--lisa_activated_layers 9");
     EXPECT_EQ(r.code, 1);
     EXPECT_NE(r.output.find("--lisa_activated_layers 9: expected 1..4"), std::string::npos) << r.output;
+    r = err("--lisa_layer_sampling weighted");
+    EXPECT_EQ(r.code, 1);
+    EXPECT_NE(r.output.find("--lisa_layer_sampling weighted: expected uniform or owlore"), std::string::npos) << r.output;
+    r = err("--lisa_layer_sampling owlore --lisa_outlier_threshold 0");
+    EXPECT_NE(r.output.find("--lisa_outlier_threshold 0: expected a number above 0"), std::string::npos) << r.output;
     r = err("--lr_scheduler_type wavy");
     EXPECT_NE(r.output.find("--lr_scheduler_type \"wavy\""), std::string::npos) << r.output;
     r = err("--method lora --lora_target_modules q_proj,attn");

@@ -91,6 +91,10 @@ command_fn cmd_train_register(CLI::App& app) {
     app.add_option("--lisa_interval_steps", t.lisa_interval_steps, "optimizer steps between layer draws");
     add_bool(app, "--lisa_train_embeddings", &t.lisa_train_embeddings, "0 freezes the embedding under LISA");
     add_bool(app, "--lisa_train_head", &t.lisa_train_head, "0 freezes the LM head under LISA");
+    app.add_option("--lisa_layer_sampling", t.lisa_layer_sampling,
+                   "uniform (LISA) | owlore (layers with more weight outliers drawn more often)");
+    app.add_option("--lisa_outlier_threshold", t.lisa_outlier_threshold,
+                   "owlore: a weight is an outlier when |W|*||X|| exceeds this many times its matrix's mean");
     app.add_option("--lora_r", t.lora_r, "LoRA rank");
     app.add_option("--lora_alpha", t.lora_alpha, "LoRA alpha; scale = alpha / r");
     app.add_option("--lora_dropout", t.lora_dropout, "dropout on the LoRA input");

@@ -69,6 +69,8 @@ class train_policy {
     const std::vector<param_group*>& groups();
     // Its own fields of trainer_state.json (LISA: the active layers).
     virtual nlohmann::json state_json() const { return nlohmann::json::object(); }
+    // LISA: draw layers with these probabilities (one per layer) instead of uniformly.
+    virtual void set_layer_probabilities(const std::vector<double>& prob) {}
     // The decoder layers training now (LISA), or null: for progress displays, without allocating.
     virtual const std::vector<int>* active_layers() const { return nullptr; }
     // On resume at `step`, after setup: re-creates the policy's state for that step and returns

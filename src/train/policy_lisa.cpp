@@ -1,11 +1,13 @@
 // LISA (Pan et al. 2024): every K steps γ decoder layers are drawn uniformly without
-// replacement; only they, plus the embedding, final norm and head, train until the next draw.
+// replacement (or with the probabilities of --lisa_layer_sampling owlore: train/layer_sampling.h);
+// only they, plus the embedding, final norm and head, train until the next draw.
 // The γ layer groups are allocated once and re-bound at each draw with fresh (zero) state;
 // layers that leave are written back and their fp32 pages freed, so optimizer memory is O(γ).
 #include <algorithm>
 
 #include "core/error.h"
 #include "core/rng.h"
+#include "train/layer_sampling.h"
 #include "train/policy.h"
 
 namespace lisa {
@@ -27,7 +29,8 @@ class lisa_policy final : public train_policy {
   public:
     explicit lisa_policy(const train_options& o)
         : gamma_(o.lisa_activated_layers), interval_(o.lisa_interval_steps), seed_(o.seed),
-          train_emb_(o.lisa_train_embeddings), train_head_(o.lisa_train_head) {}
+          train_emb_(o.lisa_train_embeddings), train_head_(o.lisa_train_head),
+          owlore_(o.lisa_layer_sampling == "owlore") {}
 
     train_method method() const override { return train_method::lisa; }
 
@@ -51,7 +54,13 @@ class lisa_policy final : public train_policy {
         if (step % interval_ == 0 || active_.empty()) activate(env, step / interval_, step);
     }
 
-    nlohmann::json state_json() const override { return {{"active_layers", active_}}; }
+    void set_layer_probabilities(const std::vector<double>& prob) override { prob_ = prob; }
+
+    nlohmann::json state_json() const override {
+        nlohmann::json j = {{"active_layers", active_}};
+        if (!prob_.empty()) j["layer_probabilities"] = prob_;  // a resumed run draws as this one
+        return j;
+    }
     const std::vector<int>* active_layers() const override { return &active_; }
 
     std::vector<param_group*> restore(policy_env& env, const nlohmann::json& st, int64_t step,
@@ -60,6 +69,15 @@ class lisa_policy final : public train_policy {
         // starts with fresh state, and the leaving layers' masters go back to bf16 exactly as the
         // switch would have done. Mid-interval, the slots' state comes from the checkpoint.
         const bool boundary = step % interval_ == 0;
+        if (owlore_ != st.contains("layer_probabilities"))
+            fail(strf("%s: written with --lisa_layer_sampling %s; resume with the same", ckpt.c_str(),
+                      owlore_ ? "uniform" : "owlore"));
+        if (st.contains("layer_probabilities")) {
+            prob_ = st["layer_probabilities"].get<std::vector<double>>();
+            if ((int)prob_.size() != env.num_layers())
+                fail(strf("%s: trainer_state.json: layer_probabilities: expected %d values (one per layer)", ckpt.c_str(),
+                          env.num_layers()));
+        }
         activate(env, step / interval_, step);
         for (int l = 0; l < env.num_layers(); l++)
             if (std::find(active_.begin(), active_.end(), l) == active_.end()) env.unbind_layer(l, true);
@@ -76,7 +94,8 @@ class lisa_policy final : public train_policy {
   private:
     // binds the slots to the layers of `interval`, with fresh (zero) state
     void activate(policy_env& env, int64_t interval, int64_t step) {
-        std::vector<int> next = lisa_draw_layers(seed_, interval, env.num_layers(), (int)gamma_);
+        std::vector<int> next = prob_.empty() ? lisa_draw_layers(seed_, interval, env.num_layers(), (int)gamma_)
+                                              : lisa_draw_layers_weighted(seed_, interval, prob_, (int)gamma_);
         for (int l : active_)  // leaving: bf16 models write the master back and free its pages
             env.unbind_layer(l, std::find(next.begin(), next.end(), l) == next.end());
         active_ = next;
@@ -93,8 +112,9 @@ class lisa_policy final : public train_policy {
 
     int64_t          gamma_, interval_;
     uint64_t         seed_;
-    bool             train_emb_, train_head_;
+    bool             train_emb_, train_head_, owlore_;
     std::vector<int> active_;
+    std::vector<double> prob_;  // per layer (owlore), or empty: uniform
 };
 
 }  // namespace

@@ -19,6 +19,7 @@
 #include "tokenizer/tokenizer.h"
 #include "train/checkpoint.h"
 #include "train/evaluate.h"
+#include "train/layer_sampling.h"
 #include "train/policy.h"
 
 namespace lisa {
@@ -218,6 +219,11 @@ struct trainer {
                       "across ranks)", o.zero_stage));
         if (o.gradient_accumulation_steps < 1) fail("--gradient_accumulation_steps must be at least 1");
         if (o.lisa_interval_steps < 1) fail("--lisa_interval_steps must be at least 1");
+        layer_sampling ls;
+        if (!layer_sampling_parse(o.lisa_layer_sampling, &ls))
+            fail(strf("--lisa_layer_sampling %s: expected uniform or owlore", o.lisa_layer_sampling.c_str()));
+        if (!(o.lisa_outlier_threshold > 0))
+            fail(strf("--lisa_outlier_threshold %g: expected a number above 0", o.lisa_outlier_threshold));
         if (!(o.adam.lr >= 0)) fail("--learning_rate must be >= 0");
         if (o.max_steps <= 0 && !(o.num_train_epochs > 0)) fail("--num_train_epochs must be > 0 (or set --max_steps)");
         if (o.warmup_ratio < 0 || o.warmup_ratio > 1) fail("--warmup_ratio must be in [0, 1]");
@@ -342,6 +348,8 @@ struct trainer {
                 {"lisa_interval_steps", o.lisa_interval_steps},
                 {"lisa_train_embeddings", o.lisa_train_embeddings},
                 {"lisa_train_head", o.lisa_train_head},
+                {"lisa_layer_sampling", o.lisa_layer_sampling},
+                {"lisa_outlier_threshold", o.lisa_outlier_threshold},
                 {"lora_r", o.lora_r},
                 {"lora_alpha", o.lora_alpha},
                 {"lora_dropout", o.lora_dropout},
@@ -510,6 +518,22 @@ struct trainer {
         llama_embed_rows_touch(&embed_rows, *m->ctx.be, ids.data(), ids.size());
     }
 
+    // --lisa_layer_sampling owlore: LISA's draw probabilities from the base model's outlier ratios,
+    // measured once before training on the first training samples (forward only).
+    void measure_layer_outliers() {
+        const int64_t kSamples = 128;
+        layer_outliers lo = layer_outliers_measure(*m, data, pad_id, kSamples, std::max<int64_t>(1, o.per_device_train_batch_size),
+                                                   o.lisa_outlier_threshold);
+        policy->set_layer_probabilities(lo.prob);
+        std::string r, p;
+        for (size_t l = 0; l < lo.prob.size(); l++) {
+            r += strf("%s%.4f", l ? ", " : "", lo.ratio[l]);
+            p += strf("%s%.3f", l ? ", " : "", lo.prob[l]);
+        }
+        info(strf("lisa: owlore sampling: outlier ratios [%s] over %lld tokens (threshold %g); draw probabilities [%s]",
+                  r.c_str(), (long long)lo.tokens, o.lisa_outlier_threshold, p.c_str()));
+    }
+
     // ---------------------------------------------------------------- the loop
     train_result run() {
         validate();
@@ -527,6 +551,8 @@ struct trainer {
                                           zero ? world->size() : 1);
         policy = policy_make(o);
         policy->setup(*env);
+        if (o.method == train_method::lisa && o.lisa_layer_sampling == "owlore" && ckpt.empty())
+            measure_layer_outliers();  // a resumed run takes the probabilities its checkpoint kept
         llama_acts_init(&acts, *m, plan_B, plan_T, o.gradient_checkpointing);
         if (!ckpt.empty()) resume(ckpt);
         if (world->is_root()) {

@@ -36,6 +36,8 @@ struct train_options {
     int64_t     lisa_interval_steps = 20;   // K
     bool        lisa_train_embeddings = true;
     bool        lisa_train_head = true;
+    std::string lisa_layer_sampling = "uniform";  // uniform | owlore (see train/layer_sampling.h)
+    double      lisa_outlier_threshold = 7.0;     // owlore: outlier when |W|·‖X‖ > this × the matrix mean
     int64_t     lora_r = 8;
     double      lora_alpha = 32;
     double      lora_dropout = 0.1;
