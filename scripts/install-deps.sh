@@ -19,6 +19,9 @@
 #   python3-jinja2      test-only: jinja2 with Hugging Face's settings (tests/golden/hf_jinja.py) is
 #                       the live referee of the chat-template renderer; without it those tests skip
 #   librsvg2-bin        test-only: rsvg-convert renders training_loss.svg to PNG, as a user would see it
+#   bible-kjv dict-gcide fortunes python3-matplotlib
+#                       test-only: the data and the plot of the quality study, whose smoke mode
+#                       (bench/quality.sh --smoke) is a test; without them that test skips
 #   python3-torch       only with --golden: the PyTorch reference that writes tests/golden
 set -euo pipefail
 pkgs=(g++ cmake make pkg-config libopenblas-openmp-dev nlohmann-json3-dev libcli11-dev libgtest-dev libpcre2-dev
@@ -41,6 +44,9 @@ command -v node >/dev/null || optional+=(nodejs)
 command -v npm >/dev/null || optional+=(npm)
 /usr/bin/python3 -c 'import jinja2' 2>/dev/null || optional+=(python3-jinja2)
 command -v rsvg-convert >/dev/null || optional+=(librsvg2-bin)
+for p in bible-kjv dict-gcide fortunes python3-matplotlib; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || optional+=("$p")
+done
 if ((${#optional[@]})); then
   SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO="sudo"
   echo "install-deps: installing ${optional[*]} (test-only)"
