@@ -19,7 +19,7 @@ import json, math, os, sys
 out = sys.argv[1]
 r = json.load(open(os.path.join(out, "results.json")))
 methods = {"lisa_g1_k5", "lisa_g1_k20", "lisa_g2_k5", "lisa_g2_k20", "lora_r8", "lora_r64", "full",
-           "lisa_g1_k20_owlore", "lisa_g2_k5_owlore"}
+           "lisa_g1_k20_owlore", "lisa_g2_k5_owlore", "lisa_g2_k5_frozen_emb_head"}
 assert {row["method"] for row in r["rows"]} == methods, r["rows"]
 base = r["base"]
 for run in r["runs"]:
@@ -33,6 +33,7 @@ for run in r["runs"]:
 mem = {row["method"]: row["define"]["optimizer_state_mib"][0] for row in r["rows"]}
 assert mem["full"] > mem["lisa_g2_k5"] > mem["lisa_g1_k5"], mem
 assert mem["lisa_g2_k5_owlore"] == mem["lisa_g2_k5"], mem
+assert mem["lisa_g2_k5_frozen_emb_head"] < mem["lisa_g2_k5"], mem
 # owlore measured the layers and drew by them
 log = open([os.path.join(dp, f) for dp, _, fs in os.walk(os.path.join(out, "runs", "define"))
             for f in fs if f == "train.log" and "owlore" in dp][0]).read()

@@ -11,7 +11,7 @@ Writes, under OUT:
   define/train, define/eval    text2text: "Define: WORD" -> the first definition in the 1913
                                Webster (GCIDE); eval words are never trained on
   define/eval_words.json       [{"prompt", "answer"}] for the greedy exact-match metric
-  fortunes/train, fortunes/eval  text_only: Unix fortunes (every 10th held out)
+  fortunes/train, fortunes/eval  text_only: Unix fortunes (300 of every 10th held out)
 Everything is deterministic (fixed seeds, sorted inputs). Standard library only.
 """
 import collections
@@ -265,7 +265,7 @@ def main():
     fs = fortunes()
     rng.shuffle(fs)
     ftr = [f for i, f in enumerate(fs) if i % 10 != 0]
-    fev = [f for i, f in enumerate(fs) if i % 10 == 0]
+    fev = [f for i, f in enumerate(fs) if i % 10 == 0][:300]  # held out (the rest of every 10th unused)
     if smoke:
         ftr, fev = ftr[:200], fev[:20]
     dataset(os.path.join(out, "fortunes/train/fortunes.json"), "text_only", [{"text": t} for t in ftr])

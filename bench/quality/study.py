@@ -73,6 +73,8 @@ METHODS = {
 }
 # Outlier-weighted sampling, each beside its uniform twin (same γ, K and learning rate).
 OWLORE = {"lisa_g1_k20_owlore": "lisa_g1_k20", "lisa_g2_k5_owlore": "lisa_g2_k5"}
+# What LISA's parts are worth: the same run with the embedding and the head frozen.
+ABLATIONS = {"lisa_g2_k5_frozen_emb_head": ("lisa_g2_k5", ["--lisa_train_embeddings", "0", "--lisa_train_head", "0"])}
 COMMON = ["--lr_scheduler_type", "linear", "--warmup_steps", "10", "--weight_decay", "0", "--max_grad_norm", "1",
           "--per_device_eval_batch_size", "32", "--disable_tqdm", "1"]
 
@@ -214,7 +216,12 @@ class Study:
         for name, (flags, lrs) in self.methods().items():
             grid = lrs if not self.smoke else lrs[1:2]
             runs = [self.run_one("define", name, flags, lr, self.s["seeds"][0]) for lr in grid]
-            best[name] = min(runs, key=lambda m: m["eval_loss"])["lr"]  # chosen on held-out loss
+            pick = min(runs, key=lambda m: m["eval_loss"])["lr"]  # chosen on held-out loss
+            if not self.smoke and pick in (grid[0], grid[-1]):  # at an edge: one more step outwards
+                lr = "%g" % (float(pick) * (3 if pick == grid[-1] else 1 / 3.0))
+                runs.append(self.run_one("define", name, flags, lr, self.s["seeds"][0]))
+                pick = min(runs, key=lambda m: m["eval_loss"])["lr"]
+            best[name] = pick
         json.dump(best, open(os.path.join(self.out, "best_lr.json"), "w"), indent=1)
         return best
 
@@ -228,6 +235,9 @@ class Study:
                 flags = METHODS[twin][0] + ["--lisa_layer_sampling", "owlore"]
                 for seed in self.s["seeds"]:
                     results.append(self.run_one(task, name, flags, best[twin], seed))
+        for name, (twin, extra) in ABLATIONS.items():  # definitions only
+            for seed in self.s["seeds"]:
+                results.append(self.run_one("define", name, METHODS[twin][0] + extra, best[twin], seed))
         return results
 
     def base_metrics(self):
@@ -260,10 +270,11 @@ def mean_sd(xs):
 def report(study, best, results, wall):
     out = study.out
     base = study.base_metrics()
-    names = list(METHODS) + list(OWLORE)
+    names = list(METHODS) + list(OWLORE) + list(ABLATIONS)
+    twin = dict(OWLORE, **{k: v[0] for k, v in ABLATIONS.items()})
     rows = []
     for name in names:
-        r = {"method": name, "lr": best[OWLORE.get(name, name)]}
+        r = {"method": name, "lr": best[twin.get(name, name)]}
         for task in study.s["tasks"]:
             rs = [m for m in results if m["task"] == task and m["method"] == name]
             r[task] = {k: mean_sd([m[k] for m in rs]) for k in ("eval_loss", "peak_rss_mib", "tokens_per_second",
@@ -303,17 +314,26 @@ def report(study, best, results, wall):
     L.append("| base (no fine-tuning) | – | %.3f | – | – | – | – |" % base["fortunes_eval_loss"])
     for r in rows:
         d = r["fortunes"]
+        if not d["n"]:
+            continue
         L.append("| %s | %s | %s | %.1f | %.0f | %.0f | %.1f |" % (
             r["method"], r["lr"], f(d["eval_loss"]), d["optimizer_state_mib"][0], d["peak_rss_mib"][0],
             d["tokens_per_second"][0], d["wall_s"][0]))
     L.append("")
     L.append("Learning-rate sweep (definitions, seed %d, held-out loss; the best is used above):" % study.s["seeds"][0])
     L.append("")
-    L.append("| method | " + " | ".join("lr %s" % lr for lr in sorted(set(LR_DENSE + LR_LORA), key=float)) + " |")
-    L.append("|---|" + "---|" * len(set(LR_DENSE + LR_LORA)))
+    lrs = set(LR_DENSE + LR_LORA)
+    for name in METHODS:
+        for f_ in os.listdir(os.path.join(out, "runs", "define")):
+            m_ = re.fullmatch(re.escape(name) + r"_lr([0-9.e-]+)_s%d" % study.s["seeds"][0], f_)
+            if m_:
+                lrs.add(m_.group(1))
+    lrs = sorted(lrs, key=float)
+    L.append("| method | " + " | ".join("lr %s" % lr for lr in lrs) + " |")
+    L.append("|---|" + "---|" * len(lrs))
     for name in METHODS:
         cells = []
-        for lr in sorted(set(LR_DENSE + LR_LORA), key=float):
+        for lr in lrs:
             f_ = os.path.join(out, "runs", "define", "%s_lr%s_s%d" % (name, lr, study.s["seeds"][0]), "metrics.json")
             cells.append("%.3f" % json.load(open(f_))["eval_loss"] if os.path.exists(f_) else "–")
         L.append("| %s | %s |" % (name, " | ".join(cells)))
@@ -352,6 +372,8 @@ def plot(study, rows, results, base):
                                 (2, "fortunes", "eval_loss", "held-out loss (fortunes)")):
         for r in rows:
             d = r[task]
+            if not d["n"]:
+                continue
             ax[k].errorbar(d["optimizer_state_mib"][0], d[key][0], yerr=d[key][1], fmt="o", capsize=3)
             ax[k].annotate(r["method"], (d["optimizer_state_mib"][0], d[key][0]), fontsize=7,
                            xytext=(4, 3), textcoords="offset points")
