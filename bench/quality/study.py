@@ -353,8 +353,11 @@ def plot(study, rows, results, base):
     except ImportError:
         log("no matplotlib: quality.png not drawn (apt-get install python3-matplotlib)")
         return
-    fig, ax = plt.subplots(1, 3, figsize=(15, 4.6))
+    from matplotlib.ticker import FuncFormatter
+    fig, ax = plt.subplots(1, 3, figsize=(16, 5))
     styles = {"lisa": "-", "lora": "--", "full": ":"}
+    palette = plt.get_cmap("tab10").colors
+    color = {r["method"]: palette[i % len(palette)] for i, r in enumerate(rows)}
     for r in rows:
         name = r["method"]
         rs = [m for m in results if m["task"] == "define" and m["method"] == name]
@@ -363,7 +366,7 @@ def plot(study, rows, results, base):
         steps = [s for s, _ in rs[0]["eval_curve"]]
         curve = [statistics.mean(m["eval_curve"][i][1] for m in rs) for i in range(len(steps))]
         ax[0].plot([0] + steps, [base["define_eval_loss"]] + curve, styles[name.split("_")[0]], marker="o", ms=3,
-                   label=name)
+                   label=name, color=color[name])
     ax[0].set_xlabel("fine-tuning step")
     ax[0].set_ylabel("held-out loss (definitions)")
     ax[0].set_title("Held-out loss, mean of seeds")
@@ -374,10 +377,12 @@ def plot(study, rows, results, base):
             d = r[task]
             if not d["n"]:
                 continue
-            ax[k].errorbar(d["optimizer_state_mib"][0], d[key][0], yerr=d[key][1], fmt="o", capsize=3)
-            ax[k].annotate(r["method"], (d["optimizer_state_mib"][0], d[key][0]), fontsize=7,
-                           xytext=(4, 3), textcoords="offset points")
+            ax[k].errorbar(d["optimizer_state_mib"][0], d[key][0], yerr=d[key][1], fmt="o", capsize=3,
+                           color=color[r["method"]], label=r["method"])
         ax[k].set_xscale("log")
+        ax[k].xaxis.set_major_formatter(FuncFormatter(lambda v, _: "%g" % v))
+        ax[k].xaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
+        ax[k].legend(fontsize=7)
         ax[k].set_xlabel("AdamW state (m, v), MiB (log scale)")
         ax[k].set_ylabel(label)
         ax[k].set_title("Quality against training memory")
