@@ -60,8 +60,8 @@ SMOKE = {
 
 # Methods: name -> (flags, learning rates swept). LISA and full share a grid; LoRA (whose update
 # is scaled by alpha / r = 2 here) is usually run at higher rates, so its grid sits higher.
-LR_DENSE = ["1e-4", "3e-4", "1e-3"]
-LR_LORA = ["3e-4", "1e-3", "3e-3"]
+LR_DENSE = ["3e-4", "1e-3", "3e-3"]
+LR_LORA = ["1e-3", "3e-3", "1e-2"]
 METHODS = {
     "lisa_g1_k5": (["--method", "lisa", "--lisa_activated_layers", "1", "--lisa_interval_steps", "5"], LR_DENSE),
     "lisa_g1_k20": (["--method", "lisa", "--lisa_activated_layers", "1", "--lisa_interval_steps", "20"], LR_DENSE),
@@ -107,6 +107,12 @@ def run(cmd, out_file=None):
 def read_jsonl(path):
     with open(path) as f:
         return [json.loads(l) for l in f if l.strip()]
+
+
+def fmt_lr(x):
+    """A learning rate as the grids write them: 9e-3, 2.7e-2, 3.33e-5."""
+    m, e = ("%.2e" % x).split("e")
+    return "%se%d" % (m.rstrip("0").rstrip("."), int(e))
 
 
 def words(s):
@@ -217,8 +223,11 @@ class Study:
             grid = lrs if not self.smoke else lrs[1:2]
             runs = [self.run_one("define", name, flags, lr, self.s["seeds"][0]) for lr in grid]
             pick = min(runs, key=lambda m: m["eval_loss"])["lr"]  # chosen on held-out loss
-            if not self.smoke and pick in (grid[0], grid[-1]):  # at an edge: one more step outwards
-                lr = "%g" % (float(pick) * (3 if pick == grid[-1] else 1 / 3.0))
+            for _ in range(0 if self.smoke else 2):  # at an edge: up to two more steps outwards
+                lrs_run = sorted((m["lr"] for m in runs), key=float)
+                if pick not in (lrs_run[0], lrs_run[-1]):
+                    break
+                lr = fmt_lr(float(pick) * (3 if pick == lrs_run[-1] else 1 / 3.0))
                 runs.append(self.run_one("define", name, flags, lr, self.s["seeds"][0]))
                 pick = min(runs, key=lambda m: m["eval_loss"])["lr"]
             best[name] = pick

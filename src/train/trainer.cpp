@@ -521,9 +521,10 @@ struct trainer {
     // --lisa_layer_sampling owlore: LISA's draw probabilities from the base model's outlier ratios,
     // measured once before training on the first training samples (forward only).
     void measure_layer_outliers() {
-        const int64_t kSamples = 128;
-        layer_outliers lo = layer_outliers_measure(*m, data, pad_id, kSamples, std::max<int64_t>(1, o.per_device_train_batch_size),
-                                                   o.lisa_outlier_threshold);
+        // fixed sample count and batch: the same numbers whatever the run's batch size or rank count
+        const int64_t kSamples = 128, kBatch = 8;
+        layer_outliers lo = layer_outliers_measure(*m, data, pad_id, kSamples, kBatch, o.lisa_outlier_threshold);
+        world->broadcast(lo.prob.data(), lo.prob.size() * sizeof(double), 0);  // every rank draws as rank 0
         policy->set_layer_probabilities(lo.prob);
         std::string r, p;
         for (size_t l = 0; l < lo.prob.size(); l++) {
