@@ -34,8 +34,8 @@ FULL = {
                   "--learning_rate", "2e-3", "--lr_scheduler_type", "cosine", "--warmup_steps", "40",
                   "--weight_decay", "0.1", "--max_steps", "800", "--eval_steps", "100", "--logging_steps", "20",
                   "--seed", "1"],
-    "steps": {"define": 160, "fortunes": 120},  # fine-tuning steps (equal for all methods of a task)
-    "eval_every": {"define": 40, "fortunes": 60},  # held-out loss every N steps (the plot's curves)
+    "steps": {"define": 160, "fortunes": 60},  # fine-tuning steps (equal for all methods of a task)
+    "eval_every": {"define": 40, "fortunes": 20},  # held-out loss every N steps (the plot's curves)
     "seeds": [1, 2, 3],
     "em_tokens": 12,        # greedy tokens generated per held-out word (the first words are scored)
     "tasks": {
