@@ -521,7 +521,7 @@ TEST(generate, messages_and_chat_continue_a_conversation) {
     EXPECT_EQ(chat.output, one.output + two.output);
     auto bad = lisa_test::run_lisa(base + "--prompt x --messages " + d.path + "/one.json");
     EXPECT_EQ(bad.code, 1);
-    EXPECT_NE(bad.output.find("give --prompt or --messages"), std::string::npos) << bad.output;
+    EXPECT_NE(bad.output.find("give --prompt, --messages or --prompts_file (one of them)"), std::string::npos) << bad.output;
 }
 
 // A named template whose markers the tokenizer does not have is refused, not silently
