@@ -7,7 +7,7 @@
 # Output: DIR/report.md (tables), DIR/results.json, DIR/quality.png; default DIR bench/out/quality
 # (bench/out/quality-smoke with --smoke). Every stage keeps its results there, so a rerun resumes
 # where an interrupted one stopped. Data: Debian's bible-kjv, dict-gcide and fortunes (installed
-# here when missing). About 75 minutes on 2 cores; --smoke (a tiny model, a few steps) under a minute.
+# here when missing). About 2 hours on 2 cores; --smoke (a tiny model, a few steps) under a minute.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 smoke=() out="" lisa="" stages=()
