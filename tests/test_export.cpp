@@ -467,3 +467,29 @@ TEST_P(gguf_arch, llama_cpp_follows_the_greedy_path_of_a_trained_model) {
 }
 
 INSTANTIATE_TEST_SUITE_P(archs, gguf_arch, ::testing::Values("llama3", "qwen2", "qwen3", "gemma3"));
+
+// The real TinyStories-656K as Hugging Face saved it (tied embedding stored once, as
+// lm_head.weight): exported as it is and after a LISA fine-tune, llama.cpp follows lisa.cpp's
+// greedy path from the golden prompt (ids from the Hugging Face tokenizer).
+TEST(gguf_referee, tinystories_as_saved_and_fine_tuned_runs_the_same_in_llama_cpp) {
+    NEED_REFEREE();
+    const std::string ts = lisa_test::assets_dir() + "/models/tinystories-656k";
+    const json gold = json::parse(fs_read_text(lisa_test::golden_dir("") + "/tinystories.json"));
+    const std::vector<int32_t> prompt = gold["greedy"]["prompt_ids"].get<std::vector<int32_t>>();
+    temp_dir td;
+    export_ok("--model_name_or_path " + ts + " --outfile " + td.path + "/ts.gguf --outtype f32");
+    auto m = llama_model_load(ts);
+    EXPECT_EQ(expect_same_greedy(*m, td.path + "/ts.gguf", prompt, 40, 1e-3, "tinystories f32"), 40u);
+    // a LISA fine-tune of it, exported by --save_gguf
+    const std::string data = td.path + "/data";
+    std::filesystem::create_directories(data);
+    json inst = json::array();
+    for (const auto& t : gold["texts"]) inst.push_back({{"text", t["text"]}});
+    lisa_test::write_file(data + "/stories.json", json({{"type", "text_only"}, {"instances", inst}}).dump());
+    auto r = run_lisa("train --model_name_or_path " + ts + " --dataset_path " + data + " --output_model_path " + td.path +
+                      "/tuned --lisa_activated_layers 1 --max_steps 8 --learning_rate 3e-3 --per_device_train_batch_size 3 "
+                      "--save_gguf f32");
+    ASSERT_EQ(r.code, 0) << r.output;
+    auto tuned = llama_model_load(td.path + "/tuned");
+    EXPECT_EQ(expect_same_greedy(*tuned, td.path + "/tuned/model-f32.gguf", prompt, 40, 1e-3, "tinystories LISA"), 40u);
+}

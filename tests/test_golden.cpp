@@ -10,6 +10,8 @@
 #include "kernels/kernels.h"
 #include "model/llama.h"
 #include "model/lora.h"
+#include "infer/generate.h"
+#include "tokenizer/tokenizer.h"
 #include "train/optim.h"
 #include <set>
 #include "test_util.h"
@@ -429,4 +431,67 @@ TEST(golden_sparse_embedding, rows_match_pytorch_and_adamw_matches_dense) {
     rows.clear();
     EXPECT_TRUE(rows.rows.empty());
     EXPECT_EQ(std::count(rows.row_of.begin(), rows.row_of.end(), -1), V);
+}
+
+// The real TinyStories-656K, exactly as Hugging Face saved it: its tied embedding is stored once,
+// as lm_head.weight (the file's metadata names model.embed_tokens.weight as its alias). It loads,
+// its tokenizer gives the Hugging Face library's ids, `lisa eval` gives PyTorch's loss and greedy
+// decoding PyTorch's tokens and the library's decoded text (tests/golden/make_tinystories.py).
+TEST(tinystories, loads_tokenizes_evaluates_and_generates_as_pytorch) {
+    std::string assets = lisa_test::assets_dir();
+    if (assets.empty()) GTEST_SKIP() << "../shared/assets not found (set LISA_ASSETS): tinystories-656k not checked";
+    const std::string dir = assets + "/models/tinystories-656k";
+    const json gold = json::parse(fs_read_text(lisa_test::golden_dir("") + "/tinystories.json"));
+    auto m = llama_model_load(dir);
+    EXPECT_TRUE(m->cfg.tie_word_embeddings);
+    auto tok = tokenizer_load(dir);
+    lisa_test::temp_dir td;
+    json inst = json::array();
+    for (const auto& t : gold["texts"]) {
+        EXPECT_EQ(tokenizer_encode(*tok, t["text"], true), t["ids"].get<std::vector<int32_t>>()) << t["text"];
+        inst.push_back({{"text", t["text"]}});
+    }
+    lisa_test::write_file(td.path + "/stories.json", json({{"type", "text_only"}, {"instances", inst}}).dump());
+    // a dataset given as a file, not a folder
+    auto r = lisa_test::run_lisa("eval --model_name_or_path " + dir + " --dataset_path " + td.path + "/stories.json");
+    ASSERT_EQ(r.code, 0) << r.output;
+    const json ev = json::parse(r.output.substr(r.output.rfind("{")));
+    const double want = gold["text_only_loss"];
+    EXPECT_NEAR(ev["loss"].get<double>(), want, 1e-4 * want) << r.output;
+    // greedy from the prompt: PyTorch's ids, and the text the Hugging Face library decodes
+    std::vector<int32_t> prompt = gold["greedy"]["prompt_ids"].get<std::vector<int32_t>>();
+    generate_options go;
+    go.max_new_tokens = 40;
+    EXPECT_EQ(generate(*m, prompt, go, [](int32_t) {}), gold["greedy"]["generated_ids"].get<std::vector<int32_t>>());
+    r = lisa_test::run_lisa("generate --model_name_or_path " + dir + " --prompt '" +
+                            gold["greedy"]["prompt"].get<std::string>() + "' --max_new_tokens 40");
+    ASSERT_EQ(r.code, 0) << r.output;
+    EXPECT_NE(r.output.find(gold["greedy"]["text"].get<std::string>()), std::string::npos) << r.output;
+}
+
+// LISA, LoRA and full fine-tuning of the real checkpoint: each lowers the loss on its data, and
+// what it writes loads back (a full model with the embedding under its own name; an adapter).
+TEST(tinystories, lisa_lora_and_full_fine_tunes_train_and_load) {
+    std::string assets = lisa_test::assets_dir();
+    if (assets.empty()) GTEST_SKIP() << "../shared/assets not found (set LISA_ASSETS): tinystories-656k not checked";
+    const std::string dir = assets + "/models/tinystories-656k";
+    const json gold = json::parse(fs_read_text(lisa_test::golden_dir("") + "/tinystories.json"));
+    lisa_test::temp_dir td;
+    json inst = json::array();
+    for (const auto& t : gold["texts"]) inst.push_back({{"text", t["text"]}});
+    lisa_test::write_file(td.path + "/stories.jsonl", inst[0].dump() + "\n" + inst[1].dump() + "\n" + inst[2].dump() + "\n");
+    const double before = gold["text_only_loss"];
+    for (const char* method : {"lisa", "lora", "full"}) {
+        const std::string out = td.path + "/" + method;
+        auto r = lisa_test::run_lisa("train --model_name_or_path " + dir + " --dataset_path " + td.path +
+                                     "/stories.jsonl --output_model_path " + out + " --method " + method +
+                                     " --lisa_activated_layers 1 --max_steps 10 --learning_rate " +
+                                     (std::string(method) == "lora" ? "1e-2" : "3e-3") + " --per_device_train_batch_size 3");
+        ASSERT_EQ(r.code, 0) << method << ": " << r.output;
+        const std::string model = std::string(method) == "lora" ? dir + " --lora_model_path " + out : out;
+        r = lisa_test::run_lisa("eval --model_name_or_path " + model + " --dataset_path " + td.path + "/stories.jsonl");
+        ASSERT_EQ(r.code, 0) << method << ": " << r.output;
+        const double after = json::parse(r.output.substr(r.output.rfind("{")))["loss"];
+        EXPECT_LT(after, 0.9 * before) << method << ": 10 steps on three stories must lower their loss";
+    }
 }

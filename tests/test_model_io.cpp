@@ -172,7 +172,9 @@ TEST(cli, init_then_info_and_clear_errors) {
                 {"num_attention_heads", 2}, {"num_key_value_heads", 1}, {"tie_word_embeddings", true}};
     lisa_test::write_file(td.path + "/cfg.json", cfg.dump());
     std::filesystem::create_directories(td.path + "/tok");
-    lisa_test::write_file(td.path + "/tok/tokenizer.json", "{}");
+    // the smallest tokenizer.json the loader takes (init checks that the model can embed its ids)
+    lisa_test::write_file(td.path + "/tok/tokenizer.json",
+                          R"({"model": {"type": "BPE", "vocab": {"a": 0, "b": 1}, "merges": []}})");
     auto r = lisa_test::run_lisa("init --config " + td.path + "/cfg.json --output_model_path " + td.path +
                                  "/m --tokenizer_path " + td.path + "/tok --dtype bfloat16 --seed 5");
     ASSERT_EQ(r.code, 0) << r.output;

@@ -96,7 +96,8 @@ TEST(train, lisa_trains_exactly_gamma_layers_plus_embedding_norm_and_head) {
     EXPECT_EQ(args["learning_rate"].get<double>(), 1e-3);
     EXPECT_EQ(args["lisa_interval_steps"], 20);
     EXPECT_EQ(args["max_steps"], 1);
-    EXPECT_EQ(args["torch_dtype"], "float32");
+    EXPECT_TRUE(args["torch_dtype"].is_null());  // not set: the input's, as resolved below
+    EXPECT_EQ(args["resolved"]["torch_dtype"], "float32");
     std::vector<int> active = log[0]["active_layers"].get<std::vector<int>>();
     ASSERT_EQ(active.size(), 1u);
     std::set<std::string> ch = changed(*base, *got);

@@ -43,6 +43,7 @@ command_fn cmd_eval_register(CLI::App& app) {
         dopt.train_on_prompt = o->train_on_prompt;
         dopt.eos_id = resolve_eos_id(*tok, m->cfg);
         dataset d = dataset_load(o->data, *tok, dopt);
+        for (const std::string& n : d.notes) cli_note("note: " + n);
         if (o->group_texts) dataset_group_texts(&d, dopt.block_size);
         int64_t tokens = 0;
         const double sum = evaluate_loss_sum(*m, d, o->batch_size, resolve_pad_id(*tok, dopt.eos_id), &tokens);

@@ -1,6 +1,7 @@
 // lisa export-gguf --model_name_or_path DIR --outfile FILE.gguf [--outtype f32|f16|bf16|q8_0]
-//                  [--lora_model_path ADAPTER]
+//                  [--lora_model_path ADAPTER] [--overwrite]
 // Writes a GGUF that llama.cpp / Ollama / LM Studio run (llama.cpp's converter's flag names).
+// The file is locked while it is written, and an existing one is replaced only with --overwrite.
 #include <cstdio>
 #include <filesystem>
 
@@ -8,21 +9,37 @@
 #include "cli/common.h"
 #include "core/error.h"
 #include "export/export_gguf.h"
+#include "io/fs.h"
 
 namespace lisa {
 
 command_fn cmd_export_gguf_register(CLI::App& app) {
-    auto o = std::make_shared<gguf_export_options>();
-    app.add_option("--model_name_or_path", o->model_dir, "Hugging Face model folder (with its tokenizer.json)")
+    struct opts {
+        gguf_export_options g;
+        bool                overwrite = false;
+    };
+    auto o = std::make_shared<opts>();
+    app.add_option("--model_name_or_path", o->g.model_dir, "Hugging Face model folder (with its tokenizer.json)")
         ->required();
-    app.add_option("--outfile", o->outfile, "the .gguf file to write")->required();
-    app.add_option("--outtype", o->outtype, "f32 | f16 | bf16 | q8_0 (default f16; norms stay f32)");
-    app.add_option("--lora_model_path", o->lora_dir, "PEFT adapter folder to merge in on the way");
+    app.add_option("--outfile", o->g.outfile, "the .gguf file to write")->required();
+    app.add_option("--outtype", o->g.outtype, "f32 | f16 | bf16 | q8_0 (default f16; norms stay f32)");
+    app.add_option("--lora_model_path", o->g.lora_dir, "PEFT adapter folder to merge in on the way");
+    cli_add_bool(app, "--overwrite", &o->overwrite, "replace FILE.gguf if it exists");
     return [o] {
-        gguf_outtype(o->outtype);  // a bad --outtype fails before any work
-        export_gguf(*o);
-        std::printf("wrote %s (%s, %.1f MB)\n", o->outfile.c_str(), o->outtype.c_str(),
-                    (double)std::filesystem::file_size(o->outfile) / 1e6);
+        gguf_export_options& g = o->g;
+        gguf_outtype(g.outtype);  // a bad --outtype fails before any work
+        if (fs_is_dir(g.outfile)) fail(strf("--outfile %s: is a folder; expected a file name such as model.gguf", g.outfile.c_str()));
+        const std::filesystem::path parent = std::filesystem::path(g.outfile).parent_path();
+        if (!parent.empty()) fs_mkdirs(parent.string());
+        output_lock lock;
+        output_lock_acquire(&lock, g.outfile, false, "lisa export-gguf", "--outfile",
+                            [](const std::string& s) { cli_note("note: " + s); });
+        if (fs_is_file(g.outfile) && !o->overwrite)
+            fail(strf("--outfile %s: the file exists; pass --overwrite to replace it, or choose another name",
+                      g.outfile.c_str()));
+        export_gguf(g);  // written under a temporary name and renamed: an old file stays whole until then
+        std::printf("wrote %s (%s, %.1f MB)\n", g.outfile.c_str(), g.outtype.c_str(),
+                    (double)std::filesystem::file_size(g.outfile) / 1e6);
     };
 }
 

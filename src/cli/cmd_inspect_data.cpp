@@ -52,6 +52,7 @@ command_fn cmd_inspect_data_register(CLI::App& app) {
         dopt.eos_id = resolve_eos_id(*tok, cfg);
         dopt.truncate = !o->group_texts;  // packing keeps every token
         dataset d = dataset_load(o->data, *tok, dopt);
+        for (const std::string& n : d.notes) cli_note("note: " + n);
         if (o->group_texts) dataset_group_texts(&d, dopt.block_size);
         size_t shown = o->limit == 0 ? d.samples.size() : std::min<size_t>(d.samples.size(), (size_t)o->limit);
         if (o->json) {

@@ -1,5 +1,6 @@
 // lisa train: fine-tune with LISA (default), full fine-tuning or LoRA. Flags follow Hugging Face
 // TrainingArguments and LMFlow names; every flag is read here, next to its help text.
+#include <cmath>
 #include <csignal>
 #include <filesystem>
 #include <cstdlib>
@@ -26,9 +27,7 @@ static void on_signal(int sig) {
 }
 
 
-// A boolean as Hugging Face's and LMFlow's scripts pass it: `--name`, or `--name VALUE` with
-// VALUE one of true/false, 1/0, yes/no (any case).
-static CLI::Option* add_bool(CLI::App& app, const std::string& name, bool* out, const std::string& help) {
+CLI::Option* cli_add_bool(CLI::App& app, const std::string& name, bool* out, const std::string& help) {
     return app.add_option_function<std::string>(name, [name, out](const std::string& v) {
         std::string l;
         for (char c : v) l += (char)std::tolower((unsigned char)c);
@@ -65,13 +64,47 @@ static const inert_flag kInertFlags[] = {
     {"--lazy_preprocess", "samples are tokenized once before training"},
 };
 
+// Flags of other tools that ask for something lisa.cpp does not do: refused, saying so (a false /
+// none / 0 value asks for nothing and is accepted quietly).
+struct refused_flag {
+    const char* name;
+    const char* why;
+};
+static const refused_flag kRefusedFlags[] = {
+    {"--use_dora", "DoRA is not implemented; plain LoRA is (--method lora)"},
+    {"--load_in_4bit", "quantized (QLoRA) bases are not implemented yet; the base trains in its own dtype (a bf16 "
+                       "base keeps frozen weights in bf16)"},
+    {"--load_in_8bit", "quantized bases are not implemented yet; the base trains in its own dtype"},
+    {"--quantization_bit", "quantized bases are not implemented yet; the base trains in its own dtype"},
+    {"--neftune_noise_alpha", "NEFTune embedding noise is not implemented"},
+    {"--use_unsloth", "Unsloth's kernels are Python/Triton; lisa.cpp has its own"},
+    {"--packing", "use --group_texts (blocks of --block_size, LMFlow's packing)"},
+};
+
+// A step count as Hugging Face reads it: N steps, or a fraction of all steps when below 1 (0.1).
+static void add_steps(CLI::App& app, const std::string& name, int64_t* steps, double* fraction, const std::string& help) {
+    app.add_option_function<std::string>(name, [name, steps, fraction](const std::string& v) {
+        char* end = nullptr;
+        const double x = std::strtod(v.c_str(), &end);
+        if (v.empty() || *end != 0 || !(x >= 0))
+            fail(strf("%s %s: expected a number of steps, or a fraction of all steps below 1 (0.1)", name.c_str(), v.c_str()));
+        if (x > 0 && x < 1) *fraction = x, *steps = 0;
+        else if (x != std::floor(x)) fail(strf("%s %s: expected a whole number of steps, or a fraction below 1", name.c_str(), v.c_str()));
+        else *fraction = 0, *steps = (int64_t)x;
+    }, help + " (a value below 1: that fraction of all steps)");
+}
+
 command_fn cmd_train_register(CLI::App& app) {
     struct opts {
         train_options t;
         int           use_lisa = -1, use_lora = -1, train_emb = 0, train_head = 0, aggregated = 0,
                       disable_group_texts = -1;
         bool          overwrite = false, do_train = false, bf16 = false, fp16 = false, no_bar = false, plot = false;
-        std::string   run_name, lora_targets, method, schedule, save_gguf, optim = "adamw_torch";
+        std::string   run_name, method, schedule, save_gguf, optim = "adamw_torch";
+        std::vector<std::string> lora_targets;
+        int64_t       batch_size = 0;
+        bool          rslora = false;
+        std::vector<std::pair<std::string, std::string>> refused;  // (flag, value) of kRefusedFlags given
         std::vector<std::pair<std::string, std::string>> inert;  // (flag, value) given, for warnings
     };
     auto o = std::make_shared<opts>();
@@ -81,16 +114,16 @@ command_fn cmd_train_register(CLI::App& app) {
     o->schedule = lr_schedule_name(t.lr_scheduler_type);
     // the help shows each default from train_options (stated there once)
     app.option_defaults()->always_capture_default();
-    app.add_option("--model_name_or_path", t.model_name_or_path, "Hugging Face model folder to fine-tune")->required();
-    app.add_option("--dataset_path", t.dataset_path, "folder of datasets (*.json / *.jsonl)")->required();
-    app.add_option("--output_model_path,--output_dir", t.output_model_path, "folder for the fine-tuned model, logs and checkpoints")->required();
+    app.add_option("-m,--model_name_or_path", t.model_name_or_path, "Hugging Face model folder to fine-tune")->required();
+    app.add_option("-d,--dataset_path", t.dataset_path, "a dataset file (.json / .jsonl) or a folder of them")->required();
+    app.add_option("-o,--output_model_path,--output_dir", t.output_model_path, "folder for the fine-tuned model, logs and checkpoints")->required();
     app.add_option("--method", o->method, "lisa | full | lora");
     app.add_option("--use_lisa", o->use_lisa, "LMFlow spelling: 1 = --method lisa");
     app.add_option("--use_lora", o->use_lora, "LMFlow spelling: 1 = --method lora");
     app.add_option("--lisa_activated_layers", t.lisa_activated_layers, "decoder layers trained at a time");
     app.add_option("--lisa_interval_steps", t.lisa_interval_steps, "optimizer steps between layer draws");
-    add_bool(app, "--lisa_train_embeddings", &t.lisa_train_embeddings, "0 freezes the embedding under LISA");
-    add_bool(app, "--lisa_train_head", &t.lisa_train_head, "0 freezes the LM head under LISA");
+    cli_add_bool(app, "--lisa_train_embeddings", &t.lisa_train_embeddings, "0 freezes the embedding under LISA");
+    cli_add_bool(app, "--lisa_train_head", &t.lisa_train_head, "0 freezes the LM head under LISA");
     app.add_option("--lisa_layer_sampling", t.lisa_layer_sampling,
                    "uniform (LISA) | owlore (layers with more weight outliers drawn more often)");
     app.add_option("--lisa_outlier_threshold", t.lisa_outlier_threshold,
@@ -98,12 +131,15 @@ command_fn cmd_train_register(CLI::App& app) {
     app.add_option("--lora_r", t.lora_r, "LoRA rank");
     app.add_option("--lora_alpha", t.lora_alpha, "LoRA alpha; scale = alpha / r");
     app.add_option("--lora_dropout", t.lora_dropout, "dropout on the LoRA input");
-    app.add_option("--lora_target_modules", o->lora_targets, "comma-separated: q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj");
-    add_bool(app, "--save_aggregated_lora", &t.save_aggregated_lora, "1 also writes the merged model (LMFlow's flag)");
+    app.add_option_function<std::vector<std::string>>(
+           "--lora_target_modules,--target_modules", [o](const std::vector<std::string>& v) { o->lora_targets = v; },
+           "modules, comma- or space-separated (q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj), or all-linear")
+        ->expected(1, -1);
+    cli_add_bool(app, "--save_aggregated_lora", &t.save_aggregated_lora, "1 also writes the merged model (LMFlow's flag)");
     std::string config_unused;  // read by main.cpp before parsing (see config_file.h); listed here for --help
     app.add_option("--config", config_unused,
                    "FILE (JSON, e.g. a run's training_args.json, or flat YAML): flags of a run; the command line's win");
-    app.add_option("--learning_rate", t.adam.lr, "peak learning rate");
+    app.add_option("--learning_rate,--lr", t.adam.lr, "peak learning rate");
     app.add_option("--adam_beta1", t.adam.beta1, "AdamW beta1");
     app.add_option("--adam_beta2", t.adam.beta2, "AdamW beta2");
     app.add_option("--adam_epsilon", t.adam.eps, "AdamW epsilon");
@@ -112,26 +148,30 @@ command_fn cmd_train_register(CLI::App& app) {
     app.add_option("--lr_scheduler_type", o->schedule, "linear | cosine | constant | constant_with_warmup");
     app.add_option("--warmup_steps", t.warmup_steps, "linear warmup steps");
     app.add_option("--warmup_ratio", t.warmup_ratio, "warmup as a fraction of all steps");
-    app.add_option("--num_train_epochs", t.num_train_epochs, "epochs");
+    app.add_option("--num_train_epochs,--num_epochs", t.num_train_epochs, "epochs");
     app.add_option("--max_steps", t.max_steps, "optimizer steps; overrides epochs when > 0");
-    app.add_option("--per_device_train_batch_size", t.per_device_train_batch_size, "sequences per micro-batch");
+    app.add_option("--per_device_train_batch_size,--micro_batch_size", t.per_device_train_batch_size, "sequences per micro-batch");
+    app.add_option("--batch_size,--total_batch_size", o->batch_size,
+                   "sequences per optimizer step in all (axolotl, alpaca-lora): sets --gradient_accumulation_steps to "
+                   "it / (--per_device_train_batch_size x ranks)");
     app.add_option("--per_device_eval_batch_size", t.per_device_eval_batch_size, "sequences per eval batch");
     app.add_option("--gradient_accumulation_steps", t.gradient_accumulation_steps, "micro-batches per optimizer step");
-    app.add_option("--block_size", t.block_size, "truncate samples to N tokens (default min(1024, model context))");
+    app.add_option("--block_size,--max_seq_length,--model_max_length,--cutoff_len,--sequence_len", t.block_size,
+                   "truncate samples to N tokens (default min(1024, model context))");
     app.add_option("--conversation_template", t.conversation_template, "chat template for conversation data: auto (the model's own, the default when it has one), llama3, chatml, llama2, mistral, empty, or a .jinja file");
-    add_bool(app, "--train_on_prompt", &t.train_on_prompt, "conversation: train on prompt turns too");
-    add_bool(app, "--group_texts", &t.group_texts, "pack samples into blocks of --block_size");
-    add_bool(app, "--gradient_checkpointing", &t.gradient_checkpointing,
+    cli_add_bool(app, "--train_on_prompt", &t.train_on_prompt, "conversation: train on prompt turns too");
+    cli_add_bool(app, "--group_texts", &t.group_texts, "pack samples into blocks of --block_size");
+    cli_add_bool(app, "--gradient_checkpointing", &t.gradient_checkpointing,
              "keep only each layer's input and recompute its activations in the backward");
     app.add_option("--disable_group_texts", o->disable_group_texts, "LMFlow spelling: 0 = --group_texts");
     app.add_option("--seed", t.seed, "seed for data order, LISA draws and init");
-    app.add_option("--logging_steps", t.logging_steps, "write a trainer_log.jsonl record every N steps");
-    app.add_option("--save_steps", t.save_steps,
+    add_steps(app, "--logging_steps", &t.logging_steps, &t.logging_steps_fraction, "write a trainer_log.jsonl record every N steps");
+    add_steps(app, "--save_steps", &t.save_steps, &t.save_steps_fraction,
                    "write DIR/checkpoint-STEP every N steps and at the last step (default: never)");
     app.add_option("--save_strategy", t.save_strategy, "steps (every --save_steps) | epoch | no");
     app.add_option("--eval_strategy,--evaluation_strategy", t.eval_strategy,
                    "steps (every --eval_steps) | epoch | no (default: every --eval_steps if set, and at the end)");
-    add_bool(app, "--load_best_model_at_end", &t.load_best_model_at_end,
+    cli_add_bool(app, "--load_best_model_at_end", &t.load_best_model_at_end,
              "save the checkpoint with the lowest eval_loss as the model (save and eval strategies must match)");
     app.add_option("--metric_for_best_model", t.metric_for_best_model, "eval_loss (the only metric computed)");
     app.add_option("--zero_stage", t.zero_stage,
@@ -140,18 +180,18 @@ command_fn cmd_train_register(CLI::App& app) {
     app.add_option("--save_total_limit", t.save_total_limit,
                    "keep only the newest N checkpoints (default: all)")->check(CLI::NonNegativeNumber);
     app.add_option("--eval_dataset_path", t.eval_dataset_path, "folder of datasets (*.json / *.jsonl) for eval loss");
-    app.add_option("--eval_steps", t.eval_steps, "log eval_loss every N steps");
+    add_steps(app, "--eval_steps", &t.eval_steps, &t.eval_steps_fraction, "log eval_loss every N steps");
     app.add_option("--resume_from_checkpoint", t.resume_from_checkpoint, "checkpoint folder, or latest");
     app.add_option("--torch_dtype", t.torch_dtype, "saved dtype: float32 | bfloat16 | float16 (default: the input's)");
     app.add_option("--max_shard_size", t.max_shard_size, "largest safetensors file before sharding");
-    add_bool(app, "--overwrite_output_dir", &o->overwrite, "allow writing into a folder that already holds a model");
-    add_bool(app, "--do_train", &o->do_train, "accepted for Hugging Face scripts (training is what this command does)");
+    cli_add_bool(app, "--overwrite_output_dir", &o->overwrite, "allow writing into a folder that already holds a model");
+    cli_add_bool(app, "--do_train", &o->do_train, "accepted for Hugging Face scripts (training is what this command does)");
     // Hugging Face / LMFlow flags with a meaning here
-    add_bool(app, "--bf16", &o->bf16, "save the model in bfloat16 (unless --torch_dtype says otherwise); a bf16 model "
+    cli_add_bool(app, "--bf16", &o->bf16, "save the model in bfloat16 (unless --torch_dtype says otherwise); a bf16 model "
                                       "trains in half mode (bf16 weights, fp32 masters of what trains)");
-    add_bool(app, "--plot_loss", &o->plot, "draw OUTPUT/training_loss.svg when training ends (also: lisa plot)");
-    add_bool(app, "--disable_tqdm", &o->no_bar, "no progress bar (it shows only on a terminal anyway)");
-    add_bool(app, "--fp16", &o->fp16, "save the model in float16 (unless --torch_dtype says otherwise)");
+    cli_add_bool(app, "--plot_loss", &o->plot, "draw OUTPUT/training_loss.svg when training ends (also: lisa plot)");
+    cli_add_bool(app, "--disable_tqdm", &o->no_bar, "no progress bar (it shows only on a terminal anyway)");
+    cli_add_bool(app, "--fp16", &o->fp16, "save the model in float16 (unless --torch_dtype says otherwise)");
     app.add_option("--optim", o->optim, "adamw_torch | adamw_hf | adamw_torch_fused | paged_adamw_32bit: all AdamW");
     app.add_option("--validation_split_percentage", t.validation_split_percentage,
                    "hold out this percentage of the training samples for eval_loss (when no --eval_dataset_path)")
@@ -162,6 +202,16 @@ command_fn cmd_train_register(CLI::App& app) {
                                              std::string("accepted for LMFlow / Hugging Face scripts, no effect: ") + f.why)
             ->expected(0, 1);
     }
+    for (const refused_flag& f : kRefusedFlags) {
+        std::string name = f.name;
+        app.add_option_function<std::string>(name, [o, name](const std::string& v) {
+            std::string l;
+            for (char c : v) l += (char)std::tolower((unsigned char)c);
+            if (l == "0" || l == "false" || l == "no" || l == "none") return;
+            o->refused.push_back({name, v});
+        }, std::string("refused: ") + f.why)->expected(0, 1);
+    }
+    cli_add_bool(app, "--use_rslora", &o->rslora, "rank-stabilised LoRA: scale adapters by lora_alpha / sqrt(r)");
     app.add_option("--run_name", o->run_name, "a name recorded in training_args.json");
     app.add_option("--save_gguf", o->save_gguf,
                    "also write OUTPUT/model-TYPE.gguf for llama.cpp / Ollama when training ends (TYPE: f32, f16, bf16, "
@@ -199,22 +249,45 @@ command_fn cmd_train_register(CLI::App& app) {
         else if (o->use_lisa == 0 && t.method == train_method::lisa) t.method = train_method::full;
         t.threads = cli_threads();
         if (o->disable_group_texts >= 0) t.group_texts = o->disable_group_texts == 0;
-        if (!o->lora_targets.empty()) {
+        if (!o->lora_targets.empty()) {  // "q_proj v_proj", "q_proj,v_proj", or "all-linear"
             t.lora_target_modules.clear();
-            size_t i = 0;
-            while (i <= o->lora_targets.size()) {
-                size_t j = o->lora_targets.find(',', i);
-                if (j == std::string::npos) j = o->lora_targets.size();
-                if (j > i) t.lora_target_modules.push_back(o->lora_targets.substr(i, j - i));
-                i = j + 1;
+            for (const std::string& item : o->lora_targets) {
+                size_t i = 0;
+                while (i <= item.size()) {
+                    size_t j = item.find(',', i);
+                    if (j == std::string::npos) j = item.size();
+                    std::string m = item.substr(i, j - i);
+                    m.erase(0, m.find_first_not_of(" []\"'"));
+                    m.erase(m.find_last_not_of(" []\"'") + 1);
+                    if (m == "all-linear" || m == "all_linear")
+                        for (const char* a : {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"})
+                            t.lora_target_modules.push_back(a);
+                    else if (!m.empty())
+                        t.lora_target_modules.push_back(m);
+                    i = j + 1;
+                }
             }
         }
-        // never overwrite a finished model by accident (as Hugging Face's Trainer)
+        for (const auto& [flag, value] : o->refused)
+            for (const refused_flag& f : kRefusedFlags)
+                if (flag == f.name) fail(strf("%s%s%s: %s", flag.c_str(), value.empty() ? "" : " ", value.c_str(), f.why));
+        if (o->rslora) {  // rsLoRA scales by alpha / sqrt(r): the same as LoRA with alpha * sqrt(r) / ... = alpha' / r
+            t.lora_alpha = t.lora_alpha * std::sqrt((double)t.lora_r);
+            if (comm_world().is_root())
+                std::fprintf(stderr, "lisa: note: --use_rslora: adapters scaled by lora_alpha / sqrt(r), saved as PEFT's "
+                                     "equivalent lora_alpha %g (scale %g)\n", t.lora_alpha, t.lora_alpha / (double)t.lora_r);
+        }
+        if (o->batch_size > 0) {  // a total batch: accumulate up to it
+            const int64_t per_step = t.per_device_train_batch_size * (int64_t)comm_world().size();
+            if (o->batch_size % per_step != 0)
+                fail(strf("--batch_size %lld: must be a multiple of --per_device_train_batch_size %lld%s", (long long)o->batch_size,
+                          (long long)t.per_device_train_batch_size,
+                          comm_world().size() > 1 ? strf(" x %d ranks", comm_world().size()).c_str() : ""));
+            t.gradient_accumulation_steps = o->batch_size / per_step;
+        }
+        // what an earlier run left in the folder is refused, replaced or resumed by the trainer
         const std::string out = t.output_model_path;
-        bool has_model = fs_is_file(fs_join(out, "config.json")) || fs_is_file(fs_join(out, "adapter_config.json"));
-        if (has_model && !o->overwrite && t.resume_from_checkpoint.empty())
-            fail(strf("%s already holds a model; pass --overwrite_output_dir to replace it, or "
-                      "--resume_from_checkpoint latest to continue", out.c_str()));
+        t.overwrite_output_dir = o->overwrite;
         t.run_name = o->run_name;
         if (!o->save_gguf.empty()) gguf_outtype(o->save_gguf);  // a bad type fails before training
 
@@ -253,25 +326,12 @@ command_fn cmd_train_register(CLI::App& app) {
         }
         std::signal(SIGINT, on_signal);
         std::signal(SIGTERM, on_signal);
-        // a run that fails before its first step leaves no output folder it created
-        const bool existed = fs_is_dir(out);
-        train_result r;
-        try {
-            r = train_run(t, cb);
-        } catch (...) {
-            std::error_code ec;
-            bool trained = false;  // a checkpoint or model means steps ran: keep everything
-            for (const auto& e : std::filesystem::directory_iterator(out, ec)) {
-                const std::string n = e.path().filename().string();
-                trained |= n.rfind("checkpoint-", 0) == 0 || n == "config.json" || n == "adapter_config.json";
-            }
-            if (!existed && !trained && root) std::filesystem::remove_all(out, ec);
-            throw;
-        }
+        train_result r = train_run(t, cb);  // holds the folder's lock until we are done with it
         clear_bar();
         if (r.interrupted) {
             std::fprintf(stderr, "interrupted at step %lld: checkpoint written; continue with --resume_from_checkpoint latest\n",
                          (long long)r.global_step);
+            r.lock.reset();  // std::exit runs no destructors of locals
             std::exit(130);
         }
         if (!root) return;  // rank 0 has written the model

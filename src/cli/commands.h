@@ -24,4 +24,8 @@ command_fn cmd_export_gguf_register(CLI::App& app);  // lisa export-gguf: write 
 // loads (llama_model::ctx, train_options::threads); nothing sets threads process-wide.
 int cli_threads();
 
+// A boolean as Hugging Face's and LMFlow's scripts pass it: `--name`, or `--name VALUE` with
+// VALUE one of true/false, 1/0, yes/no (any case). Defined in cmd_train.cpp.
+CLI::Option* cli_add_bool(CLI::App& app, const std::string& name, bool* out, const std::string& help);
+
 }  // namespace lisa

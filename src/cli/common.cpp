@@ -1,5 +1,8 @@
 #include "cli/common.h"
 
+#include <cstdio>
+#include <filesystem>
+
 #include "cli/commands.h"
 
 #include "core/error.h"
@@ -19,7 +22,39 @@ std::unique_ptr<tokenizer> load_tokenizer_of(const std::string& dir) {
     if (fs_is_dir(dir) && !fs_is_file(fs_join(dir, "tokenizer.json")))
         fail(strf("%s: no tokenizer.json in the model folder (copy the base model's tokenizer files there)",
                   dir.c_str()));
-    return tokenizer_load(dir);
+    auto tok = tokenizer_load(dir);
+    if (fs_is_file(fs_join(dir, "config.json")))  // the model must embed every id its tokenizer makes
+        tokenizer_check_fits(*tok, config_load(fs_join(dir, "config.json")).vocab_size, fs_join(dir, "tokenizer.json"),
+                             fs_join(dir, "config.json"), [](const std::string& s) { cli_note("warning: " + s); });
+    return tok;
+}
+
+void cli_note(const std::string& s) { std::fprintf(stderr, "lisa: %s\n", s.c_str()); }
+
+bool claim_model_folder(output_lock* lock, const std::string& dir, const std::string& command, bool overwrite) {
+    const bool created = !fs_is_dir(dir) && !fs_is_file(dir);
+    output_lock_acquire(lock, dir, true, command, "--output_model_path", [](const std::string& s) { cli_note("note: " + s); });
+    const output_dir_state st = output_dir_scan(dir);
+    if ((st.has_model || st.has_adapter) && !overwrite)
+        fail(strf("%s already holds %s: pass --overwrite_output_dir to replace it, or choose another --output_model_path",
+                  dir.c_str(), st.describe().c_str()));
+    return created;
+}
+
+void clear_model_folder(const std::string& dir, const std::string& source) {
+    std::error_code ec;
+    if (!source.empty() && std::filesystem::equivalent(dir, source, ec)) return;
+    const output_dir_state st = output_dir_scan(dir);
+    if (!st.has_model && !st.has_adapter) return;
+    output_dir_clear_model(dir, false);
+    cli_note(strf("--overwrite_output_dir: replacing %s in %s", st.describe().c_str(), dir.c_str()));
+}
+
+void drop_model_folder(output_lock* lock, const std::string& dir, bool created) {
+    if (!created) return;
+    output_lock_release(lock);
+    std::error_code ec;
+    std::filesystem::remove_all(dir, ec);
 }
 
 }  // namespace lisa

@@ -4,6 +4,7 @@
 #include <string>
 #include <vector>
 
+#include "io/output_dir.h"
 #include "model/llama.h"
 #include "tokenizer/tokenizer.h"
 
@@ -14,5 +15,18 @@ namespace lisa {
 std::unique_ptr<llama_model> load_model_with_lora(const std::string& dir, const std::string& lora_dir);
 // tokenizer.json of a model folder (error naming the folder if absent).
 std::unique_ptr<tokenizer> load_tokenizer_of(const std::string& dir);
+
+// Claims an output folder for a command that writes a model there (init, merge-lora): locks it
+// (created if absent) and refuses a folder that already holds a model or an adapter unless
+// `overwrite`. Returns whether the folder was created here (so a failure can remove it).
+bool claim_model_folder(output_lock* lock, const std::string& dir, const std::string& command, bool overwrite);
+// Just before writing the model: with `overwrite`, removes the previous model's files (all of
+// them, so the new one is never mixed with the old), unless the folder is `source` itself,
+// whose files the save replaces one by one (config first, its tokenizer kept).
+void clear_model_folder(const std::string& dir, const std::string& source);
+// Removes a folder created by claim_model_folder after a failure, so nothing half-written is left.
+void drop_model_folder(output_lock* lock, const std::string& dir, bool created);
+// A note to stderr, one line, starting with "lisa: ".
+void cli_note(const std::string& s);
 
 }  // namespace lisa

@@ -10,8 +10,9 @@
 
 namespace lisa {
 
-// Fields training_args.json records that describe a run rather than ask for anything.
-static bool informational(const std::string& key) { return key == "world_size"; }
+// Fields training_args.json records that describe a run rather than ask for anything (what the
+// run's derived values came to is under "resolved").
+static bool informational(const std::string& key) { return key == "world_size" || key == "resolved"; }
 
 static std::string trim(const std::string& s) {
     size_t b = s.find_first_not_of(" \t\r"), e = s.find_last_not_of(" \t\r");

@@ -60,6 +60,60 @@ static std::string nearest(const std::string& word, const std::vector<std::strin
     return best_d <= std::max<size_t>(2, word.size() / 3) ? best : "";
 }
 
+static std::vector<std::string> words_of(const std::string& flag) {
+    std::vector<std::string> w;
+    std::string cur;
+    for (char c : flag.substr(flag.find_first_not_of('-'))) {
+        if (c == '_' || c == '-') {
+            if (!cur.empty()) w.push_back(cur);
+            cur.clear();
+        } else cur += c;
+    }
+    if (!cur.empty()) w.push_back(cur);
+    return w;
+}
+
+// A misspelling of a flag: one edit anywhere, or the same words with small typos in them
+// ("--lerning_rate"). Never a flag that only looks alike ("--batch_size" is not "--block_size").
+static bool is_typo_of(const std::string& typed, const std::string& known) {
+    if (edit_distance(typed, known) <= 1) return true;
+    const std::vector<std::string> a = words_of(typed), b = words_of(known);
+    if (a.size() != b.size()) return false;
+    size_t total = 0;
+    for (size_t i = 0; i < a.size(); i++) {
+        const size_t d = edit_distance(a[i], b[i]);
+        if (d > std::max<size_t>(1, b[i].size() / 4)) return false;
+        total += d;
+    }
+    return total <= 2;
+}
+
+// Flags of other tools' scripts that are not ours, and what says the same here.
+struct flag_synonym {
+    const char* theirs;
+    const char* ours;
+};
+static const flag_synonym kFlagSynonyms[] = {
+    {"--epochs", "--num_train_epochs"},          {"--train_batch_size", "--per_device_train_batch_size"},
+    {"--eval_batch_size", "--per_device_eval_batch_size"}, {"--grad_accum", "--gradient_accumulation_steps"},
+    {"--gradient_accumulation", "--gradient_accumulation_steps"}, {"--warmup", "--warmup_steps"},
+    {"--model", "--model_name_or_path"},         {"--base_model", "--model_name_or_path"},
+    {"--data_path", "--dataset_path"},           {"--train_file", "--dataset_path"},
+    {"--dataset", "--dataset_path"},             {"--output_path", "--output_model_path"},
+    {"--scheduler", "--lr_scheduler_type"},      {"--lr_scheduler", "--lr_scheduler_type"},
+    {"--val_set_size", "--validation_split_percentage"}, {"--resume", "--resume_from_checkpoint"},
+    {"--lora_rank", "--lora_r"},                 {"--lora_target", "--lora_target_modules"},
+};
+
+static std::string suggest_flag(const std::string& flag, const CLI::App* owner) {
+    for (const flag_synonym& s : kFlagSynonyms)
+        if (flag == s.theirs && owner->get_option_no_throw(s.ours)) return s.ours;
+    for (const CLI::Option* o : owner->get_options())
+        for (const std::string& n : o->get_lnames())
+            if (is_typo_of(flag, "--" + n)) return "--" + n;
+    return "";
+}
+
 // After CLI11 found arguments it does not expect: the first unknown command or flag, named first,
 // with the nearest known one. Returns false when it finds nothing to say (CLI11's message then).
 static bool explain_unknown(CLI::App& app, int argc, char** argv) {
@@ -79,17 +133,70 @@ static bool explain_unknown(CLI::App& app, int argc, char** argv) {
                          guess.empty() ? "" : ("; did you mean '" + guess + "'?").c_str(), list.c_str());
             return true;
         }
-        if (a.rfind("--", 0) != 0) continue;
+        if (a.rfind("-", 0) != 0) continue;
         const std::string flag = a.substr(0, a.find('='));
         CLI::App* owner = sub ? sub : &app;
-        if (owner->get_option_no_throw(flag) || app.get_option_no_throw(flag) || flag == "--help") continue;
-        std::vector<std::string> names;
-        for (const CLI::Option* o : owner->get_options())
-            for (const std::string& n : o->get_lnames()) names.push_back("--" + n);
-        const std::string guess = nearest(flag, names);
+        const CLI::Option* known = owner->get_option_no_throw(flag);
+        if (!known) known = app.get_option_no_throw(flag);
+        if (known || flag == "--help" || flag == "-h") {
+            // skip the flag's values, so `--threads 1 train` does not read "1" as a command
+            if (known && a.find('=') == std::string::npos && known->get_expected_max() >= 1) {
+                auto is_bool_word = [](std::string v) {
+                    for (auto& c : v) c = (char)std::tolower((unsigned char)c);
+                    return v == "true" || v == "false" || v == "1" || v == "0" || v == "yes" || v == "no";
+                };
+                const int max = known->get_expected_max();
+                for (int k = 0; (max < 0 || k < max) && i + 1 < argc && argv[i + 1][0] != '-'; k++) {
+                    if (known->get_expected_min() == 0 && !is_bool_word(argv[i + 1])) break;
+                    i++;
+                }
+            }
+            continue;
+        }
+        if (a.rfind("--", 0) != 0) {
+            std::fprintf(stderr, "lisa%s%s: unknown flag %s\n", sub ? " " : "", sub ? sub->get_name().c_str() : "",
+                         flag.c_str());
+            return true;
+        }
+        const std::string guess = suggest_flag(flag, owner);
         std::fprintf(stderr, "lisa%s%s: unknown flag %s%s\n", sub ? " " : "", sub ? sub->get_name().c_str() : "",
                      flag.c_str(), guess.empty() ? "" : ("; did you mean " + guess + "?").c_str());
         return true;
+    }
+    return false;
+}
+
+// Flags that decide the same thing, so one given on the command line replaces the file's other:
+// epochs or steps, warmup ratio or steps, the method, the output dtype, packing.
+static const std::vector<std::vector<std::string>> kSameChoice = {
+    {"--max_steps", "--num_train_epochs"},
+    {"--warmup_steps", "--warmup_ratio"},
+    {"--method", "--use_lisa", "--use_lora"},
+    {"--torch_dtype", "--bf16", "--fp16"},
+    {"--group_texts", "--disable_group_texts"},
+};
+
+// Whether the command line (args from `from` on, not --config's) gives `flag`, one of its
+// spellings, or another flag of its choice group: then the file's value must not apply.
+static bool overridden(CLI::App* train, const std::string& flag, const std::vector<std::string>& args, size_t from) {
+    const CLI::Option* mine = train->get_option_no_throw(flag);
+    std::vector<const CLI::Option*> group = {mine};
+    for (const auto& g : kSameChoice) {
+        bool in = false;
+        for (const auto& f : g) in |= train->get_option_no_throw(f) == mine;
+        if (in)
+            for (const auto& f : g) group.push_back(train->get_option_no_throw(f));
+    }
+    for (size_t i = from; i < args.size(); i++) {
+        if (args[i] == "--config") {
+            i++;
+            continue;
+        }
+        if (args[i].rfind("--", 0) != 0) continue;
+        const CLI::Option* given = train->get_option_no_throw(args[i].substr(0, args[i].find('=')));
+        if (!given) continue;
+        for (const CLI::Option* g : group)
+            if (g && g == given) return true;
     }
     return false;
 }
@@ -116,6 +223,7 @@ static std::vector<std::string> expand_config(CLI::App& app, const std::vector<s
         }
         for (const auto& [key, value] : lisa::config_file_read(file)) {
             const std::string flag = "--" + key;
+            if (overridden(train, flag, args, sub + 1)) continue;  // the command line says otherwise
             if (!train->get_option_no_throw(flag)) {
                 std::vector<std::string> names;
                 for (const CLI::Option* o : train->get_options())
@@ -185,7 +293,14 @@ int main(int argc, char** argv) {
         // a misspelt command or flag: named first, with the nearest known one (before CLI11's
         // "required" or "not expected" messages, which would hide the typo)
         if (!asked && explain_unknown(app, argc, argv)) return 2;
-        return app.exit(e);
+        if (asked) return app.exit(e);
+        // every error is one line that starts with "lisa"
+        std::string what = e.what(), where;
+        for (const CLI::App* s : app.get_subcommands([](CLI::App*) { return true; }))
+            if (s->parsed()) where = " " + s->get_name();
+        std::fprintf(stderr, "lisa%s: error: %s (lisa%s --help lists the flags)\n", where.c_str(),
+                     lisa::cap_message(what).c_str(), where.c_str());
+        return e.get_exit_code();
     } catch (const lisa::error& e) {  // a flag's value refused while it was read
         std::fprintf(stderr, "lisa: error: %s\n", e.what());
         return 1;

@@ -250,15 +250,28 @@ static sample make_sample(const record& r, const tokenizer& tok, const dataset_o
 }
 
 dataset dataset_load(const std::string& dir, const tokenizer& tok, const dataset_options& opt) {
-    if (!fs_is_dir(dir)) fail(strf("%s: --dataset_path must be a folder of *.json / *.jsonl files", dir.c_str()));
     if (opt.block_size < 2) fail(strf("--block_size %lld: must be at least 2", (long long)opt.block_size));
     dataset d;
-    for (const auto& e : std::filesystem::directory_iterator(dir)) {
-        std::string p = e.path().string();
-        if (e.is_regular_file() && (ends_with(p, ".json") || ends_with(p, ".jsonl"))) d.files.push_back(p);
+    if (fs_is_file(dir)) {
+        if (!ends_with(dir, ".json") && !ends_with(dir, ".jsonl"))
+            fail(strf("%s: expected a .json or .jsonl dataset file, or a folder of them", dir.c_str()));
+        d.files.push_back(dir);
+    } else if (!fs_is_dir(dir)) {
+        fail(strf("%s: no such dataset file or folder", dir.c_str()));
+    } else {
+        for (const auto& e : std::filesystem::directory_iterator(dir)) {
+            std::string p = e.path().string();
+            if (!e.is_regular_file() || !(ends_with(p, ".json") || ends_with(p, ".jsonl"))) continue;
+            if (e.path().filename() == "dataset_info.json") {
+                d.notes.push_back(p + ": LLaMA-Factory's description of datasets, not data; skipped (pass the data "
+                                      "file itself as --dataset_path)");
+                continue;
+            }
+            d.files.push_back(p);
+        }
+        std::sort(d.files.begin(), d.files.end());
+        if (d.files.empty()) fail(strf("%s: no *.json or *.jsonl files in the dataset folder", dir.c_str()));
     }
-    std::sort(d.files.begin(), d.files.end());
-    if (d.files.empty()) fail(strf("%s: no *.json or *.jsonl files in the dataset folder", dir.c_str()));
     bool named = opt.model_template == nullptr;
     std::string first_where;  // where the dataset's type was set, for the mixed-type error
     auto add = [&](const record& r, const std::string& file, const std::string& where) {

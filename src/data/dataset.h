@@ -60,9 +60,12 @@ struct dataset {
     int64_t                  n_dropped = 0;    // samples with no label token left (not trained on)
     int64_t                  n_piecewise = 0;  // conversations tokenized piece by piece (see chat_tokenize)
     std::vector<std::string> sources;          // per sample: "file: record" (what inspect-data shows)
+    std::vector<std::string> notes;            // what the loader passed over, for the caller to print
 };
 
-dataset dataset_load(const std::string& dir, const tokenizer& tok, const dataset_options& opt);
+// `path`: a .json / .jsonl file, or a folder of them (read in name order; LLaMA-Factory's
+// dataset_info.json, which describes data rather than holding it, is passed over with a note).
+dataset dataset_load(const std::string& path, const tokenizer& tok, const dataset_options& opt);
 
 // Label tokens of a sample, in the shifted sense the loss uses (labels[1:] != -100).
 int64_t sample_label_tokens(const sample& s);

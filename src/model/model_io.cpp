@@ -8,6 +8,7 @@
 
 #include "core/error.h"
 #include "io/fs.h"
+#include "io/output_dir.h"
 #include "io/safetensors.h"
 #include "model/llama.h"
 #include "model/model_files.h"
@@ -82,6 +83,16 @@ std::unique_ptr<model_files> model_files_open(const std::string& dir) {
             mf->where[t.name] = {sf, &t};
         }
     }
+    // One tensor stored under two names: transformers saves a tied embedding once and records
+    // the dropped name in the file's metadata ({"model.embed_tokens.weight": "lm_head.weight"});
+    // some savers keep only lm_head.weight with no note. Either way the stored tensor answers
+    // for both names, as transformers loads it.
+    for (const auto& f : mf->files)
+        for (const auto& [alias, target] : f->metadata)
+            if (!mf->where.count(alias) && mf->where.count(target) && alias.find('.') != std::string::npos)
+                mf->where[alias] = mf->where[target];
+    if (mf->cfg.tie_word_embeddings && !mf->where.count("model.embed_tokens.weight") && mf->where.count("lm_head.weight"))
+        mf->where["model.embed_tokens.weight"] = mf->where["lm_head.weight"];
     return mf;
 }
 
@@ -188,15 +199,17 @@ size_t parse_size_option(const std::string& s) {
     return (size_t)(v * mul);
 }
 
-static const char* kTokenizerFiles[] = {"tokenizer.json",     "tokenizer_config.json", "special_tokens_map.json",
-                                        "tokenizer.model",    "added_tokens.json",     "vocab.json",
-                                        "merges.txt",         "chat_template.jinja",   "chat_template.json"};
-
+// The tokenizer of a saved model is the source's, whole: its files are copied and any other
+// tokenizer file already in the folder (from a model saved there before) is removed, so an old
+// special_tokens_map.json never sits beside a new tokenizer.json.
 void llama_copy_tokenizer_files(const std::string& from, const std::string& dir) {
     if (from.empty()) return;
-    for (const char* f : kTokenizerFiles) {
+    std::error_code ec;
+    if (std::filesystem::equivalent(from, dir, ec)) return;
+    for (const std::string& f : tokenizer_file_names()) {
         std::string s = fs_join(from, f), d = fs_join(dir, f);
-        if (fs_is_file(s) && std::filesystem::absolute(s) != std::filesystem::absolute(d)) fs_copy_atomic(s, d);
+        if (fs_is_file(s)) fs_copy_atomic(s, d);
+        else fs_remove(d);
     }
 }
 

@@ -1013,6 +1013,26 @@ std::string tokenizer_decode(const tokenizer& t, const std::vector<int32_t>& ids
 
 int64_t tokenizer_vocab_size(const tokenizer& t) { return (int64_t)t.id_to_token.size(); }
 
+void tokenizer_check_fits(const tokenizer& t, int64_t vocab_size, const std::string& tokenizer_where,
+                          const std::string& model_where, const std::function<void(const std::string&)>& warn) {
+    int64_t model_ids = 0;  // ids ordinary text can produce
+    for (const auto& [tok, id] : t.vocab) model_ids = std::max<int64_t>(model_ids, (int64_t)id + 1);
+    const int64_t all = tokenizer_vocab_size(t);
+    if (model_ids > vocab_size)
+        fail(strf("%s: the tokenizer has %lld ids but %s has vocab_size %lld; text would produce ids the model "
+                  "cannot embed (a tokenizer of another model?)", tokenizer_where.c_str(), (long long)all,
+                  model_where.c_str(), (long long)vocab_size));
+    if (all > vocab_size && warn) {
+        std::string names;
+        int n = 0;
+        for (const auto& a : t.added)
+            if (a.id >= vocab_size && n++ < 3) names += (names.empty() ? "" : ", ") + a.content;
+        warn(strf("%s: %lld added tokens (%s%s) have ids at or past %s's vocab_size %lld; data that uses them is refused",
+                  tokenizer_where.c_str(), (long long)(all - vocab_size), names.c_str(), n > 3 ? ", ..." : "",
+                  model_where.c_str(), (long long)vocab_size));
+    }
+}
+
 int32_t tokenizer_token_to_id(const tokenizer& t, const std::string& token) {
     for (const auto& a : t.added)
         if (a.content == token) return a.id;

@@ -12,6 +12,7 @@
 // A file with a component that is not implemented is refused with the component named.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -32,6 +33,10 @@ std::vector<int32_t> tokenizer_encode(const tokenizer& t, const std::string& tex
 std::string          tokenizer_decode(const tokenizer& t, const std::vector<int32_t>& ids, bool skip_special_tokens);
 
 int64_t     tokenizer_vocab_size(const tokenizer& t);             // largest id + 1 (model + added tokens)
+// Refuses a tokenizer whose ordinary vocabulary has ids past the model's vocab_size (naming
+// both sizes); added tokens past it are only warned about, since data rarely uses them.
+void tokenizer_check_fits(const tokenizer& t, int64_t vocab_size, const std::string& tokenizer_where,
+                          const std::string& model_where, const std::function<void(const std::string&)>& warn);
 int32_t     tokenizer_token_to_id(const tokenizer& t, const std::string& token);  // -1 if unknown
 std::string tokenizer_id_to_token(const tokenizer& t, int32_t id);               // "" if unknown
 bool        tokenizer_is_special(const tokenizer& t, int32_t id);

@@ -7,6 +7,7 @@
 #include "core/error.h"
 #include "io/fs.h"
 #include "io/safetensors.h"
+#include "model/model_files.h"
 
 namespace lisa {
 
@@ -63,25 +64,62 @@ std::vector<std::string> checkpoint_prune(const std::string& output_dir, int64_t
     return removed;
 }
 
-std::string checkpoint_resolve(const std::string& request, const std::string& output_dir) {
+std::string checkpoint_damage(const std::string& ckpt) {
+    try {
+        const std::string state = fs_join(ckpt, "trainer_state.json");
+        if (!fs_is_file(state)) return "trainer_state.json is missing";
+        json st;
+        try {
+            st = json::parse(fs_read_text(state));
+        } catch (const json::exception& e) {
+            return "trainer_state.json is not valid JSON (" + json_error(e) + ")";
+        }
+        if (!st.is_object() || !st.contains("global_step") || !st["global_step"].is_number_integer())
+            return "trainer_state.json has no integer field 'global_step'";
+        if (!fs_is_file(fs_join(ckpt, "optimizer.safetensors"))) return "optimizer.safetensors is missing";
+        st_open(fs_join(ckpt, "optimizer.safetensors"));  // header, sizes, every offset within the file
+        model_files_open(ckpt);                            // config.json and every weight file, likewise
+    } catch (const error& e) {
+        return e.what();
+    }
+    return "";
+}
+
+std::string checkpoint_resolve(const std::string& request, const std::string& output_dir,
+                               const std::function<void(const std::string&)>& note) {
     if (request.empty()) return "";
     if (request != "latest") {
-        if (!fs_is_file(fs_join(request, "trainer_state.json")))
-            fail(strf("--resume_from_checkpoint %s: not a checkpoint folder (no trainer_state.json)", request.c_str()));
+        if (!fs_is_dir(request))
+            fail(strf("--resume_from_checkpoint %s: no such checkpoint folder", request.c_str()));
+        const std::string damage = checkpoint_damage(request);
+        if (!damage.empty())
+            fail(strf("--resume_from_checkpoint %s: the checkpoint is damaged: %s", request.c_str(), cap_message(damage).c_str()));
         return request;
     }
-    int64_t best = -1;
-    std::string path;
+    std::vector<std::pair<long long, std::string>> found;
     std::error_code ec;
     for (const auto& e : fsys::directory_iterator(output_dir, ec)) {
         std::string n = e.path().filename().string();
-        if (n.rfind("checkpoint-", 0) != 0 || !fs_is_file(fs_join(e.path().string(), "trainer_state.json"))) continue;
+        if (n.rfind("checkpoint-", 0) != 0 || n.size() == 11 || !e.is_directory(ec)) continue;
         char* end;
         long long s = std::strtoll(n.c_str() + 11, &end, 10);
-        if (*end == '\0' && s > best) best = s, path = e.path().string();
+        if (*end == '\0') found.emplace_back(s, e.path().string());
     }
-    if (best < 0) fail(strf("--resume_from_checkpoint latest: no checkpoint-N folder in %s", output_dir.c_str()));
-    return path;
+    if (found.empty()) fail(strf("--resume_from_checkpoint latest: no checkpoint-N folder in %s", output_dir.c_str()));
+    std::sort(found.rbegin(), found.rend());  // newest first
+    std::vector<std::string> damaged;
+    for (const auto& [step, path] : found) {
+        const std::string damage = checkpoint_damage(path);
+        if (damage.empty()) {
+            if (!damaged.empty() && note)
+                note(strf("--resume_from_checkpoint latest: %s; resuming from %s, the newest complete checkpoint",
+                          cap_message(damaged[0]).c_str(), path.c_str()));
+            return path;
+        }
+        damaged.push_back(strf("%s is damaged (%s)", path.c_str(), damage.c_str()));
+    }
+    fail(strf("--resume_from_checkpoint latest: no complete checkpoint in %s: %s", output_dir.c_str(),
+              cap_message(damaged[0]).c_str()));
 }
 
 std::string checkpoint_save(const std::string& output_dir, const llama_model& m, train_policy& policy,

@@ -3,6 +3,7 @@
 // extra state such as LoRA's weights) and trainer_state.json. A checkpoint is written under
 // checkpoint-STEP.tmp and renamed into place, so a crash never leaves one that looks complete.
 #pragma once
+#include <functional>
 #include <cstdint>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -14,8 +15,13 @@
 namespace lisa {
 
 // --resume_from_checkpoint: a checkpoint folder, or "latest" (the highest checkpoint-N in the
-// output folder). "" when nothing is requested.
-std::string checkpoint_resolve(const std::string& request, const std::string& output_dir);
+// output folder that is complete: a damaged newer one is named through `note` and passed over).
+// "" when nothing is requested. Fails naming the damage when nothing usable is left.
+std::string checkpoint_resolve(const std::string& request, const std::string& output_dir,
+                               const std::function<void(const std::string&)>& note = nullptr);
+// What is wrong with a checkpoint folder ("" when it is complete): a missing or unreadable
+// trainer_state.json, optimizer.safetensors or model file, or a truncated one.
+std::string checkpoint_damage(const std::string& ckpt);
 // Removes what an interrupted write left in the output folder: temporary files ("*.tmp.<pid>",
 // at the top and inside checkpoint folders) and unfinished checkpoints ("checkpoint-N.tmp").
 // None of them is ever complete. Returns the paths removed.

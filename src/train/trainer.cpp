@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
@@ -15,6 +16,7 @@
 #include "core/threads.h"
 #include "data/dataset.h"
 #include "io/fs.h"
+#include "io/output_dir.h"
 #include "model/llama.h"
 #include "tokenizer/tokenizer.h"
 #include "train/checkpoint.h"
@@ -147,7 +149,7 @@ class model_env final : public policy_env {
 };
 
 struct trainer {
-    const train_options&          o;
+    train_options                 o;  // a copy: fractions of steps are resolved into it
     const train_callbacks&        cb;
     comm*                         world = &comm_world();  // ranks (one process: the identity)
     std::vector<std::vector<param_group*>> reduce_at;  // ranks: groups whose sum starts after layer l
@@ -210,7 +212,8 @@ struct trainer {
             if (es != o.save_strategy || es == "no")
                 fail(strf("--load_best_model_at_end: --save_strategy (%s) and --eval_strategy (%s) must be the same, "
                           "steps or epoch, so each checkpoint has an eval_loss", o.save_strategy.c_str(), es.c_str()));
-            if (es == "steps" && (o.eval_steps <= 0 || o.save_steps <= 0 || o.save_steps % o.eval_steps != 0))
+            const bool eval_set = o.eval_steps > 0 || o.eval_steps_fraction > 0, save_set = o.save_steps > 0 || o.save_steps_fraction > 0;
+            if (es == "steps" && (!eval_set || !save_set || (o.eval_steps > 0 && o.save_steps > 0 && o.save_steps % o.eval_steps != 0)))
                 fail(strf("--load_best_model_at_end: --save_steps (%lld) must be a multiple of --eval_steps (%lld), "
                           "both set", (long long)o.save_steps, (long long)o.eval_steps));
         }
@@ -252,13 +255,15 @@ struct trainer {
         }
         std::string bs_warning;
         block_size = resolve_block_size(o.block_size, m->cfg, &bs_warning);
-        if (!bs_warning.empty()) info("warning: " + bs_warning);
+        if (!bs_warning.empty()) info("lisa: warning: " + bs_warning);
         if (o.train_data) {  // pre-tokenized samples (benchmarks)
             data = *o.train_data;
             pad_id = 0;
             return;
         }
         tok = tokenizer_load(o.model_name_or_path);
+        tokenizer_check_fits(*tok, m->cfg.vocab_size, fs_join(o.model_name_or_path, "tokenizer.json"),
+                             fs_join(o.model_name_or_path, "config.json"), [&](const std::string& s) { info("lisa: warning: " + s); });
         dataset_options dopt;
         dopt.block_size = block_size;
         dopt.truncate = !o.group_texts;  // packing keeps every token
@@ -267,6 +272,7 @@ struct trainer {
         dopt.eos_id = resolve_eos_id(*tok, m->cfg);
         pad_id = resolve_pad_id(*tok, dopt.eos_id);
         data = dataset_load(o.dataset_path, *tok, dopt);
+        for (const std::string& n : data.notes) info("lisa: note: " + n);
         if (data.type == dataset_type::conversation)
             info(strf("data: conversations rendered with %s", dopt.model_template ? dopt.model_template->where.c_str()
                                                                                  : ("the named template " + dopt.conversation_template).c_str()));
@@ -301,9 +307,15 @@ struct trainer {
         }
         if (!o.eval_dataset_path.empty()) {
             eval_data = dataset_load(o.eval_dataset_path, *tok, dopt);
+            for (const std::string& n : eval_data.notes) info("lisa: note: " + n);
             if (o.group_texts) dataset_group_texts(&eval_data, dopt.block_size);
             has_eval = true;
         }
+        if (!has_eval && (o.eval_steps > 0 || o.eval_steps_fraction > 0 || o.eval_strategy == "steps" || o.eval_strategy == "epoch"))
+            info(strf("lisa: warning: %s asks for evaluation, but there is no evaluation data (--eval_dataset_path or "
+                      "--validation_split_percentage); no eval_loss will be logged",
+                      o.eval_steps > 0 || o.eval_steps_fraction > 0 ? "--eval_steps"
+                                       : ("--eval_strategy " + o.eval_strategy).c_str()));
     }
 
     // One optimizer step takes gradient_accumulation_steps micro-batches of the global batch
@@ -315,6 +327,13 @@ struct trainer {
         steps_per_epoch = std::max<int64_t>(1, n_batches / o.gradient_accumulation_steps);
         total_steps = o.max_steps > 0 ? o.max_steps : (int64_t)std::ceil(o.num_train_epochs * steps_per_epoch);
         warmup = o.warmup_steps > 0 ? o.warmup_steps : (int64_t)std::ceil(o.warmup_ratio * total_steps);
+        for (auto [fraction, steps] : {std::pair{o.eval_steps_fraction, &o.eval_steps},
+                                       std::pair{o.save_steps_fraction, &o.save_steps},
+                                       std::pair{o.logging_steps_fraction, &o.logging_steps}})
+            if (fraction > 0) *steps = std::max<int64_t>(1, (int64_t)std::ceil(fraction * (double)total_steps));
+        if (o.load_best_model_at_end && o.save_strategy == "steps" && o.save_steps % std::max<int64_t>(1, o.eval_steps) != 0)
+            fail(strf("--load_best_model_at_end: --save_steps (%lld) must be a multiple of --eval_steps (%lld) once "
+                      "fractions are counted in steps", (long long)o.save_steps, (long long)o.eval_steps));
     }
 
     // Batches and the sparse-gradient rows, planned once for the largest batch (activations
@@ -336,14 +355,25 @@ struct trainer {
         return o.gradient_accumulation_steps * B * max_T * (int64_t)world->size();
     }
 
-    // Every option as used (defaults resolved), written to training_args.json at the start.
-    json args_json() const {
+    // Every option of the run, written to training_args.json at the start so that `--config
+    // training_args.json` repeats it from any folder: paths absolute, and values the run derives
+    // (steps from epochs, warmup from its ratio, block size from the model, dtype from the input)
+    // left null unless the user set them, so a flag given beside --config changes them as it
+    // would have in the first run. What they came to is under "resolved" (not read by --config).
+    json args_json(const std::string& ckpt) const {
+        auto abs = [](const std::string& p) {
+            std::error_code ec;
+            if (p.empty() || !std::filesystem::exists(p, ec)) return p;
+            const std::filesystem::path a = std::filesystem::absolute(p, ec);
+            return ec ? p : a.lexically_normal().string();
+        };
+        auto user = [](auto v, bool set) { return set ? json(v) : json(nullptr); };
         return {{"method", train_method_name(o.method)},
-                {"model_name_or_path", o.model_name_or_path},
-                {"dataset_path", o.dataset_path},
-                {"eval_dataset_path", o.eval_dataset_path},
+                {"model_name_or_path", abs(o.model_name_or_path)},
+                {"dataset_path", abs(o.dataset_path)},
+                {"eval_dataset_path", abs(o.eval_dataset_path)},
                 {"validation_split_percentage", o.validation_split_percentage},
-                {"output_model_path", o.output_model_path},
+                {"output_model_path", abs(o.output_model_path)},
                 {"lisa_activated_layers", o.lisa_activated_layers},
                 {"lisa_interval_steps", o.lisa_interval_steps},
                 {"lisa_train_embeddings", o.lisa_train_embeddings},
@@ -355,8 +385,8 @@ struct trainer {
                 {"lora_dropout", o.lora_dropout},
                 {"lora_target_modules", o.lora_target_modules},
                 {"save_aggregated_lora", o.save_aggregated_lora},
-                {"block_size", block_size},
-                {"conversation_template", o.conversation_template},
+                {"block_size", user(o.block_size, o.block_size > 0)},
+                {"conversation_template", o.conversation_template.find(".jinja") != std::string::npos ? abs(o.conversation_template) : o.conversation_template},
                 {"train_on_prompt", o.train_on_prompt},
                 {"group_texts", o.group_texts},
                 {"gradient_checkpointing", o.gradient_checkpointing},
@@ -367,10 +397,10 @@ struct trainer {
                 {"weight_decay", o.adam.weight_decay},
                 {"max_grad_norm", o.max_grad_norm},
                 {"lr_scheduler_type", lr_schedule_name(o.lr_scheduler_type)},
-                {"warmup_steps", warmup},
+                {"warmup_steps", user(o.warmup_steps, o.warmup_steps > 0)},
                 {"warmup_ratio", o.warmup_ratio},
                 {"num_train_epochs", o.num_train_epochs},
-                {"max_steps", total_steps},
+                {"max_steps", user(o.max_steps, o.max_steps > 0)},
                 {"per_device_train_batch_size", o.per_device_train_batch_size},
                 {"world_size", world->size()},
                 {"zero_stage", o.zero_stage},
@@ -381,14 +411,18 @@ struct trainer {
                 {"per_device_eval_batch_size", o.per_device_eval_batch_size},
                 {"gradient_accumulation_steps", o.gradient_accumulation_steps},
                 {"seed", o.seed},
-                {"logging_steps", o.logging_steps},
-                {"save_steps", o.save_steps},
+                {"logging_steps", o.logging_steps_fraction > 0 ? json(o.logging_steps_fraction) : json(o.logging_steps)},
+                {"save_steps", o.save_steps_fraction > 0 ? json(o.save_steps_fraction) : json(o.save_steps)},
                 {"save_total_limit", o.save_total_limit},
-                {"eval_steps", o.eval_steps},
-                {"resume_from_checkpoint", o.resume_from_checkpoint},
-                {"torch_dtype", dtype_torch_name(out_dtype)},
+                {"eval_steps", o.eval_steps_fraction > 0 ? json(o.eval_steps_fraction) : json(o.eval_steps)},
+                {"torch_dtype", user(o.torch_dtype, !o.torch_dtype.empty())},
                 {"max_shard_size", o.max_shard_size},
-                {"run_name", o.run_name}};
+                {"run_name", o.run_name},
+                {"resolved", {{"max_steps", total_steps},
+                              {"warmup_steps", warmup},
+                              {"block_size", block_size},
+                              {"torch_dtype", dtype_torch_name(out_dtype)},
+                              {"resumed_from", ckpt.empty() ? json(nullptr) : json(abs(ckpt))}}}};
     }
 
     double eval_loss() {
@@ -536,14 +570,61 @@ struct trainer {
     }
 
     // ---------------------------------------------------------------- the loop
+    // The output folder, rank 0's: locked for this run, and what an earlier run left there either
+    // continued (--resume_from_checkpoint), replaced whole (--overwrite_output_dir) or refused, so
+    // two runs never mix in one folder. Returns the checkpoint to resume from ("" for none).
+    std::shared_ptr<output_lock> lock = std::make_shared<output_lock>();
+    bool        created_folder = false;
+    std::string claim_output() {
+        const std::string& out = o.output_model_path;
+        if (!world->is_root()) return "";
+        created_folder = !fs_is_dir(out);
+        output_lock_acquire(lock.get(), out, true, "lisa train", "--output_model_path", [&](const std::string& s) { info("lisa: note: " + s); });
+        for (const std::string& p : checkpoint_clean_leftovers(out))
+            info(strf("removed %s (left by an interrupted write)", p.c_str()));
+        const output_dir_state st = output_dir_scan(out);
+        if (o.resume_from_checkpoint.empty() && st.any()) {
+            if (!o.overwrite_output_dir) {
+                if (!st.checkpoints.empty())
+                    fail(strf("%s holds an earlier run (%s): continue it with --resume_from_checkpoint latest, or pass "
+                              "--overwrite_output_dir to start again (its model, checkpoints and log are removed)",
+                              out.c_str(), st.describe().c_str()));
+                fail(strf("%s already holds %s: pass --overwrite_output_dir to replace it, or choose another "
+                          "--output_model_path", out.c_str(), st.describe().c_str()));
+            }
+            const int n = output_dir_clear_run(out);
+            info(strf("--overwrite_output_dir: removed %s of the earlier run in %s (%d files and folders)",
+                      st.describe().c_str(), out.c_str(), n));
+        }
+        return checkpoint_resolve(o.resume_from_checkpoint, out, [&](const std::string& s) { info("lisa: warning: " + s); });
+    }
+
     train_result run() {
         validate();
-        if (world->is_root()) {
-            fs_mkdirs(o.output_model_path);
-            for (const std::string& p : checkpoint_clean_leftovers(o.output_model_path))
-                info(strf("removed %s (left by an interrupted write)", p.c_str()));
+        std::string ckpt = claim_output();
+        if (world->size() > 1) {  // every rank resumes the checkpoint rank 0 chose
+            uint64_t n = ckpt.size();
+            world->broadcast(&n, sizeof n, 0);
+            ckpt.resize(n);
+            if (n) world->broadcast(ckpt.data(), n, 0);
         }
-        const std::string ckpt = checkpoint_resolve(o.resume_from_checkpoint, o.output_model_path);
+        try {
+            return run_claimed(ckpt);
+        } catch (...) {
+            // a run that fails before its first checkpoint or model leaves no folder it created
+            if (created_folder && world->is_root()) {
+                const output_dir_state st = output_dir_scan(o.output_model_path);
+                if (st.checkpoints.empty() && !st.has_model && !st.has_adapter) {
+                    output_lock_release(lock.get());
+                    std::error_code ec;
+                    std::filesystem::remove_all(o.output_model_path, ec);
+                }
+            }
+            throw;
+        }
+    }
+
+    train_result run_claimed(const std::string& ckpt) {
         load(ckpt);
         set_steps();
         const int64_t rows_capacity = plan();
@@ -557,7 +638,7 @@ struct trainer {
         llama_acts_init(&acts, *m, plan_B, plan_T, o.gradient_checkpointing);
         if (!ckpt.empty()) resume(ckpt);
         if (world->is_root()) {
-            fs_write_atomic(fs_join(o.output_model_path, "training_args.json"), args_json().dump(2) + "\n");
+            fs_write_atomic(fs_join(o.output_model_path, "training_args.json"), args_json(ckpt).dump(2) + "\n");
             log = std::fopen(fs_join(o.output_model_path, "trainer_log.jsonl").c_str(), ckpt.empty() ? "w" : "a");
             if (!log) fail(strf("%s/trainer_log.jsonl: cannot open for writing", o.output_model_path.c_str()));
         }
@@ -738,10 +819,11 @@ struct trainer {
         res.tokens_per_second = tokens_total / std::max(1e-9, runtime);
         res.steps_per_second = steps_this_run / std::max(1e-9, runtime);
         res.peak_rss_mib = peak_rss_mib();
+        res.lock = lock;
         if (!res.interrupted && o.save_model) check_ranks_agree();
         if (!res.interrupted && o.load_best_model_at_end && world->is_root()) {
             if (best_ckpt.empty()) {
-                info("warning: --load_best_model_at_end: no checkpoint was written at an evaluation; keeping the last weights");
+                info("lisa: warning: --load_best_model_at_end: no checkpoint was written at an evaluation; keeping the last weights");
             } else if (best_step != step) {
                 load_weights_from(best_ckpt);
                 info(strf("loaded the best model: eval_loss %.6g at step %lld (%s)", best_loss, (long long)best_step,

@@ -16,6 +16,7 @@
 #pragma once
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -75,7 +76,11 @@ struct train_options {
                                                   // training samples for eval_loss (LMFlow's flag)
                                        // only once a newer one is complete
     int64_t     eval_steps = 0;  // 0 = no evaluation during training
+    // --eval_steps / --save_steps / --logging_steps below 1: that fraction of all steps (Hugging
+    // Face's reading), resolved to a step count once the run's length is known; 0 = not used
+    double      eval_steps_fraction = 0, save_steps_fraction = 0, logging_steps_fraction = 0;
     std::string resume_from_checkpoint;  // folder or "latest"
+    bool        overwrite_output_dir = false;  // replace what an earlier run left in the output folder
     std::string torch_dtype;             // output dtype; "" = the input's
     std::string max_shard_size = "5GB";
     std::string run_name;                // recorded in training_args.json
@@ -87,6 +92,8 @@ struct train_options {
     bool                  save_model = true;
 };
 
+struct output_lock;  // io/output_dir.h
+
 struct train_result {
     int64_t global_step = 0;
     double  train_loss = 0;        // mean of the logged step losses of this run
@@ -95,6 +102,8 @@ struct train_result {
     double  steps_per_second = 0;
     double  peak_rss_mib = 0;
     bool    interrupted = false;   // stopped by SIGINT/SIGTERM after writing a checkpoint
+    std::shared_ptr<output_lock> lock;  // the output folder's lock (rank 0), held while the caller
+                                               // still writes there (plot, GGUF); released when dropped
 };
 
 struct train_callbacks {
