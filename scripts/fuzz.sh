@@ -9,9 +9,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-600}
 shift || true
-targets=("${@:-safetensors config tokenizer dataset jinja gguf}")
+targets=("${@:-safetensors config tokenizer dataset jinja gguf outputs}")
 read -r -a targets <<< "${targets[*]}"
 cpus=$(nproc)  # before OMP_NUM_THREADS=1 below, which nproc obeys
+# fresh seeds each run unless FUZZ_SEED is given (printed, so a run can be repeated)
+base=${FUZZ_SEED:-$(date +%s)}
+echo "fuzz: seed base $base (FUZZ_SEED=$base repeats this run)"
 cmake -S . -B build-sanitize -DCMAKE_BUILD_TYPE=Release -DLISA_SANITIZE=ON >/dev/null
 cmake --build build-sanitize -j"$(nproc)" --target lisa_fuzz >/dev/null
 mkdir -p fuzz_findings
@@ -21,7 +24,7 @@ for t in "${targets[@]}"; do
   # one process per CPU, each from its own seed
   pids=()
   for k in $(seq "$cpus"); do
-    build-sanitize/tests/lisa_fuzz "$t" --seconds "$seconds" --seed "$((k * 7919 + ${#t}))" --findings fuzz_findings &
+    build-sanitize/tests/lisa_fuzz "$t" --seconds "$seconds" --seed "$((base + k * 7919 + ${#t}))" --findings fuzz_findings &
     pids+=($!)
   done
   for p in "${pids[@]}"; do wait "$p" || status=1; done

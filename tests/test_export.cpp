@@ -16,6 +16,7 @@
 #include "core/dtype.h"
 #include "core/error.h"
 #include "export/export_gguf.h"
+#include "export/modelfile.h"
 #include "export/gguf.h"
 #include "infer/generate.h"
 #include "io/fs.h"
@@ -492,4 +493,49 @@ TEST(gguf_referee, tinystories_as_saved_and_fine_tuned_runs_the_same_in_llama_cp
     ASSERT_EQ(r.code, 0) << r.output;
     auto tuned = llama_model_load(td.path + "/tuned");
     EXPECT_EQ(expect_same_greedy(*tuned, td.path + "/tuned/model-f32.gguf", prompt, 40, 1e-3, "tinystories LISA"), 40u);
+}
+
+// The Modelfile written for Ollama: the format the model was trained in as TEMPLATE (raw between
+// triple quotes, so real newlines), its end-of-turn token as stop only where the tokenizer has
+// it, and no chat wrapping for a model trained without a chat template.
+TEST(modelfile, names_the_trained_format_and_only_tokens_the_tokenizer_has) {
+    if (lisa_test::assets_dir().empty()) GTEST_SKIP() << "../shared/assets not found";
+    const std::string tk = lisa_test::assets_dir() + "/tokenizers/";
+    struct want {
+        const char* tokenizer;
+        const char* format;
+        const char* stop;
+    };
+    for (const want& w : {want{"qwen3", "chatml", "<|im_end|>"}, want{"llama3_1", "llama3", "<|eot_id|>"},
+                          want{"gemma3", "gemma", "<end_of_turn>"}}) {
+        temp_dir td;
+        for (const char* f : {"tokenizer.json", "tokenizer_config.json"})
+            std::filesystem::copy_file(tk + w.tokenizer + "/" + f, td.path + "/" + f);
+        modelfile_info mf = ollama_modelfile(td.path, td.path, td.path + "/model.gguf", td.path);
+        EXPECT_EQ(mf.format, w.format) << w.tokenizer << "\n" << mf.text;
+        EXPECT_NE(mf.text.find("FROM ./model.gguf\n"), std::string::npos) << mf.text;
+        EXPECT_NE(mf.text.find(std::string("PARAMETER stop \"") + w.stop + "\"\n"), std::string::npos) << mf.text;
+        const size_t open = mf.text.find("TEMPLATE \"\"\""), close = mf.text.rfind("\"\"\"");
+        ASSERT_NE(open, std::string::npos) << mf.text;
+        const std::string body = mf.text.substr(open + 12, close - open - 12);
+        EXPECT_NE(body.find("{{ .Prompt }}"), std::string::npos) << body;
+        EXPECT_NE(body.find('\n'), std::string::npos) << "newlines must be real, not \\n: " << body;
+        EXPECT_EQ(body.find("\\n"), std::string::npos) << body;
+        // trained on text2text data: no chat template, whatever the tokenizer has
+        lisa_test::write_file(td.path + "/training_args.json",
+                              R"({"conversation_template": "", "resolved": {"dataset_type": "text2text"}})");
+        mf = ollama_modelfile(td.path, td.path, td.path + "/model.gguf", td.path);
+        EXPECT_EQ(mf.format, "plain") << mf.text;
+        EXPECT_NE(mf.text.find("TEMPLATE \"\"\"{{ .Prompt }}\"\"\"\n"), std::string::npos) << mf.text;
+        EXPECT_EQ(mf.text.find("PARAMETER stop"), std::string::npos) << mf.text;
+    }
+    // a ChatML run on a tokenizer without <|im_end|>: the template, but no stop it cannot name
+    temp_dir td;
+    std::filesystem::copy_file(lisa_test::assets_dir() + "/models/aidreams-260k/tokenizer.json", td.path + "/tokenizer.json");
+    lisa_test::write_file(td.path + "/training_args.json",
+                          R"({"conversation_template": "chatml", "resolved": {"dataset_type": "conversation"}})");
+    modelfile_info mf = ollama_modelfile(td.path, td.path, td.path + "/out/m.gguf", td.path);
+    EXPECT_EQ(mf.format, "chatml");
+    EXPECT_NE(mf.text.find("FROM ./out/m.gguf\n"), std::string::npos) << mf.text;
+    EXPECT_EQ(mf.text.find("PARAMETER stop"), std::string::npos) << mf.text;
 }

@@ -372,3 +372,185 @@ TEST(outputs, export_gguf_replaces_a_file_only_when_asked) {
     EXPECT_EQ(fs_read_text(f).substr(0, 4), "GGUF");
     EXPECT_FALSE(fs_is_file(f + ".lock"));
 }
+
+// ------------------------------------------------------------------ the other tools' habits
+
+// Flags of LMFlow's script, Hugging Face, axolotl, PEFT and LLaMA-Factory users work as ours.
+TEST(habits, other_tools_flags_work_as_ours) {
+    NEED_ASSETS();
+    temp_dir td;
+    auto r = run_lisa("train -m " + aidreams() + " -d " + data_dir() + " -o " + td.path + "/a --lr 1e-3 --num_epochs 1 "
+                      "--micro_batch_size 2 --batch_size 8 --cutoff_len 64 --method lora --lora_target_modules q_proj v_proj "
+                      "--max_steps 1");
+    ASSERT_EQ(r.code, 0) << r.output;
+    json a = json::parse(fs_read_text(td.path + "/a/training_args.json"));
+    EXPECT_EQ(a["learning_rate"], 1e-3);
+    EXPECT_EQ(a["per_device_train_batch_size"], 2);
+    EXPECT_EQ(a["gradient_accumulation_steps"], 4);  // 8 in all = 2 x 4
+    EXPECT_EQ(a["block_size"], 64);
+    json ad = json::parse(fs_read_text(td.path + "/a/adapter_config.json"));
+    EXPECT_EQ(ad["target_modules"], json({"q_proj", "v_proj"}));
+    for (const char* spelling : {"--max_seq_length 48", "--model_max_length 48"}) {
+        const std::string out = td.path + "/b" + std::string(spelling).substr(2, 5);
+        r = run_lisa("train --model_name_or_path " + aidreams() + " --dataset_path " + data_dir() + " --output_dir " +
+                     out + " --max_steps 1 " + spelling);
+        ASSERT_EQ(r.code, 0) << r.output;
+        EXPECT_EQ(json::parse(fs_read_text(out + "/training_args.json"))["block_size"], 48) << spelling;
+    }
+    r = run_lisa("train --model_name_or_path " + aidreams() + " --dataset_path " + data_dir() + " --output_dir " +
+                 td.path + "/c --method lora --lora_target_modules all-linear --max_steps 1");
+    ASSERT_EQ(r.code, 0) << r.output;
+    EXPECT_EQ(json::parse(fs_read_text(td.path + "/c/adapter_config.json"))["target_modules"].size(), 7u);
+    // --batch_size that the micro-batch does not divide
+    r = run_lisa("train --model_name_or_path " + aidreams() + " --dataset_path " + data_dir() + " --output_dir " +
+                 td.path + "/d --per_device_train_batch_size 3 --batch_size 8 --max_steps 1");
+    EXPECT_EQ(r.code, 1) << r.output;
+    EXPECT_TRUE(has(r.output, "lisa: error: --batch_size 8: must be a multiple of --per_device_train_batch_size 3"))
+        << r.output;
+}
+
+// What cannot be honoured is refused saying why; misspellings get the flag meant, and nothing
+// that only looks alike; every error is one line starting with "lisa"; global flags may come
+// before the subcommand.
+TEST(habits, refusals_suggestions_and_errors_are_one_clear_line) {
+    NEED_ASSETS();
+    temp_dir td;
+    const std::string base = "train --model_name_or_path " + aidreams() + " --dataset_path " + data_dir() +
+                             " --output_dir " + td.path + "/o --max_steps 1 ";
+    struct expect {
+        std::string flags, first_line;
+    };
+    for (const expect& e : std::vector<expect>{
+             {"--use_dora", "lisa: error: --use_dora: DoRA is not implemented; plain LoRA is (--method lora)"},
+             {"--use_dora true", "lisa: error: --use_dora true: DoRA is not implemented"},
+             {"--load_in_4bit", "lisa: error: --load_in_4bit: quantized (QLoRA) bases are not implemented yet"},
+             {"--lerning_rate 1e-3", "lisa train: unknown flag --lerning_rate; did you mean --learning_rate?"},
+             {"--batch_sise 8", "lisa train: unknown flag --batch_sise; did you mean --batch_size?"},
+             {"--epochs 2", "lisa train: unknown flag --epochs; did you mean --num_train_epochs?"},
+             {"--bach 2", "lisa train: unknown flag --bach\n"},
+             {"--max_steps abc", "lisa train: error: "},
+             {"--eval_steps 1.5", "lisa: error: --eval_steps 1.5: expected a whole number of steps, or a fraction below 1"},
+         }) {
+        auto r = run_lisa(base + e.flags);
+        EXPECT_NE(r.code, 0) << e.flags;
+        EXPECT_EQ(r.output.find(e.first_line), 0u) << e.flags << "\n" << r.output;
+        EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 1) << e.flags << "\n" << r.output;
+    }
+    // a global flag before the subcommand is not read as a command
+    auto r = run_lisa("--threads 1 " + base + "--lerning_rate 1e-3");
+    EXPECT_EQ(r.output.find("lisa train: unknown flag --lerning_rate; did you mean --learning_rate?"), 0u) << r.output;
+    r = run_lisa("--threads 1 " + base);
+    EXPECT_EQ(r.code, 0) << r.output;
+    EXPECT_TRUE(has(r.output, "lisa: 1 compute thread")) << r.output;
+    // false values of refused flags ask for nothing
+    r = run_lisa(base + "--use_dora false --load_in_8bit 0 --overwrite_output_dir");
+    EXPECT_EQ(r.code, 0) << r.output;
+}
+
+// --eval_steps 0.25 is a quarter of the run (Hugging Face's reading); --eval_steps without eval
+// data warns; a dataset can be one file; LLaMA-Factory's dataset_info.json is passed over.
+TEST(habits, fractions_of_steps_dataset_files_and_dataset_info) {
+    NEED_ASSETS();
+    temp_dir td;
+    auto r = run_lisa("train --model_name_or_path " + aidreams() + " --dataset_path " + data_dir() + "/data.json" +
+                      " --eval_dataset_path " + data_dir() + " --output_dir " + td.path + "/a --max_steps 8 "
+                      "--per_device_train_batch_size 2 --logging_steps 0.5 --eval_steps 0.25");
+    ASSERT_EQ(r.code, 0) << r.output;
+    std::istringstream log(fs_read_text(td.path + "/a/trainer_log.jsonl"));
+    std::string line;
+    std::vector<int64_t> evals, logs;
+    while (std::getline(log, line)) {
+        const json j = json::parse(line);
+        (j.contains("eval_loss") ? evals : logs).push_back(j["step"]);
+    }
+    EXPECT_EQ(evals, (std::vector<int64_t>{2, 4, 6, 8}));
+    EXPECT_EQ(logs, (std::vector<int64_t>{4, 8}));
+    EXPECT_EQ(json::parse(fs_read_text(td.path + "/a/training_args.json"))["eval_steps"], 0.25);
+    // no eval data
+    r = run_lisa("train --model_name_or_path " + aidreams() + " --dataset_path " + data_dir() + " --output_dir " +
+                 td.path + "/b --max_steps 2 --eval_steps 1");
+    ASSERT_EQ(r.code, 0) << r.output;
+    EXPECT_TRUE(has(r.output, "lisa: warning: --eval_steps asks for evaluation, but there is no evaluation data")) << r.output;
+    // a LLaMA-Factory folder: the data file and its dataset_info.json
+    copy_dir(data_dir(), td.path + "/lf");
+    lisa_test::write_file(td.path + "/lf/dataset_info.json", R"({"mine": {"file_name": "data.json"}})");
+    r = run_lisa("eval --model_name_or_path " + aidreams() + " --dataset_path " + td.path + "/lf");
+    ASSERT_EQ(r.code, 0) << r.output;
+    EXPECT_TRUE(has(r.output, "lisa: note: " + td.path + "/lf/dataset_info.json: LLaMA-Factory's description of "
+                              "datasets, not data; skipped")) << r.output;
+    r = run_lisa("eval --model_name_or_path " + aidreams() + " --dataset_path " + td.path + "/lf/notes.txt");
+    EXPECT_EQ(r.code, 1) << r.output;
+    EXPECT_TRUE(has(r.output, "notes.txt: no such dataset file or folder")) << r.output;
+}
+
+// The seed script: relative paths are the caller's; the bundled default takes extra flags
+// (--threads on every command) and never replaces a model of the user's in its output folder.
+TEST(habits, the_seed_script_keeps_the_callers_paths_and_flags) {
+    NEED_ASSETS();
+    temp_dir td;
+    copy_dir(aidreams(), td.path + "/my-model");
+    copy_dir(data_dir(), td.path + "/data");
+    const std::string script = lisa_test::test_dir() + "/../run_finetune_with_lisa.sh";
+    std::string r = sh("cd " + td.path + " && " + script + " -m my-model -d data -o out --max_steps 2; echo rc=$?");
+    EXPECT_TRUE(has(r, "rc=0")) << r;
+    EXPECT_TRUE(fs_is_file(td.path + "/out/config.json")) << r;
+    // the bundled default, with flags
+    r = sh("cd " + td.path + " && OUTPUT_ROOT=" + td.path + "/bundled " + script + " --threads 1 --max_steps 3; echo rc=$?");
+    EXPECT_TRUE(has(r, "rc=0")) << r;
+    EXPECT_GE(std::count(r.begin(), r.end(), '\n'), 5) << r;
+    EXPECT_TRUE(has(r, "lisa: 1 compute thread (--threads")) << r;
+    EXPECT_TRUE(has(r, "3 steps")) << r;
+    // a model of the user's where the bundled default writes: refused, kept
+    copy_dir(td.path + "/out", td.path + "/mine/finetuned");
+    const std::string before = fs_read_text(td.path + "/mine/finetuned/model.safetensors");
+    r = sh("cd " + td.path + " && OUTPUT_ROOT=" + td.path + "/mine " + script + " --max_steps 2; echo rc=$?");
+    EXPECT_FALSE(has(r, "rc=0")) << r;
+    EXPECT_TRUE(has(r, "already holds")) << r;
+    EXPECT_EQ(fs_read_text(td.path + "/mine/finetuned/model.safetensors"), before);
+}
+
+// generate says when the context, not --max_new_tokens, ended it; chat without a template names
+// what to pass; eval shows progress on a terminal only; a q8_0 export warns once.
+TEST(habits, long_work_and_limits_are_told) {
+    NEED_ASSETS();
+    temp_dir td;
+    auto r = run_lisa("generate --model_name_or_path " + aidreams() + " --prompt 'Once' --max_new_tokens 600");
+    ASSERT_EQ(r.code, 0) << r.output;
+    EXPECT_TRUE(has(r.output, "lisa: note: stopped after ")) << r.output;
+    EXPECT_TRUE(has(r.output, "fill the model's context of 128 tokens (max_position_embeddings), short of "
+                              "--max_new_tokens 600")) << r.output;
+    r = run_lisa("generate --model_name_or_path " + aidreams() + " --prompt 'Once' --max_new_tokens 5");
+    EXPECT_FALSE(has(r.output, "stopped after")) << r.output;
+    r = run_lisa("chat --model_name_or_path " + aidreams() + " < /dev/null");
+    EXPECT_EQ(r.code, 1) << r.output;
+    EXPECT_TRUE(has(r.output, "has no chat template (no chat_template in tokenizer_config.json, no chat_template.jinja): "
+                              "pass --conversation_template with llama3, chatml")) << r.output;
+    // progress: on a terminal (a pseudo-terminal from script(1)) and not in a pipe
+    const std::string eval = std::string(LISA_BIN) + " eval --model_name_or_path " + aidreams() + " --dataset_path " +
+                             data_dir();
+    const std::string tty = sh("script -qec \"" + eval + "\" /dev/null");
+    EXPECT_TRUE(has(tty, "lisa eval: loading ")) << tty;
+    r = run_lisa(eval.substr(eval.find(" eval") + 1));
+    EXPECT_FALSE(has(r.output, "lisa eval:")) << r.output;
+    EXPECT_FALSE(has(r.output, "\033[K")) << r.output;
+    r = run_lisa("export-gguf --model_name_or_path " + aidreams() + " --outfile " + td.path + "/m.gguf --outtype q8_0");
+    ASSERT_EQ(r.code, 0) << r.output;
+    EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 2) << r.output;  // the summary and "wrote"
+    EXPECT_TRUE(has(r.output, "lisa: export-gguf: warning: 4 tensors with rows that are not whole q8_0 blocks of 32 "
+                              "values are written as f16: blk.0.ffn_down.weight (rows of 172) and 3 more")) << r.output;
+}
+
+// Training into the base model's own folder is refused even with --overwrite_output_dir: the
+// base is read after the folder is cleared, so it would be lost.
+TEST(outputs, training_into_the_base_models_folder_is_refused) {
+    NEED_ASSETS();
+    temp_dir td;
+    copy_dir(aidreams(), td.path + "/base");
+    const std::string before = fs_read_text(td.path + "/base/model.safetensors");
+    auto r = run_lisa("train --model_name_or_path " + td.path + "/base --dataset_path " + data_dir() +
+                      " --output_model_path " + td.path + "/base/. --overwrite_output_dir --max_steps 1");
+    EXPECT_EQ(r.code, 1) << r.output;
+    EXPECT_TRUE(has(r.output, "is the model being fine-tuned (--model_name_or_path); choose another folder")) << r.output;
+    EXPECT_EQ(fs_read_text(td.path + "/base/model.safetensors"), before);
+    EXPECT_TRUE(fs_is_file(td.path + "/base/tokenizer.json"));
+}

@@ -32,6 +32,8 @@ command_fn cmd_eval_register(CLI::App& app) {
     app.add_flag("--group_texts", o->group_texts, "pack samples into blocks of --block_size");
     app.add_flag("--train_on_prompt", o->train_on_prompt, "conversation: count prompt turns in the loss too");
     return [o] {
+        cli_progress bar("lisa eval");
+        bar.show("loading " + o->model);
         auto m = load_model_with_lora(o->model, o->lora);
         auto tok = load_tokenizer_of(o->model);
         dataset_options dopt;
@@ -42,11 +44,18 @@ command_fn cmd_eval_register(CLI::App& app) {
         dataset_choose_template(o->tmpl, o->model, *tok, &chat_template, &dopt);
         dopt.train_on_prompt = o->train_on_prompt;
         dopt.eos_id = resolve_eos_id(*tok, m->cfg);
+        bar.show("tokenizing " + o->data);
         dataset d = dataset_load(o->data, *tok, dopt);
+        bar.done();
         for (const std::string& n : d.notes) cli_note("note: " + n);
         if (o->group_texts) dataset_group_texts(&d, dopt.block_size);
         int64_t tokens = 0;
-        const double sum = evaluate_loss_sum(*m, d, o->batch_size, resolve_pad_id(*tok, dopt.eos_id), &tokens);
+        const double sum = evaluate_loss_sum(*m, d, o->batch_size, resolve_pad_id(*tok, dopt.eos_id), &tokens, nullptr,
+                                             [&](int64_t done, int64_t total) {
+                                                 bar.show(strf("batch %lld of %lld (%zu samples)", (long long)done,
+                                                               (long long)total, d.samples.size()));
+                                             });
+        bar.done();
         double loss = sum / (double)tokens;
         nlohmann::ordered_json j = {{"loss", loss}, {"perplexity", std::exp(loss)}, {"tokens", tokens},
                             {"samples", (int64_t)d.samples.size()}, {"records", d.n_instances},

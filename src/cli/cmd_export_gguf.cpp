@@ -9,6 +9,7 @@
 #include "cli/common.h"
 #include "core/error.h"
 #include "export/export_gguf.h"
+#include "export/modelfile.h"
 #include "io/fs.h"
 
 namespace lisa {
@@ -17,6 +18,7 @@ command_fn cmd_export_gguf_register(CLI::App& app) {
     struct opts {
         gguf_export_options g;
         bool                overwrite = false;
+        std::string         modelfile;
     };
     auto o = std::make_shared<opts>();
     app.add_option("--model_name_or_path", o->g.model_dir, "Hugging Face model folder (with its tokenizer.json)")
@@ -24,7 +26,10 @@ command_fn cmd_export_gguf_register(CLI::App& app) {
     app.add_option("--outfile", o->g.outfile, "the .gguf file to write")->required();
     app.add_option("--outtype", o->g.outtype, "f32 | f16 | bf16 | q8_0 (default f16; norms stay f32)");
     app.add_option("--lora_model_path", o->g.lora_dir, "PEFT adapter folder to merge in on the way");
-    cli_add_bool(app, "--overwrite", &o->overwrite, "replace FILE.gguf if it exists");
+    cli_add_bool(app, "--overwrite", &o->overwrite, "replace FILE.gguf (and the --modelfile) if it exists");
+    app.add_option("--modelfile", o->modelfile,
+                   "also write an Ollama Modelfile here: FROM the GGUF, the chat format the model was trained in as "
+                   "TEMPLATE, its end-of-turn token as stop");
     return [o] {
         gguf_export_options& g = o->g;
         gguf_outtype(g.outtype);  // a bad --outtype fails before any work
@@ -37,9 +42,20 @@ command_fn cmd_export_gguf_register(CLI::App& app) {
         if (fs_is_file(g.outfile) && !o->overwrite)
             fail(strf("--outfile %s: the file exists; pass --overwrite to replace it, or choose another name",
                       g.outfile.c_str()));
+        if (!o->modelfile.empty() && fs_is_file(o->modelfile) && !o->overwrite)
+            fail(strf("--modelfile %s: the file exists; pass --overwrite to replace it, or choose another name",
+                      o->modelfile.c_str()));
+        cli_progress bar("lisa export-gguf");
+        bar.show("reading " + g.model_dir);
+        g.on_tensor = [&bar, &g](size_t done, size_t total) {
+            bar.show(strf("writing %s: tensor %zu of %zu (%s)", g.outfile.c_str(), done, total, g.outtype.c_str()));
+        };
         export_gguf(g);  // written under a temporary name and renamed: an old file stays whole until then
+        bar.done();
         std::printf("wrote %s (%s, %.1f MB)\n", g.outfile.c_str(), g.outtype.c_str(),
                     (double)std::filesystem::file_size(g.outfile) / 1e6);
+        if (!o->modelfile.empty())
+            ollama_modelfile_write(o->modelfile, g.model_dir, g.lora_dir.empty() ? g.model_dir : g.lora_dir, g.outfile);
     };
 }
 

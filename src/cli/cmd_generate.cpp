@@ -10,6 +10,7 @@
 // would; `lisa chat` keeps the turns.
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <iostream>
 
@@ -93,10 +94,23 @@ struct session {
         return ids;
     }
 
+    // Says so when a generation ended because the model's context was full, not because it
+    // finished or reached --max_new_tokens.
+    void note_context(size_t prompt_n, const std::vector<int32_t>& out) const {
+        const int64_t ctx = m->cfg.max_position_embeddings;
+        if ((int64_t)out.size() >= g.max_new_tokens || (int64_t)(prompt_n + out.size()) < ctx) return;
+        if (!out.empty() && std::find(g.stop_ids.begin(), g.stop_ids.end(), out.back()) != g.stop_ids.end()) return;
+        std::fflush(stdout);
+        std::fprintf(stderr, "lisa: note: stopped after %zu new tokens: the prompt's %zu and these fill the model's "
+                             "context of %lld tokens (max_position_embeddings), short of --max_new_tokens %lld\n",
+                     out.size(), prompt_n, (long long)ctx, (long long)g.max_new_tokens);
+    }
+
     // Generates from prompt ids without printing; returns the text.
     std::string complete(const std::vector<int32_t>& prompt) {
         std::vector<int32_t> out;
         generate(*m, prompt, g, [&](int32_t id) { out.push_back(id); });
+        note_context(prompt.size(), out);
         return tokenizer_decode(*tok, out, true);
     }
 
@@ -121,6 +135,7 @@ struct session {
         });
         flush(true);
         std::printf("\n");
+        note_context(prompt.size(), out);
         return text;
     }
 };
@@ -228,6 +243,13 @@ command_fn cmd_chat_register(CLI::App& app) {
     o->tmpl = "auto";
     add_common(app, o.get(), true);
     return [o] {
+        if (o->tmpl == "auto") {  // the default here: a model without a template needs one named
+            model_chat_template t;
+            if (!model_chat_template_load(o->model, &t))
+                fail(strf("lisa chat: %s has no chat template (no chat_template in tokenizer_config.json, no "
+                          "chat_template.jinja): pass --conversation_template with llama3, chatml, llama2, mistral, "
+                          "empty or a .jinja file, or continue plain text with lisa generate --prompt", o->model.c_str()));
+        }
         session s(*o);
         const bool tty = isatty(fileno(stdin));
         ojson msgs = ojson::array();

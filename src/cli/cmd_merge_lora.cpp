@@ -31,7 +31,10 @@ command_fn cmd_merge_lora_register(CLI::App& app) {
         output_lock lock;
         const bool created = claim_model_folder(&lock, o->out, "lisa merge-lora", o->overwrite);
         try {
+            cli_progress bar("lisa merge-lora");
+            bar.show("loading " + o->base + " and merging " + o->adapter);
             auto m = load_model_with_lora(o->base, o->adapter);
+            bar.show("writing " + o->out);
             so.out_dtype = o->dtype_name.empty() ? m->stored_dtype : parse_dtype_option(o->dtype_name);
             clear_model_folder(o->out, o->base);
             llama_model_save(*m, o->out, so);

@@ -14,6 +14,7 @@
 #include "core/error.h"
 #include "core/threads.h"
 #include "export/export_gguf.h"
+#include "export/modelfile.h"
 #include "io/fs.h"
 #include "train/plot.h"
 #include "train/progress.h"
@@ -215,7 +216,7 @@ command_fn cmd_train_register(CLI::App& app) {
     app.add_option("--run_name", o->run_name, "a name recorded in training_args.json");
     app.add_option("--save_gguf", o->save_gguf,
                    "also write OUTPUT/model-TYPE.gguf for llama.cpp / Ollama when training ends (TYPE: f32, f16, bf16, "
-                   "q8_0; under LoRA the merged model)");
+                   "q8_0; under LoRA the merged model), and OUTPUT/Modelfile for `ollama create`");
     return [o] {
         train_options& t = o->t;
         if (!train_method_parse(o->method, &t.method))
@@ -348,6 +349,7 @@ command_fn cmd_train_register(CLI::App& app) {
             g.outfile = fs_join(out, "model-" + o->save_gguf + ".gguf");
             export_gguf(g);
             std::fprintf(stderr, "wrote %s\n", g.outfile.c_str());
+            ollama_modelfile_write(fs_join(out, "Modelfile"), g.model_dir, out, g.outfile);  // for `ollama create`
         }
     };
 }

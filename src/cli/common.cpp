@@ -1,6 +1,8 @@
 #include "cli/common.h"
 
+#include <chrono>
 #include <cstdio>
+#include <unistd.h>
 #include <filesystem>
 
 #include "cli/commands.h"
@@ -27,6 +29,24 @@ std::unique_ptr<tokenizer> load_tokenizer_of(const std::string& dir) {
         tokenizer_check_fits(*tok, config_load(fs_join(dir, "config.json")).vocab_size, fs_join(dir, "tokenizer.json"),
                              fs_join(dir, "config.json"), [](const std::string& s) { cli_note("warning: " + s); });
     return tok;
+}
+
+cli_progress::cli_progress(std::string w) : tty(isatty(STDERR_FILENO) != 0), what(std::move(w)) {}
+cli_progress::~cli_progress() { done(); }
+
+void cli_progress::show(const std::string& state) {
+    if (!tty) return;
+    const double now = std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+    if (last >= 0 && now - last < 0.1) return;
+    last = now;
+    std::fprintf(stderr, "\r\033[K%s: %s", what.c_str(), state.c_str());
+    std::fflush(stderr);
+    drawn = true;
+}
+
+void cli_progress::done() {
+    if (drawn) std::fprintf(stderr, "\r\033[K");
+    drawn = false;
 }
 
 void cli_note(const std::string& s) { std::fprintf(stderr, "lisa: %s\n", s.c_str()); }

@@ -26,6 +26,19 @@ bool claim_model_folder(output_lock* lock, const std::string& dir, const std::st
 void clear_model_folder(const std::string& dir, const std::string& source);
 // Removes a folder created by claim_model_folder after a failure, so nothing half-written is left.
 void drop_model_folder(output_lock* lock, const std::string& dir, bool created);
+// Progress of long silent work on stderr, only when it is a terminal: one line ("lisa eval:
+// batch 12 of 96"), redrawn at most ten times a second, erased by done() or the destructor.
+struct cli_progress {
+    explicit cli_progress(std::string what);
+    ~cli_progress();
+    void show(const std::string& state);  // e.g. "writing 3 of 29 tensors"
+    void done();
+    bool        tty = false;
+    bool        drawn = false;
+    std::string what;
+    double      last = -1;
+};
+
 // A note to stderr, one line, starting with "lisa: ".
 void cli_note(const std::string& s);
 

@@ -300,7 +300,7 @@ int main(int argc, char** argv) {
             if (s->parsed()) where = " " + s->get_name();
         std::fprintf(stderr, "lisa%s: error: %s (lisa%s --help lists the flags)\n", where.c_str(),
                      lisa::cap_message(what).c_str(), where.c_str());
-        return e.get_exit_code();
+        return 2;  // a usage error, as for an unknown flag
     } catch (const lisa::error& e) {  // a flag's value refused while it was read
         std::fprintf(stderr, "lisa: error: %s\n", e.what());
         return 1;

@@ -359,6 +359,7 @@ void export_gguf(const gguf_export_options& o) {
     for (const auto& t : table) model_files_tensor(*mf, t);  // every tensor present, right dtype and shape
     model_files_check_unexpected(*mf, table);
     std::vector<std::string> warnings = check_llama_cpp_runs(c, cfg_path);
+    std::vector<std::string> not_whole_blocks;  // q8_0 requested, rows not whole blocks: written as f16
     std::map<std::string, lora_module_delta> lora;
     if (!o.lora_dir.empty()) lora = lora_adapter_read(o.lora_dir);
     // the adapter's modules must all be Linear weights of this model
@@ -479,9 +480,8 @@ void export_gguf(const gguf_export_options& o) {
         const int64_t rows = t.shape[0], cols = matrix ? t.shape[1] : t.shape[0];
         gt.ne = matrix ? std::vector<int64_t>{cols, rows} : std::vector<int64_t>{cols};
         gt.type = matrix ? outtype : ggml_type::f32;  // norms and biases stay f32, as llama.cpp's converter keeps them
-        if (gt.type == ggml_type::q8_0 && cols % 32 != 0) {
-            warnings.push_back(strf("%s: rows of %lld values are not whole q8_0 blocks of 32; written as f16",
-                                    gt.name.c_str(), (long long)cols));
+        if (gt.type == ggml_type::q8_0 && cols % 32 != 0) {  // said once, for all of them, below
+            not_whole_blocks.push_back(gt.name + strf(" (rows of %lld)", (long long)cols));
             gt.type = ggml_type::f16;
         }
         const bool permute = (c.arch == model_arch::llama || c.arch == model_arch::mistral) &&
@@ -558,8 +558,22 @@ void export_gguf(const gguf_export_options& o) {
         }
         add_tensor(t);
     }
+    if (!not_whole_blocks.empty())
+        warnings.push_back(strf("%zu tensor%s with rows that are not whole q8_0 blocks of 32 values %s written as f16: %s%s",
+                                not_whole_blocks.size(), not_whole_blocks.size() == 1 ? "" : "s",
+                                not_whole_blocks.size() == 1 ? "is" : "are", not_whole_blocks[0].c_str(),
+                                not_whole_blocks.size() > 1 ? strf(" and %zu more", not_whole_blocks.size() - 1).c_str() : ""));
     if (!o.quiet)
-        for (const auto& w : warnings) std::fprintf(stderr, "export-gguf: warning: %s\n", w.c_str());
+        for (const auto& w : warnings) std::fprintf(stderr, "lisa: export-gguf: warning: %s\n", w.c_str());
+    if (o.on_tensor)  // progress after each tensor
+        for (size_t i = 0; i < b.tensors.size(); i++) {
+            auto write = b.tensors[i].write;
+            const size_t n = b.tensors.size();
+            b.tensors[i].write = [write, i, n, &o](std::FILE* f) {
+                write(f);
+                o.on_tensor(i + 1, n);
+            };
+        }
     if (std::filesystem::path(o.outfile).has_parent_path())
         fs_mkdirs(std::filesystem::path(o.outfile).parent_path().string());
     gguf_write(o.outfile, b);

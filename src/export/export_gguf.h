@@ -3,6 +3,7 @@
 // tokenizes as Hugging Face does. Streams tensor by tensor from the memory-mapped safetensors:
 // peak memory is a few rows, not the model.
 #pragma once
+#include <functional>
 #include <string>
 
 #include "export/gguf.h"
@@ -15,6 +16,7 @@ struct gguf_export_options {
     std::string outtype = "f16";  // f32 | f16 | bf16 | q8_0 (llama.cpp's converter's default: f16)
     std::string lora_dir;    // PEFT adapter folder to merge in ("" = none)
     bool        quiet = false;
+    std::function<void(size_t done, size_t total)> on_tensor;  // after each tensor is written (progress)
 };
 
 // Parses --outtype; throws naming the accepted values.

@@ -41,17 +41,19 @@ static std::string read_fd(int fd) {
 // "lisa train (pid 1234 on host, since 2026-12-04 22:10:05 UTC)" from a lock file's text
 static std::string describe_holder(const std::string& text, long* pid_out) {
     *pid_out = 0;
-    json j;
-    try {
-        j = json::parse(text);
+    try {  // any other process may have written the file: take only fields of the right type
+        const json j = json::parse(text);
+        if (!j.is_object()) return "";
+        auto str = [&](const char* k, const char* dflt) {
+            return j.contains(k) && j[k].is_string() ? cap_message(j[k].get<std::string>(), 80) : std::string(dflt);
+        };
+        const long pid = j.contains("pid") && j["pid"].is_number_integer() ? j["pid"].get<long>() : 0;
+        *pid_out = pid;
+        return strf("%s (pid %ld on %s, since %s)", str("command", "lisa").c_str(), pid, str("host", "?").c_str(),
+                    str("started", "?").c_str());
     } catch (const json::exception&) {
         return "";
     }
-    if (!j.is_object()) return "";
-    const long pid = j.value("pid", 0L);
-    *pid_out = pid;
-    return strf("%s (pid %ld on %s, since %s)", j.value("command", std::string("lisa")).c_str(), pid,
-                j.value("host", std::string("?")).c_str(), j.value("started", std::string("?")).c_str());
 }
 
 void output_lock_acquire(output_lock* l, const std::string& target, bool is_dir, const std::string& command,

@@ -28,7 +28,7 @@ int32_t resolve_pad_id(const tokenizer& tok, int32_t eos_id) {
 }
 
 double evaluate_loss_sum(const llama_model& m, const dataset& d, int64_t batch_size, int32_t pad_id, int64_t* tokens,
-                         llama_acts* acts) {
+                         llama_acts* acts, const std::function<void(int64_t, int64_t)>& on_batch) {
     llama_acts own;
     llama_acts* a = acts ? acts : &own;
     int64_t max_T = 1;
@@ -47,6 +47,8 @@ double evaluate_loss_sum(const llama_model& m, const dataset& d, int64_t batch_s
         int64_t k = 0;
         sum += llama_forward_backward(m, a, nullptr, b.ids.data(), b.labels.data(), 0.0f, &k);
         n += k;
+        if (on_batch)
+            on_batch((int64_t)(i / (size_t)batch_size) + 1, ((int64_t)d.samples.size() + batch_size - 1) / batch_size);
     }
     if (tokens) *tokens = n;
     return sum;

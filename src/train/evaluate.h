@@ -1,6 +1,7 @@
 // Evaluation and the data defaults that `lisa train` and `lisa eval` share, stated once.
 #pragma once
 #include <cstdint>
+#include <functional>
 
 #include "data/dataset.h"
 #include "model/llama.h"
@@ -21,6 +22,7 @@ int32_t resolve_pad_id(const tokenizer& tok, int32_t eos_id);
 // *tokens receives the label-token count. Activations are planned once for the largest batch
 // (acts, when given, is reused across calls).
 double evaluate_loss_sum(const llama_model& m, const dataset& d, int64_t batch_size, int32_t pad_id, int64_t* tokens,
-                         llama_acts* acts = nullptr);
+                         llama_acts* acts = nullptr,
+                         const std::function<void(int64_t done, int64_t total)>& on_batch = nullptr);
 
 }  // namespace lisa

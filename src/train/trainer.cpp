@@ -422,6 +422,7 @@ struct trainer {
                               {"warmup_steps", warmup},
                               {"block_size", block_size},
                               {"torch_dtype", dtype_torch_name(out_dtype)},
+                              {"dataset_type", o.train_data ? json(nullptr) : json(dataset_type_name(data.type))},
                               {"resumed_from", ckpt.empty() ? json(nullptr) : json(abs(ckpt))}}}};
     }
 
@@ -578,6 +579,10 @@ struct trainer {
     std::string claim_output() {
         const std::string& out = o.output_model_path;
         if (!world->is_root()) return "";
+        std::error_code ec;
+        if (fs_is_dir(out) && std::filesystem::equivalent(out, o.model_name_or_path, ec))
+            fail(strf("--output_model_path %s is the model being fine-tuned (--model_name_or_path); choose another "
+                      "folder, so the base stays as it is", out.c_str()));
         created_folder = !fs_is_dir(out);
         output_lock_acquire(lock.get(), out, true, "lisa train", "--output_model_path", [&](const std::string& s) { info("lisa: note: " + s); });
         for (const std::string& p : checkpoint_clean_leftovers(out))

@@ -8,7 +8,7 @@
 //   lisa_fuzz TARGET [--seconds S] [--runs N] [--seed K] [--corpus DIR] [--findings DIR]
 //   lisa_fuzz TARGET --replay FILE...     run given inputs once each (regression cases)
 //
-// Targets: safetensors, config, tokenizer, dataset, jinja, gguf. Mutations: bit flips, byte
+// Targets: safetensors, config, tokenizer, dataset, jinja, gguf, outputs. Mutations: bit flips, byte
 // substitutions with values that break parsers (quotes, brackets, NUL, 0xff), numbers replaced by
 // boundary values (-1, 2^31, 2^63, 1e308, NaN), a per-target dictionary, block deletion,
 // duplication and insertion, and splicing two corpus entries.
@@ -32,7 +32,11 @@
 #include "core/rng.h"
 #include "data/dataset.h"
 #include "export/export_gguf.h"
+#include "export/modelfile.h"
 #include "io/fs.h"
+#include "io/output_dir.h"
+#include "model/model_files.h"
+#include "train/checkpoint.h"
 #include "io/safetensors.h"
 #include "model/config.h"
 #include "model/llama.h"
@@ -161,7 +165,52 @@ static void target_gguf(const std::string& in) {
     }
 }
 
+// What lisa reads in an output folder before writing to it or resuming from it; the first byte
+// picks which file the rest is: a lock file's holder (taken over and named), a checkpoint's
+// trainer_state.json (checked for damage), a run's training_args.json beside a tokenizer_config.json
+// (read for the Ollama Modelfile), or a model.safetensors whose header may alias tensor names.
+static void target_outputs(const std::string& in) {
+    const std::string dir = g_work + "/out";
+    stdfs::remove_all(dir);
+    stdfs::create_directories(dir + "/checkpoint-2");
+    const unsigned char pick = in.empty() ? 0 : (unsigned char)in[0];
+    const std::string body = in.empty() ? "" : in.substr(1);
+    switch (pick % 4) {
+        case 0: {
+            put(dir + "/.lisa.lock", body);
+            output_lock l;
+            output_lock_acquire(&l, dir, true, "lisa fuzz", "--output_model_path", [](const std::string& s) {
+                if (s.empty()) throw std::runtime_error("fuzz: an empty note");
+            });
+            output_lock_release(&l);
+            if (fs_is_file(dir + "/.lisa.lock")) throw std::runtime_error("fuzz: the lock file outlived its release");
+            break;
+        }
+        case 1:
+            put(dir + "/checkpoint-2/trainer_state.json", body);
+            (void)checkpoint_damage(dir + "/checkpoint-2");
+            (void)output_dir_scan(dir).describe();
+            break;
+        case 2: {
+            put(dir + "/training_args.json", body);
+            put(dir + "/tokenizer_config.json", body);
+            const modelfile_info mf = ollama_modelfile(dir, dir, dir + "/m.gguf", dir);
+            if (mf.text.find("FROM ./m.gguf\n") == std::string::npos) throw std::runtime_error("fuzz: no FROM line");
+            break;
+        }
+        default: {
+            put(dir + "/config.json", kTinyConfig);
+            put(dir + "/model.safetensors", body);
+            auto mf = model_files_open(dir);
+            for (const auto& [name, loc] : mf->where)
+                if (!loc.first || !loc.second) throw std::runtime_error("fuzz: a tensor name maps to nothing");
+            break;
+        }
+    }
+}
+
 static const std::map<std::string, std::function<void(const std::string&)>> kTargets = {
+    {"outputs", target_outputs},
     {"safetensors", target_safetensors}, {"config", target_config}, {"tokenizer", target_tokenizer},
     {"dataset", target_dataset},         {"jinja", target_jinja},   {"gguf", target_gguf}};
 
@@ -181,6 +230,10 @@ static const std::map<std::string, std::vector<std::string>> kDictionary = {
     {"jinja", {"{%", "%}", "{{", "}}", "{#", "#}", "{%-", "-%}", "for ", "endfor", "if ", "endif", "elif", "else",
                "set ", "macro ", "endmacro", "namespace(", "loop.index", "messages", "|tojson", "|length", "raise_exception(",
                "generation", "endgeneration", "recursive", "[::-1]", "~", " is defined", " in "}},
+    {"outputs", {"\"pid\"", "\"host\"", "\"command\"", "\"started\"", "\"global_step\"", "\"resolved\"",
+                 "\"dataset_type\"", "\"conversation_template\"", "\"chat_template\"", "\"chatml\"", "\"llama3\"",
+                 "<|im_start|>", "<start_of_turn>", "[INST]", "\"__metadata__\"", "\"lm_head.weight\"",
+                 "\"model.embed_tokens.weight\"", "\"data_offsets\"", "\"F32\"", "{}", "[]", "null"}},
     {"gguf", {"\"vocab_size\"", "\"hidden_size\"", "\"num_hidden_layers\"", "\"head_dim\"", "\"rope_theta\"",
               "\"rope_scaling\"", "\"sliding_window\"", "\"model_type\"", "\"tie_word_embeddings\"", "0", "-1"}},
 };
