@@ -50,12 +50,15 @@ command_fn cmd_export_gguf_register(CLI::App& app) {
         g.on_tensor = [&bar, &g](size_t done, size_t total) {
             bar.show(strf("writing %s: tensor %zu of %zu (%s)", g.outfile.c_str(), done, total, g.outtype.c_str()));
         };
-        export_gguf(g);  // written under a temporary name and renamed: an old file stays whole until then
+        // written under a temporary name and renamed: an old file stays whole until then
+        const std::vector<std::string> warnings = export_gguf(g);
         bar.done();
+        for (const std::string& w : warnings) cli_note("export-gguf: warning: " + w);
         std::printf("wrote %s (%s, %.1f MB)\n", g.outfile.c_str(), g.outtype.c_str(),
                     (double)std::filesystem::file_size(g.outfile) / 1e6);
         if (!o->modelfile.empty())
-            ollama_modelfile_write(o->modelfile, g.model_dir, g.lora_dir.empty() ? g.model_dir : g.lora_dir, g.outfile);
+            say_modelfile(o->modelfile, ollama_modelfile_write(o->modelfile, g.model_dir,
+                                                                g.lora_dir.empty() ? g.model_dir : g.lora_dir, g.outfile));
     };
 }
 

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "cli/commands.h"
+#include "cli/common.h"
 #include "comm/comm.h"
 #include "core/error.h"
 #include "core/threads.h"
@@ -185,7 +186,7 @@ command_fn cmd_train_register(CLI::App& app) {
     app.add_option("--resume_from_checkpoint", t.resume_from_checkpoint, "checkpoint folder, or latest");
     app.add_option("--torch_dtype", t.torch_dtype, "saved dtype: float32 | bfloat16 | float16 (default: the input's)");
     app.add_option("--max_shard_size", t.max_shard_size, "largest safetensors file before sharding");
-    cli_add_bool(app, "--overwrite_output_dir", &o->overwrite, "allow writing into a folder that already holds a model");
+    cli_add_bool(app, "--overwrite_output_dir", &o->overwrite, "replace what an earlier run left in the folder (model, adapter, checkpoints, log): all of it");
     cli_add_bool(app, "--do_train", &o->do_train, "accepted for Hugging Face scripts (training is what this command does)");
     // Hugging Face / LMFlow flags with a meaning here
     cli_add_bool(app, "--bf16", &o->bf16, "save the model in bfloat16 (unless --torch_dtype says otherwise); a bf16 model "
@@ -347,9 +348,10 @@ command_fn cmd_train_register(CLI::App& app) {
             g.lora_dir = lora ? out : "";
             g.outtype = o->save_gguf;
             g.outfile = fs_join(out, "model-" + o->save_gguf + ".gguf");
-            export_gguf(g);
+            for (const std::string& w : export_gguf(g)) std::fprintf(stderr, "lisa: export-gguf: warning: %s\n", w.c_str());
             std::fprintf(stderr, "wrote %s\n", g.outfile.c_str());
-            ollama_modelfile_write(fs_join(out, "Modelfile"), g.model_dir, out, g.outfile);  // for `ollama create`
+            say_modelfile(fs_join(out, "Modelfile"), ollama_modelfile_write(fs_join(out, "Modelfile"), g.model_dir, out,
+                                                                            g.outfile));  // for `ollama create`
         }
     };
 }

@@ -8,6 +8,7 @@
 #include "cli/commands.h"
 
 #include "core/error.h"
+#include "export/modelfile.h"
 #include "io/fs.h"
 #include "model/lora.h"
 
@@ -47,6 +48,11 @@ void cli_progress::show(const std::string& state) {
 void cli_progress::done() {
     if (drawn) std::fprintf(stderr, "\r\033[K");
     drawn = false;
+}
+
+void say_modelfile(const std::string& path, const modelfile_info& mf) {
+    std::fprintf(stderr, "wrote %s (%s: %s)\n", path.c_str(), mf.format == "plain" ? "plain prompts" : mf.format.c_str(),
+                 mf.why.c_str());
 }
 
 void cli_note(const std::string& s) { std::fprintf(stderr, "lisa: %s\n", s.c_str()); }

@@ -39,6 +39,10 @@ struct cli_progress {
     double      last = -1;
 };
 
+// "wrote PATH (FORMAT: why)" for a Modelfile just written.
+struct modelfile_info;  // export/modelfile.h
+void say_modelfile(const std::string& path, const modelfile_info& mf);
+
 // A note to stderr, one line, starting with "lisa: ".
 void cli_note(const std::string& s);
 

@@ -350,7 +350,7 @@ static int64_t rope_pair_row(int64_t r, int64_t head_dim) {
     return h * head_dim + (w % 2) * (head_dim / 2) + w / 2;
 }
 
-void export_gguf(const gguf_export_options& o) {
+std::vector<std::string> export_gguf(const gguf_export_options& o) {
     const ggml_type outtype = gguf_outtype(o.outtype);
     std::unique_ptr<model_files> mf = model_files_open(o.model_dir);
     const llama_config& c = mf->cfg;
@@ -563,8 +563,6 @@ void export_gguf(const gguf_export_options& o) {
                                 not_whole_blocks.size(), not_whole_blocks.size() == 1 ? "" : "s",
                                 not_whole_blocks.size() == 1 ? "is" : "are", not_whole_blocks[0].c_str(),
                                 not_whole_blocks.size() > 1 ? strf(" and %zu more", not_whole_blocks.size() - 1).c_str() : ""));
-    if (!o.quiet)
-        for (const auto& w : warnings) std::fprintf(stderr, "lisa: export-gguf: warning: %s\n", w.c_str());
     if (o.on_tensor)  // progress after each tensor
         for (size_t i = 0; i < b.tensors.size(); i++) {
             auto write = b.tensors[i].write;
@@ -577,6 +575,7 @@ void export_gguf(const gguf_export_options& o) {
     if (std::filesystem::path(o.outfile).has_parent_path())
         fs_mkdirs(std::filesystem::path(o.outfile).parent_path().string());
     gguf_write(o.outfile, b);
+    return warnings;
 }
 
 }  // namespace lisa

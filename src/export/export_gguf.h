@@ -5,6 +5,7 @@
 #pragma once
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "export/gguf.h"
 
@@ -15,7 +16,6 @@ struct gguf_export_options {
     std::string outfile;     // the .gguf to write (atomically)
     std::string outtype = "f16";  // f32 | f16 | bf16 | q8_0 (llama.cpp's converter's default: f16)
     std::string lora_dir;    // PEFT adapter folder to merge in ("" = none)
-    bool        quiet = false;
     std::function<void(size_t done, size_t total)> on_tensor;  // after each tensor is written (progress)
 };
 
@@ -24,6 +24,8 @@ ggml_type gguf_outtype(const std::string& s);
 
 // Writes the GGUF; throws lisa::error naming the file and field on anything llama.cpp could not
 // run as lisa.cpp does (an unsupported tokenizer, a layer pattern llama.cpp cannot express).
-void export_gguf(const gguf_export_options& o);
+// Returns the warnings (what llama.cpp will do differently, tensors kept at f16 under q8_0), for
+// the caller to show: the library prints nothing.
+std::vector<std::string> export_gguf(const gguf_export_options& o);
 
 }  // namespace lisa

@@ -1,6 +1,5 @@
 #include "export/modelfile.h"
 
-#include <cstdio>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
@@ -125,13 +124,12 @@ modelfile_info ollama_modelfile(const std::string& model_dir, const std::string&
     return r;
 }
 
-void ollama_modelfile_write(const std::string& path, const std::string& model_dir, const std::string& run_dir,
-                            const std::string& gguf) {
+modelfile_info ollama_modelfile_write(const std::string& path, const std::string& model_dir, const std::string& run_dir,
+                                      const std::string& gguf) {
     const std::string dir = std::filesystem::path(path).parent_path().string();
     const modelfile_info mf = ollama_modelfile(model_dir, run_dir, gguf, dir);
     fs_write_atomic(path, mf.text);
-    std::fprintf(stderr, "wrote %s (%s: %s)\n", path.c_str(), mf.format == "plain" ? "plain prompts" : mf.format.c_str(),
-                 mf.why.c_str());
+    return mf;
 }
 
 }  // namespace lisa

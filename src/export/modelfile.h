@@ -19,8 +19,8 @@ struct modelfile_info {
 // FROM names it relative to the Modelfile's folder `modelfile_dir`.
 modelfile_info ollama_modelfile(const std::string& model_dir, const std::string& run_dir, const std::string& gguf,
                                 const std::string& modelfile_dir);
-// Writes it atomically to `path` and says on stderr what format it chose.
-void ollama_modelfile_write(const std::string& path, const std::string& model_dir, const std::string& run_dir,
+// Writes it atomically to `path`; returns what was written (the caller says which format).
+modelfile_info ollama_modelfile_write(const std::string& path, const std::string& model_dir, const std::string& run_dir,
                             const std::string& gguf);
 
 }  // namespace lisa

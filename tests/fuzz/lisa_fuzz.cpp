@@ -160,7 +160,6 @@ static void target_gguf(const std::string& in) {
         o.model_dir = dir;
         o.outfile = g_work + "/m.gguf";
         o.outtype = type;
-        o.quiet = true;
         export_gguf(o);
     }
 }

@@ -99,3 +99,13 @@ put("gguf", "tiny", json.dumps({"architectures": ["LlamaForCausalLM"], "model_ty
                                 "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
                                 "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 64,
                                 "rms_norm_eps": 1e-5, "tie_word_embeddings": False}))
+# outputs: the first byte picks the file (0 lock file, 1 trainer_state.json, 2 training_args.json
+# and tokenizer_config.json, 3 model.safetensors of a folder)
+put("outputs", "lock", "\x00" + json.dumps({"pid": 12, "host": "h", "command": "lisa train",
+                                            "started": "2026-12-04 22:00:00 UTC"}) + "\n")
+put("outputs", "trainer-state", "\x01" + json.dumps({"global_step": 2, "method": "lisa", "seed": 42}))
+put("outputs", "args", "\x02" + json.dumps({"conversation_template": "chatml", "chat_template": "<|im_start|>{{ m }}",
+                                            "resolved": {"dataset_type": "conversation"}}))
+put("outputs", "safetensors-alias", b"\x03" + safetensors(
+    [("lm_head.weight", "F32", [2, 2], f32(1, 2, 3, 4))],
+    {"format": "pt", "model.embed_tokens.weight": "lm_head.weight"}))
