@@ -34,6 +34,8 @@ struct layer_outliers {
 layer_outliers layer_outliers_measure(const llama_model& m, const dataset& d, int32_t pad_id, int64_t max_samples,
                                       int64_t batch_size, double threshold);
 
+// The LISA draw of interval k: γ of n layers, uniformly without replacement, from the seed.
+std::vector<int> lisa_draw_layers(uint64_t seed, int64_t interval, int n_layers, int gamma);
 // The draw of interval k: γ distinct layers, each pick with probability proportional to `prob`
 // among the layers not yet picked (sampling without replacement); deterministic in (seed, k).
 // Layers of probability 0 are drawn only when fewer than γ layers have any.

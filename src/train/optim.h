@@ -13,10 +13,15 @@
 
 namespace lisa {
 
+// What a group holds, which decides where in the backward its gradient is final (grad_sync.h).
+enum class group_role { embed, norm, head, layer, adapters };
+
 // A trainable span of parameters and its optimizer state [grad | m | v] (just [m | v] when the
 // gradient is sparse: an untied embedding, whose gradient rows live in llama_embed_rows).
 struct param_group {
-    std::string         name;             // "embed", "norm", "head", "layer.3", "lora"
+    std::string         name;             // "embed", "norm", "head", "layer.3", "lora" (checkpoint keys)
+    group_role          role = group_role::adapters;
+    int                 layer = -1;       // role layer: the decoder layer it holds now
     float*              param = nullptr;  // first parameter of the span
     size_t              n = 0;
     // --zero_stage 1: this rank holds the moments of (and updates) elements [lo, hi) only, a

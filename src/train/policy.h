@@ -11,7 +11,7 @@
 
 #include "model/llama.h"
 #include "train/optim.h"
-#include "train/trainer.h"
+#include "train/train_options.h"
 
 namespace lisa {
 
@@ -93,6 +93,8 @@ class train_policy {
     std::vector<param_group*> all_;   // fixed_ then slots_, built once they exist
 };
 
+// The policy of o.method (the table in policies.cpp), and the check of that method's options.
 std::unique_ptr<train_policy> policy_make(const train_options& o);
+void                          policy_validate(const train_options& o);
 
 }  // namespace lisa

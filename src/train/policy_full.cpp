@@ -37,16 +37,6 @@ class full_policy final : public train_policy {
 
 }  // namespace
 
-std::unique_ptr<train_policy> policy_make_lisa(const train_options& o);
-std::unique_ptr<train_policy> policy_make_lora(const train_options& o);
-
-std::unique_ptr<train_policy> policy_make(const train_options& o) {
-    switch (o.method) {
-        case train_method::lisa: return policy_make_lisa(o);
-        case train_method::lora: return policy_make_lora(o);
-        case train_method::full: break;
-    }
-    return std::make_unique<full_policy>();
-}
+std::unique_ptr<train_policy> policy_make_full(const train_options& o) { return std::make_unique<full_policy>(); }
 
 }  // namespace lisa

@@ -121,4 +121,13 @@ class lisa_policy final : public train_policy {
 
 std::unique_ptr<train_policy> policy_make_lisa(const train_options& o) { return std::make_unique<lisa_policy>(o); }
 
+void policy_validate_lisa(const train_options& o) {
+    if (o.lisa_interval_steps < 1) fail("--lisa_interval_steps must be at least 1");
+    layer_sampling ls;
+    if (!layer_sampling_parse(o.lisa_layer_sampling, &ls))
+        fail(strf("--lisa_layer_sampling %s: expected uniform or owlore", o.lisa_layer_sampling.c_str()));
+    if (!(o.lisa_outlier_threshold > 0))
+        fail(strf("--lisa_outlier_threshold %g: expected a number above 0", o.lisa_outlier_threshold));
+}
+
 }  // namespace lisa

@@ -63,6 +63,7 @@ class lora_policy final : public train_policy {
         int shard, shards;
         env.shard_info(&shard, &shards);
         fixed_.push_back(param_group_make("lora", weights_.data(), spans, false, shard, shards));
+        fixed_.back().role = group_role::adapters;
         param_group& g = fixed_.back();
         llama_grads* gr = env.grads();
         rng r;
@@ -125,5 +126,10 @@ class lora_policy final : public train_policy {
 }  // namespace
 
 std::unique_ptr<train_policy> policy_make_lora(const train_options& o) { return std::make_unique<lora_policy>(o); }
+
+void policy_validate_lora(const train_options& o) {
+    if (o.lora_r < 1) fail("--lora_r must be at least 1");
+    if (o.lora_dropout < 0 || o.lora_dropout >= 1) fail("--lora_dropout must be in [0, 1)");
+}
 
 }  // namespace lisa

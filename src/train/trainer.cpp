@@ -21,6 +21,7 @@
 #include "tokenizer/tokenizer.h"
 #include "train/checkpoint.h"
 #include "train/evaluate.h"
+#include "train/grad_sync.h"
 #include "train/layer_sampling.h"
 #include "train/policy.h"
 
@@ -42,16 +43,6 @@ static double proc_status_kib(const char* key) {
 double current_rss_mib() { return proc_status_kib("VmRSS:") / 1024.0; }
 double peak_rss_mib() { return proc_status_kib("VmHWM:") / 1024.0; }
 
-static const char* kMethodNames[] = {"lisa", "full", "lora"};
-bool train_method_parse(const std::string& s, train_method* out) {
-    for (int i = 0; i < 3; i++)
-        if (s == kMethodNames[i]) {
-            *out = (train_method)i;
-            return true;
-        }
-    return false;
-}
-const char* train_method_name(train_method m) { return kMethodNames[(int)m]; }
 
 namespace {
 
@@ -79,6 +70,7 @@ class model_env final : public policy_env {
     bool tied() const override { return m_->cfg.tie_word_embeddings; }
     param_group embed_group(bool sparse) override {
         param_group g = make("embed", embed_, embed_, sparse);
+        g.role = group_role::embed;
         if (sparse) {  // gradient rows for the step's tokens only
             rows_->init(m_->cfg.vocab_size, m_->cfg.hidden_size, rows_capacity_);
             gr_->embed_rows = rows_;
@@ -87,14 +79,17 @@ class model_env final : public policy_env {
         }
         return g;
     }
-    param_group norm_group() override { return bound("norm", norm_, norm_); }
-    param_group head_group() override { return bound("head", head_, head_); }
+    param_group norm_group() override { return bound("norm", norm_, norm_, group_role::norm); }
+    param_group head_group() override { return bound("head", head_, head_, group_role::head); }
     param_group layer_group(int l) override {
-        return bound(strf("layer.%d", l), layer_first_[l], layer_first_[l + 1] - 1);
+        param_group g = bound(strf("layer.%d", l), layer_first_[l], layer_first_[l + 1] - 1, group_role::layer);
+        g.layer = l;
+        return g;
     }
     void rebind_layer(param_group* g, int l) override {
         llama_materialize(m_, layer_first_[l], layer_first_[l + 1] - 1);
         g->name = strf("layer.%d", l);
+        g->layer = l;
         g->param = m_->params.data() + m_->tensors[layer_first_[l]].offset;
         bind(*g, layer_first_[l], layer_first_[l + 1] - 1);
     }
@@ -125,8 +120,9 @@ class model_env final : public policy_env {
         return param_group_make(name, m_->params.data() + t0.offset, std::move(spans), sparse, shard_, shards_,
                                 sparse ? (size_t)m_->cfg.hidden_size : 1);
     }
-    param_group bound(const std::string& name, size_t first, size_t last) {
+    param_group bound(const std::string& name, size_t first, size_t last, group_role role) {
         param_group g = make(name, first, last);
+        g.role = role;
         bind(g, first, last);
         return g;
     }
@@ -152,8 +148,7 @@ struct trainer {
     train_options                 o;  // a copy: fractions of steps are resolved into it
     const train_callbacks&        cb;
     comm*                         world = &comm_world();  // ranks (one process: the identity)
-    std::vector<std::vector<param_group*>> reduce_at;  // ranks: groups whose sum starts after layer l
-    std::vector<param_group*>     reduce_after;        // ... and after the whole backward
+    grad_sync                     sync;        // ranks: which sums start when (grad_sync.h)
     std::unique_ptr<llama_model>  m;
     std::unique_ptr<tokenizer>    tok;
     model_chat_template           chat_template;  // the model's own, when conversations use it
@@ -221,18 +216,10 @@ struct trainer {
             fail(strf("--zero_stage %d: expected 0 (every rank keeps all optimizer state) or 1 (AdamW state sharded "
                       "across ranks)", o.zero_stage));
         if (o.gradient_accumulation_steps < 1) fail("--gradient_accumulation_steps must be at least 1");
-        if (o.lisa_interval_steps < 1) fail("--lisa_interval_steps must be at least 1");
-        layer_sampling ls;
-        if (!layer_sampling_parse(o.lisa_layer_sampling, &ls))
-            fail(strf("--lisa_layer_sampling %s: expected uniform or owlore", o.lisa_layer_sampling.c_str()));
-        if (!(o.lisa_outlier_threshold > 0))
-            fail(strf("--lisa_outlier_threshold %g: expected a number above 0", o.lisa_outlier_threshold));
         if (!(o.adam.lr >= 0)) fail("--learning_rate must be >= 0");
         if (o.max_steps <= 0 && !(o.num_train_epochs > 0)) fail("--num_train_epochs must be > 0 (or set --max_steps)");
         if (o.warmup_ratio < 0 || o.warmup_ratio > 1) fail("--warmup_ratio must be in [0, 1]");
-        if (o.method == train_method::lora && o.lora_r < 1) fail("--lora_r must be at least 1");
-        if (o.method == train_method::lora && (o.lora_dropout < 0 || o.lora_dropout >= 1))
-            fail("--lora_dropout must be in [0, 1)");
+        policy_validate(o);  // the method's own options (policies.cpp)
     }
 
     void load(const std::string& ckpt) {
@@ -661,6 +648,8 @@ struct trainer {
         int64_t logged = 0;
         int64_t cur_epoch = -1;
         adamw_hparams h = o.adam;
+        grad_sync_init(&sync, world, m->cfg.num_layers);
+        const std::function<void(int64_t)> layer_done = [this](int64_t l) { grad_sync_layer_done(&sync, l); };
         while (step < total_steps) {
             const auto t_step = std::chrono::steady_clock::now();
             const double wait_before = threads.fixed ? -1 : threads_wait_seconds();
@@ -680,48 +669,24 @@ struct trainer {
             if (sparse_embed && world->size() > 1) touch_global_rows(in_epoch);
             double loss_sum = 0;
             int64_t step_tokens = 0;  // this rank's tokens (not padding) in the step
-            // ranks: what trains now is summed, nothing else (LISA: the active layers, embedding,
-            // norm and head; LoRA: the adapters). A layer's sum starts as soon as the last
-            // micro-batch's backward has finished it, while the layers below still compute; what is
-            // final only at the end (embedding, LoRA's one group) follows. Every rank starts the sums
-            // in that same order. A single process: nothing to sum.
+            // ranks: what trains now is summed as the backward finishes it (grad_sync.h); a
+            // single process: nothing to sum
             const bool ranks = world->size() > 1;
             const uint64_t reduced_before = world->reduced_bytes;
-            const int64_t L = m->cfg.num_layers;
-            std::vector<std::vector<param_group*>>& at = reduce_at;
-            std::vector<param_group*>& after = reduce_after;
-            if (ranks) {
-                at.assign(L + 1, {});
-                after.clear();
-                for (param_group* g : groups) {
-                    if (g->sparse) continue;
-                    if (g->name == "norm" || g->name == "head") at[L].push_back(g);
-                    else if (g->name.rfind("layer.", 0) == 0) at[std::atoi(g->name.c_str() + 6)].push_back(g);
-                    else after.push_back(g);
-                }
-            }
-            auto start_sums = [&](int64_t l) {
-                for (param_group* g : at[l]) world->all_reduce_sum_start(g->grad(), g->n);
-                world->progress();
-            };
+            if (ranks) grad_sync_plan(&sync, groups);
             for (size_t k = 0; k < n_mb; k++) {
                 batch& b = mbs[k];
                 m->lora.dropout_seed = o.seed * 0x2545f4914f6cdd1dull + (uint64_t)(step * 1000 + (int64_t)k);
                 llama_acts_shape(&acts, *m, b.B, b.T);
-                if (ranks && k + 1 == n_mb) gr.layer_done = start_sums;
+                if (ranks && k + 1 == n_mb) gr.layer_done = layer_done;
                 loss_sum += llama_forward_backward(*m, &acts, &gr, b.ids.data(), b.labels.data(),
                                                    1.0f / (float)std::max<int64_t>(1, label_tokens), nullptr);
                 gr.layer_done = nullptr;
                 for (int64_t i = 0; i < b.B * b.T; i++) step_tokens += b.labels[i] != -100 || b.ids[i] != pad_id;
             }
-            if (ranks) {
-                if (n_mb == 0)  // nothing of this step's batch here: start the same sums, in order
-                    for (int64_t l = L; l >= 0; l--) start_sums(l);
-                for (param_group* g : after) world->all_reduce_sum_start(g->grad(), g->n);
-                if (sparse_embed)
-                    world->all_reduce_sum_start(embed_rows.grad.data(), embed_rows.rows.size() * (size_t)embed_rows.width);
-                world->wait_all();
-            }
+            if (ranks)
+                grad_sync_finish(&sync, n_mb > 0, sparse_embed ? embed_rows.grad.data() : nullptr,
+                                 embed_rows.rows.size() * (size_t)embed_rows.width);
             const uint64_t step_reduced = world->reduced_bytes - reduced_before;
             // with the loss: the tokens, and whether any rank was asked to stop (all stop at one step)
             double sums[3] = {loss_sum, (double)step_tokens, g_stop.load() ? 1.0 : 0.0};

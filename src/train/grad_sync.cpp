@@ -1,0 +1,39 @@
+#include "train/grad_sync.h"
+
+namespace lisa {
+
+void grad_sync_init(grad_sync* s, comm* world, int64_t num_layers) {
+    s->world = world;
+    s->num_layers = num_layers;
+    s->at.assign(num_layers + 1, {});
+    s->after.clear();
+}
+
+void grad_sync_plan(grad_sync* s, const std::vector<param_group*>& groups) {
+    for (auto& v : s->at) v.clear();  // keeps capacity: no allocation once every group was seen
+    s->after.clear();
+    for (param_group* g : groups) {
+        if (g->sparse) continue;  // its rows are summed at the end (grad_sync_finish)
+        switch (g->role) {
+            case group_role::norm:
+            case group_role::head: s->at[s->num_layers].push_back(g); break;
+            case group_role::layer: s->at[g->layer].push_back(g); break;
+            default: s->after.push_back(g); break;
+        }
+    }
+}
+
+void grad_sync_layer_done(grad_sync* s, int64_t l) {
+    for (param_group* g : s->at[l]) s->world->all_reduce_sum_start(g->grad(), g->n);
+    s->world->progress();
+}
+
+void grad_sync_finish(grad_sync* s, bool had_backward, float* sparse_rows, size_t rows_values) {
+    if (!had_backward)  // nothing of this step's batch here: start the same sums, in the same order
+        for (int64_t l = s->num_layers; l >= 0; l--) grad_sync_layer_done(s, l);
+    for (param_group* g : s->after) s->world->all_reduce_sum_start(g->grad(), g->n);
+    if (sparse_rows) s->world->all_reduce_sum_start(sparse_rows, rows_values);
+    s->world->wait_all();
+}
+
+}  // namespace lisa

@@ -1,0 +1,33 @@
+// Gradient synchronisation across data-parallel ranks: what trains now is summed, nothing else
+// (LISA: the active layers, embedding, norm and head; LoRA: the adapters). A decoder layer's sum
+// starts as soon as the last micro-batch's backward has finished it, while the layers below still
+// compute; the final norm and head start first (the backward finishes them first), what is final
+// only at the end (the embedding, LoRA's one group, the sparse embedding rows) follows. Every rank
+// starts the sums in the same order. The plan is rebuilt each step into kept capacity: nothing is
+// allocated once the groups have been seen.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "comm/comm.h"
+#include "train/optim.h"
+
+namespace lisa {
+
+struct grad_sync {
+    comm*                                  world = nullptr;
+    int64_t                                num_layers = 0;
+    std::vector<std::vector<param_group*>> at;     // [l]: groups whose sum starts when layer l is done; [L]: norm, head
+    std::vector<param_group*>              after;  // groups whose sum starts after the whole backward
+};
+
+void grad_sync_init(grad_sync* s, comm* world, int64_t num_layers);
+// Sorts this step's dense groups by where their sum can start (a group's role and layer say).
+void grad_sync_plan(grad_sync* s, const std::vector<param_group*>& groups);
+// The backward has finished layer l (num_layers: the head and final norm): start those sums.
+void grad_sync_layer_done(grad_sync* s, int64_t l);
+// After the step's last backward: start what is left (every layer's, in order, when this rank had
+// no micro-batch), the sparse rows if any (`rows` values), and wait for all sums.
+void grad_sync_finish(grad_sync* s, bool had_backward, float* sparse_rows, size_t rows_values);
+
+}  // namespace lisa
