@@ -9,9 +9,8 @@
 
 namespace lisa {
 
-// --block_size: the default min(1024, max_position_embeddings) when `requested` <= 0; an error
-// naming both numbers when it exceeds the model's context.
-// --block_size: 0 = min(1024, context); larger than the context = the context, with *warning set.
+// --block_size: 0 (or less) = min(1024, max_position_embeddings); larger than the context = the
+// context, with *warning saying so (as LMFlow and Hugging Face's run_clm).
 int64_t resolve_block_size(int64_t requested, const llama_config& c, std::string* warning = nullptr);
 // EOS appended to samples: the tokenizer's, else the config's first eos_token_id, else -1.
 int32_t resolve_eos_id(const tokenizer& tok, const llama_config& c);
