@@ -554,3 +554,32 @@ TEST(outputs, training_into_the_base_models_folder_is_refused) {
     EXPECT_EQ(fs_read_text(td.path + "/base/model.safetensors"), before);
     EXPECT_TRUE(fs_is_file(td.path + "/base/tokenizer.json"));
 }
+
+// lisa eval reads datasets exactly as training and inspect-data do (one loader): with
+// --group_texts whole samples are packed, so the tokens it scores are those of the packed blocks
+// (it used to cut each sample to --block_size first, losing every long sample's tail).
+TEST(habits, eval_packs_whole_samples_as_training_does) {
+    NEED_ASSETS();
+    const std::string flags = " --model_name_or_path " + aidreams() + " --dataset_path " + data_dir() +
+                              " --group_texts true --block_size 8";
+    auto ins = run_lisa("inspect-data --json --limit 0" + flags + " 2>/dev/null");
+    ASSERT_EQ(ins.code, 0) << ins.output;
+    std::istringstream lines(ins.output);
+    std::string line;
+    int64_t want = 0, all_ids = 0;
+    while (std::getline(lines, line)) {
+        const json j = json::parse(line);
+        const auto labels = j["labels"].get<std::vector<int64_t>>();
+        for (size_t i = 1; i < labels.size(); i++) want += labels[i] != -100;  // the shifted loss
+        all_ids += (int64_t)labels.size();
+    }
+    auto plain = run_lisa("inspect-data --json --limit 0 --model_name_or_path " + aidreams() + " --dataset_path " +
+                          data_dir() + " 2>/dev/null");
+    int64_t unpacked_ids = 0;
+    std::istringstream pl(plain.output);
+    while (std::getline(pl, line)) unpacked_ids += (int64_t)json::parse(line)["input_ids"].size();
+    EXPECT_GT(all_ids, unpacked_ids - 8) << "packing must keep every sample's tokens (but a last partial block)";
+    auto ev = run_lisa("eval" + flags);
+    ASSERT_EQ(ev.code, 0) << ev.output;
+    EXPECT_EQ(json::parse(ev.output.substr(ev.output.rfind('{')))["tokens"], want) << ev.output;
+}

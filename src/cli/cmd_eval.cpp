@@ -29,26 +29,19 @@ command_fn cmd_eval_register(CLI::App& app) {
         ->check(CLI::PositiveNumber);
     app.add_option("--lora_model_path", o->lora, "PEFT adapter folder to apply");
     app.add_option("--conversation_template", o->tmpl, "chat template for conversation data: auto (the model's own, the default when it has one), llama3, chatml, llama2, mistral, empty, or a .jinja file");
-    app.add_flag("--group_texts", o->group_texts, "pack samples into blocks of --block_size");
-    app.add_flag("--train_on_prompt", o->train_on_prompt, "conversation: count prompt turns in the loss too");
+    cli_add_bool(app, "--group_texts", &o->group_texts, "pack samples into blocks of --block_size");
+    cli_add_bool(app, "--train_on_prompt", &o->train_on_prompt, "conversation: count prompt turns in the loss too");
     return [o] {
         cli_progress bar("lisa eval");
         bar.show("loading " + o->model);
         auto m = load_model_with_lora(o->model, o->lora);
         auto tok = load_tokenizer_of(o->model);
-        dataset_options dopt;
-        std::string bs_warning;
-        dopt.block_size = resolve_block_size(o->block_size, m->cfg, &bs_warning);
-        if (!bs_warning.empty()) std::fprintf(stderr, "lisa: warning: %s\n", bs_warning.c_str());
-        model_chat_template chat_template;
-        dataset_choose_template(o->tmpl, o->model, *tok, &chat_template, &dopt);
-        dopt.train_on_prompt = o->train_on_prompt;
-        dopt.eos_id = resolve_eos_id(*tok, m->cfg);
         bar.show("tokenizing " + o->data);
-        dataset d = dataset_load(o->data, *tok, dopt);
+        cli_data_flags f{o->data, o->tmpl, o->block_size, o->group_texts, o->train_on_prompt};
+        dataset_options dopt;
+        model_chat_template chat_template;
+        dataset d = cli_load_dataset(f, o->model, *tok, m->cfg, &dopt, &chat_template);
         bar.done();
-        for (const std::string& n : d.notes) cli_note("note: " + n);
-        if (o->group_texts) dataset_group_texts(&d, dopt.block_size);
         int64_t tokens = 0;
         const double sum = evaluate_loss_sum(*m, d, o->batch_size, resolve_pad_id(*tok, dopt.eos_id), &tokens, nullptr,
                                              [&](int64_t done, int64_t total) {

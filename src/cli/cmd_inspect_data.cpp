@@ -36,24 +36,16 @@ command_fn cmd_inspect_data_register(CLI::App& app) {
     app.add_option("--limit", o->limit, "samples to show (default 5; 0 = all); the summary covers all")
         ->check(CLI::NonNegativeNumber);
     app.add_flag("--json", o->json, "one JSON line per sample: input_ids and labels (-100 = not learned)");
-    app.add_flag("--train_on_prompt", o->train_on_prompt, "conversation: count prompt turns in the loss too");
-    app.add_flag("--group_texts", o->group_texts, "pack samples into blocks of --block_size, as training would");
+    cli_add_bool(app, "--train_on_prompt", &o->train_on_prompt, "conversation: count prompt turns in the loss too");
+    cli_add_bool(app, "--group_texts", &o->group_texts, "pack samples into blocks of --block_size, as training would");
     return [o] {
         std::string cfg_path = fs_join(o->model, "config.json");
         llama_config cfg = config_load(cfg_path);
         auto tok = load_tokenizer_of(o->model);
+        cli_data_flags f{o->data, o->tmpl, o->block_size, o->group_texts, o->train_on_prompt};
         dataset_options dopt;
-        std::string bs_warning;
-        dopt.block_size = resolve_block_size(o->block_size, cfg, &bs_warning);
-        if (!bs_warning.empty()) std::fprintf(stderr, "lisa: warning: %s\n", bs_warning.c_str());
         model_chat_template chat_template;
-        dataset_choose_template(o->tmpl, o->model, *tok, &chat_template, &dopt);
-        dopt.train_on_prompt = o->train_on_prompt;
-        dopt.eos_id = resolve_eos_id(*tok, cfg);
-        dopt.truncate = !o->group_texts;  // packing keeps every token
-        dataset d = dataset_load(o->data, *tok, dopt);
-        for (const std::string& n : d.notes) cli_note("note: " + n);
-        if (o->group_texts) dataset_group_texts(&d, dopt.block_size);
+        dataset d = cli_load_dataset(f, o->model, *tok, cfg, &dopt, &chat_template);
         size_t shown = o->limit == 0 ? d.samples.size() : std::min<size_t>(d.samples.size(), (size_t)o->limit);
         if (o->json) {
             for (size_t i = 0; i < shown; i++)

@@ -11,6 +11,7 @@
 #include "export/modelfile.h"
 #include "io/fs.h"
 #include "model/lora.h"
+#include "train/evaluate.h"
 
 namespace lisa {
 
@@ -55,7 +56,26 @@ void say_modelfile(const std::string& path, const modelfile_info& mf) {
                  mf.why.c_str());
 }
 
-void cli_note(const std::string& s) { std::fprintf(stderr, "lisa: %s\n", s.c_str()); }
+dataset cli_load_dataset(const cli_data_flags& f, const std::string& model_dir, const tokenizer& tok,
+                         const llama_config& cfg, dataset_options* dopt_out, model_chat_template* chat_template) {
+    dataset_options& dopt = *dopt_out;
+    std::string bs_warning;
+    dopt.block_size = resolve_block_size(f.block_size, cfg, &bs_warning);
+    if (!bs_warning.empty()) cli_note("warning: " + bs_warning);
+    dataset_choose_template(f.tmpl, model_dir, tok, chat_template, &dopt);
+    dopt.train_on_prompt = f.train_on_prompt;
+    dopt.eos_id = resolve_eos_id(tok, cfg);
+    dopt.truncate = !f.group_texts;  // packing keeps every token
+    dataset d = dataset_load(f.path, tok, dopt);
+    for (const std::string& n : d.notes) cli_note("note: " + n);
+    if (f.group_texts) dataset_group_texts(&d, dopt.block_size);
+    return d;
+}
+
+void cli_note(const std::string& s) {
+    if (isatty(STDERR_FILENO)) std::fputs("\r\033[K", stderr);  // over a progress line, if one is drawn
+    std::fprintf(stderr, "lisa: %s\n", s.c_str());
+}
 
 bool claim_model_folder(output_lock* lock, const std::string& dir, const std::string& command, bool overwrite) {
     const bool created = !fs_is_dir(dir) && !fs_is_file(dir);

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "io/output_dir.h"
+#include "data/dataset.h"
 #include "model/llama.h"
 #include "tokenizer/tokenizer.h"
 
@@ -42,6 +43,19 @@ struct cli_progress {
 // "wrote PATH (FORMAT: why)" for a Modelfile just written.
 struct modelfile_info;  // export/modelfile.h
 void say_modelfile(const std::string& path, const modelfile_info& mf);
+
+// The dataset flags `lisa eval` and `lisa inspect-data` share with training, read as training
+// reads them: block size from the model (warning when cut to its context), the chat template,
+// the EOS appended, packing with --group_texts (whole samples, then blocks). Notes and the
+// block-size warning go to stderr.
+struct cli_data_flags {
+    std::string path, tmpl;
+    int64_t     block_size = 0;
+    bool        group_texts = false, train_on_prompt = false;
+};
+// dopt_out->model_template points into *chat_template (the caller keeps both).
+dataset cli_load_dataset(const cli_data_flags& f, const std::string& model_dir, const tokenizer& tok,
+                         const llama_config& cfg, dataset_options* dopt_out, model_chat_template* chat_template);
 
 // A note to stderr, one line, starting with "lisa: ".
 void cli_note(const std::string& s);
