@@ -1,4 +1,5 @@
 #include "model/config.h"
+#include "model/layer.h"  // config_num_params: the parameter bound
 
 #include <algorithm>
 #include <cmath>

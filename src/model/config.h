@@ -84,7 +84,4 @@ llama_config config_load(const std::string& path);
 // kept when `original` is a JSON object text (so a saved model keeps e.g. its chat settings).
 std::string config_to_json(const llama_config& c, const std::string& original = "");
 
-// Parameters of a model with this config (from the layer table, src/model/layer.h).
-int64_t config_num_params(const llama_config& c);
-
 }  // namespace lisa

@@ -77,4 +77,7 @@ struct layer_set {
 using llama_layer_weights = layer_set<float*>;
 using llama_layer_weights16 = layer_set<const uint16_t*>;
 
+// Parameters of a model with this config, counted from the layer table (defined in layer.cpp).
+int64_t config_num_params(const llama_config& c);
+
 }  // namespace lisa
