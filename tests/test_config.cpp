@@ -27,7 +27,7 @@ static std::string err(const json& j) {
 
 TEST(config, llama_defaults) {
     llama_config c = config_parse(base().dump(), "config.json");
-    EXPECT_EQ(c.arch, model_arch::llama);
+    EXPECT_EQ(c.model_type, "llama");
     EXPECT_EQ(c.head_dim, 16);
     EXPECT_EQ(c.num_kv_heads, 2);
     EXPECT_FALSE(c.tie_word_embeddings);
@@ -105,7 +105,7 @@ static json gemma_base() {
 
 TEST(config, gemma3_text_reads_every_architecture_field) {
     llama_config c = config_parse(gemma_base().dump(), "c");
-    EXPECT_EQ(c.arch, model_arch::gemma3);
+    EXPECT_EQ(c.model_type, "gemma3_text");
     EXPECT_TRUE(c.qk_norm && c.sandwich_norms);
     EXPECT_EQ(c.norm_weight_offset, 1.0);
     EXPECT_EQ(c.hidden_act, activation::gelu_tanh);
@@ -195,7 +195,10 @@ TEST(config, every_architecture_round_trips_through_config_to_json) {
     q3["architectures"] = {"Qwen3ForCausalLM"}, q3["model_type"] = "qwen3", q3["head_dim"] = 8;
     mi["architectures"] = {"MistralForCausalLM"}, mi["model_type"] = "mistral", mi["sliding_window"] = 4;
     ge["final_logit_softcapping"] = 30.0, ge["sliding_window"] = 9;
-    for (const json& j : {base(), q2, q3, mi, ge}) {
+    json sm = base(), sw = base();
+    sm["architectures"] = {"SmolLM3ForCausalLM"}, sm["model_type"] = "smollm3";
+    sw = sm, sw["num_hidden_layers"] = 7, sw["use_sliding_window"] = true, sw["sliding_window"] = 3, sw["no_rope_layers"] = {1, 0, 1, 0, 1, 1, 0};
+    for (const json& j : {base(), q2, q3, mi, ge, sm, sw}) {
         llama_config a = config_parse(j.dump(), "a");
         llama_config b = config_parse(config_to_json(a), "b");
         EXPECT_EQ(a.architecture, b.architecture);
@@ -208,7 +211,51 @@ TEST(config, every_architecture_round_trips_through_config_to_json) {
         EXPECT_EQ(a.final_logit_softcap, b.final_logit_softcap) << a.architecture;
         EXPECT_EQ(a.tie_word_embeddings, b.tie_word_embeddings) << a.architecture;
         EXPECT_EQ(a.rope_local.theta, b.rope_local.theta) << a.architecture;
+        EXPECT_EQ(a.layer_no_rope, b.layer_no_rope) << a.architecture;
+        EXPECT_EQ(a.rope.theta, b.rope.theta) << a.architecture;
         EXPECT_EQ(config_num_params(a), config_num_params(b)) << a.architecture;
+    }
+}
+
+// SmolLM3 as SmolLM3Config reads it: no_rope_layers[l] == 1 means layer l DOES use RoPE; without
+// the list every no_rope_layer_interval-th layer is NoPE; windows only with use_sliding_window, on
+// the NoPE layers unless layer_types says otherwise; rope_theta 2e6 and tied embeddings by default.
+TEST(config, smollm3_reads_its_nope_layers_windows_and_defaults) {
+    json j = base();
+    j["architectures"] = {"SmolLM3ForCausalLM"}, j["model_type"] = "smollm3";
+    j["num_hidden_layers"] = 7;
+    llama_config c = config_parse(j.dump(), "c");  // 7 layers, interval 4: layer 3 is NoPE
+    EXPECT_EQ(c.layer_no_rope, (std::vector<uint8_t>{0, 0, 0, 1, 0, 0, 0}));
+    EXPECT_TRUE(config_layer_rope(c, 2));
+    EXPECT_FALSE(config_layer_rope(c, 3));
+    EXPECT_TRUE(c.tie_word_embeddings);
+    EXPECT_EQ(c.rope.theta, 2000000.0);
+    EXPECT_TRUE(c.layer_window.empty());
+    j["no_rope_layer_interval"] = 2;
+    EXPECT_EQ(config_parse(j.dump(), "c").layer_no_rope, (std::vector<uint8_t>{0, 1, 0, 1, 0, 1, 0}));
+    j["no_rope_layers"] = {1, 1, 1, 1, 1, 1, 1, 0};  // longer than the layers: the first 7 count
+    c = config_parse(j.dump(), "c");
+    EXPECT_TRUE(c.layer_no_rope.empty());
+    j["no_rope_layers"] = {0, 1, 1, 0, 1, 1, 1};
+    j["sliding_window"] = 5;  // without use_sliding_window: no window
+    EXPECT_TRUE(config_parse(j.dump(), "c").layer_window.empty());
+    j["use_sliding_window"] = true;
+    EXPECT_EQ(config_parse(j.dump(), "c").layer_window, (std::vector<int64_t>{5, 0, 0, 5, 0, 0, 0}));
+    j["layer_types"] = {"full_attention", "sliding_attention", "full_attention", "full_attention",
+                        "full_attention", "full_attention", "full_attention"};
+    EXPECT_EQ(config_parse(j.dump(), "c").layer_window, (std::vector<int64_t>{0, 5, 0, 0, 0, 0, 0}));
+    // bad lists: one line naming the field
+    for (json bad : {json({1, 0}), json({1, 0, 2, 1, 1, 1, 1}), json("all")}) {
+        j["no_rope_layers"] = bad;
+        try {
+            config_parse(j.dump(), "x/config.json");
+            ADD_FAILURE() << "accepted no_rope_layers " << bad.dump();
+        } catch (const error& e) {
+            EXPECT_NE(std::string(e.what()).find("x/config.json: field 'no_rope_layers': expected a list of at least "
+                                                 "num_hidden_layers (7) entries 0 or 1"),
+                      std::string::npos)
+                << e.what();
+        }
     }
 }
 

@@ -262,6 +262,23 @@ TEST(gguf, bad_requests_fail_with_one_line_and_leave_no_file) {
     r = run_lisa("export-gguf --model_name_or_path " + bare.path + " --outfile " + td.path + "/m.gguf");
     EXPECT_NE(r.code, 0);
     EXPECT_NE(r.output.find("model.type"), std::string::npos) << r.output;
+    // a SmolLM3 whose NoPE layers are not llama.cpp's every 4th: refused, naming the field
+    temp_dir cfg, smol;
+    lisa_test::write_file(cfg.path + "/config.json",
+                          json{{"architectures", {"SmolLM3ForCausalLM"}}, {"model_type", "smollm3"},
+                               {"vocab_size", 512}, {"hidden_size", 32}, {"intermediate_size", 64},
+                               {"num_hidden_layers", 4}, {"num_attention_heads", 4}, {"num_key_value_heads", 2},
+                               {"no_rope_layers", {1, 0, 1, 1}}}
+                              .dump());
+    r = run_lisa("init --config " + cfg.path + "/config.json --output_model_path " + smol.path + " --tokenizer_path " +
+                 aidreams());
+    ASSERT_EQ(r.code, 0) << r.output;
+    r = run_lisa("export-gguf --model_name_or_path " + smol.path + " --outfile " + td.path + "/m.gguf");
+    EXPECT_NE(r.code, 0);
+    EXPECT_NE(r.output.find("config.json: field 'no_rope_layers': llama.cpp's smollm3 skips RoPE on every 4th layer "
+                            "(3, 7, 11, ...), this model does not rotate layer 1"),
+              std::string::npos)
+        << r.output;
     // an unwritable destination: an error, and nothing at the path
     r = run_lisa("export-gguf --model_name_or_path " + aidreams() + " --outfile /proc/lisa_no/m.gguf");
     EXPECT_NE(r.code, 0);
@@ -443,6 +460,11 @@ TEST_P(gguf_arch, llama_cpp_follows_the_greedy_path_of_a_trained_model) {
              {"hidden_size", 64}, {"intermediate_size", 128}, {"num_hidden_layers", 3}, {"num_attention_heads", 4},
              {"num_key_value_heads", 2}, {"head_dim", 24}, {"max_position_embeddings", 256},
              {"rope_theta", 1000000.0}, {"tie_word_embeddings", true}, {"bos_token_id", 1}, {"eos_token_id", 2}};
+    else if (arch == "smollm3")  // NoPE on layer 3 (llama.cpp's fixed step of 4), GQA, tied, q/k row order
+        c = {{"architectures", {"SmolLM3ForCausalLM"}}, {"model_type", "smollm3"}, {"vocab_size", 512},
+             {"hidden_size", 64}, {"intermediate_size", 128}, {"num_hidden_layers", 4}, {"num_attention_heads", 4},
+             {"num_key_value_heads", 2}, {"max_position_embeddings", 256}, {"rope_theta", 10000.0},
+             {"bos_token_id", 1}, {"eos_token_id", 2}, {"torch_dtype", "bfloat16"}};
     else
         c = {{"architectures", {"Gemma3ForCausalLM"}}, {"model_type", "gemma3_text"}, {"vocab_size", 512},
              {"hidden_size", 64}, {"intermediate_size", 128}, {"num_hidden_layers", 4}, {"num_attention_heads", 2},
@@ -467,7 +489,7 @@ TEST_P(gguf_arch, llama_cpp_follows_the_greedy_path_of_a_trained_model) {
     EXPECT_EQ(expect_same_greedy(*m, td.path + "/m.gguf", {1, 400}, 40, 1e-3, arch), 40u);
 }
 
-INSTANTIATE_TEST_SUITE_P(archs, gguf_arch, ::testing::Values("llama3", "qwen2", "qwen3", "gemma3"));
+INSTANTIATE_TEST_SUITE_P(archs, gguf_arch, ::testing::Values("llama3", "qwen2", "qwen3", "gemma3", "smollm3"));
 
 // The real TinyStories-656K as Hugging Face saved it (tied embedding stored once, as
 // lm_head.weight): exported as it is and after a LISA fine-tune, llama.cpp follows lisa.cpp's

@@ -196,7 +196,8 @@ TEST_P(golden, kv_cached_decoding_matches_the_full_forward) {
 }
 
 INSTANTIATE_TEST_SUITE_P(flavours, golden,
-                         ::testing::Values("llama2", "llama3", "qwen2", "mistral_window", "qwen3", "gemma3"));
+                         ::testing::Values("llama2", "llama3", "qwen2", "mistral_window", "qwen3", "gemma3",
+                                           "smollm3"));
 
 // A bf16 model computes from its bf16 matrices tile by tile: the values are exactly the stored
 // ones, so logits and loss match PyTorch as in fp32, with no fp32 copy of any matrix.
@@ -235,7 +236,7 @@ TEST(golden_io, flavours_load_with_their_stored_dtypes) {
     EXPECT_EQ(q->w.lm_head, q->w.embed);
     auto g = llama_model_load(lisa_test::golden_dir("gemma3") + "/model");  // bf16: half mode
     EXPECT_TRUE(g->half);
-    EXPECT_EQ(g->cfg.arch, model_arch::gemma3);
+    EXPECT_EQ(g->cfg.model_type, "gemma3_text");
     EXPECT_EQ(g->w16.lm_head, g->w16.embed);
 }
 
@@ -336,7 +337,8 @@ TEST_P(golden_lora_flavour, loss_and_adapter_gradients_match_pytorch) {
 }
 
 INSTANTIATE_TEST_SUITE_P(flavours, golden_lora_flavour,
-                         ::testing::Values("llama2", "llama3", "qwen2", "mistral_window", "qwen3", "gemma3"));
+                         ::testing::Values("llama2", "llama3", "qwen2", "mistral_window", "qwen3", "gemma3",
+                                           "smollm3"));
 
 // With dropout the mask is regenerated from a seed, so the loss is a deterministic function of
 // A and B: central finite differences check the dropout backward (fp32 forward, eps 1e-2,

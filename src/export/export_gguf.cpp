@@ -14,6 +14,7 @@
 #include "core/dtype.h"
 #include "core/error.h"
 #include "io/fs.h"
+#include "model/arch/arch.h"
 #include "model/layer.h"
 #include "model/lora.h"
 #include "model/model_files.h"
@@ -43,17 +44,6 @@ static uint32_t file_type_of(ggml_type t) {
 }
 
 // ------------------------------------------------------------------ architecture
-
-static const char* gguf_arch_name(const llama_config& c) {
-    switch (c.arch) {
-        case model_arch::llama:
-        case model_arch::mistral: return "llama";  // llama.cpp runs Mistral as llama
-        case model_arch::qwen2: return "qwen2";
-        case model_arch::qwen3: return "qwen3";
-        case model_arch::gemma3: return "gemma3";
-    }
-    return "?";
-}
 
 // llama.cpp's name of a layer tensor ("blk.N." + this)
 static const char* gguf_layer_suffix(int t) {
@@ -87,47 +77,6 @@ static std::string gguf_tensor_name(const llama_tensor_info& t) {
         case kFieldHead: return "output.weight";
         default: return "blk." + std::to_string(t.layer) + "." + gguf_layer_suffix(t.field);
     }
-}
-
-// Refuses what llama.cpp would compute differently; returns warnings for what differs only on
-// long sequences.
-static std::vector<std::string> check_llama_cpp_runs(const llama_config& c, const std::string& cfg_path) {
-    auto refuse = [&](const char* field, const std::string& why) {
-        fail(strf("%s: field '%s': %s, so llama.cpp would not compute this model as lisa.cpp does; not exported",
-                  cfg_path.c_str(), field, why.c_str()));
-    };
-    std::vector<std::string> warn;
-    if (c.arch != model_arch::llama && c.arch != model_arch::mistral && c.o_bias)
-        refuse("attention_bias", strf("llama.cpp's %s has no attn_output bias", gguf_arch_name(c)));
-    if (c.arch == model_arch::gemma3) {
-        if (c.attn_logit_softcap > 0) refuse("attn_logit_softcapping", "llama.cpp's gemma3 does not soft-cap scores");
-        if (std::fabs(c.query_pre_attn_scalar - (double)c.head_dim) > 0)
-            refuse("query_pre_attn_scalar",
-                   strf("llama.cpp's gemma3 scales scores by 1/sqrt(head_dim %lld), this model by 1/sqrt(%g)",
-                        (long long)c.head_dim, c.query_pre_attn_scalar));
-        if (c.rope_local.kind != rope_kind::none) refuse("rope_local_base_freq", "local layers with scaled RoPE");
-    } else {
-        for (int64_t l = 0; l < c.num_layers; l++)
-            if (config_layer_window(c, l) > 0) {
-                warn.push_back(strf("llama.cpp's %s has no sliding window: its generations differ from lisa.cpp's "
-                                    "once they pass %lld tokens", gguf_arch_name(c), (long long)c.sliding_window));
-                break;
-            }
-    }
-    return warn;
-}
-
-// Gemma 3's local/global layers as llama.cpp reads them: a period p (layer l is global when
-// (l + 1) % p == 0). Fails when the layer types follow no such period.
-static uint32_t gemma_swa_period(const llama_config& c, const std::string& cfg_path) {
-    for (uint32_t p = 1; p <= (uint32_t)c.num_layers + 1; p++) {
-        bool ok = true;
-        for (int64_t l = 0; l < c.num_layers && ok; l++)
-            ok = (config_layer_window(c, l) > 0) == ((l + 1) % p != 0);
-        if (ok) return p;
-    }
-    fail(strf("%s: field 'layer_types': llama.cpp's gemma3 needs every p-th layer global (a sliding_window_pattern); "
-              "this model's layers follow no such period", cfg_path.c_str()));
 }
 
 // llama3 rope scaling as llama.cpp takes it: a rope_freqs tensor of per-frequency divisors
@@ -358,7 +307,11 @@ std::vector<std::string> export_gguf(const gguf_export_options& o) {
     const std::vector<llama_tensor_info> table = llama_tensor_table(c);
     for (const auto& t : table) model_files_tensor(*mf, t);  // every tensor present, right dtype and shape
     model_files_check_unexpected(*mf, table);
-    std::vector<std::string> warnings = check_llama_cpp_runs(c, cfg_path);
+    // what llama.cpp's graph for this architecture needs: refusals, warnings, its own metadata
+    const arch_def& ad = arch_of(c);
+    gguf_arch_meta arch_meta;
+    ad.gguf(c, cfg_path, arch_meta);
+    std::vector<std::string> warnings = arch_meta.warnings;
     std::vector<std::string> not_whole_blocks;  // q8_0 requested, rows not whole blocks: written as f16
     std::map<std::string, lora_module_delta> lora;
     if (!o.lora_dir.empty()) lora = lora_adapter_read(o.lora_dir);
@@ -392,7 +345,7 @@ std::vector<std::string> export_gguf(const gguf_export_options& o) {
                            "NFC (rare: decomposed accents) tokenizes differently");
 
     gguf_builder b;
-    const std::string arch = gguf_arch_name(c);
+    const std::string arch = ad.gguf_name;
     auto key = [&](const char* k) { return arch + "." + k; };
     b.add_str("general.architecture", arch);
     std::string name = std::filesystem::path(o.model_dir).lexically_normal().filename().string();
@@ -416,15 +369,9 @@ std::vector<std::string> export_gguf(const gguf_export_options& o) {
         b.add_str(key("rope.scaling.type"), "linear");
         b.add_f32(key("rope.scaling.factor"), (float)c.rope.factor);
     }
-    if (c.arch == model_arch::gemma3) {
-        bool any_window = false;
-        for (int64_t l = 0; l < c.num_layers; l++) any_window |= config_layer_window(c, l) > 0;
-        if (any_window) {
-            b.add_u32(key("attention.sliding_window"), (uint32_t)c.sliding_window);
-            b.add_u32(key("attention.sliding_window_pattern"), gemma_swa_period(c, cfg_path));
-            b.add_f32(key("rope.freq_base_swa"), (float)c.rope_local.theta);
-        }
-        if (c.final_logit_softcap > 0) b.add_f32(key("final_logit_softcapping"), (float)c.final_logit_softcap);
+    for (const gguf_arch_meta::kv& kv : arch_meta.keys) {
+        if (kv.is_f32) b.add_f32(key(kv.key.c_str()), kv.f32);
+        else b.add_u32(key(kv.key.c_str()), kv.u32);
     }
 
     // tokenizer
@@ -484,9 +431,10 @@ std::vector<std::string> export_gguf(const gguf_export_options& o) {
             not_whole_blocks.push_back(gt.name + strf(" (rows of %lld)", (long long)cols));
             gt.type = ggml_type::f16;
         }
-        const bool permute = (c.arch == model_arch::llama || c.arch == model_arch::mistral) &&
+        const bool permute = ad.gguf_rope_pairs &&
                              (t.field == LT_Q || t.field == LT_Q_BIAS || t.field == LT_K || t.field == LT_K_BIAS);
-        const float shift = c.arch == model_arch::gemma3 && t.kind == tensor_kind::norm ? 1.0f : 0.0f;  // (1 + w)
+        // llama.cpp's norms scale by w: Gemma's (1 + w) is stored with the 1 added
+        const float shift = t.kind == tensor_kind::norm ? (float)c.norm_weight_offset : 0.0f;
         const lora_module_delta* delta = nullptr;
         if (t.layer >= 0 && matrix) {
             auto it = lora.find(t.name.substr(0, t.name.size() - 7));  // minus ".weight"

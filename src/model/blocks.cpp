@@ -115,8 +115,10 @@ void attn_block_forward(const block_args& b, int64_t l, const float* x, llama_la
         norm_fwd(b, s.q, s.rstd_q, s.q_pre, w[LT_Q_NORM], N * Hq, hd);
         norm_fwd(b, s.k, s.rstd_k, s.k_pre, w[LT_K_NORM], N * Hkv, hd);
     }
-    K.rope_forward(s.q, b.cos, b.sin, b.B, b.T, Hq, hd);
-    K.rope_forward(s.k, b.cos, b.sin, b.B, b.T, Hkv, hd);
+    if (b.cos) {  // NoPE layers (SmolLM3) attend without positions
+        K.rope_forward(s.q, b.cos, b.sin, b.B, b.T, Hq, hd);
+        K.rope_forward(s.k, b.cos, b.sin, b.B, b.T, Hkv, hd);
+    }
     if (b.kc) {  // decode: append this chunk's keys and values, attend over the whole cache
         K.copy(b.kc + b.pos0 * KV, s.k, N * KV);
         K.copy(b.vc + b.pos0 * KV, s.v, N * KV);
@@ -155,8 +157,10 @@ void attn_block_backward(const block_args& b, int64_t l, const float* x, const l
     K.zero(a->dk, N * KV);
     K.zero(a->dv, N * KV);
     K.attention_backward(a->dq, a->dk, a->dv, a->datt, s.att, s.lse, s.q, s.k, s.v, b.B, b.T, Hq, Hkv, hd, ap);
-    K.rope_backward(a->dq, b.cos, b.sin, b.B, b.T, Hq, hd);
-    K.rope_backward(a->dk, b.cos, b.sin, b.B, b.T, Hkv, hd);
+    if (b.cos) {
+        K.rope_backward(a->dq, b.cos, b.sin, b.B, b.T, Hq, hd);
+        K.rope_backward(a->dk, b.cos, b.sin, b.B, b.T, Hkv, hd);
+    }
     float* dq = a->dq;
     float* dk = a->dk;
     if (c.qk_norm) {  // back through the per-head norms

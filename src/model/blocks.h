@@ -12,8 +12,8 @@ struct block_args {
     const llama_model& m;
     const backend&     K;
     int64_t            B, T;        // rows N = B·T
-    const float*       cos;         // RoPE tables [T, hd/2] of these rows' positions
-    const float*       sin;
+    const float*       cos;         // RoPE tables [T, hd/2] of these rows' positions (null: no RoPE,
+    const float*       sin;         // a NoPE layer)
     llama_acts*        a = nullptr;  // training: LoRA activations and the backward's scratch
     int64_t            slot = 0;     // the layer's set in a->lora_xa (0 when checkpointing)
     float*             kc = nullptr; // decode: this layer's cache [max_T, Hkv, hd], written at pos0..

@@ -1,5 +1,6 @@
-// Llama-family model configuration, read from a Hugging Face config.json.
-// Only what the math needs is kept; anything that would change the math and is not
+// Decoder configuration, read from a Hugging Face config.json. The fields every architecture
+// shares are read here (config.cpp); what makes an architecture itself is read by its file in
+// model/arch/. Only what the math needs is kept; anything that would change the math and is not
 // implemented (another architecture or activation, a rope type, MLP bias, ...) is refused.
 #pragma once
 #include <cstdint>
@@ -10,7 +11,7 @@
 
 namespace lisa {
 
-enum class model_arch { llama, mistral, qwen2, qwen3, gemma3 };
+struct arch_def;  // model/arch/arch.h
 enum class rope_kind { none, linear, llama3 };
 enum class activation { silu, gelu_tanh };  // the gated MLP's activation (SwiGLU / GeGLU)
 
@@ -24,8 +25,8 @@ struct rope_config {
 };
 
 struct llama_config {
-    model_arch  arch = model_arch::llama;
-    std::string model_type;           // "llama", "mistral", "qwen2", "qwen3", "gemma3_text"
+    const arch_def* arch = nullptr;   // its architecture (set by config_parse; model/arch/arch.h)
+    std::string model_type;           // "llama", "mistral", "qwen2", "qwen3", "gemma3_text", "smollm3"
     std::string architecture;         // "LlamaForCausalLM", ...
     int64_t vocab_size = 0;
     int64_t hidden_size = 0;          // D
@@ -56,6 +57,7 @@ struct llama_config {
     std::vector<int64_t> layer_window;    // per layer: attention window in tokens, 0 = full (empty: all 0)
     std::vector<uint8_t> layer_local_rope;// per layer: 1 = rope_local below instead of rope (empty: all 0)
     rope_config          rope_local;      // RoPE of local (sliding-window) layers (Gemma: rope_local_base_freq)
+    std::vector<uint8_t> layer_no_rope;   // per layer: 1 = no RoPE at all (SmolLM3's NoPE layers; empty: all 0)
     std::vector<int64_t> bos_token_ids, eos_token_ids;  // possibly empty
 };
 
@@ -63,6 +65,8 @@ struct llama_config {
 int64_t config_layer_window(const llama_config& c, int64_t l);
 bool    config_layer_local_rope(const llama_config& c, int64_t l);
 bool    config_any_local_rope(const llama_config& c);
+// Whether layer l rotates q and k at all (SmolLM3's NoPE layers do not).
+bool    config_layer_rope(const llama_config& c, int64_t l);
 // The attention score scale: 1/sqrt(query_pre_attn_scalar) when set, else 1/sqrt(head_dim).
 float config_attn_scale(const llama_config& c);
 

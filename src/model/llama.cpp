@@ -91,6 +91,8 @@ void llama_check_supported(const llama_config& c) {
         if (w < 0) refuse("sliding_window", "a positive window");
     if (!c.layer_local_rope.empty() && (int64_t)c.layer_local_rope.size() != c.num_layers)
         refuse("layer_types", "one entry per layer");
+    if (!c.layer_no_rope.empty() && (int64_t)c.layer_no_rope.size() != c.num_layers)
+        refuse("no_rope_layers", "one entry per layer");
     if (c.attn_logit_softcap < 0) refuse("attn_logit_softcapping", "a positive number or null");
     if (c.final_logit_softcap < 0) refuse("final_logit_softcapping", "a positive number or null");
 }
@@ -399,8 +401,9 @@ static void head_logits(const llama_model& m, float* logits, const float* xn, in
 static int64_t act_slot(const llama_acts* a, int64_t l) { return a->checkpoint ? 0 : l; }
 
 static block_args train_args(const llama_model& m, llama_acts* a, int64_t l) {
-    const bool local = config_layer_local_rope(m.cfg, l);
-    block_args b{m, *m.ctx.be, a->B, a->T, local ? a->rope_cos_local : a->rope_cos, local ? a->rope_sin_local : a->rope_sin};
+    const bool local = config_layer_local_rope(m.cfg, l), rope = config_layer_rope(m.cfg, l);
+    block_args b{m, *m.ctx.be, a->B, a->T, !rope ? nullptr : local ? a->rope_cos_local : a->rope_cos,
+                 !rope ? nullptr : local ? a->rope_sin_local : a->rope_sin};
     b.a = a;
     b.slot = act_slot(a, l);
     return b;
@@ -595,7 +598,8 @@ void llama_decode(const llama_model& m, llama_kv_cache* c, const int32_t* tokens
         const bool local = config_layer_local_rope(cfg, l);
         const float* cs = local ? c->rope_cos_local.data() : c->rope_cos.data();
         const float* sn = local ? c->rope_sin_local.data() : c->rope_sin.data();
-        block_args b{m, K, 1, n, cs + p0 * half, sn + p0 * half};
+        const bool rope = config_layer_rope(cfg, l);  // NoPE layers: no rotation
+        block_args b{m, K, 1, n, rope ? cs + p0 * half : nullptr, rope ? sn + p0 * half : nullptr};
         b.kc = c->k.data() + (size_t)l * c->max_T * KV;
         b.vc = c->v.data() + (size_t)l * c->max_T * KV;
         b.pos0 = p0;

@@ -83,7 +83,8 @@ def head_dim_of(cfg):
 def inv_freq_of(cfg, local=False):
     """local: Gemma 3's sliding layers, rope_local_base_freq and no scaling"""
     hd = head_dim_of(cfg)
-    base = cfg["rope_local_base_freq"] if local else cfg.get("rope_theta", 10000.0)
+    default_theta = {"smollm3": 2000000.0}.get(cfg["model_type"], 10000.0)  # the config classes' defaults
+    base = cfg["rope_local_base_freq"] if local else cfg.get("rope_theta", default_theta)
     inv = 1.0 / (base ** (torch.arange(0, hd, 2, dtype=torch.int64).float() / hd))
     rs = None if local else cfg.get("rope_scaling")
     if rs:
@@ -122,9 +123,25 @@ def is_gemma(cfg):
     return cfg["model_type"] == "gemma3_text"
 
 
+def rope_layers(cfg):
+    """per layer: whether q and k are rotated (SmolLM3: no_rope_layers[l] == 1; 0 is a NoPE layer)"""
+    L = cfg["num_hidden_layers"]
+    if cfg["model_type"] != "smollm3":
+        return [True] * L
+    every = cfg.get("no_rope_layer_interval", 4)
+    return [bool(x) for x in cfg.get("no_rope_layers") or [int((l + 1) % every != 0) for l in range(L)]]
+
+
 def layer_windows(cfg):
     """per layer: the sliding window, or None for full attention (as the configs say it)"""
     L, mt = cfg["num_hidden_layers"], cfg["model_type"]
+    if mt == "smollm3":  # SmolLM3Attention: only with use_sliding_window; layer_types default to the NoPE layers
+        if not cfg.get("use_sliding_window"):
+            return [None] * L
+        rope = rope_layers(cfg)
+        types = cfg.get("layer_types") or ["sliding_attention" if cfg.get("sliding_window") is not None and not rope[l]
+                                           else "full_attention" for l in range(L)]
+        return [cfg["sliding_window"] if t == "sliding_attention" else None for t in types]
     if "layer_types" in cfg:
         sw = cfg.get("sliding_window")
         return [sw if t == "sliding_attention" else None for t in cfg["layer_types"]]
@@ -138,7 +155,7 @@ def layer_windows(cfg):
 def bias_flags(cfg):
     mt = cfg["model_type"]
     qkv = mt == "qwen2" or (mt != "qwen2" and cfg.get("attention_bias", False) and mt != "mistral")
-    o = mt in ("llama", "qwen3", "gemma3_text") and cfg.get("attention_bias", False)
+    o = mt in ("llama", "qwen3", "gemma3_text", "smollm3") and cfg.get("attention_bias", False)
     return qkv, o
 
 
@@ -169,6 +186,7 @@ def forward(cfg, P, ids, lora=None):
     scaling = cfg["query_pre_attn_scalar"] ** -0.5 if gemma else hd ** -0.5
     cap = cfg.get("attn_logit_softcapping") if gemma else None
     windows = layer_windows(cfg)
+    rotate = rope_layers(cfg)
     i = torch.arange(T).view(T, 1)
     j = torch.arange(T).view(1, T)
     act = (lambda g: torch.nn.functional.gelu(g, approximate="tanh")) if gemma else torch.nn.functional.silu
@@ -192,8 +210,9 @@ def forward(cfg, P, ids, lora=None):
         q, k = q.transpose(0, 1), k.transpose(0, 1)
         w = windows[l]
         cos, sin = rope_local if (gemma and w is not None) else rope_global
-        q = q * cos + rotate_half(q) * sin
-        k = k * cos + rotate_half(k) * sin
+        if rotate[l]:
+            q = q * cos + rotate_half(q) * sin
+            k = k * cos + rotate_half(k) * sin
         k = k.repeat_interleave(Hq // Hkv, dim=0)
         v = v.repeat_interleave(Hq // Hkv, dim=0)
         s = (q @ k.transpose(1, 2)) * scaling
@@ -322,6 +341,15 @@ FLAVOURS = {
              "hidden_activation": "gelu_pytorch_tanh", "tie_word_embeddings": True, "torch_dtype": "bfloat16",
              "bos_token_id": 2, "eos_token_id": [1, 90], "pad_token_id": 0},
         dtype=torch.bfloat16, shards=1, seed=6),
+    # SmolLM3: NoPE on layer 1 (no_rope_layers 0) with a window of 5 there (use_sliding_window, the
+    # NoPE layers by default), GQA, tied, no rope_theta given (SmolLM3Config's 2e6), bf16 storage
+    "smollm3": dict(
+        cfg={"architectures": ["SmolLM3ForCausalLM"], "model_type": "smollm3", "vocab_size": 90, "hidden_size": 32,
+             "intermediate_size": 64, "num_hidden_layers": 3, "num_attention_heads": 4, "num_key_value_heads": 2,
+             "max_position_embeddings": 64, "rms_norm_eps": 1e-6, "no_rope_layers": [1, 0, 1],
+             "use_sliding_window": True, "sliding_window": 5, "hidden_act": "silu", "tie_word_embeddings": True,
+             "attention_bias": False, "torch_dtype": "bfloat16", "bos_token_id": 80, "eos_token_id": 81},
+        dtype=torch.bfloat16, shards=1, seed=7),
 }
 LENGTHS = [14, 11, 7]  # right-padded to 14
 
