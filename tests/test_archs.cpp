@@ -1,8 +1,9 @@
-// The newer architectures end to end through the CLI: tiny Qwen3, Gemma 3 and SmolLM3 models made with
+// The newer architectures end to end through the CLI: tiny Qwen3, Gemma 3, SmolLM3 and Phi-3 models made with
 // `lisa init` (the aidreams tokenizer, windows shorter than the data) go through everything the
 // Llama family does: LISA with checkpoints and an exact resume, gradient checkpointing, LoRA on
 // every target with merge-lora preserving the loss, full fine-tuning, eval and generate. The math
-// itself is checked against PyTorch in test_golden (flavours qwen3, gemma3, smollm3, mistral_window).
+// itself is checked against PyTorch in test_golden (flavours qwen3, gemma3, smollm3, phi3, phi3_short,
+// mistral_window).
 #include <nlohmann/json.hpp>
 
 #include "io/fs.h"
@@ -26,6 +27,14 @@ static json tiny_config(const std::string& arch) {
                 {"max_position_embeddings", 256}, {"rms_norm_eps", 1e-6}, {"rope_theta", 1000000.0},
                 {"use_sliding_window", true}, {"sliding_window", 6}, {"max_window_layers", 2},
                 {"tie_word_embeddings", true}, {"bos_token_id", 1}, {"eos_token_id", 2}, {"torch_dtype", "float32"}};
+    if (arch == "phi3")  // fused projections, 3/4 of a head rotated, longrope past 16 positions, window 6
+        return {{"architectures", {"Phi3ForCausalLM"}}, {"model_type", "phi3"}, {"vocab_size", 512},
+                {"hidden_size", 64}, {"intermediate_size", 96}, {"num_hidden_layers", 4},
+                {"num_attention_heads", 4}, {"num_key_value_heads", 2}, {"partial_rotary_factor", 0.75},
+                {"max_position_embeddings", 256}, {"original_max_position_embeddings", 16},
+                {"rope_scaling", {{"type", "longrope"}, {"short_factor", {1.0, 1.1, 1.2, 1.3, 1.4, 1.5}},
+                                  {"long_factor", {2.0, 3.0, 4.0, 5.0, 6.0, 7.0}}}},
+                {"sliding_window", 6}, {"bos_token_id", 1}, {"eos_token_id", 2}, {"torch_dtype", "float32"}};
     if (arch == "smollm3")  // layer 3 NoPE (the default every 4th), with a window of 6 there
         return {{"architectures", {"SmolLM3ForCausalLM"}}, {"model_type", "smollm3"}, {"vocab_size", 512},
                 {"hidden_size", 48}, {"intermediate_size", 96}, {"num_hidden_layers", 4},
@@ -65,7 +74,8 @@ class archs : public ::testing::TestWithParam<const char*> {
 
 TEST_P(archs, lisa_checkpoints_resume_exactly_and_checkpointing_changes_nothing) {
     auto m = llama_model_load(base.path);
-    EXPECT_EQ(m->half, std::string(GetParam()) != "qwen3");  // the bf16 models train in half mode
+    const std::string arch = GetParam();
+    EXPECT_EQ(m->half, arch == "gemma3" || arch == "smollm3");  // the bf16 models train in half mode
     temp_dir whole, again, ckpt;
     const std::string args = "--lisa_activated_layers 1 --lisa_interval_steps 2 --max_steps 6 "
                              "--per_device_train_batch_size 4 --learning_rate 1e-3";
@@ -94,6 +104,18 @@ TEST_P(archs, lora_on_every_target_merges_into_the_same_loss) {
     const double with_adapter = eval_loss("--model_name_or_path " + base.path + " --lora_model_path " + ad.path);
     EXPECT_NEAR(eval_loss("--model_name_or_path " + merged.path), with_adapter, 1e-4 * with_adapter);
     EXPECT_LT(with_adapter, eval_loss("--model_name_or_path " + base.path));
+    // the adapter names the modules PEFT finds in this model: Phi-3's fused ones
+    const json ac = json::parse(fs_read_text(ad.path + "/adapter_config.json"));
+    const std::vector<std::string> want =
+        std::string(GetParam()) == "phi3"
+            ? std::vector<std::string>{"qkv_proj", "o_proj", "gate_up_proj", "down_proj"}
+            : std::vector<std::string>{"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
+    EXPECT_EQ(ac["target_modules"].get<std::vector<std::string>>(), want);
+    temp_dir bad;
+    r = run_lisa("train --model_name_or_path " + base.path + " --dataset_path " + data_dir() + " --output_model_path " +
+                 bad.path + " --method lora --lora_target_modules fc1");
+    EXPECT_NE(r.code, 0);
+    EXPECT_NE(r.output.find("--lora_target_modules: unknown module \"fc1\" (this "), std::string::npos) << r.output;
 }
 
 TEST_P(archs, full_fine_tuning_then_generate) {
@@ -104,11 +126,11 @@ TEST_P(archs, full_fine_tuning_then_generate) {
     EXPECT_FALSE(g.output.empty());
 }
 
-INSTANTIATE_TEST_SUITE_P(tiny, archs, ::testing::Values("qwen3", "gemma3", "smollm3"));
+INSTANTIATE_TEST_SUITE_P(tiny, archs, ::testing::Values("qwen3", "gemma3", "smollm3", "phi3"));
 
 // The configs/ shapes of the real models read as those models (parameter counts published by
 // their makers: Qwen3-0.6B 0.6B incl. embeddings (596M), Gemma 3 270M and 1B, SmolLM3-3B's
-// safetensors index: total_parameters 3075098624).
+// safetensors index: total_parameters 3075098624, Phi-3-mini 3,821,079,552, Phi-4-mini 3,836,021,760).
 TEST(archs_configs, real_shapes_have_the_published_parameter_counts) {
     auto count = [](const char* name) {
         return config_num_params(config_load(lisa_test::test_dir() + "/../configs/" + name));
@@ -117,4 +139,6 @@ TEST(archs_configs, real_shapes_have_the_published_parameter_counts) {
     EXPECT_EQ(count("gemma-3-270m.json"), 268098176);
     EXPECT_EQ(count("gemma-3-1b.json"), 999885952);
     EXPECT_EQ(count("smollm3-3b.json"), 3075098624);
+    EXPECT_EQ(count("phi-3-mini-4k.json"), 3821079552);
+    EXPECT_EQ(count("phi-4-mini.json"), 3836021760);
 }

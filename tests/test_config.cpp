@@ -198,7 +198,11 @@ TEST(config, every_architecture_round_trips_through_config_to_json) {
     json sm = base(), sw = base();
     sm["architectures"] = {"SmolLM3ForCausalLM"}, sm["model_type"] = "smollm3";
     sw = sm, sw["num_hidden_layers"] = 7, sw["use_sliding_window"] = true, sw["sliding_window"] = 3, sw["no_rope_layers"] = {1, 0, 1, 0, 1, 1, 0};
-    for (const json& j : {base(), q2, q3, mi, ge, sm, sw}) {
+    json ph = base();  // Phi-3: fused projections, partial rotary, longrope
+    ph["architectures"] = {"Phi3ForCausalLM"}, ph["model_type"] = "phi3", ph["partial_rotary_factor"] = 0.5;
+    ph["max_position_embeddings"] = 128, ph["original_max_position_embeddings"] = 32, ph["sliding_window"] = 7;
+    ph["rope_scaling"] = {{"type", "longrope"}, {"short_factor", {1.0, 2.0, 3.0, 4.0}}, {"long_factor", {5, 6, 7, 8}}};
+    for (const json& j : {base(), q2, q3, mi, ge, sm, sw, ph}) {
         llama_config a = config_parse(j.dump(), "a");
         llama_config b = config_parse(config_to_json(a), "b");
         EXPECT_EQ(a.architecture, b.architecture);
@@ -213,7 +217,61 @@ TEST(config, every_architecture_round_trips_through_config_to_json) {
         EXPECT_EQ(a.rope_local.theta, b.rope_local.theta) << a.architecture;
         EXPECT_EQ(a.layer_no_rope, b.layer_no_rope) << a.architecture;
         EXPECT_EQ(a.rope.theta, b.rope.theta) << a.architecture;
+        EXPECT_EQ(a.rope_dim, b.rope_dim) << a.architecture;
+        EXPECT_EQ(a.fused_qkv, b.fused_qkv) << a.architecture;
+        EXPECT_EQ(a.rope.kind, b.rope.kind) << a.architecture;
+        EXPECT_EQ(a.rope.short_factor, b.rope.short_factor) << a.architecture;
+        EXPECT_EQ(a.rope.long_factor, b.rope.long_factor) << a.architecture;
+        EXPECT_EQ(a.rope.attention_factor, b.rope.attention_factor) << a.architecture;
+        EXPECT_EQ(a.rope.original_max_position_embeddings, b.rope.original_max_position_embeddings) << a.architecture;
         EXPECT_EQ(config_num_params(a), config_num_params(b)) << a.architecture;
+    }
+}
+
+// Phi-3 as Hugging Face reads it: q/k/v and gate/up fused, int(head_dim · partial_rotary_factor)
+// values rotated, longrope's attention factor sqrt(1 + ln(max/original) / ln(original)) unless
+// given, the long factors only past the original context; what it cannot compute is refused.
+TEST(config, phi3_reads_fused_projections_partial_rotary_and_longrope) {
+    json j = base();  // hidden 64, 4 heads: head_dim 16
+    j["architectures"] = {"Phi3ForCausalLM"}, j["model_type"] = "phi3", j["partial_rotary_factor"] = 0.75;
+    j["max_position_embeddings"] = 131072, j["original_max_position_embeddings"] = 4096;
+    j["rope_scaling"] = {{"type", "longrope"},
+                         {"short_factor", {1, 1, 1, 1, 1, 1}},
+                         {"long_factor", {2, 2, 2, 2, 2, 4}}};
+    llama_config c = config_parse(j.dump(), "c");
+    EXPECT_TRUE(c.fused_qkv && c.fused_gate_up);
+    EXPECT_EQ(c.rope_dim, 12);
+    EXPECT_NEAR(c.rope.attention_factor, std::sqrt(1 + std::log(32.0) / std::log(4096.0)), 1e-12);
+    EXPECT_FALSE(llama_rope_long(c, 4096));
+    EXPECT_TRUE(llama_rope_long(c, 4097));
+    auto s = llama_rope_inv_freq(c, 100), l = llama_rope_inv_freq(c, 5000);
+    ASSERT_EQ(s.size(), 6u);
+    EXPECT_NEAR(s[5], 1.0 / std::pow(10000.0, 10.0 / 12.0), 1e-9);
+    EXPECT_NEAR(l[5], 1.0 / (4.0 * std::pow(10000.0, 10.0 / 12.0)), 1e-9);
+    // the size table holds the fused tensors only
+    EXPECT_EQ(config_num_params(c), 100 * 64 * 2 + 64 + 2 * (2 * 64 + (16 * 4 + 2 * 16 * 2) * 64 + 64 * 64 + 2 * 128 * 64 + 64 * 128));
+    j["rope_scaling"]["attention_factor"] = 1.5;
+    EXPECT_EQ(config_parse(j.dump(), "c").rope.attention_factor, 1.5);
+    struct bad_case {
+        const char* field;
+        json        value;
+        const char* expect;
+    } cases[] = {
+        {"partial_rotary_factor", 0.7, "field 'partial_rotary_factor': expected a number in (0, 1] giving an even count"},
+        {"resid_pdrop", 0.1, "field 'resid_pdrop': expected 0 (dropout is not implemented)"},
+        {"attention_bias", true, "field 'attention_bias': expected false"},
+        {"rope_scaling", {{"type", "longrope"}, {"short_factor", {1, 1}}, {"long_factor", {1, 1}}},
+         "field 'rope_scaling.short_factor': expected a list of 6 positive numbers"},
+        {"rope_scaling", {{"type", "longrope"}, {"short_factor", {1, 1, 1, 1, 1, 1}}, {"long_factor", {1, 1, 1, 1, 1, -1}}},
+         "field 'rope_scaling.long_factor': expected a list of 6 positive numbers"},
+        {"rope_scaling", {{"type", "yarn"}, {"factor", 4.0}}, "unsupported rope type \"yarn\""},
+    };
+    for (const bad_case& b : cases) {
+        json k = j;
+        k[b.field] = b.value;
+        std::string m = err(k);
+        EXPECT_NE(m.find("x/config.json"), std::string::npos) << m;
+        EXPECT_NE(m.find(b.expect), std::string::npos) << "got: " << m;
     }
 }
 

@@ -460,6 +460,14 @@ TEST_P(gguf_arch, llama_cpp_follows_the_greedy_path_of_a_trained_model) {
              {"hidden_size", 64}, {"intermediate_size", 128}, {"num_hidden_layers", 3}, {"num_attention_heads", 4},
              {"num_key_value_heads", 2}, {"head_dim", 24}, {"max_position_embeddings", 256},
              {"rope_theta", 1000000.0}, {"tie_word_embeddings", true}, {"bos_token_id", 1}, {"eos_token_id", 2}};
+    else if (arch == "phi3")  // fused qkv / gate_up, 3/4 of a head rotated, longrope past 16 positions (40 generated)
+        c = {{"architectures", {"Phi3ForCausalLM"}}, {"model_type", "phi3"}, {"vocab_size", 512},
+             {"hidden_size", 64}, {"intermediate_size", 128}, {"num_hidden_layers", 3}, {"num_attention_heads", 4},
+             {"num_key_value_heads", 2}, {"partial_rotary_factor", 0.75}, {"max_position_embeddings", 256},
+             {"original_max_position_embeddings", 16},
+             {"rope_scaling", {{"type", "longrope"}, {"short_factor", {1.0, 1.1, 1.2, 1.3, 1.4, 1.5}},
+                               {"long_factor", {1.5, 2.0, 3.0, 4.0, 6.0, 8.0}}}},
+             {"bos_token_id", 1}, {"eos_token_id", 2}, {"torch_dtype", "bfloat16"}};
     else if (arch == "smollm3")  // NoPE on layer 3 (llama.cpp's fixed step of 4), GQA, tied, q/k row order
         c = {{"architectures", {"SmolLM3ForCausalLM"}}, {"model_type", "smollm3"}, {"vocab_size", 512},
              {"hidden_size", 64}, {"intermediate_size", 128}, {"num_hidden_layers", 4}, {"num_attention_heads", 4},
@@ -489,7 +497,8 @@ TEST_P(gguf_arch, llama_cpp_follows_the_greedy_path_of_a_trained_model) {
     EXPECT_EQ(expect_same_greedy(*m, td.path + "/m.gguf", {1, 400}, 40, 1e-3, arch), 40u);
 }
 
-INSTANTIATE_TEST_SUITE_P(archs, gguf_arch, ::testing::Values("llama3", "qwen2", "qwen3", "gemma3", "smollm3"));
+INSTANTIATE_TEST_SUITE_P(archs, gguf_arch,
+                         ::testing::Values("llama3", "qwen2", "qwen3", "gemma3", "smollm3", "phi3"));
 
 // The real TinyStories-656K as Hugging Face saved it (tied embedding stored once, as
 // lm_head.weight): exported as it is and after a LISA fine-tune, llama.cpp follows lisa.cpp's

@@ -133,24 +133,51 @@ TEST_P(kernels, rmsnorm_backward_matches_finite_differences) {
 TEST_P(kernels, rope_backward_matches_finite_differences) {
     const int64_t B = 2, T = 5, H = 3, hd = 6;
     std::vector<float> inv = {1.0f, 0.3f, 0.05f}, cs(T * hd / 2), sn(T * hd / 2);
-    K.rope_tables(cs.data(), sn.data(), inv.data(), T, hd);
+    K.rope_tables(cs.data(), sn.data(), inv.data(), T, hd, 1.0f);
     auto x = randv(B * T * H * hd, 8), r = randv(B * T * H * hd, 9);
     auto loss = [&] {
         std::vector<float> y = x;
-        K.rope_forward(y.data(), cs.data(), sn.data(), B, T, H, hd);
+        K.rope_forward(y.data(), cs.data(), sn.data(), B, T, H, hd, hd);
         return dotd(y, r);
     };
     std::vector<float> dx = r;
-    K.rope_backward(dx.data(), cs.data(), sn.data(), B, T, H, hd);
+    K.rope_backward(dx.data(), cs.data(), sn.data(), B, T, H, hd, hd);
     EXPECT_GRAD_NEAR(dx, numeric_grad(x, loss), "rope dx");
     // rotate-half convention: element i pairs with i + hd/2
     std::vector<float> y = x;
-    K.rope_forward(y.data(), cs.data(), sn.data(), B, T, H, hd);
+    K.rope_forward(y.data(), cs.data(), sn.data(), B, T, H, hd, hd);
     int64_t t = 3, i = 1;
     float a = t * inv[i];
     const float* v = x.data() + ((0 * T + t) * H + 0) * hd;
     EXPECT_NEAR(y[((0 * T + t) * H) * hd + i], v[i] * std::cos(a) - v[i + 3] * std::sin(a), 1e-6);
     EXPECT_NEAR(y[((0 * T + t) * H) * hd + i + 3], v[i + 3] * std::cos(a) + v[i] * std::sin(a), 1e-6);
+}
+
+// Partial rotary (Phi-3: the first rot values of a head rotate, halves of rot; the rest pass) with
+// tables scaled by longrope's attention factor: the backward is the scaled map's transpose.
+TEST_P(kernels, partial_scaled_rope_backward_matches_finite_differences) {
+    const int64_t B = 2, T = 4, H = 2, hd = 10, rot = 6;
+    const float scale = 1.3f;
+    std::vector<float> inv = {1.0f, 0.3f, 0.05f}, cs(T * rot / 2), sn(T * rot / 2);
+    K.rope_tables(cs.data(), sn.data(), inv.data(), T, rot, scale);
+    auto x = randv(B * T * H * hd, 18), r = randv(B * T * H * hd, 19);
+    auto loss = [&] {
+        std::vector<float> y = x;
+        K.rope_forward(y.data(), cs.data(), sn.data(), B, T, H, hd, rot);
+        return dotd(y, r);
+    };
+    std::vector<float> dx = r;
+    K.rope_backward(dx.data(), cs.data(), sn.data(), B, T, H, hd, rot);
+    EXPECT_GRAD_NEAR(dx, numeric_grad(x, loss), "partial rope dx");
+    std::vector<float> y = x;
+    K.rope_forward(y.data(), cs.data(), sn.data(), B, T, H, hd, rot);
+    const int64_t t = 2, h = 1, i = 2;  // pairs i and i + rot/2, both scaled; values past rot untouched
+    const float a = t * inv[i];
+    const float* v = x.data() + ((1 * T + t) * H + h) * hd;
+    const float* w = y.data() + ((1 * T + t) * H + h) * hd;
+    EXPECT_NEAR(w[i], scale * (v[i] * std::cos(a) - v[i + 3] * std::sin(a)), 1e-5);
+    EXPECT_NEAR(w[i + 3], scale * (v[i + 3] * std::cos(a) + v[i] * std::sin(a)), 1e-5);
+    for (int64_t k = rot; k < hd; k++) EXPECT_EQ(w[k], v[k]) << "pass-through value " << k;
 }
 
 // Plain causal attention (1/sqrt(hd)), then Gemma's knobs: another scale, soft-capped scores and a
@@ -394,19 +421,20 @@ TEST_P(fast_vs_ref, rmsnorm_rope_swiglu_and_elementwise) {
         EXPECT_CLOSE(dx1, dx2, 2e-5, "rmsnorm_backward dx");
         EXPECT_CLOSE(dw1, dw2, 2e-5, "rmsnorm_backward dw");
 
-        const int64_t B = s(1, 3), T = s(1, 40), H = s(1, 4), hd = 2 * s(1, 8);
-        std::vector<float> inv(hd / 2), c1(T * hd / 2), s1(T * hd / 2), c2 = c1, s2 = s1;
-        for (int64_t i = 0; i < hd / 2; i++) inv[i] = (float)std::pow(10000.0, -2.0 * i / hd);
-        F.rope_tables(c1.data(), s1.data(), inv.data(), T, hd);
-        R.rope_tables(c2.data(), s2.data(), inv.data(), T, hd);
+        const int64_t B = s(1, 3), T = s(1, 40), H = s(1, 4), hd = 2 * s(1, 8), rot = trial % 2 ? hd : 2 * s(1, hd / 2);
+        const float scale = trial % 2 ? 1.0f : 1.25f;
+        std::vector<float> inv(rot / 2), c1(T * rot / 2), s1(T * rot / 2), c2 = c1, s2 = s1;
+        for (int64_t i = 0; i < rot / 2; i++) inv[i] = (float)std::pow(10000.0, -2.0 * i / rot);
+        F.rope_tables(c1.data(), s1.data(), inv.data(), T, rot, scale);
+        R.rope_tables(c2.data(), s2.data(), inv.data(), T, rot, scale);
         EXPECT_CLOSE(c1, c2, 1e-7, "rope_tables cos");
         EXPECT_CLOSE(s1, s2, 1e-7, "rope_tables sin");
         auto q1 = randv(B * T * H * hd, trial + 4), q2 = q1;
-        F.rope_forward(q1.data(), c1.data(), s1.data(), B, T, H, hd);
-        R.rope_forward(q2.data(), c1.data(), s1.data(), B, T, H, hd);
+        F.rope_forward(q1.data(), c1.data(), s1.data(), B, T, H, hd, rot);
+        R.rope_forward(q2.data(), c1.data(), s1.data(), B, T, H, hd, rot);
         EXPECT_CLOSE(q1, q2, 2e-6, "rope_forward");
-        F.rope_backward(q1.data(), c1.data(), s1.data(), B, T, H, hd);
-        R.rope_backward(q2.data(), c1.data(), s1.data(), B, T, H, hd);
+        F.rope_backward(q1.data(), c1.data(), s1.data(), B, T, H, hd, rot);
+        R.rope_backward(q2.data(), c1.data(), s1.data(), B, T, H, hd, rot);
         EXPECT_CLOSE(q1, q2, 2e-6, "rope_backward");
 
         const int64_t n = N * D;

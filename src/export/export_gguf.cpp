@@ -49,6 +49,7 @@ static uint32_t file_type_of(ggml_type t) {
 static const char* gguf_layer_suffix(int t) {
     switch (t) {
         case LT_ATTN_NORM: return "attn_norm.weight";
+        case LT_QKV: return "attn_qkv.weight";
         case LT_Q: return "attn_q.weight";
         case LT_Q_BIAS: return "attn_q.bias";
         case LT_K: return "attn_k.weight";
@@ -63,6 +64,7 @@ static const char* gguf_layer_suffix(int t) {
         case LT_POST_ATTN_NORM: return "post_attention_norm.weight";
         case LT_PRE_FF_NORM: return "ffn_norm.weight";
         case LT_POST_FF_NORM: return "post_ffw_norm.weight";
+        case LT_GATE_UP: return "ffn_up.weight";  // llama.cpp splits it in its SwiGLU, gate half first
         case LT_GATE: return "ffn_gate.weight";
         case LT_UP: return "ffn_up.weight";
         case LT_DOWN: return "ffn_down.weight";
@@ -361,7 +363,7 @@ std::vector<std::string> export_gguf(const gguf_export_options& o) {
     b.add_u32(key("attention.head_count_kv"), (uint32_t)c.num_kv_heads);
     b.add_u32(key("attention.key_length"), (uint32_t)c.head_dim);
     b.add_u32(key("attention.value_length"), (uint32_t)c.head_dim);
-    b.add_u32(key("rope.dimension_count"), (uint32_t)c.head_dim);
+    b.add_u32(key("rope.dimension_count"), (uint32_t)c.rope_dim);
     b.add_f32(key("attention.layer_norm_rms_epsilon"), (float)c.rms_norm_eps);
     b.add_f32(key("rope.freq_base"), (float)c.rope.theta);
     b.add_u32(key("vocab_size"), (uint32_t)c.vocab_size);
@@ -490,10 +492,10 @@ std::vector<std::string> export_gguf(const gguf_export_options& o) {
     for (const auto& t : table) {
         if (t.field == kFieldEmbed) {
             add_tensor(t);
-            if (c.rope.kind == rope_kind::llama3) {  // rope_freqs right after the embedding
-                std::vector<float> rf = llama3_rope_factors(c);
+            // RoPE divisors right after the embedding: llama3's rope_freqs, longrope's two sets
+            auto add_factors = [&](const char* name, std::vector<float> rf) {
                 gguf_tensor gt;
-                gt.name = "rope_freqs.weight";
+                gt.name = name;
                 gt.ne = {(int64_t)rf.size()};
                 gt.type = ggml_type::f32;
                 gt.write = [rf, &o](std::FILE* f) {
@@ -501,6 +503,11 @@ std::vector<std::string> export_gguf(const gguf_export_options& o) {
                         fail(strf("%s: write failed (disk full?)", o.outfile.c_str()));
                 };
                 b.tensors.push_back(std::move(gt));
+            };
+            if (c.rope.kind == rope_kind::llama3) add_factors("rope_freqs.weight", llama3_rope_factors(c));
+            if (c.rope.kind == rope_kind::longrope) {
+                add_factors("rope_factors_long.weight", c.rope.long_factor);
+                add_factors("rope_factors_short.weight", c.rope.short_factor);
             }
             continue;
         }

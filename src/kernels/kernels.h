@@ -78,13 +78,17 @@ struct backend {
     void (*rmsnorm_backward)(float* dx, float* dw, const float* dy, const float* x, const float* w,
                              const float* rstd, int64_t N, int64_t D, float w_offset);
 
-    // ---- rotary embedding, rotate-half convention (HF): x [B,T,H,hd] in place; cos/sin [T,hd/2]
-    void (*rope_forward)(float* x, const float* cos, const float* sin, int64_t B, int64_t T, int64_t H, int64_t hd);
-    // the inverse rotation, in place on the gradient
+    // ---- rotary embedding, rotate-half convention (HF): x [B,T,H,hd] in place; the first `rot`
+    // values of each head rotate (halves of rot; rot == hd but for partial rotary, Phi-3), the
+    // rest pass; cos/sin [T, rot/2]
+    void (*rope_forward)(float* x, const float* cos, const float* sin, int64_t B, int64_t T, int64_t H, int64_t hd,
+                         int64_t rot);
+    // the transposed map, in place on the gradient (the rotation's inverse when scale is 1)
     void (*rope_backward)(float* dx, const float* cos, const float* sin, int64_t B, int64_t T, int64_t H,
-                          int64_t hd);
-    // cos/sin [T, hd/2] of positions 0..T-1 from inv_freq [hd/2]
-    void (*rope_tables)(float* cos, float* sin, const float* inv_freq, int64_t T, int64_t hd);
+                          int64_t hd, int64_t rot);
+    // cos/sin [T, rot/2] of positions 0..T-1 from inv_freq [rot/2], each times scale (1, or
+    // longrope's attention factor)
+    void (*rope_tables)(float* cos, float* sin, const float* inv_freq, int64_t T, int64_t rot, float scale);
 
     // ---- causal self-attention with grouped KV heads: q [B,T,Hq,hd], k,v [B,T,Hkv,hd],
     // out [B,T,Hq,hd], lse [B,Hq,T] (log-sum-exp of each query's final scores, for the backward).

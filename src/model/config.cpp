@@ -151,6 +151,7 @@ llama_config config_parse(const std::string& text, const std::string& path) {
                       path.c_str(), (long long)c.hidden_size, (long long)c.num_heads));
         c.head_dim = c.hidden_size / c.num_heads;
     }
+    c.rope_dim = c.head_dim;  // an architecture may rotate fewer (Phi-3's partial_rotary_factor)
     if (c.head_dim % 2 != 0)
         fail(strf("%s: field 'head_dim': expected an even head size for rotary embeddings, got %lld", path.c_str(),
                   (long long)c.head_dim));
@@ -204,9 +205,41 @@ llama_config config_parse(const std::string& text, const std::string& path) {
             if (!(c.rope.low_freq_factor > 0)) bad_rs("low_freq_factor", "a positive number");
             if (!(c.rope.high_freq_factor > c.rope.low_freq_factor))
                 bad_rs("high_freq_factor", "a number greater than low_freq_factor");
+        } else if (type == "longrope") {  // Phi-3 (as Hugging Face's _compute_longrope_parameters)
+            c.rope.kind = rope_kind::longrope;
+            const int64_t n = c.rope_dim / 2;
+            for (const char* key : {"short_factor", "long_factor"}) {
+                const std::string expected = strf("a list of %lld positive numbers (rotary dimensions / 2)", (long long)n);
+                if (!rr.has(key) || !rs[key].is_array() || (int64_t)rs[key].size() != n) bad_rs(key, expected.c_str());
+                std::vector<float>& f = key[0] == 's' ? c.rope.short_factor : c.rope.long_factor;
+                for (const json& x : rs[key]) {
+                    if (!x.is_number() || !(x.get<double>() > 0)) bad_rs(key, expected.c_str());
+                    f.push_back(x.get<float>());
+                }
+            }
+            // the pretraining context: config.json's own field (Phi-3), else rope_scaling's
+            double factor = rr.num_or("factor", 1.0);
+            if (r.has("original_max_position_embeddings") || rr.has("original_max_position_embeddings")) {
+                c.rope.original_max_position_embeddings = r.has("original_max_position_embeddings")
+                                                              ? r.pos_int("original_max_position_embeddings")
+                                                              : rr.pos_int("original_max_position_embeddings");
+                factor = (double)c.max_position_embeddings / (double)c.rope.original_max_position_embeddings;
+            } else {
+                c.rope.original_max_position_embeddings = c.max_position_embeddings;
+            }
+            c.rope.factor = factor;
+            if (rr.has("attention_factor")) {
+                c.rope.attention_factor = rr.num_or("attention_factor", 1.0);
+                if (!(c.rope.attention_factor > 0)) bad_rs("attention_factor", "a positive number");
+            } else {
+                c.rope.attention_factor =
+                    factor <= 1.0 ? 1.0
+                                  : std::sqrt(1.0 + std::log(factor) /
+                                                        std::log((double)c.rope.original_max_position_embeddings));
+            }
         } else {
             fail(strf("%s: field 'rope_scaling.rope_type': unsupported rope type \"%s\" (supported: default, linear, "
-                      "llama3)", path.c_str(), type.c_str()));
+                      "llama3, longrope)", path.c_str(), type.c_str()));
         }
     }
 
@@ -280,6 +313,12 @@ std::string config_to_json(const llama_config& c, const std::string& original) {
         j["rope_scaling"] = nullptr;
     } else if (c.rope.kind == rope_kind::linear) {
         j["rope_scaling"] = {{"rope_type", "linear"}, {"factor", c.rope.factor}};
+    } else if (c.rope.kind == rope_kind::longrope) {
+        j["rope_scaling"] = {{"rope_type", "longrope"},
+                             {"short_factor", c.rope.short_factor},
+                             {"long_factor", c.rope.long_factor},
+                             {"attention_factor", c.rope.attention_factor}};
+        j["original_max_position_embeddings"] = c.rope.original_max_position_embeddings;
     } else {
         j["rope_scaling"] = {{"rope_type", "llama3"},
                              {"factor", c.rope.factor},

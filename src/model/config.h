@@ -12,7 +12,7 @@
 namespace lisa {
 
 struct arch_def;  // model/arch/arch.h
-enum class rope_kind { none, linear, llama3 };
+enum class rope_kind { none, linear, llama3, longrope };
 enum class activation { silu, gelu_tanh };  // the gated MLP's activation (SwiGLU / GeGLU)
 
 struct rope_config {
@@ -21,7 +21,11 @@ struct rope_config {
     double    factor = 1.0;                      // linear and llama3
     double    low_freq_factor = 1.0;             // llama3
     double    high_freq_factor = 4.0;            // llama3
-    int64_t   original_max_position_embeddings = 8192;  // llama3
+    int64_t   original_max_position_embeddings = 8192;  // llama3, longrope: the pretraining context
+    // longrope (Phi-3): per-frequency divisors [rope_dim/2] for sequences up to / past the
+    // pretraining context, and the factor cos and sin are multiplied by
+    std::vector<float> short_factor, long_factor;
+    double             attention_factor = 1.0;
 };
 
 struct llama_config {
@@ -35,6 +39,7 @@ struct llama_config {
     int64_t num_heads = 0;            // query heads
     int64_t num_kv_heads = 0;         // key/value heads (GQA when < num_heads)
     int64_t head_dim = 0;             // per-head size; hidden_size / num_heads unless given
+    int64_t rope_dim = 0;             // values of a head that rotate (head_dim; less with Phi-3's partial_rotary_factor)
     int64_t max_position_embeddings = 2048;
     int64_t sliding_window = 0;       // the config's sliding_window (0 = none); which layers use it: layer_window
     double  rms_norm_eps = 1e-6;
@@ -43,6 +48,8 @@ struct llama_config {
     bool    tie_word_embeddings = false;
     bool    qkv_bias = false;         // q/k/v projections carry a bias (Qwen2; Llama attention_bias)
     bool    o_bias = false;           // o_proj carries a bias (Llama attention_bias)
+    bool    fused_qkv = false;        // q, k, v stored as one qkv_proj [Q + 2·KV, D] (Phi-3)
+    bool    fused_gate_up = false;    // gate and up stored as one gate_up_proj [2F, D], gate first (Phi-3)
     dtype   torch_dtype = dtype::f32; // stored dtype the config declares
     // How architectures differ, as data: the decoder's blocks read these, so a new architecture is
     // a config plus the few blocks it really lacks. The Llama family uses the defaults.

@@ -93,6 +93,11 @@ void llama_check_supported(const llama_config& c) {
         refuse("layer_types", "one entry per layer");
     if (!c.layer_no_rope.empty() && (int64_t)c.layer_no_rope.size() != c.num_layers)
         refuse("no_rope_layers", "one entry per layer");
+    if (c.rope_dim < 2 || c.rope_dim > c.head_dim || c.rope_dim % 2 != 0)
+        refuse("partial_rotary_factor", "an even count of rotated values, at most head_dim");
+    if (c.rope.kind == rope_kind::longrope &&
+        ((int64_t)c.rope.short_factor.size() != c.rope_dim / 2 || (int64_t)c.rope.long_factor.size() != c.rope_dim / 2))
+        refuse("rope_scaling", "longrope factors for each of the rope_dim / 2 frequencies");
     if (c.attn_logit_softcap < 0) refuse("attn_logit_softcapping", "a positive number or null");
     if (c.final_logit_softcap < 0) refuse("final_logit_softcapping", "a positive number or null");
 }
@@ -210,17 +215,30 @@ float* llama_grad_of(const llama_grads& gr, const llama_model& m, size_t i) {
 
 // ------------------------------------------------------------------ rope
 
-std::vector<float> llama_rope_inv_freq(const llama_config& c) { return llama_rope_inv_freq(c.rope, c.head_dim); }
+std::vector<float> llama_rope_inv_freq(const llama_config& c, int64_t T) {
+    return llama_rope_inv_freq(c.rope, c.rope_dim, llama_rope_long(c, T));
+}
 
-std::vector<float> llama_rope_inv_freq(const rope_config& rope, int64_t head_dim) {
-    const int64_t half = head_dim / 2;
+bool llama_rope_long(const llama_config& c, int64_t T) {
+    return c.rope.kind == rope_kind::longrope && T > c.rope.original_max_position_embeddings;
+}
+
+std::vector<float> llama_rope_inv_freq(const rope_config& rope, int64_t dims, bool long_ctx) {
+    const int64_t half = dims / 2;
     std::vector<float> f(half);
     for (int64_t i = 0; i < half; i++) {
         // as Hugging Face: 1 / theta^(2i/d), computed in fp32
-        float e = (float)(2 * i) / (float)head_dim;
+        float e = (float)(2 * i) / (float)dims;
         f[i] = (float)(1.0 / std::pow(rope.theta, (double)e));
     }
-    if (rope.kind == rope_kind::linear) {
+    if (rope.kind == rope_kind::longrope) {  // 1 / (ext_i · theta^(2i/d))
+        const std::vector<float>& ext = long_ctx ? rope.long_factor : rope.short_factor;
+        LISA_ASSERT((int64_t)ext.size() == half, "rope inv_freq", "longrope factors must have rope_dim/2 entries");
+        for (int64_t i = 0; i < half; i++) {
+            const float e = (float)(2 * i) / (float)dims;
+            f[i] = (float)(1.0 / ((double)ext[i] * std::pow(rope.theta, (double)e)));
+        }
+    } else if (rope.kind == rope_kind::linear) {
         for (auto& x : f) x = (float)(x / rope.factor);
     } else if (rope.kind == rope_kind::llama3) {
         const double factor = rope.factor, lo = rope.low_freq_factor, hi = rope.high_freq_factor;
@@ -306,7 +324,7 @@ static size_t acts_layout(llama_acts* a, const llama_model& m, int64_t N, int64_
     const int64_t R = m.lora.r, maxin = std::max({D, F, Q});
     if (R > 0) {
         for (auto& per : a->lora_xa)
-            for (auto& p : per) take(&p, N * R);
+            for (int t = 0; t < LORA_N; t++) take(&per[t], lora_target_present(c, t) ? N * R : 0);
         take(&a->lora_dxa, N * R);
         take(&a->lora_xdrop, m.lora.dropout > 0 ? N * maxin : 0);
         take(&a->lora_dx, N * maxin);
@@ -327,8 +345,9 @@ void llama_acts_init(llama_acts* a, const llama_model& m, int64_t B, int64_t T, 
     a->layers.assign(checkpoint ? 1 : L, {});  // checkpointing: one scratch set, recomputed per layer
     a->resid.assign(L + 1, nullptr);
     a->lora_xa.assign(checkpoint ? 1 : L, {});
-    a->inv_freq.upload(llama_rope_inv_freq(c));
-    if (config_any_local_rope(c)) a->inv_freq_local.upload(llama_rope_inv_freq(c.rope_local, c.head_dim));
+    a->inv_freq.upload(llama_rope_inv_freq(c.rope, c.rope_dim, false));
+    if (c.rope.kind == rope_kind::longrope) a->inv_freq_long.upload(llama_rope_inv_freq(c.rope, c.rope_dim, true));
+    if (config_any_local_rope(c)) a->inv_freq_local.upload(llama_rope_inv_freq(c.rope_local, c.rope_dim));
     a->cap_N = B * T;
     a->cap_T = T;
     const size_t total = acts_layout(a, m, B * T, T, nullptr);
@@ -357,9 +376,13 @@ void llama_acts_shape(llama_acts* a, const llama_model& m, int64_t B, int64_t T)
     a->B = B;
     a->T = T;
     acts_layout(a, m, B * T, T, a->buf.data());
-    m.ctx.be->rope_tables(a->rope_cos, a->rope_sin, a->inv_freq.data(), T, m.cfg.head_dim);
-    if (config_any_local_rope(m.cfg))
-        m.ctx.be->rope_tables(a->rope_cos_local, a->rope_sin_local, a->inv_freq_local.data(), T, m.cfg.head_dim);
+    const llama_config& c = m.cfg;
+    // longrope: the long factors once the sequence passes the pretraining context (as Hugging Face
+    // decides from the batch's largest position)
+    const float* inv = llama_rope_long(c, T) ? a->inv_freq_long.data() : a->inv_freq.data();
+    m.ctx.be->rope_tables(a->rope_cos, a->rope_sin, inv, T, c.rope_dim, (float)c.rope.attention_factor);
+    if (config_any_local_rope(c))
+        m.ctx.be->rope_tables(a->rope_cos_local, a->rope_sin_local, a->inv_freq_local.data(), T, c.rope_dim, 1.0f);
 }
 
 // ------------------------------------------------------------------ forward
@@ -518,16 +541,20 @@ void llama_kv_cache_init(llama_kv_cache* c, const llama_model& m, int64_t max_T)
     const size_t per = (size_t)cfg.num_layers * max_T * cfg.num_kv_heads * cfg.head_dim;
     c->k = device_array<float>(per);
     c->v = device_array<float>(per);
-    c->rope_cos = device_array<float>(max_T * cfg.head_dim / 2);
-    c->rope_sin = device_array<float>(max_T * cfg.head_dim / 2);
+    c->rope_cos = device_array<float>(max_T * cfg.rope_dim / 2);
+    c->rope_sin = device_array<float>(max_T * cfg.rope_dim / 2);
     device_array<float> inv_d;
-    inv_d.upload(llama_rope_inv_freq(cfg));
-    m.ctx.be->rope_tables(c->rope_cos.data(), c->rope_sin.data(), inv_d.data(), max_T, cfg.head_dim);
+    // longrope: the long factors when the cache may pass the pretraining context (llama.cpp decides
+    // by its context size the same way; Hugging Face switches mid-generation)
+    inv_d.upload(llama_rope_inv_freq(cfg, max_T));
+    m.ctx.be->rope_tables(c->rope_cos.data(), c->rope_sin.data(), inv_d.data(), max_T, cfg.rope_dim,
+                          (float)cfg.rope.attention_factor);
     if (config_any_local_rope(cfg)) {
-        c->rope_cos_local = device_array<float>(max_T * cfg.head_dim / 2);
-        c->rope_sin_local = device_array<float>(max_T * cfg.head_dim / 2);
-        inv_d.upload(llama_rope_inv_freq(cfg.rope_local, cfg.head_dim));
-        m.ctx.be->rope_tables(c->rope_cos_local.data(), c->rope_sin_local.data(), inv_d.data(), max_T, cfg.head_dim);
+        c->rope_cos_local = device_array<float>(max_T * cfg.rope_dim / 2);
+        c->rope_sin_local = device_array<float>(max_T * cfg.rope_dim / 2);
+        inv_d.upload(llama_rope_inv_freq(cfg.rope_local, cfg.rope_dim));
+        m.ctx.be->rope_tables(c->rope_cos_local.data(), c->rope_sin_local.data(), inv_d.data(), max_T, cfg.rope_dim,
+                              1.0f);
     }
     c->scratch_rows = 0;
 }
@@ -582,7 +609,7 @@ static llama_layer_acts decode_acts(const llama_model& m, llama_kv_cache* c, int
 void llama_decode(const llama_model& m, llama_kv_cache* c, const int32_t* tokens, int64_t n, float* logits_last) {
     const llama_config& cfg = m.cfg;
     const backend& K = *m.ctx.be;
-    const int64_t D = cfg.hidden_size, KV = cfg.num_kv_heads * cfg.head_dim, half = cfg.head_dim / 2,
+    const int64_t D = cfg.hidden_size, KV = cfg.num_kv_heads * cfg.head_dim, half = cfg.rope_dim / 2,
                   p0 = c->n_past;
     if (n <= 0) return;
     if (p0 + n > c->max_T)

@@ -200,9 +200,10 @@ struct llama_acts {
     std::vector<std::array<float*, LORA_N>> lora_xa;
     float *lora_dxa, *lora_xdrop, *lora_dx;
     int64_t head_chunk;
-    float *rope_cos, *rope_sin; // [T, hd/2]
+    float *rope_cos, *rope_sin; // [T, rope_dim/2] (room for [T, hd/2])
     float *rope_cos_local, *rope_sin_local;  // [T, hd/2] of rope_local (layers that use it; else unused)
-    device_array<float>  inv_freq;         // [hd/2] RoPE inverse frequencies of the config
+    device_array<float>  inv_freq;         // [rope_dim/2] RoPE inverse frequencies of the config
+    device_array<float>  inv_freq_long;    // [rope_dim/2] longrope's past the pretraining context (else empty)
     device_array<float>  inv_freq_local;   // [hd/2] of rope_local
     std::vector<int32_t> tokens, targets;  // [cap_N]
 };
@@ -247,8 +248,11 @@ void llama_decode(const llama_model& m, llama_kv_cache* c, const int32_t* tokens
 void llama_check_supported(const llama_config& c);
 
 // Inverse rotary frequencies [head_dim/2] of a rope config (theta and scaling).
-std::vector<float> llama_rope_inv_freq(const rope_config& rope, int64_t head_dim);
-// The config's (global) rope.
-std::vector<float> llama_rope_inv_freq(const llama_config& c);
+// dims: the rotated values of a head (rope_dim); long_ctx: longrope's long factors.
+std::vector<float> llama_rope_inv_freq(const rope_config& rope, int64_t dims, bool long_ctx = false);
+// The config's (global) rope for sequences of T positions.
+std::vector<float> llama_rope_inv_freq(const llama_config& c, int64_t T = 0);
+// Whether sequences of T positions use longrope's long factors (past the pretraining context).
+bool llama_rope_long(const llama_config& c, int64_t T);
 
 }  // namespace lisa

@@ -17,6 +17,7 @@ struct lora_adapter_config {
     double                   dropout = 0.0;
     bool                     use_rslora = false;
     std::vector<std::string> target_modules;  // short names: q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj
+                                              // (Phi-3: qkv_proj, o_proj, gate_up_proj, down_proj)
     double scale() const;
 };
 

@@ -1,6 +1,7 @@
 // LoRA (Hu et al. 2021, PEFT's layout): the base stays frozen; low-rank adapters A [r, in] and
 // B [out, r] on the chosen Linear modules train, computed unmerged (y += s·B·A·x). The result is
 // a PEFT adapter folder, and with --save_aggregated_lora the merged model too.
+#include <algorithm>
 #include <cmath>
 
 #include "core/error.h"
@@ -29,16 +30,23 @@ class lora_policy final : public train_policy {
         llama_model* m = env.model();
         LISA_ASSERT(m, "lora setup", "LoRA attaches adapters to a model");
         const int L = env.num_layers();
+        // the modules of this model the names say (split names on a fused model: the fused module)
         std::vector<int> targets;
+        std::vector<std::string> names;
         for (const auto& name : o_.lora_target_modules) {
-            int t = -1;
-            for (int k = 0; k < LORA_N; k++)
-                if (name == lora_target_name(k)) t = k;
-            if (t < 0)
-                fail(strf("--lora_target_modules: unknown module \"%s\" (expected q_proj, k_proj, v_proj, o_proj, "
-                          "gate_proj, up_proj, down_proj)", name.c_str()));
+            const int t = lora_target_find(m->cfg, name);
+            if (t < 0) {
+                std::string have;
+                for (int k = 0; k < LORA_N; k++)
+                    if (lora_target_present(m->cfg, k)) have += std::string(have.empty() ? "" : ", ") + lora_target_name(k);
+                fail(strf("--lora_target_modules: unknown module \"%s\" (this %s has %s)", name.c_str(),
+                          m->cfg.architecture.c_str(), have.c_str()));
+            }
+            if (std::find(targets.begin(), targets.end(), t) != targets.end()) continue;
             targets.push_back(t);
+            names.push_back(lora_target_name(t));
         }
+        cfg_.target_modules = names;  // as PEFT will look them up in this model
         m->lora.r = o_.lora_r;
         m->lora.scale = (float)cfg_.scale();
         m->lora.dropout = (float)o_.lora_dropout;

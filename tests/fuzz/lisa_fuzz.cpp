@@ -38,6 +38,7 @@
 #include "model/model_files.h"
 #include "train/checkpoint.h"
 #include "io/safetensors.h"
+#include "model/arch/arch.h"
 #include "model/config.h"
 #include "model/llama.h"
 #include "template/jinja.h"
@@ -76,7 +77,12 @@ static void target_safetensors(const std::string& in) {
 static void target_config(const std::string& in) {
     llama_config c = config_parse(in, "fuzz/config.json");
     (void)config_num_params(c);
-    (void)config_to_json(c, in);
+    // what is written back reads back; RoPE tables of both longrope ranges; the GGUF checks
+    (void)config_parse(config_to_json(c, in), "fuzz/written.json");
+    (void)llama_rope_inv_freq(c, 1);
+    (void)llama_rope_inv_freq(c, (int64_t)1 << 40);
+    gguf_arch_meta meta;
+    arch_of(c).gguf(c, "fuzz/config.json", meta);
 }
 
 static void target_tokenizer(const std::string& in) {

@@ -40,7 +40,7 @@ put("safetensors", "mixed", safetensors([("a", "BF16", [4], struct.pack("<4H", 0
                                          ("c", "F32", [0], b""), ("d", "F32", [], f32(7))]))
 put("safetensors", "empty", safetensors([], {}))
 
-for name in ("tiny-llama", "qwen3-0.6b", "gemma-3-1b", "gemma-3-270m"):
+for name in ("tiny-llama", "qwen3-0.6b", "gemma-3-1b", "gemma-3-270m", "smollm3-3b", "phi-3-mini-4k", "phi-4-mini"):
     put("config", name, open(os.path.join(ROOT, "configs", name + ".json")).read())
 put("config", "mistral", json.dumps({"architectures": ["MistralForCausalLM"], "model_type": "mistral", "vocab_size": 32000,
                                      "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,

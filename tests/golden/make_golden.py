@@ -80,13 +80,21 @@ def head_dim_of(cfg):
     return cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"]
 
 
-def inv_freq_of(cfg, local=False):
-    """local: Gemma 3's sliding layers, rope_local_base_freq and no scaling"""
-    hd = head_dim_of(cfg)
+def rope_dim_of(cfg):
+    """values of a head that rotate: int(head_dim * partial_rotary_factor) (Phi-3), else head_dim"""
+    return int(head_dim_of(cfg) * cfg.get("partial_rotary_factor", 1.0))
+
+
+def inv_freq_of(cfg, local=False, T=0):
+    """local: Gemma 3's sliding layers, rope_local_base_freq and no scaling.
+    Returns (inv_freq, scale): scale multiplies cos and sin (longrope's attention factor).
+    longrope uses its long factors when the sequence (T positions) passes the pretraining context."""
+    hd = rope_dim_of(cfg)
     default_theta = {"smollm3": 2000000.0}.get(cfg["model_type"], 10000.0)  # the config classes' defaults
     base = cfg["rope_local_base_freq"] if local else cfg.get("rope_theta", default_theta)
     inv = 1.0 / (base ** (torch.arange(0, hd, 2, dtype=torch.int64).float() / hd))
     rs = None if local else cfg.get("rope_scaling")
+    scale = 1.0
     if rs:
         kind = rs.get("rope_type", rs.get("type"))
         if kind == "linear":
@@ -101,7 +109,13 @@ def inv_freq_of(cfg, local=False):
             smoothed = (1 - smooth) * inv_l / factor + smooth * inv_l
             medium = ~(wavelen < high_wl) * ~(wavelen > low_wl)
             inv = torch.where(medium, smoothed, inv_l)
-    return inv, hd
+        elif kind == "longrope":  # Phi-3: config.original_max_position_embeddings is the pretraining context
+            old = cfg["original_max_position_embeddings"]
+            factor = cfg["max_position_embeddings"] / old
+            scale = rs.get("attention_factor") or (math.sqrt(1 + math.log(factor) / math.log(old)) if factor > 1 else 1.0)
+            ext = torch.tensor(rs["long_factor"] if T > old else rs["short_factor"], dtype=torch.float32)
+            inv = 1.0 / (ext * base ** (torch.arange(0, hd, 2, dtype=torch.int64).float() / hd))
+    return inv, scale
 
 
 def rotate_half(x):
@@ -145,7 +159,7 @@ def layer_windows(cfg):
     if "layer_types" in cfg:
         sw = cfg.get("sliding_window")
         return [sw if t == "sliding_attention" else None for t in cfg["layer_types"]]
-    if mt == "mistral":
+    if mt in ("mistral", "phi3"):  # Phi3Model is Mistral's: the window on every layer
         return [cfg.get("sliding_window")] * L
     if mt in ("qwen2", "qwen3") and cfg.get("use_sliding_window"):
         return [cfg["sliding_window"] if l >= cfg.get("max_window_layers", 28) else None for l in range(L)]
@@ -167,15 +181,16 @@ def forward(cfg, P, ids, lora=None):
     Hkv = cfg.get("num_key_value_heads", Hq)
     eps = cfg["rms_norm_eps"]
     gemma = is_gemma(cfg)
+    phi3 = cfg["model_type"] == "phi3"
     qk_norm = gemma or cfg["model_type"] == "qwen3"
     norm = gemma_rmsnorm if gemma else rmsnorm
     hd = head_dim_of(cfg)
 
     def rope_tables(local):
-        inv, _ = inv_freq_of(cfg, local)
+        inv, scale = inv_freq_of(cfg, local, T)
         freqs = torch.outer(torch.arange(T).float(), inv)
         emb = torch.cat((freqs, freqs), dim=-1)
-        return emb.cos(), emb.sin()
+        return emb.cos() * scale, emb.sin() * scale
 
     rope_global = rope_tables(False)
     rope_local = rope_tables(True) if gemma else None
@@ -201,18 +216,25 @@ def forward(cfg, P, ids, lora=None):
                 y = y + lora[0] * (inp @ A.T) @ B.T
             return y + P[p + name + ".bias"] if bias else y
 
-        q = proj("self_attn.q_proj", h, qkv_bias).view(T, Hq, hd)
-        k = proj("self_attn.k_proj", h, qkv_bias).view(T, Hkv, hd)
-        v = proj("self_attn.v_proj", h, qkv_bias).view(T, Hkv, hd).transpose(0, 1)
+        if phi3:  # one qkv_proj: q rows, then k, then v
+            qkv = proj("self_attn.qkv_proj", h, False)
+            q = qkv[:, : Hq * hd].reshape(T, Hq, hd)
+            k = qkv[:, Hq * hd: (Hq + Hkv) * hd].reshape(T, Hkv, hd)
+            v = qkv[:, (Hq + Hkv) * hd:].reshape(T, Hkv, hd).transpose(0, 1)
+        else:
+            q = proj("self_attn.q_proj", h, qkv_bias).view(T, Hq, hd)
+            k = proj("self_attn.k_proj", h, qkv_bias).view(T, Hkv, hd)
+            v = proj("self_attn.v_proj", h, qkv_bias).view(T, Hkv, hd).transpose(0, 1)
         if qk_norm:
             q = norm(q, P[p + "self_attn.q_norm.weight"], eps)
             k = norm(k, P[p + "self_attn.k_norm.weight"], eps)
         q, k = q.transpose(0, 1), k.transpose(0, 1)
         w = windows[l]
         cos, sin = rope_local if (gemma and w is not None) else rope_global
-        if rotate[l]:
-            q = q * cos + rotate_half(q) * sin
-            k = k * cos + rotate_half(k) * sin
+        if rotate[l]:  # the first rd values of each head (partial rotary), the rest pass
+            rd = cos.shape[-1]
+            q = torch.cat([q[..., :rd] * cos + rotate_half(q[..., :rd]) * sin, q[..., rd:]], dim=-1)
+            k = torch.cat([k[..., :rd] * cos + rotate_half(k[..., :rd]) * sin, k[..., rd:]], dim=-1)
         k = k.repeat_interleave(Hq // Hkv, dim=0)
         v = v.repeat_interleave(Hq // Hkv, dim=0)
         s = (q @ k.transpose(1, 2)) * scaling
@@ -232,8 +254,11 @@ def forward(cfg, P, ids, lora=None):
         else:
             x = x + o
             h = norm(x, P[p + "post_attention_layernorm.weight"], eps)
-        g = proj("mlp.gate_proj", h, False)
-        u = proj("mlp.up_proj", h, False)
+        if phi3:  # one gate_up_proj: gate rows first
+            g, u = proj("mlp.gate_up_proj", h, False).chunk(2, dim=-1)
+        else:
+            g = proj("mlp.gate_proj", h, False)
+            u = proj("mlp.up_proj", h, False)
         m = proj("mlp.down_proj", act(g) * u, False)
         if gemma:
             m = norm(m, P[p + "post_feedforward_layernorm.weight"], eps)
@@ -260,7 +285,9 @@ def param_shapes(cfg):
     for l in range(cfg["num_hidden_layers"]):
         p = f"model.layers.{l}."
         s[p + "input_layernorm.weight"] = (D,)
-        for n, o in (("q", Hq * hd), ("k", Hkv * hd), ("v", Hkv * hd)):
+        if cfg["model_type"] == "phi3":
+            s[p + "self_attn.qkv_proj.weight"] = ((Hq + 2 * Hkv) * hd, D)
+        for n, o in (("q", Hq * hd), ("k", Hkv * hd), ("v", Hkv * hd)) if cfg["model_type"] != "phi3" else ():
             s[p + f"self_attn.{n}_proj.weight"] = (o, D)
             if qkv_bias:
                 s[p + f"self_attn.{n}_proj.bias"] = (o,)
@@ -274,8 +301,11 @@ def param_shapes(cfg):
         if gemma:
             s[p + "pre_feedforward_layernorm.weight"] = (D,)
             s[p + "post_feedforward_layernorm.weight"] = (D,)
-        s[p + "mlp.gate_proj.weight"] = (F, D)
-        s[p + "mlp.up_proj.weight"] = (F, D)
+        if cfg["model_type"] == "phi3":
+            s[p + "mlp.gate_up_proj.weight"] = (2 * F, D)
+        else:
+            s[p + "mlp.gate_proj.weight"] = (F, D)
+            s[p + "mlp.up_proj.weight"] = (F, D)
         s[p + "mlp.down_proj.weight"] = (D, F)
     s["model.norm.weight"] = (D,)
     if not cfg.get("tie_word_embeddings", gemma):
@@ -350,6 +380,30 @@ FLAVOURS = {
              "use_sliding_window": True, "sliding_window": 5, "hidden_act": "silu", "tie_word_embeddings": True,
              "attention_bias": False, "torch_dtype": "bfloat16", "bos_token_id": 80, "eos_token_id": 81},
         dtype=torch.bfloat16, shards=1, seed=7),
+    # Phi-3 past its pretraining context: fused qkv_proj and gate_up_proj, 6 of 8 values of a head
+    # rotated (partial_rotary_factor 0.75), longrope's long factors (every sequence > 4 positions)
+    # and its attention factor sqrt(1 + ln 16 / ln 4), a window of 5 on every layer, GQA, fp32
+    "phi3": dict(
+        cfg={"architectures": ["Phi3ForCausalLM"], "model_type": "phi3", "vocab_size": 84, "hidden_size": 32,
+             "intermediate_size": 40, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+             "max_position_embeddings": 64, "original_max_position_embeddings": 4, "rms_norm_eps": 1e-5,
+             "rope_theta": 10000.0, "partial_rotary_factor": 0.75,
+             "rope_scaling": {"type": "longrope", "short_factor": [1.0, 1.5, 2.0], "long_factor": [2.0, 4.0, 8.0]},
+             "sliding_window": 5, "hidden_act": "silu", "tie_word_embeddings": False, "resid_pdrop": 0.0,
+             "embd_pdrop": 0.0, "attention_dropout": 0.0, "torch_dtype": "float32",
+             "bos_token_id": 1, "eos_token_id": 2},
+        dtype=torch.float32, shards=1, seed=8),
+    # Phi-4-mini style within its pretraining context: longrope's short factors and attention factor
+    # sqrt(1 + ln 2 / ln 32), half of each head rotated, tied embeddings, no window, bf16 storage
+    "phi3_short": dict(
+        cfg={"architectures": ["Phi3ForCausalLM"], "model_type": "phi3", "vocab_size": 76, "hidden_size": 48,
+             "intermediate_size": 56, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 1,
+             "max_position_embeddings": 64, "original_max_position_embeddings": 32, "rms_norm_eps": 1e-5,
+             "rope_theta": 10000.0, "partial_rotary_factor": 0.5,
+             "rope_scaling": {"type": "longrope", "short_factor": [1.0, 1.25, 1.5], "long_factor": [3.0, 5.0, 7.0]},
+             "hidden_act": "silu", "tie_word_embeddings": True, "torch_dtype": "bfloat16",
+             "bos_token_id": 1, "eos_token_id": 2},
+        dtype=torch.bfloat16, shards=1, seed=9),
 }
 LENGTHS = [14, 11, 7]  # right-padded to 14
 

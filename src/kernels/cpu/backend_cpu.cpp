@@ -174,20 +174,20 @@ void rmsnorm_backward(float* dx, float* dw, const float* dy, const float* x, con
 }
 
 // ============================================================================ rope
-void rope_tables(float* cos, float* sin, const float* inv_freq, int64_t T, int64_t hd) {
-    int64_t half = hd / 2;
+void rope_tables(float* cos, float* sin, const float* inv_freq, int64_t T, int64_t rot, float scale) {
+    int64_t half = rot / 2;
     for (int64_t t = 0; t < T; t++)
         for (int64_t i = 0; i < half; i++) {
             // the angle is formed in fp32 as PyTorch does (position × inv_freq), then cos/sin in double
             float a = (float)t * inv_freq[i];
-            cos[t * half + i] = (float)std::cos((double)a);
-            sin[t * half + i] = (float)std::sin((double)a);
+            cos[t * half + i] = (float)std::cos((double)a) * scale;
+            sin[t * half + i] = (float)std::sin((double)a) * scale;
         }
 }
 
 static void rope_apply(float* x, const float* cos, const float* sin, int64_t B, int64_t T, int64_t H, int64_t hd,
-                       float sign) {
-    int64_t half = hd / 2;
+                       int64_t rot, float sign) {
+    int64_t half = rot / 2;
 #pragma omp parallel for collapse(2) schedule(dynamic, kRowChunk)
     for (int64_t b = 0; b < B; b++)
         for (int64_t t = 0; t < T; t++) {
@@ -204,12 +204,14 @@ static void rope_apply(float* x, const float* cos, const float* sin, int64_t B, 
         }
 }
 
-void rope_forward(float* x, const float* cos, const float* sin, int64_t B, int64_t T, int64_t H, int64_t hd) {
-    rope_apply(x, cos, sin, B, T, H, hd, 1.0f);
+void rope_forward(float* x, const float* cos, const float* sin, int64_t B, int64_t T, int64_t H, int64_t hd,
+                  int64_t rot) {
+    rope_apply(x, cos, sin, B, T, H, hd, rot, 1.0f);
 }
 
-void rope_backward(float* dx, const float* cos, const float* sin, int64_t B, int64_t T, int64_t H, int64_t hd) {
-    rope_apply(dx, cos, sin, B, T, H, hd, -1.0f);  // rotation matrices are orthogonal: Rᵀ = R(-θ)
+void rope_backward(float* dx, const float* cos, const float* sin, int64_t B, int64_t T, int64_t H, int64_t hd,
+                   int64_t rot) {
+    rope_apply(dx, cos, sin, B, T, H, hd, rot, -1.0f);  // (s·R(θ))ᵀ = s·R(-θ): rotations are orthogonal
 }
 
 // ============================================================================ attention

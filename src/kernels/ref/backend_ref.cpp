@@ -113,18 +113,18 @@ static void rmsnorm_backward(float* dx, float* dw, const float* dy, const float*
         }
 }
 
-static void rope_tables(float* cos, float* sin, const float* inv_freq, int64_t T, int64_t hd) {
+static void rope_tables(float* cos, float* sin, const float* inv_freq, int64_t T, int64_t rot, float scale) {
     for (int64_t t = 0; t < T; t++)
-        for (int64_t i = 0; i < hd / 2; i++) {
+        for (int64_t i = 0; i < rot / 2; i++) {
             float a = (float)t * inv_freq[i];  // the angle in fp32, as PyTorch forms it
-            cos[t * (hd / 2) + i] = (float)std::cos((double)a);
-            sin[t * (hd / 2) + i] = (float)std::sin((double)a);
+            cos[t * (rot / 2) + i] = (float)std::cos((double)a) * scale;
+            sin[t * (rot / 2) + i] = (float)std::sin((double)a) * scale;
         }
 }
 
 static void rope_rotate(float* x, const float* cos, const float* sin, int64_t B, int64_t T, int64_t H, int64_t hd,
-                        double sign) {
-    const int64_t half = hd / 2;
+                        int64_t rot, double sign) {
+    const int64_t half = rot / 2;
     for (int64_t b = 0; b < B; b++)
         for (int64_t t = 0; t < T; t++)
             for (int64_t h = 0; h < H; h++) {
@@ -137,12 +137,13 @@ static void rope_rotate(float* x, const float* cos, const float* sin, int64_t B,
             }
 }
 
-static void rope_forward(float* x, const float* cos, const float* sin, int64_t B, int64_t T, int64_t H, int64_t hd) {
-    rope_rotate(x, cos, sin, B, T, H, hd, 1.0);
+static void rope_forward(float* x, const float* cos, const float* sin, int64_t B, int64_t T, int64_t H, int64_t hd,
+                         int64_t rot) {
+    rope_rotate(x, cos, sin, B, T, H, hd, rot, 1.0);
 }
 static void rope_backward(float* dx, const float* cos, const float* sin, int64_t B, int64_t T, int64_t H,
-                          int64_t hd) {
-    rope_rotate(dx, cos, sin, B, T, H, hd, -1.0);
+                          int64_t hd, int64_t rot) {
+    rope_rotate(dx, cos, sin, B, T, H, hd, rot, -1.0);
 }
 
 // The first key query t sees (sliding window) and a score through the optional soft cap.

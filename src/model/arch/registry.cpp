@@ -6,11 +6,12 @@
 
 namespace lisa {
 
-extern const arch_def kArchLlama, kArchMistral, kArchQwen2, kArchQwen3, kArchGemma3, kArchSmolLM3;
+extern const arch_def kArchLlama, kArchMistral, kArchQwen2, kArchQwen3, kArchGemma3, kArchSmolLM3,
+    kArchPhi3;
 
 const std::vector<const arch_def*>& arch_all() {
     static const std::vector<const arch_def*> all = {&kArchLlama, &kArchMistral, &kArchQwen2,
-                                                     &kArchQwen3, &kArchGemma3, &kArchSmolLM3};
+                                                     &kArchQwen3, &kArchGemma3, &kArchSmolLM3, &kArchPhi3};
     return all;
 }
 
