@@ -118,6 +118,7 @@ TEST(config, gemma3_text_reads_every_architecture_field) {
         EXPECT_EQ(config_layer_local_rope(c, l), l != 5) << l;
     }
     EXPECT_DOUBLE_EQ(c.rope_local.theta, 10000.0);
+    EXPECT_DOUBLE_EQ(c.rope.theta, 1000000.0);  // Gemma3TextConfig's rope_theta (the global layers)
     json g = gemma_base();
     g["layer_types"] = {"full_attention", "sliding_attention", "full_attention", "full_attention",
                         "full_attention", "full_attention", "sliding_attention"};

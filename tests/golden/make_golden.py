@@ -90,7 +90,7 @@ def inv_freq_of(cfg, local=False, T=0):
     Returns (inv_freq, scale): scale multiplies cos and sin (longrope's attention factor).
     longrope uses its long factors when the sequence (T positions) passes the pretraining context."""
     hd = rope_dim_of(cfg)
-    default_theta = {"smollm3": 2000000.0}.get(cfg["model_type"], 10000.0)  # the config classes' defaults
+    default_theta = {"smollm3": 2000000.0, "gemma3_text": 1000000.0}.get(cfg["model_type"], 10000.0)  # the config classes' defaults
     base = cfg["rope_local_base_freq"] if local else cfg.get("rope_theta", default_theta)
     inv = 1.0 / (base ** (torch.arange(0, hd, 2, dtype=torch.int64).float() / hd))
     rs = None if local else cfg.get("rope_scaling")

@@ -87,7 +87,7 @@ static void gemma3_gguf(const llama_config& c, const std::string& cfg_path, gguf
 
 extern const arch_def kArchGemma3 = {
     "gemma3_text", "Gemma3ForCausalLM", /*default_max_positions=*/131072, /*default_head_dim=*/256,
-    /*default_tied=*/true, /*default_rope_theta=*/10000.0,  // Gemma3TextConfig ties by default
+    /*default_tied=*/true, /*default_rope_theta=*/1000000.0,  // Gemma3TextConfig's defaults
     gemma3_parse, gemma3_write, "gemma3", /*gguf_rope_pairs=*/false, gemma3_gguf,
 };
 
