@@ -9,7 +9,7 @@
 
 #include "core/rng.h"
 #include "data/dataset.h"
-#include "model/llama.h"
+#include "model/decoder.h"
 #include "train/trainer.h"
 #include "test_util.h"
 
@@ -37,10 +37,10 @@ static void check_method(const char* method, bool untied, bool checkpointing) {
         "vocab_size": 300, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 4,
         "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 64,
         "tie_word_embeddings": )") + (untied ? "false" : "true") + "}";
-    auto m = llama_model_init(config_parse(cfg_text, "test"));
-    llama_model_init_random(m.get(), 3);
-    llama_save_options so;
-    llama_model_save(*m, dir.path + "/base", so);
+    auto m = decoder_model_init(config_parse(cfg_text, "test"));
+    decoder_model_init_random(m.get(), 3);
+    decoder_save_options so;
+    decoder_model_save(*m, dir.path + "/base", so);
     // samples of several lengths, so batches change shape from step to step
     dataset d;
     rng r;

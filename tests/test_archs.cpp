@@ -7,7 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "io/fs.h"
-#include "model/llama.h"
+#include "model/decoder.h"
 #include "test_util.h"
 
 using namespace lisa;
@@ -73,7 +73,7 @@ class archs : public ::testing::TestWithParam<const char*> {
 };
 
 TEST_P(archs, lisa_checkpoints_resume_exactly_and_checkpointing_changes_nothing) {
-    auto m = llama_model_load(base.path);
+    auto m = decoder_model_load(base.path);
     const std::string arch = GetParam();
     EXPECT_EQ(m->half, arch == "gemma3" || arch == "smollm3");  // the bf16 models train in half mode
     temp_dir whole, again, ckpt;
@@ -88,7 +88,7 @@ TEST_P(archs, lisa_checkpoints_resume_exactly_and_checkpointing_changes_nothing)
     EXPECT_EQ(fs_read_text(whole.path + "/model.safetensors"), fs_read_text(ckpt.path + "/model.safetensors"))
         << "gradient checkpointing changed the weights";
     // the saved folder is the same architecture and learned something
-    auto got = llama_model_load(whole.path);
+    auto got = decoder_model_load(whole.path);
     EXPECT_EQ(got->cfg.architecture, m->cfg.architecture);
     EXPECT_EQ(got->cfg.layer_window, m->cfg.layer_window);
     EXPECT_LT(eval_loss("--model_name_or_path " + whole.path), eval_loss("--model_name_or_path " + base.path));

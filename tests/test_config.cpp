@@ -4,7 +4,7 @@
 
 #include "core/error.h"
 #include "model/config.h"
-#include "model/llama.h"
+#include "model/decoder.h"
 #include "test_util.h"
 
 using namespace lisa;
@@ -26,7 +26,7 @@ static std::string err(const json& j) {
 }
 
 TEST(config, llama_defaults) {
-    llama_config c = config_parse(base().dump(), "config.json");
+    model_config c = config_parse(base().dump(), "config.json");
     EXPECT_EQ(c.model_type, "llama");
     EXPECT_EQ(c.head_dim, 16);
     EXPECT_EQ(c.num_kv_heads, 2);
@@ -44,7 +44,7 @@ TEST(config, qwen2_has_qkv_bias_and_windows_follow_hugging_face) {
     json q = base();
     q["architectures"] = {"Qwen2ForCausalLM"};
     q["model_type"] = "qwen2";
-    llama_config c = config_parse(q.dump(), "c");
+    model_config c = config_parse(q.dump(), "c");
     EXPECT_TRUE(c.qkv_bias);
     EXPECT_FALSE(c.o_bias);
     EXPECT_TRUE(c.layer_window.empty());
@@ -69,9 +69,9 @@ TEST(config, qwen2_has_qkv_bias_and_windows_follow_hugging_face) {
     EXPECT_EQ(config_layer_window(c, 0), 8);
     EXPECT_EQ(config_layer_window(c, 1), 8);
     // a batch longer than the window is computed (not refused)
-    auto model = llama_model_init(c);
-    llama_acts a;
-    EXPECT_NO_THROW(llama_acts_init(&a, *model, 1, 20));
+    auto model = decoder_model_init(c);
+    decoder_acts a;
+    EXPECT_NO_THROW(decoder_acts_init(&a, *model, 1, 20));
     m["sliding_window"] = nullptr;
     c = config_parse(m.dump(), "c");
     EXPECT_EQ(c.sliding_window, 0);
@@ -82,7 +82,7 @@ TEST(config, qwen3_has_per_head_norms_and_hugging_face_defaults) {
     json q = base();
     q["architectures"] = {"Qwen3ForCausalLM"};
     q["model_type"] = "qwen3";
-    llama_config c = config_parse(q.dump(), "c");
+    model_config c = config_parse(q.dump(), "c");
     EXPECT_TRUE(c.qk_norm);
     EXPECT_FALSE(c.qkv_bias);
     EXPECT_EQ(c.head_dim, 128);  // Qwen3Config's default, not hidden/heads
@@ -104,7 +104,7 @@ static json gemma_base() {
 }
 
 TEST(config, gemma3_text_reads_every_architecture_field) {
-    llama_config c = config_parse(gemma_base().dump(), "c");
+    model_config c = config_parse(gemma_base().dump(), "c");
     EXPECT_EQ(c.model_type, "gemma3_text");
     EXPECT_TRUE(c.qk_norm && c.sandwich_norms);
     EXPECT_EQ(c.norm_weight_offset, 1.0);
@@ -204,8 +204,8 @@ TEST(config, every_architecture_round_trips_through_config_to_json) {
     ph["max_position_embeddings"] = 128, ph["original_max_position_embeddings"] = 32, ph["sliding_window"] = 7;
     ph["rope_scaling"] = {{"type", "longrope"}, {"short_factor", {1.0, 2.0, 3.0, 4.0}}, {"long_factor", {5, 6, 7, 8}}};
     for (const json& j : {base(), q2, q3, mi, ge, sm, sw, ph}) {
-        llama_config a = config_parse(j.dump(), "a");
-        llama_config b = config_parse(config_to_json(a), "b");
+        model_config a = config_parse(j.dump(), "a");
+        model_config b = config_parse(config_to_json(a), "b");
         EXPECT_EQ(a.architecture, b.architecture);
         EXPECT_EQ(a.head_dim, b.head_dim) << a.architecture;
         EXPECT_EQ(a.qk_norm, b.qk_norm) << a.architecture;
@@ -239,13 +239,13 @@ TEST(config, phi3_reads_fused_projections_partial_rotary_and_longrope) {
     j["rope_scaling"] = {{"type", "longrope"},
                          {"short_factor", {1, 1, 1, 1, 1, 1}},
                          {"long_factor", {2, 2, 2, 2, 2, 4}}};
-    llama_config c = config_parse(j.dump(), "c");
+    model_config c = config_parse(j.dump(), "c");
     EXPECT_TRUE(c.fused_qkv && c.fused_gate_up);
     EXPECT_EQ(c.rope_dim, 12);
     EXPECT_NEAR(c.rope.attention_factor, std::sqrt(1 + std::log(32.0) / std::log(4096.0)), 1e-12);
-    EXPECT_FALSE(llama_rope_long(c, 4096));
-    EXPECT_TRUE(llama_rope_long(c, 4097));
-    auto s = llama_rope_inv_freq(c, 100), l = llama_rope_inv_freq(c, 5000);
+    EXPECT_FALSE(decoder_rope_long(c, 4096));
+    EXPECT_TRUE(decoder_rope_long(c, 4097));
+    auto s = decoder_rope_inv_freq(c, 100), l = decoder_rope_inv_freq(c, 5000);
     ASSERT_EQ(s.size(), 6u);
     EXPECT_NEAR(s[5], 1.0 / std::pow(10000.0, 10.0 / 12.0), 1e-9);
     EXPECT_NEAR(l[5], 1.0 / (4.0 * std::pow(10000.0, 10.0 / 12.0)), 1e-9);
@@ -283,7 +283,7 @@ TEST(config, smollm3_reads_its_nope_layers_windows_and_defaults) {
     json j = base();
     j["architectures"] = {"SmolLM3ForCausalLM"}, j["model_type"] = "smollm3";
     j["num_hidden_layers"] = 7;
-    llama_config c = config_parse(j.dump(), "c");  // 7 layers, interval 4: layer 3 is NoPE
+    model_config c = config_parse(j.dump(), "c");  // 7 layers, interval 4: layer 3 is NoPE
     EXPECT_EQ(c.layer_no_rope, (std::vector<uint8_t>{0, 0, 0, 1, 0, 0, 0}));
     EXPECT_TRUE(config_layer_rope(c, 2));
     EXPECT_FALSE(config_layer_rope(c, 3));
@@ -323,8 +323,8 @@ TEST(config, llama3_rope_frequencies_follow_the_formula) {
     j["rope_theta"] = 500000.0;
     j["rope_scaling"] = {{"rope_type", "llama3"}, {"factor", 8.0}, {"low_freq_factor", 1.0},
                          {"high_freq_factor", 4.0}, {"original_max_position_embeddings", 8192}};
-    llama_config c = config_parse(j.dump(), "c");
-    auto f = llama_rope_inv_freq(c);
+    model_config c = config_parse(j.dump(), "c");
+    auto f = decoder_rope_inv_freq(c);
     ASSERT_EQ(f.size(), 8u);
     // hand-computed: wavelength 2π/inv vs 8192/4 = 2048 (high) and 8192 (low)
     for (int i = 0; i < 8; i++) {
@@ -338,7 +338,7 @@ TEST(config, llama3_rope_frequencies_follow_the_formula) {
         EXPECT_NEAR(f[i], want, 1e-6 * want) << i;
     }
     j["rope_scaling"] = {{"type", "linear"}, {"factor", 4.0}};
-    auto g = llama_rope_inv_freq(config_parse(j.dump(), "c"));
+    auto g = decoder_rope_inv_freq(config_parse(j.dump(), "c"));
     EXPECT_NEAR(g[1], 1.0 / std::pow(500000.0, 2.0 / 16.0) / 4, 1e-9);
 }
 

@@ -20,7 +20,7 @@
 #include "export/gguf.h"
 #include "infer/generate.h"
 #include "io/fs.h"
-#include "model/llama.h"
+#include "model/decoder.h"
 #include "model/lora.h"
 #include "tokenizer/tokenizer.h"
 
@@ -74,17 +74,17 @@ static void export_ok(const std::string& args) {
 }
 
 // lisa.cpp's logits after `ids` (the model's own KV-cached decode)
-static std::vector<float> logits_after(const llama_model& m, const std::vector<int32_t>& ids) {
-    llama_kv_cache kv;
-    llama_kv_cache_init(&kv, m, (int64_t)ids.size() + 1);
+static std::vector<float> logits_after(const decoder_model& m, const std::vector<int32_t>& ids) {
+    decoder_kv_cache kv;
+    decoder_kv_cache_init(&kv, m, (int64_t)ids.size() + 1);
     std::vector<float> lg(m.cfg.vocab_size);
-    llama_decode(m, &kv, ids.data(), (int64_t)ids.size(), lg.data());
+    decoder_decode(m, &kv, ids.data(), (int64_t)ids.size(), lg.data());
     return lg;
 }
 
 // llama.cpp's greedy path from `prompt` against lisa.cpp's: equal, or parting only at a near-tie
 // of lisa.cpp's logits (then the rest is not compared). Returns the number of equal tokens.
-static size_t expect_same_greedy(const llama_model& m, const std::string& gguf, const std::vector<int32_t>& prompt,
+static size_t expect_same_greedy(const decoder_model& m, const std::string& gguf, const std::vector<int32_t>& prompt,
                                  int n, double tie, const std::string& what) {
     generate_options go;
     go.max_new_tokens = n;
@@ -233,9 +233,9 @@ TEST(gguf, the_file_has_the_layout_llama_cpp_reads) {
     }
     EXPECT_EQ(g.bytes.size(), g.data_start + (end + 31) / 32 * 32);
     // the norm's values are the model's, bit for bit (f32 stays f32)
-    auto m = llama_model_load(aidreams());
+    auto m = decoder_model_load(aidreams());
     const auto& nt = g.tensors["output_norm.weight"];
-    std::vector<float> want = llama_tensor_values(*m, m->tensors.size() - 1);
+    std::vector<float> want = decoder_tensor_values(*m, m->tensors.size() - 1);
     ASSERT_EQ(nt.ne[0], want.size());
     EXPECT_EQ(std::memcmp(g.bytes.data() + g.data_start + nt.offset, want.data(), want.size() * 4), 0);
 }
@@ -248,8 +248,8 @@ TEST(gguf, bad_requests_fail_with_one_line_and_leave_no_file) {
     EXPECT_NE(r.output.find("--outtype q4_k: expected f32, f16, bf16 or q8_0"), std::string::npos) << r.output;
     // a model folder without tokenizer.json
     temp_dir bare;
-    auto m = llama_model_load(aidreams());
-    llama_model_save(*m, bare.path, llama_save_options{});
+    auto m = decoder_model_load(aidreams());
+    decoder_model_save(*m, bare.path, decoder_save_options{});
     fs_remove(bare.path + "/tokenizer.json");
     r = run_lisa("export-gguf --model_name_or_path " + bare.path + " --outfile " + td.path + "/m.gguf");
     EXPECT_NE(r.code, 0);
@@ -290,7 +290,7 @@ TEST(gguf, bad_requests_fail_with_one_line_and_leave_no_file) {
 
 TEST(gguf_referee, aidreams_greedy_paths_match_at_every_outtype) {
     NEED_REFEREE();
-    auto m = llama_model_load(aidreams());
+    auto m = decoder_model_load(aidreams());
     temp_dir td;
     const std::vector<int32_t> prompt = {1};  // BOS
     for (const char* type : {"f32", "f16", "bf16"}) {
@@ -315,7 +315,7 @@ TEST(gguf_referee, a_lisa_fine_tune_and_a_lora_adapter_export_as_trained) {
                       "--max_steps 6 --learning_rate 3e-3 --per_device_train_batch_size 4 --save_gguf f32");
     ASSERT_EQ(r.code, 0) << r.output;
     ASSERT_TRUE(fs_is_file(lisa_out.path + "/model-f32.gguf")) << r.output;  // --save_gguf
-    auto tuned = llama_model_load(lisa_out.path);
+    auto tuned = decoder_model_load(lisa_out.path);
     EXPECT_EQ(expect_same_greedy(*tuned, lisa_out.path + "/model-f32.gguf", {1, 400}, 30, 1e-3, "LISA fine-tune"), 30u);
     // LoRA: the adapter merged on the way equals the merged model
     r = run_lisa("train --method lora --lora_r 4 --model_name_or_path " + aidreams() + " --dataset_path " + data_dir() +
@@ -325,7 +325,7 @@ TEST(gguf_referee, a_lisa_fine_tune_and_a_lora_adapter_export_as_trained) {
     ASSERT_TRUE(fs_is_file(lora_out.path + "/model-q8_0.gguf")) << r.output;  // the merged model, quantized
     export_ok("--model_name_or_path " + aidreams() + " --lora_model_path " + lora_out.path + " --outfile " + td.path +
               "/lora.gguf --outtype f32");
-    auto base = llama_model_load(aidreams());
+    auto base = decoder_model_load(aidreams());
     lora_merge_adapter(base.get(), lora_out.path);
     EXPECT_EQ(expect_same_greedy(*base, td.path + "/lora.gguf", {1}, 30, 1e-3, "LoRA merged on export"), 30u);
 }
@@ -493,7 +493,7 @@ TEST_P(gguf_arch, llama_cpp_follows_the_greedy_path_of_a_trained_model) {
     if (arch == "qwen2") {
         EXPECT_TRUE(fs_is_file(tuned.path + "/model.safetensors.index.json")) << "not sharded";
     }
-    auto m = llama_model_load(tuned.path);
+    auto m = decoder_model_load(tuned.path);
     EXPECT_EQ(expect_same_greedy(*m, td.path + "/m.gguf", {1, 400}, 40, 1e-3, arch), 40u);
 }
 
@@ -510,7 +510,7 @@ TEST(gguf_referee, tinystories_as_saved_and_fine_tuned_runs_the_same_in_llama_cp
     const std::vector<int32_t> prompt = gold["greedy"]["prompt_ids"].get<std::vector<int32_t>>();
     temp_dir td;
     export_ok("--model_name_or_path " + ts + " --outfile " + td.path + "/ts.gguf --outtype f32");
-    auto m = llama_model_load(ts);
+    auto m = decoder_model_load(ts);
     EXPECT_EQ(expect_same_greedy(*m, td.path + "/ts.gguf", prompt, 40, 1e-3, "tinystories f32"), 40u);
     // a LISA fine-tune of it, exported by --save_gguf
     const std::string data = td.path + "/data";
@@ -522,7 +522,7 @@ TEST(gguf_referee, tinystories_as_saved_and_fine_tuned_runs_the_same_in_llama_cp
                       "/tuned --lisa_activated_layers 1 --max_steps 8 --learning_rate 3e-3 --per_device_train_batch_size 3 "
                       "--save_gguf f32");
     ASSERT_EQ(r.code, 0) << r.output;
-    auto tuned = llama_model_load(td.path + "/tuned");
+    auto tuned = decoder_model_load(td.path + "/tuned");
     EXPECT_EQ(expect_same_greedy(*tuned, td.path + "/tuned/model-f32.gguf", prompt, 40, 1e-3, "tinystories LISA"), 40u);
 }
 

@@ -8,7 +8,7 @@
 #include "core/error.h"
 #include "io/fs.h"
 #include "kernels/kernels.h"
-#include "model/llama.h"
+#include "model/decoder.h"
 #include "model/lora.h"
 #include "infer/generate.h"
 #include "tokenizer/tokenizer.h"
@@ -20,7 +20,7 @@ using namespace lisa;
 using json = nlohmann::json;
 
 struct golden_case {
-    std::unique_ptr<llama_model> model;
+    std::unique_ptr<decoder_model> model;
     std::unique_ptr<st_file>     gold;
     std::vector<int32_t>         ids, labels;
     std::vector<int64_t>         lengths;
@@ -32,9 +32,9 @@ struct golden_case {
 static golden_case load_case(const std::string& flavour, int keep_bf16_layer = -2) {
     golden_case c;
     std::string dir = lisa_test::golden_dir(flavour);
-    c.model = llama_model_load(dir + "/model");
+    c.model = decoder_model_load(dir + "/model");
     for (size_t i = 0; i < c.model->tensors.size(); i++)
-        if (c.model->tensors[i].layer != keep_bf16_layer) llama_materialize(c.model.get(), i, i);
+        if (c.model->tensors[i].layer != keep_bf16_layer) decoder_materialize(c.model.get(), i, i);
     c.gold = st_open(dir + "/golden.safetensors");
     json b = json::parse(fs_read_text(dir + "/batch.json"));
     c.B = (int64_t)b["input_ids"].size();
@@ -52,14 +52,14 @@ class golden : public ::testing::TestWithParam<const char*> {};
 
 TEST_P(golden, logits_loss_and_every_gradient_match_pytorch) {
     golden_case c = load_case(GetParam());
-    const llama_model& m = *c.model;
+    const decoder_model& m = *c.model;
     const int64_t V = m.cfg.vocab_size;
-    llama_acts a;
-    llama_acts_init(&a, m, c.B, c.T);
-    llama_grads gr;
-    llama_grads_init(&gr, m);
+    decoder_acts a;
+    decoder_acts_init(&a, m, c.B, c.T);
+    decoder_grads gr;
+    decoder_grads_init(&gr, m);
     int64_t n = 0;
-    double sum = llama_forward_backward(m, &a, &gr, c.ids.data(), c.labels.data(), 1.0f / (float)c.label_tokens, &n);
+    double sum = decoder_forward_backward(m, &a, &gr, c.ids.data(), c.labels.data(), 1.0f / (float)c.label_tokens, &n);
     ASSERT_EQ(n, c.label_tokens);
     double loss = sum / (double)n;
     float want_loss = lisa_test::read_f32(*c.gold, "loss")[0];
@@ -67,7 +67,7 @@ TEST_P(golden, logits_loss_and_every_gradient_match_pytorch) {
 
     // logits at real (non-padding) positions
     std::vector<float> logits(c.B * c.T * V);
-    llama_logits(m, a, logits.data());
+    decoder_logits(m, a, logits.data());
     std::vector<float> want = lisa_test::read_f32(*c.gold, "logits"), got_valid, want_valid;
     for (int64_t b = 0; b < c.B; b++)
         for (int64_t t = 0; t < c.lengths[b]; t++)
@@ -81,7 +81,7 @@ TEST_P(golden, logits_loss_and_every_gradient_match_pytorch) {
         const auto& t = m.tensors[i];
         std::vector<float> g = lisa_test::read_f32(*c.gold, "grad." + t.name);
         ASSERT_EQ(g.size(), t.numel) << t.name;
-        const float* mine = llama_grad_of(gr, m, i);
+        const float* mine = decoder_grad_of(gr, m, i);
         ASSERT_NE(mine, nullptr);
         EXPECT_LT(lisa_test::rel_err(mine, g.data(), t.numel), 1e-3) << "gradient of " << t.name;
     }
@@ -91,20 +91,20 @@ TEST_P(golden, logits_loss_and_every_gradient_match_pytorch) {
 // with layer 0 frozen, the embedding gradient (which needs dX through layer 0) still matches.
 TEST_P(golden, frozen_layers_compute_no_weight_gradient_but_pass_input_gradient) {
     golden_case c = load_case(GetParam(), 0);  // layer 0 stays bf16 where the model is bf16
-    const llama_model& m = *c.model;
+    const decoder_model& m = *c.model;
     for (int variant = 0; variant < 2; variant++) {
-        llama_acts a;
-        llama_acts_init(&a, m, c.B, c.T);
-        llama_grads gr;
-        llama_grads_init(&gr, m);
-        llama_grads_freeze_layer(&gr, 0);
+        decoder_acts a;
+        decoder_acts_init(&a, m, c.B, c.T);
+        decoder_grads gr;
+        decoder_grads_init(&gr, m);
+        decoder_grads_freeze_layer(&gr, 0);
         if (variant == 1) gr.g.embed = nullptr;  // LISA with frozen embeddings: backward may stop early
         if (variant == 1 && m.cfg.tie_word_embeddings) continue;  // tied head shares the embedding
-        llama_forward_backward(m, &a, &gr, c.ids.data(), c.labels.data(), 1.0f / (float)c.label_tokens, nullptr);
+        decoder_forward_backward(m, &a, &gr, c.ids.data(), c.labels.data(), 1.0f / (float)c.label_tokens, nullptr);
         for (size_t i = 0; i < m.tensors.size(); i++) {
             const auto& t = m.tensors[i];
             bool frozen = t.layer == 0 || (variant == 1 && t.name == "model.embed_tokens.weight");
-            const float* mine = llama_grad_of(gr, m, i);
+            const float* mine = decoder_grad_of(gr, m, i);
             if (frozen) {
                 EXPECT_EQ(mine, nullptr) << t.name;
                 // nothing was written into its slot either
@@ -121,21 +121,21 @@ TEST_P(golden, frozen_layers_compute_no_weight_gradient_but_pass_input_gradient)
 // A right-padded batch gives the same loss and gradients as each sequence computed alone.
 TEST_P(golden, padded_batch_equals_each_sequence_alone) {
     golden_case c = load_case(GetParam());
-    const llama_model& m = *c.model;
+    const decoder_model& m = *c.model;
     const float scale = 1.0f / (float)c.label_tokens;
-    llama_acts a;
-    llama_acts_init(&a, m, c.B, c.T);
-    llama_grads batched;
-    llama_grads_init(&batched, m);
-    double lb = llama_forward_backward(m, &a, &batched, c.ids.data(), c.labels.data(), scale, nullptr);
-    llama_grads alone;
-    llama_grads_init(&alone, m);
+    decoder_acts a;
+    decoder_acts_init(&a, m, c.B, c.T);
+    decoder_grads batched;
+    decoder_grads_init(&batched, m);
+    double lb = decoder_forward_backward(m, &a, &batched, c.ids.data(), c.labels.data(), scale, nullptr);
+    decoder_grads alone;
+    decoder_grads_init(&alone, m);
     double la = 0;
     for (int64_t b = 0; b < c.B; b++) {
         int64_t L = c.lengths[b];
-        llama_acts a1;
-        llama_acts_init(&a1, m, 1, L);
-        la += llama_forward_backward(m, &a1, &alone, c.ids.data() + b * c.T, c.labels.data() + b * c.T, scale, nullptr);
+        decoder_acts a1;
+        decoder_acts_init(&a1, m, 1, L);
+        la += decoder_forward_backward(m, &a1, &alone, c.ids.data() + b * c.T, c.labels.data() + b * c.T, scale, nullptr);
     }
     EXPECT_NEAR(lb, la, 1e-5 * std::fabs(la));
     EXPECT_LT(lisa_test::rel_err(batched.buf.data(), alone.buf.data(), alone.buf.size()), 1e-5);
@@ -145,15 +145,15 @@ TEST_P(golden, padded_batch_equals_each_sequence_alone) {
 // computation again, so every gradient is bit-identical (with LoRA and dropout too).
 TEST_P(golden, gradient_checkpointing_gives_identical_gradients) {
     golden_case c = load_case(GetParam());
-    llama_model& m = *c.model;
+    decoder_model& m = *c.model;
     std::vector<float> plain;
     for (bool ckpt : {false, true}) {
-        llama_acts a;
-        llama_acts_init(&a, m, c.B, c.T, ckpt);
+        decoder_acts a;
+        decoder_acts_init(&a, m, c.B, c.T, ckpt);
         EXPECT_EQ(a.layers.size(), ckpt ? 1u : (size_t)m.cfg.num_layers);
-        llama_grads gr;
-        llama_grads_init(&gr, m);
-        double loss = llama_forward_backward(m, &a, &gr, c.ids.data(), c.labels.data(), 0.1f, nullptr);
+        decoder_grads gr;
+        decoder_grads_init(&gr, m);
+        double loss = decoder_forward_backward(m, &a, &gr, c.ids.data(), c.labels.data(), 0.1f, nullptr);
         (void)loss;
         if (!ckpt) plain = gr.buf.host_copy();
         else ASSERT_EQ(std::memcmp(plain.data(), gr.buf.data(), plain.size() * 4), 0);
@@ -162,14 +162,14 @@ TEST_P(golden, gradient_checkpointing_gives_identical_gradients) {
 
 TEST_P(golden, same_inputs_same_threads_give_bit_identical_gradients) {
     golden_case c = load_case(GetParam());
-    const llama_model& m = *c.model;
+    const decoder_model& m = *c.model;
     std::vector<float> first;
     for (int run = 0; run < 2; run++) {
-        llama_acts a;
-        llama_acts_init(&a, m, c.B, c.T);
-        llama_grads gr;
-        llama_grads_init(&gr, m);
-        llama_forward_backward(m, &a, &gr, c.ids.data(), c.labels.data(), 0.1f, nullptr);
+        decoder_acts a;
+        decoder_acts_init(&a, m, c.B, c.T);
+        decoder_grads gr;
+        decoder_grads_init(&gr, m);
+        decoder_forward_backward(m, &a, &gr, c.ids.data(), c.labels.data(), 0.1f, nullptr);
         if (run == 0) first = gr.buf.host_copy();
         else ASSERT_EQ(std::memcmp(first.data(), gr.buf.data(), first.size() * 4), 0);
     }
@@ -179,20 +179,20 @@ TEST_P(golden, same_inputs_same_threads_give_bit_identical_gradients) {
 // their window of the cache) gives the logits the full forward gives at every position.
 TEST_P(golden, kv_cached_decoding_matches_the_full_forward) {
     golden_case c = load_case(GetParam());
-    const llama_model& m = *c.model;
+    const decoder_model& m = *c.model;
     const int64_t V = m.cfg.vocab_size, L = c.lengths[0];
     std::vector<float> want = lisa_test::read_f32(*c.gold, "logits");  // PyTorch's, sequence 0
-    llama_kv_cache kv;
-    llama_kv_cache_init(&kv, m, L);
+    decoder_kv_cache kv;
+    decoder_kv_cache_init(&kv, m, L);
     std::vector<float> last(V);
     const int64_t prompt = 3;
-    llama_decode(m, &kv, c.ids.data(), prompt, last.data());
+    decoder_decode(m, &kv, c.ids.data(), prompt, last.data());
     EXPECT_LT(lisa_test::rel_err(last.data(), want.data() + (prompt - 1) * V, V), 1e-4) << "after the prompt";
     for (int64_t t = prompt; t < L; t++) {
-        llama_decode(m, &kv, c.ids.data() + t, 1, last.data());
+        decoder_decode(m, &kv, c.ids.data() + t, 1, last.data());
         EXPECT_LT(lisa_test::rel_err(last.data(), want.data() + t * V, V), 1e-4) << "position " << t;
     }
-    EXPECT_THROW(llama_decode(m, &kv, c.ids.data(), 1, last.data()), lisa::error);  // the cache is full
+    EXPECT_THROW(decoder_decode(m, &kv, c.ids.data(), 1, last.data()), lisa::error);  // the cache is full
 }
 
 INSTANTIATE_TEST_SUITE_P(flavours, golden,
@@ -203,7 +203,7 @@ INSTANTIATE_TEST_SUITE_P(flavours, golden,
 // ones, so logits and loss match PyTorch as in fp32, with no fp32 copy of any matrix.
 TEST(golden_io, bf16_model_in_half_mode_matches_pytorch_without_fp32_matrices) {
     std::string dir = lisa_test::golden_dir("llama3");
-    auto m = llama_model_load(dir + "/model");
+    auto m = decoder_model_load(dir + "/model");
     ASSERT_TRUE(m->half);
     EXPECT_EQ(m->w.layers[0][LT_Q], nullptr);
     EXPECT_NE(m->w16.layers[0][LT_Q], nullptr);
@@ -214,27 +214,27 @@ TEST(golden_io, bf16_model_in_half_mode_matches_pytorch_without_fp32_matrices) {
         for (auto& x : row) ids.push_back(x.get<int32_t>());
     for (auto& row : b["labels"])
         for (auto& x : row) labels.push_back(x.get<int32_t>());
-    llama_acts a;
-    llama_acts_init(&a, *m, (int64_t)b["input_ids"].size(), (int64_t)b["input_ids"][0].size());
+    decoder_acts a;
+    decoder_acts_init(&a, *m, (int64_t)b["input_ids"].size(), (int64_t)b["input_ids"][0].size());
     int64_t n = 0;
-    double loss = llama_forward_backward(*m, &a, nullptr, ids.data(), labels.data(), 0.0f, &n) / (double)n;
+    double loss = decoder_forward_backward(*m, &a, nullptr, ids.data(), labels.data(), 0.0f, &n) / (double)n;
     float want = lisa_test::read_f32(*gold, "loss")[0];
     EXPECT_NEAR(loss, want, 1e-4 * want);
     // materialise and write back: values survive the round trip bit for bit
-    std::vector<float> before = llama_tensor_values(*m, 3);
-    llama_materialize(m.get(), 0, m->tensors.size() - 1);
-    llama_dematerialize(m.get(), 0, m->tensors.size() - 1);
-    EXPECT_EQ(llama_tensor_values(*m, 3), before);
+    std::vector<float> before = decoder_tensor_values(*m, 3);
+    decoder_materialize(m.get(), 0, m->tensors.size() - 1);
+    decoder_dematerialize(m.get(), 0, m->tensors.size() - 1);
+    EXPECT_EQ(decoder_tensor_values(*m, 3), before);
 }
 
 TEST(golden_io, flavours_load_with_their_stored_dtypes) {
-    EXPECT_EQ(llama_model_load(lisa_test::golden_dir("llama2") + "/model")->stored_dtype, dtype::f32);
-    EXPECT_EQ(llama_model_load(lisa_test::golden_dir("llama3") + "/model")->stored_dtype, dtype::bf16);
-    auto q = llama_model_load(lisa_test::golden_dir("qwen2") + "/model");  // two shards + index
+    EXPECT_EQ(decoder_model_load(lisa_test::golden_dir("llama2") + "/model")->stored_dtype, dtype::f32);
+    EXPECT_EQ(decoder_model_load(lisa_test::golden_dir("llama3") + "/model")->stored_dtype, dtype::bf16);
+    auto q = decoder_model_load(lisa_test::golden_dir("qwen2") + "/model");  // two shards + index
     EXPECT_EQ(q->stored_dtype, dtype::f16);
     EXPECT_TRUE(q->cfg.tie_word_embeddings);
     EXPECT_EQ(q->w.lm_head, q->w.embed);
-    auto g = llama_model_load(lisa_test::golden_dir("gemma3") + "/model");  // bf16: half mode
+    auto g = decoder_model_load(lisa_test::golden_dir("gemma3") + "/model");  // bf16: half mode
     EXPECT_TRUE(g->half);
     EXPECT_EQ(g->cfg.model_type, "gemma3_text");
     EXPECT_EQ(g->w16.lm_head, g->w16.embed);
@@ -245,17 +245,17 @@ TEST(aidreams, greedy_decoding_matches_pytorch) {
     std::string assets = lisa_test::assets_dir();
     if (assets.empty()) GTEST_SKIP() << "../shared/assets not found (set LISA_ASSETS): aidreams-260k not checked";
     std::string dir = assets + "/models/aidreams-260k";
-    auto m = llama_model_load(dir);
+    auto m = decoder_model_load(dir);
     json want = json::parse(fs_read_text(lisa_test::golden_dir("") + "/aidreams_greedy.json"));
     std::vector<int32_t> ids = want["prompt_ids"].get<std::vector<int32_t>>();
     std::vector<int32_t> expect = want["generated_ids"].get<std::vector<int32_t>>();
     const int64_t V = m->cfg.vocab_size;
     for (size_t step = 0; step < expect.size(); step++) {
-        llama_acts a;
-        llama_acts_init(&a, *m, 1, (int64_t)ids.size());
-        llama_forward(*m, &a, ids.data());
+        decoder_acts a;
+        decoder_acts_init(&a, *m, 1, (int64_t)ids.size());
+        decoder_forward(*m, &a, ids.data());
         std::vector<float> logits(ids.size() * V);
-        llama_logits(*m, a, logits.data());
+        decoder_logits(*m, a, logits.data());
         const float* last = logits.data() + (ids.size() - 1) * V;
         ids.push_back((int32_t)(std::max_element(last, last + V) - last));
     }
@@ -287,17 +287,17 @@ TEST(aidreams, greedy_decoding_matches_pytorch) {
 // base frozen (input gradients flow through frozen weights into the adapters below).
 struct lora_fixture {
     std::vector<std::vector<float>> store;  // A, B and their gradients
-    llama_grads                      gr;
+    decoder_grads                      gr;
 };
 
-static void attach_lora(llama_model* m, lora_fixture* fx, const st_file* gold, float scale, float dropout) {
+static void attach_lora(decoder_model* m, lora_fixture* fx, const st_file* gold, float scale, float dropout) {
     m->lora.r = 2;
     m->lora.scale = scale;
     m->lora.dropout = dropout;
-    m->lora.layers.assign(m->cfg.num_layers, llama_lora_layer{});
-    fx->gr.g = llama_weights{};
-    fx->gr.g.layers.assign(m->cfg.num_layers, llama_layer_weights{});
-    fx->gr.lora.assign(m->cfg.num_layers, llama_lora_layer{});
+    m->lora.layers.assign(m->cfg.num_layers, decoder_lora_layer{});
+    fx->gr.g = decoder_weights{};
+    fx->gr.g.layers.assign(m->cfg.num_layers, decoder_layer_weights{});
+    fx->gr.lora.assign(m->cfg.num_layers, decoder_lora_layer{});
     fx->store.reserve(4 * LORA_N * m->cfg.num_layers);
     for (int l = 0; l < (int)m->cfg.num_layers; l++)
         for (int t = 0; t < LORA_N; t++) {
@@ -318,12 +318,12 @@ class golden_lora_flavour : public ::testing::TestWithParam<const char*> {};
 
 TEST_P(golden_lora_flavour, loss_and_adapter_gradients_match_pytorch) {
     golden_case c = load_case(GetParam());
-    llama_model& m = *c.model;
+    decoder_model& m = *c.model;
     lora_fixture fx;
     attach_lora(&m, &fx, c.gold.get(), 1.5f, 0.0f);
-    llama_acts a;
-    llama_acts_init(&a, m, c.B, c.T);
-    double sum = llama_forward_backward(m, &a, &fx.gr, c.ids.data(), c.labels.data(), 1.0f / (float)c.label_tokens, nullptr);
+    decoder_acts a;
+    decoder_acts_init(&a, m, c.B, c.T);
+    double sum = decoder_forward_backward(m, &a, &fx.gr, c.ids.data(), c.labels.data(), 1.0f / (float)c.label_tokens, nullptr);
     float want = lisa_test::read_f32(*c.gold, "lora.loss")[0];
     EXPECT_NEAR(sum / c.label_tokens, want, 1e-4 * want);
     for (int l = 0; l < (int)m.cfg.num_layers; l++)
@@ -347,26 +347,26 @@ INSTANTIATE_TEST_SUITE_P(flavours, golden_lora_flavour,
 // tolerance 2e-2 relative over the sampled entries).
 TEST(golden_lora, dropout_backward_matches_finite_differences) {
     golden_case c = load_case("llama2");
-    llama_model& m = *c.model;
+    decoder_model& m = *c.model;
     lora_fixture fx;
     attach_lora(&m, &fx, c.gold.get(), 1.5f, 0.3f);
     m.lora.dropout_seed = 1234;
-    llama_acts a;
-    llama_acts_init(&a, m, c.B, c.T);
+    decoder_acts a;
+    decoder_acts_init(&a, m, c.B, c.T);
     // the training loss (dropout on): a forward that a backward follows, here one with nothing to
     // compute (no gradient buffers); a loss-only call is evaluation and never drops
-    llama_grads none;
-    none.g.layers.assign(m.cfg.num_layers, llama_layer_weights{});
+    decoder_grads none;
+    none.g.layers.assign(m.cfg.num_layers, decoder_layer_weights{});
     auto loss = [&] {
-        return llama_forward_backward(m, &a, &none, c.ids.data(), c.labels.data(), 0.0f, nullptr) / c.label_tokens;
+        return decoder_forward_backward(m, &a, &none, c.ids.data(), c.labels.data(), 0.0f, nullptr) / c.label_tokens;
     };
-    const double eval_with_dropout = llama_forward_backward(m, &a, nullptr, c.ids.data(), c.labels.data(), 0.0f, nullptr);
+    const double eval_with_dropout = decoder_forward_backward(m, &a, nullptr, c.ids.data(), c.labels.data(), 0.0f, nullptr);
     m.lora.dropout = 0.0f;
-    const double eval_without = llama_forward_backward(m, &a, nullptr, c.ids.data(), c.labels.data(), 0.0f, nullptr);
+    const double eval_without = decoder_forward_backward(m, &a, nullptr, c.ids.data(), c.labels.data(), 0.0f, nullptr);
     m.lora.dropout = 0.3f;
     EXPECT_EQ(eval_with_dropout, eval_without) << "evaluation applied dropout";
     EXPECT_NE(loss() * c.label_tokens, eval_without) << "training did not apply dropout";
-    llama_forward_backward(m, &a, &fx.gr, c.ids.data(), c.labels.data(), 1.0f / (float)c.label_tokens, nullptr);
+    decoder_forward_backward(m, &a, &fx.gr, c.ids.data(), c.labels.data(), 1.0f / (float)c.label_tokens, nullptr);
     std::vector<float> analytic, numeric;
     for (int t : {LORA_Q, LORA_DOWN})
         for (int which = 0; which < 2; which++) {
@@ -389,13 +389,13 @@ TEST(golden_lora, dropout_backward_matches_finite_differences) {
     lora_fixture fx2;
     attach_lora(&m, &fx2, c.gold.get(), 1.5f, 0.3f);
     m.lora.dropout_seed = 1234;
-    llama_acts ac;
-    llama_acts_init(&ac, m, c.B, c.T, true);
-    llama_forward_backward(m, &ac, &fx2.gr, c.ids.data(), c.labels.data(), 1.0f / (float)c.label_tokens, nullptr);
+    decoder_acts ac;
+    decoder_acts_init(&ac, m, c.B, c.T, true);
+    decoder_forward_backward(m, &ac, &fx2.gr, c.ids.data(), c.labels.data(), 1.0f / (float)c.label_tokens, nullptr);
     lora_fixture fx3;
     attach_lora(&m, &fx3, c.gold.get(), 1.5f, 0.3f);
-    llama_acts_init(&a, m, c.B, c.T, false);
-    llama_forward_backward(m, &a, &fx3.gr, c.ids.data(), c.labels.data(), 1.0f / (float)c.label_tokens, nullptr);
+    decoder_acts_init(&a, m, c.B, c.T, false);
+    decoder_forward_backward(m, &a, &fx3.gr, c.ids.data(), c.labels.data(), 1.0f / (float)c.label_tokens, nullptr);
     for (size_t k = 0; k < fx2.store.size(); k++) ASSERT_EQ(fx2.store[k], fx3.store[k]) << k;
 }
 
@@ -403,16 +403,16 @@ TEST(golden_lora, dropout_backward_matches_finite_differences) {
 // (whose other rows are zero), and AdamW over the rows equals AdamW over the dense gradient.
 TEST(golden_sparse_embedding, rows_match_pytorch_and_adamw_matches_dense) {
     golden_case c = load_case("llama2");
-    const llama_model& m = *c.model;
-    llama_acts a;
-    llama_acts_init(&a, m, c.B, c.T);
-    llama_grads gr;
-    llama_grads_init(&gr, m);
-    llama_embed_rows rows;
+    const decoder_model& m = *c.model;
+    decoder_acts a;
+    decoder_acts_init(&a, m, c.B, c.T);
+    decoder_grads gr;
+    decoder_grads_init(&gr, m);
+    decoder_embed_rows rows;
     rows.init(m.cfg.vocab_size, m.cfg.hidden_size, c.B * c.T);
     gr.g.embed = nullptr;
     gr.embed_rows = &rows;
-    llama_forward_backward(m, &a, &gr, c.ids.data(), c.labels.data(), 1.0f / (float)c.label_tokens, nullptr);
+    decoder_forward_backward(m, &a, &gr, c.ids.data(), c.labels.data(), 1.0f / (float)c.label_tokens, nullptr);
     const int64_t V = m.cfg.vocab_size, D = m.cfg.hidden_size;
     std::vector<float> want = lisa_test::read_f32(*c.gold, "grad.model.embed_tokens.weight");
     std::vector<float> dense(V * D, 0.0f);
@@ -446,7 +446,7 @@ TEST(tinystories, loads_tokenizes_evaluates_and_generates_as_pytorch) {
     if (assets.empty()) GTEST_SKIP() << "../shared/assets not found (set LISA_ASSETS): tinystories-656k not checked";
     const std::string dir = assets + "/models/tinystories-656k";
     const json gold = json::parse(fs_read_text(lisa_test::golden_dir("") + "/tinystories.json"));
-    auto m = llama_model_load(dir);
+    auto m = decoder_model_load(dir);
     EXPECT_TRUE(m->cfg.tie_word_embeddings);
     auto tok = tokenizer_load(dir);
     lisa_test::temp_dir td;

@@ -8,7 +8,7 @@
 #include "io/fs.h"
 #include "io/safetensors.h"
 #include "model/config.h"
-#include "model/llama.h"
+#include "model/decoder.h"
 #include "tokenizer/tokenizer.h"
 #include "test_util.h"
 

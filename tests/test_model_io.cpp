@@ -4,14 +4,14 @@
 
 #include "core/error.h"
 #include "io/fs.h"
-#include "model/llama.h"
+#include "model/decoder.h"
 #include "test_util.h"
 
 using namespace lisa;
 using json = nlohmann::json;
 using lisa_test::temp_dir;
 
-static llama_config small_cfg(bool tied = false) {
+static model_config small_cfg(bool tied = false) {
     json j = {{"architectures", {"LlamaForCausalLM"}}, {"model_type", "llama"}, {"vocab_size", 50},
               {"hidden_size", 16}, {"intermediate_size", 24}, {"num_hidden_layers", 2},
               {"num_attention_heads", 4}, {"num_key_value_heads", 2}, {"tie_word_embeddings", tied},
@@ -21,7 +21,7 @@ static llama_config small_cfg(bool tied = false) {
 
 static std::string load_error(const std::string& dir) {
     try {
-        llama_model_load(dir);
+        decoder_model_load(dir);
     } catch (const lisa::error& e) {
         return e.what();
     }
@@ -29,21 +29,21 @@ static std::string load_error(const std::string& dir) {
 }
 
 TEST(model_io, save_load_round_trip_per_dtype) {
-    auto m = llama_model_init(small_cfg());
-    llama_model_init_random(m.get(), 7);
+    auto m = decoder_model_init(small_cfg());
+    decoder_model_init_random(m.get(), 7);
     for (dtype dt : {dtype::f32, dtype::bf16, dtype::f16}) {
         temp_dir td;
-        llama_save_options so;
+        decoder_save_options so;
         so.out_dtype = dt;
-        llama_model_save(*m, td.path, so);
+        decoder_model_save(*m, td.path, so);
         EXPECT_TRUE(fs_is_file(td.path + "/generation_config.json"));
-        auto r = llama_model_load(td.path);
+        auto r = decoder_model_load(td.path);
         EXPECT_EQ(r->stored_dtype, dt);
         EXPECT_EQ(r->cfg.torch_dtype, dt);
         ASSERT_EQ(r->params.size(), m->params.size());
         EXPECT_EQ(r->half, dt == dtype::bf16);  // a bf16 model stays bf16 in memory
         for (size_t ti = 0; ti < m->tensors.size(); ti++) {
-            std::vector<float> got = llama_tensor_values(*r, ti), orig = llama_tensor_values(*m, ti);
+            std::vector<float> got = decoder_tensor_values(*r, ti), orig = decoder_tensor_values(*m, ti);
             for (size_t i = 0; i < orig.size(); i++) {
                 float want = orig[i];
                 if (dt == dtype::bf16) want = bf16_to_f32(f32_to_bf16(want));
@@ -53,7 +53,7 @@ TEST(model_io, save_load_round_trip_per_dtype) {
         }
         if (dt == dtype::bf16) {  // and saving the half-mode model gives the same file again
             temp_dir again;
-            llama_model_save(*r, again.path, so);
+            decoder_model_save(*r, again.path, so);
             EXPECT_EQ(fs_read_text(again.path + "/model.safetensors"), fs_read_text(td.path + "/model.safetensors"));
         }
         for (auto& e : std::filesystem::directory_iterator(td.path))
@@ -62,33 +62,33 @@ TEST(model_io, save_load_round_trip_per_dtype) {
 }
 
 TEST(model_io, sharded_save_writes_an_index_and_resave_removes_stale_shards) {
-    auto m = llama_model_init(small_cfg(true));
-    llama_model_init_random(m.get(), 8);
+    auto m = decoder_model_init(small_cfg(true));
+    decoder_model_init_random(m.get(), 8);
     temp_dir td;
-    llama_save_options so;
+    decoder_save_options so;
     so.max_shard_bytes = 4000;  // forces several shards
-    llama_model_save(*m, td.path, so);
+    decoder_model_save(*m, td.path, so);
     json idx = json::parse(fs_read_text(td.path + "/model.safetensors.index.json"));
     std::set<std::string> files;
     for (auto& [k, v] : idx["weight_map"].items()) files.insert(v.get<std::string>());
     EXPECT_GT(files.size(), 2u);
     EXPECT_EQ(idx["metadata"]["total_size"].get<size_t>(), m->params.size() * 4);
     EXPECT_FALSE(idx["weight_map"].contains("lm_head.weight"));  // tied: not saved, as HF does
-    auto r = llama_model_load(td.path);
+    auto r = decoder_model_load(td.path);
     EXPECT_EQ(r->params, m->params);
     // save again unsharded into the same folder: the old shards and index go away
     so.max_shard_bytes = (size_t)1 << 30;
-    llama_model_save(*r, td.path, so);
+    decoder_model_save(*r, td.path, so);
     EXPECT_FALSE(fs_is_file(td.path + "/model.safetensors.index.json"));
     for (auto& f : files) EXPECT_FALSE(fs_is_file(td.path + "/" + f)) << f;
-    EXPECT_EQ(llama_model_load(td.path)->params, m->params);
+    EXPECT_EQ(decoder_model_load(td.path)->params, m->params);
 }
 
 TEST(model_io, random_init_is_seeded_and_has_the_requested_statistics) {
-    auto a = llama_model_init(small_cfg()), b = llama_model_init(small_cfg()), c = llama_model_init(small_cfg());
-    llama_model_init_random(a.get(), 1);
-    llama_model_init_random(b.get(), 1);
-    llama_model_init_random(c.get(), 2);
+    auto a = decoder_model_init(small_cfg()), b = decoder_model_init(small_cfg()), c = decoder_model_init(small_cfg());
+    decoder_model_init_random(a.get(), 1);
+    decoder_model_init_random(b.get(), 1);
+    decoder_model_init_random(c.get(), 2);
     EXPECT_EQ(a->params, b->params);
     EXPECT_NE(a->params, c->params);
     double s = 0, s2 = 0;
@@ -110,11 +110,11 @@ TEST(model_io, random_init_is_seeded_and_has_the_requested_statistics) {
 }
 
 TEST(model_io, bad_folders_are_refused_naming_file_and_tensor) {
-    auto m = llama_model_init(small_cfg());
-    llama_model_init_random(m.get(), 3);
+    auto m = decoder_model_init(small_cfg());
+    decoder_model_init_random(m.get(), 3);
     temp_dir td;
-    llama_save_options so;
-    llama_model_save(*m, td.path, so);
+    decoder_save_options so;
+    decoder_model_save(*m, td.path, so);
     const std::string st = td.path + "/model.safetensors";
     // rewrite the weights with one tensor changed
     auto rewrite = [&](const std::function<void(std::vector<st_write_entry>&)>& edit) {

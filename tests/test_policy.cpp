@@ -49,8 +49,8 @@ class fake_env final : public policy_env {
             released[l]++;
         }
     }
-    llama_model* model() override { return nullptr; }
-    llama_grads* grads() override { return nullptr; }
+    decoder_model* model() override { return nullptr; }
+    decoder_grads* grads() override { return nullptr; }
     void         info(const std::string& s) override { messages.push_back(s); }
 
     std::vector<std::string> made, messages;

@@ -8,7 +8,7 @@
 
 #include "core/error.h"
 #include "io/fs.h"
-#include "model/llama.h"
+#include "model/decoder.h"
 #include "model/lora.h"
 #include "data/dataset.h"
 #include "tokenizer/tokenizer.h"
@@ -54,9 +54,9 @@ TEST(train, one_full_step_matches_pytorch_adamw) {
     temp_dir td;
     train(td.path, "--method full --max_steps 1 --per_device_train_batch_size 8 --learning_rate 1e-3 "
                    "--adam_epsilon 1e-3 --weight_decay 0.01 --max_grad_norm 1.0 --lr_scheduler_type constant");
-    auto got = llama_model_load(td.path);
+    auto got = decoder_model_load(td.path);
     auto want = st_open(lisa_test::golden_dir("aidreams_data") + "/full_step_weights.safetensors");
-    auto base = llama_model_load(aidreams());
+    auto base = decoder_model_load(aidreams());
     json exp = json::parse(fs_read_text(lisa_test::golden_dir("aidreams_data") + "/expected.json"))["full_step"];
     for (const auto& t : got->tensors) {
         std::vector<float> w = lisa_test::read_f32(*want, t.name);
@@ -76,7 +76,7 @@ TEST(train, one_full_step_matches_pytorch_adamw) {
 }
 
 // Which tensors changed between two models: per tensor name, any element differs.
-static std::set<std::string> changed(const llama_model& a, const llama_model& b) {
+static std::set<std::string> changed(const decoder_model& a, const decoder_model& b) {
     std::set<std::string> s;
     for (const auto& t : a.tensors)
         if (std::memcmp(a.params.data() + t.offset, b.params.data() + t.offset, t.numel * 4) != 0) s.insert(t.name);
@@ -87,7 +87,7 @@ TEST(train, lisa_trains_exactly_gamma_layers_plus_embedding_norm_and_head) {
     NEED_ASSETS();
     temp_dir td;
     train(td.path, "--lisa_activated_layers 1 --max_steps 1 --learning_rate 1e-3 --per_device_train_batch_size 4");
-    auto base = llama_model_load(aidreams()), got = llama_model_load(td.path);
+    auto base = decoder_model_load(aidreams()), got = decoder_model_load(td.path);
     auto log = read_log(td.path);
     ASSERT_EQ(log.size(), 1u);
     // training_args.json records the options as used, defaults resolved
@@ -109,7 +109,7 @@ TEST(train, lisa_trains_exactly_gamma_layers_plus_embedding_norm_and_head) {
     temp_dir td2;
     train(td2.path, "--lisa_activated_layers 2 --max_steps 1 --learning_rate 1e-3 --lisa_train_embeddings 0 "
                     "--lisa_train_head 0");
-    auto got2 = llama_model_load(td2.path);
+    auto got2 = decoder_model_load(td2.path);
     EXPECT_EQ(changed(*base, *got2).count("model.embed_tokens.weight"), 0u);
     int layers = 0;
     for (int l = 0; l < 4; l++) layers += changed(*base, *got2).count(strf("model.layers.%d.mlp.up_proj.weight", l));
@@ -139,7 +139,7 @@ TEST(train, lisa_switches_layers_with_constant_optimizer_memory_and_is_reproduci
     }
     EXPECT_GE(sets.size(), 2u) << "the active set must change across 4 intervals";
     // optimizer state = m + v of embedding, final norm and two layers (tied head), in fp32
-    auto m = llama_model_load(aidreams());
+    auto m = decoder_model_load(aidreams());
     size_t layer = 0, global = 0;  // elements of one decoder layer, and of embedding + final norm
     for (const auto& t : m->tensors) {
         if (t.layer == 0) layer += t.numel;
@@ -174,7 +174,7 @@ TEST(train, lisa_draws_are_uniform_without_replacement) {
 // raise that layer's ratio many times (by no more than their share) and make it the likeliest draw.
 TEST(train, owlore_outlier_ratios_follow_the_weights) {
     NEED_ASSETS();
-    auto m = llama_model_load(aidreams());
+    auto m = decoder_model_load(aidreams());
     auto tok = tokenizer_load(aidreams());
     dataset_options dopt;
     dopt.eos_id = 2;
@@ -246,7 +246,7 @@ TEST(train, gradient_accumulation_equals_a_larger_batch) {
     const std::string args = "--method full --max_steps 1 --learning_rate 1e-3 --adam_epsilon 1e-3 --max_grad_norm 0 ";
     train(big.path, args + "--per_device_train_batch_size 4 --gradient_accumulation_steps 1");
     train(acc.path, args + "--per_device_train_batch_size 1 --gradient_accumulation_steps 4");
-    auto a = llama_model_load(big.path), b = llama_model_load(acc.path);
+    auto a = decoder_model_load(big.path), b = decoder_model_load(acc.path);
     double err = 0;
     for (size_t i = 0; i < a->params.size(); i++) err = std::max(err, (double)std::fabs(a->params[i] - b->params[i]));
     EXPECT_LT(err, 1e-6);  // float rounding only (the samples have different lengths)
@@ -413,11 +413,11 @@ TEST(train, lisa_on_a_bf16_model_keeps_frozen_layers_and_resumes_exactly) {
     NEED_ASSETS();
     temp_dir bf, whole, resumed;
     {
-        auto m = llama_model_load(aidreams());
-        llama_save_options so;
+        auto m = decoder_model_load(aidreams());
+        decoder_save_options so;
         so.out_dtype = dtype::bf16;
         so.tokenizer_from = aidreams();
-        llama_model_save(*m, bf.path, so);
+        decoder_model_save(*m, bf.path, so);
     }
     auto run = [&](const std::string& out, const std::string& extra) {
         auto r = run_lisa("train --model_name_or_path " + bf.path + " --dataset_path " + data_dir() +
@@ -432,7 +432,7 @@ TEST(train, lisa_on_a_bf16_model_keeps_frozen_layers_and_resumes_exactly) {
         EXPECT_TRUE(same_bytes(whole.path + "/model.safetensors", again.path + "/model.safetensors")) << "from " << at;
     }
     run(resumed.path, "--resume_from_checkpoint " + whole.path + "/checkpoint-4");
-    auto base = llama_model_load(bf.path), got = llama_model_load(whole.path);
+    auto base = decoder_model_load(bf.path), got = decoder_model_load(whole.path);
     EXPECT_TRUE(got->half);
     EXPECT_EQ(got->stored_dtype, dtype::bf16);
     std::set<int> trained;
@@ -440,7 +440,7 @@ TEST(train, lisa_on_a_bf16_model_keeps_frozen_layers_and_resumes_exactly) {
         for (int l : j["active_layers"]) trained.insert(l);
     for (size_t i = 0; i < base->tensors.size(); i++) {
         const auto& t = base->tensors[i];
-        bool same = llama_tensor_values(*base, i) == llama_tensor_values(*got, i);
+        bool same = decoder_tensor_values(*base, i) == decoder_tensor_values(*got, i);
         if (t.layer < 0) continue;
         if (!trained.count(t.layer)) {
             EXPECT_TRUE(same) << t.name << " was never trained";

@@ -49,7 +49,7 @@ void add_common(CLI::App& app, gen_opts* o, bool chat) {
 
 // A model, its tokenizer and the chosen template: renders conversations and generates replies.
 struct session {
-    std::unique_ptr<llama_model> m;
+    std::unique_ptr<decoder_model> m;
     std::unique_ptr<tokenizer>   tok;
     dataset_options              dopt;
     model_chat_template          chat_template;

@@ -3,7 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
-#include "model/llama.h"
+#include "model/decoder.h"
 
 namespace lisa {
 
@@ -11,8 +11,8 @@ command_fn cmd_info_register(CLI::App& app) {
     auto dir = std::make_shared<std::string>();
     app.add_option("--model_name_or_path", *dir, "Hugging Face model folder")->required();
     return [dir] {
-        auto m = llama_model_load(*dir);
-        const llama_config& c = m->cfg;
+        auto m = decoder_model_load(*dir);
+        const model_config& c = m->cfg;
         nlohmann::json j = {{"architecture", c.architecture},
                             {"parameters", (int64_t)m->params.size()},
                             {"stored_dtype", dtype_torch_name(m->stored_dtype)},

@@ -5,7 +5,7 @@
 #include "cli/common.h"
 #include "core/error.h"
 #include "io/fs.h"
-#include "model/llama.h"
+#include "model/decoder.h"
 #include "tokenizer/tokenizer.h"
 
 namespace lisa {
@@ -27,7 +27,7 @@ command_fn cmd_init_register(CLI::App& app) {
                  "replace a model or adapter already in the folder (every file of it)");
     return [o] {
         // everything that can be refused is refused before the folder is touched
-        llama_config cfg = config_load(o->config);
+        model_config cfg = config_load(o->config);
         if (!o->tokenizer.empty()) {
             if (!fs_is_dir(o->tokenizer)) fail(strf("--tokenizer_path %s: not a folder", o->tokenizer.c_str()));
             const int64_t nv = tokenizer_vocab_size(*tokenizer_load(o->tokenizer));
@@ -36,7 +36,7 @@ command_fn cmd_init_register(CLI::App& app) {
                           "could not embed them (set vocab_size to at least %lld)", o->tokenizer.c_str(), (long long)nv,
                           o->config.c_str(), (long long)cfg.vocab_size, (long long)nv));
         }
-        llama_save_options so;
+        decoder_save_options so;
         so.out_dtype = o->dtype_name.empty() ? cfg.torch_dtype : parse_dtype_option(o->dtype_name);
         so.max_shard_bytes = parse_size_option(o->max_shard_size);
         so.tokenizer_from = o->tokenizer;
@@ -44,11 +44,11 @@ command_fn cmd_init_register(CLI::App& app) {
         const bool created = claim_model_folder(&lock, o->output, "lisa init", o->overwrite);
         try {
             // a bf16 model is generated straight into bf16: a 7B model never needs 28 GB of fp32
-            auto m = llama_model_init(cfg, so.out_dtype == dtype::bf16);
+            auto m = decoder_model_init(cfg, so.out_dtype == dtype::bf16);
             m->ctx.threads = cli_threads();
-            llama_model_init_random(m.get(), o->seed);
+            decoder_model_init_random(m.get(), o->seed);
             clear_model_folder(o->output, "");
-            llama_model_save(*m, o->output, so);
+            decoder_model_save(*m, o->output, so);
         } catch (...) {
             drop_model_folder(&lock, o->output, created);
             throw;

@@ -40,7 +40,7 @@ command_fn cmd_inspect_data_register(CLI::App& app) {
     cli_add_bool(app, "--group_texts", &o->group_texts, "pack samples into blocks of --block_size, as training would");
     return [o] {
         std::string cfg_path = fs_join(o->model, "config.json");
-        llama_config cfg = config_load(cfg_path);
+        model_config cfg = config_load(cfg_path);
         auto tok = load_tokenizer_of(o->model);
         cli_data_flags f{o->data, o->tmpl, o->block_size, o->group_texts, o->train_on_prompt};
         dataset_options dopt;

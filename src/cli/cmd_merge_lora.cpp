@@ -6,7 +6,7 @@
 
 #include "cli/commands.h"
 #include "cli/common.h"
-#include "model/llama.h"
+#include "model/decoder.h"
 #include "model/lora.h"
 
 namespace lisa {
@@ -25,7 +25,7 @@ command_fn cmd_merge_lora_register(CLI::App& app) {
     cli_add_bool(app, "--overwrite_output_dir", &o->overwrite,
                  "replace a model or adapter already in the output folder (every file of it)");
     return [o] {
-        llama_save_options so;
+        decoder_save_options so;
         so.max_shard_bytes = parse_size_option(o->max_shard);
         if (!o->dtype_name.empty()) parse_dtype_option(o->dtype_name);  // refused before any work
         output_lock lock;
@@ -37,7 +37,7 @@ command_fn cmd_merge_lora_register(CLI::App& app) {
             bar.show("writing " + o->out);
             so.out_dtype = o->dtype_name.empty() ? m->stored_dtype : parse_dtype_option(o->dtype_name);
             clear_model_folder(o->out, o->base);
-            llama_model_save(*m, o->out, so);
+            decoder_model_save(*m, o->out, so);
         } catch (...) {
             drop_model_folder(&lock, o->out, created);
             throw;

@@ -21,7 +21,7 @@ command_fn cmd_merge_lora_register(CLI::App& app);  // lisa merge-lora: fold an 
 command_fn cmd_export_gguf_register(CLI::App& app);  // lisa export-gguf: write a GGUF for llama.cpp
 
 // The --threads flag (0 = all cores): each command gives it to the compute context of what it
-// loads (llama_model::ctx, train_options::threads); nothing sets threads process-wide.
+// loads (decoder_model::ctx, train_options::threads); nothing sets threads process-wide.
 int cli_threads();
 
 // A boolean as Hugging Face's and LMFlow's scripts pass it: `--name`, or `--name VALUE` with

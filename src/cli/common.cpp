@@ -15,8 +15,8 @@
 
 namespace lisa {
 
-std::unique_ptr<llama_model> load_model_with_lora(const std::string& dir, const std::string& lora_dir) {
-    auto m = llama_model_load(dir);
+std::unique_ptr<decoder_model> load_model_with_lora(const std::string& dir, const std::string& lora_dir) {
+    auto m = decoder_model_load(dir);
     m->ctx.threads = cli_threads();
     if (!lora_dir.empty()) lora_merge_adapter(m.get(), lora_dir);
     return m;
@@ -57,7 +57,7 @@ void say_modelfile(const std::string& path, const modelfile_info& mf) {
 }
 
 dataset cli_load_dataset(const cli_data_flags& f, const std::string& model_dir, const tokenizer& tok,
-                         const llama_config& cfg, dataset_options* dopt_out, model_chat_template* chat_template) {
+                         const model_config& cfg, dataset_options* dopt_out, model_chat_template* chat_template) {
     dataset_options& dopt = *dopt_out;
     std::string bs_warning;
     dopt.block_size = resolve_block_size(f.block_size, cfg, &bs_warning);

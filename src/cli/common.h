@@ -6,14 +6,14 @@
 
 #include "io/output_dir.h"
 #include "data/dataset.h"
-#include "model/llama.h"
+#include "model/decoder.h"
 #include "tokenizer/tokenizer.h"
 
 namespace lisa {
 
 // Model folder, with a PEFT adapter merged in when lora_dir is not empty, computing with the
 // --threads count.
-std::unique_ptr<llama_model> load_model_with_lora(const std::string& dir, const std::string& lora_dir);
+std::unique_ptr<decoder_model> load_model_with_lora(const std::string& dir, const std::string& lora_dir);
 // tokenizer.json of a model folder (error naming the folder if absent).
 std::unique_ptr<tokenizer> load_tokenizer_of(const std::string& dir);
 
@@ -55,7 +55,7 @@ struct cli_data_flags {
 };
 // dopt_out->model_template points into *chat_template (the caller keeps both).
 dataset cli_load_dataset(const cli_data_flags& f, const std::string& model_dir, const tokenizer& tok,
-                         const llama_config& cfg, dataset_options* dopt_out, model_chat_template* chat_template);
+                         const model_config& cfg, dataset_options* dopt_out, model_chat_template* chat_template);
 
 // A note to stderr, one line, starting with "lisa: ".
 void cli_note(const std::string& s);

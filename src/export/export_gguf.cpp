@@ -72,7 +72,7 @@ static const char* gguf_layer_suffix(int t) {
     return "?";
 }
 
-static std::string gguf_tensor_name(const llama_tensor_info& t) {
+static std::string gguf_tensor_name(const decoder_tensor_info& t) {
     switch (t.field) {
         case kFieldEmbed: return "token_embd.weight";
         case kFieldNorm: return "output_norm.weight";
@@ -82,7 +82,7 @@ static std::string gguf_tensor_name(const llama_tensor_info& t) {
 }
 
 // llama3 rope scaling as llama.cpp takes it: a rope_freqs tensor of per-frequency divisors
-static std::vector<float> llama3_rope_factors(const llama_config& c) {
+static std::vector<float> llama3_rope_factors(const model_config& c) {
     std::vector<float> f;
     const double factor = c.rope.factor, lo = c.rope.low_freq_factor, hi = c.rope.high_freq_factor;
     const double old = (double)c.rope.original_max_position_embeddings, low_wl = old / lo, high_wl = old / hi;
@@ -304,9 +304,9 @@ static int64_t rope_pair_row(int64_t r, int64_t head_dim) {
 std::vector<std::string> export_gguf(const gguf_export_options& o) {
     const ggml_type outtype = gguf_outtype(o.outtype);
     std::unique_ptr<model_files> mf = model_files_open(o.model_dir);
-    const llama_config& c = mf->cfg;
+    const model_config& c = mf->cfg;
     const std::string cfg_path = fs_join(o.model_dir, "config.json");
-    const std::vector<llama_tensor_info> table = llama_tensor_table(c);
+    const std::vector<decoder_tensor_info> table = decoder_tensor_table(c);
     for (const auto& t : table) model_files_tensor(*mf, t);  // every tensor present, right dtype and shape
     model_files_check_unexpected(*mf, table);
     // what llama.cpp's graph for this architecture needs: refusals, warnings, its own metadata
@@ -319,7 +319,7 @@ std::vector<std::string> export_gguf(const gguf_export_options& o) {
     if (!o.lora_dir.empty()) lora = lora_adapter_read(o.lora_dir);
     // the adapter's modules must all be Linear weights of this model
     for (const auto& [module, d] : lora) {
-        auto it = std::find_if(table.begin(), table.end(), [&](const llama_tensor_info& t) {
+        auto it = std::find_if(table.begin(), table.end(), [&](const decoder_tensor_info& t) {
             return t.name == module + ".weight" && t.is_matrix && t.layer >= 0;
         });
         if (it == table.end()) fail(strf("%s: the base model has no Linear '%s'", d.source.c_str(), module.c_str()));
@@ -422,7 +422,7 @@ std::vector<std::string> export_gguf(const gguf_export_options& o) {
 
     // tensors, streamed from the mapped files
     const model_files& files = *mf;
-    auto add_tensor = [&](const llama_tensor_info& t) {
+    auto add_tensor = [&](const decoder_tensor_info& t) {
         gguf_tensor gt;
         gt.name = gguf_tensor_name(t);
         const bool matrix = t.shape.size() == 2;

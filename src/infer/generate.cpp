@@ -43,29 +43,29 @@ int32_t sample_next(float* logits, int64_t V, const generate_options& o, rng* r)
     return idx[keep - 1];
 }
 
-std::vector<int32_t> generate(const llama_model& m, const std::vector<int32_t>& prompt, const generate_options& o,
+std::vector<int32_t> generate(const decoder_model& m, const std::vector<int32_t>& prompt, const generate_options& o,
                               const std::function<void(int32_t)>& on_token) {
     if (prompt.empty()) fail("generate: the prompt has no tokens (and the tokenizer adds no BOS)");
-    llama_kv_cache cache;
+    decoder_kv_cache cache;
     // the context: prompt + new tokens, at most the model's (and no overflow for a huge request)
     const int64_t room = m.cfg.max_position_embeddings - (int64_t)prompt.size();
     int64_t ctx = (int64_t)prompt.size() + std::max<int64_t>(0, std::min<int64_t>(o.max_new_tokens, room));
     if (room <= 0)
         fail(strf("generate: the prompt has %zu tokens; the model's context (max_position_embeddings) is %lld",
                   prompt.size(), (long long)m.cfg.max_position_embeddings));
-    llama_kv_cache_init(&cache, m, ctx);
+    decoder_kv_cache_init(&cache, m, ctx);
     rng r;
     rng_init(&r, o.seed);
     std::vector<float> logits(m.cfg.vocab_size);
     std::vector<int32_t> out;
-    llama_decode(m, &cache, prompt.data(), (int64_t)prompt.size(), logits.data());
+    decoder_decode(m, &cache, prompt.data(), (int64_t)prompt.size(), logits.data());
     while ((int64_t)out.size() < o.max_new_tokens) {
         int32_t next = sample_next(logits.data(), m.cfg.vocab_size, o, &r);
         out.push_back(next);
         if (on_token) on_token(next);
         if (std::find(o.stop_ids.begin(), o.stop_ids.end(), next) != o.stop_ids.end()) break;
         if (cache.n_past >= cache.max_T) break;  // context full
-        llama_decode(m, &cache, &next, 1, logits.data());
+        decoder_decode(m, &cache, &next, 1, logits.data());
     }
     return out;
 }

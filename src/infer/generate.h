@@ -4,7 +4,7 @@
 #include <functional>
 #include <vector>
 
-#include "model/llama.h"
+#include "model/decoder.h"
 
 namespace lisa {
 
@@ -22,7 +22,7 @@ int32_t sample_next(float* logits, int64_t V, const generate_options& o, struct 
 
 // Generates after `prompt`; on_token is called with each new id as it is produced (for
 // streaming). Returns the new ids (the stop token included, if one was produced).
-std::vector<int32_t> generate(const llama_model& m, const std::vector<int32_t>& prompt, const generate_options& o,
+std::vector<int32_t> generate(const decoder_model& m, const std::vector<int32_t>& prompt, const generate_options& o,
                               const std::function<void(int32_t)>& on_token);
 
 }  // namespace lisa

@@ -1,7 +1,7 @@
 // The backend-neutral kernel interface: every loop over tensor data in lisa.cpp is one of these
 // functions. A backend is a table of them; the model, LoRA and the optimizer call kernels only
 // through a `backend`, so the backend is chosen in one place (`compute_ctx::be`, each model's
-// `llama_model::ctx`, which the trainer's optimizer uses too) and a new one (CUDA, say) implements
+// `decoder_model::ctx`, which the trainer's optimizer uses too) and a new one (CUDA, say) implements
 // this table and joins the kernel harness
 // (tests/test_kernels.cpp), which checks every kernel of a backend against `backend_ref()` and
 // every backward by finite differences.

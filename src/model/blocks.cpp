@@ -52,7 +52,7 @@ struct lora_dpart {  // the gradient of a slice
 // y[N,out] += s · dropout(x)·Aᵀ·Bᵀ over the parts of out, keeping xa = dropout(x)·Aᵀ for the backward
 static void lora_forward(const block_args& b, int64_t l, int t, const float* x, int64_t in,
                          std::initializer_list<lora_part> parts) {
-    const llama_lora& lo = b.m.lora;
+    const decoder_lora& lo = b.m.lora;
     if (lo.r == 0 || !lo.layers[l].A[t]) return;
     LISA_ASSERT(b.a, "lora forward", "unmerged adapters need training activations (merge them to decode)");
     const int64_t N = b.B * b.T, r = lo.r;
@@ -66,12 +66,12 @@ static void lora_forward(const block_args& b, int64_t l, int t, const float* x, 
 }
 
 // dx += ∂/∂x, dA, dB += gradients, from the parts' dy of y = x·Wᵀ + s·dropout(x)·Aᵀ·Bᵀ
-static void lora_backward(const block_args& b, int64_t l, int t, const llama_lora_layer* lg, float* dx,
+static void lora_backward(const block_args& b, int64_t l, int t, const decoder_lora_layer* lg, float* dx,
                           const float* x, int64_t in, std::initializer_list<lora_dpart> parts) {
-    const llama_lora& lo = b.m.lora;
+    const decoder_lora& lo = b.m.lora;
     if (lo.r == 0 || !lo.layers[l].A[t]) return;
     const backend& K = b.K;
-    llama_acts* a = b.a;
+    decoder_acts* a = b.a;
     const int64_t N = b.B * b.T, r = lo.r;
     const float s = lo.scale;
     const float* A = lo.layers[l].A[t];
@@ -101,7 +101,7 @@ static void lora_backward(const block_args& b, int64_t l, int t, const llama_lor
 // ------------------------------------------------------------------ attention block
 
 // Layer l's attention: scale, soft cap and window
-static attn_params layer_attn(const llama_config& c, int64_t l) {
+static attn_params layer_attn(const model_config& c, int64_t l) {
     attn_params ap;
     ap.scale = config_attn_scale(c);
     ap.softcap = (float)c.attn_logit_softcap;
@@ -111,7 +111,7 @@ static attn_params layer_attn(const llama_config& c, int64_t l) {
 
 static void norm_fwd(const block_args& b, float* y, float* rstd, const float* x, const float* w, int64_t rows,
                      int64_t width) {
-    const llama_config& c = b.m.cfg;
+    const model_config& c = b.m.cfg;
     b.K.rmsnorm_forward(y, rstd, x, w, rows, width, (float)c.rms_norm_eps, (float)c.norm_weight_offset);
 }
 
@@ -120,13 +120,13 @@ static void norm_bwd(const block_args& b, float* dx, float* dw, const float* dy,
     b.K.rmsnorm_backward(dx, dw, dy, x, w, rstd, rows, width, (float)b.m.cfg.norm_weight_offset);
 }
 
-void attn_block_forward(const block_args& b, int64_t l, const float* x, llama_layer_acts& s) {
-    const llama_config& c = b.m.cfg;
+void attn_block_forward(const block_args& b, int64_t l, const float* x, decoder_layer_acts& s) {
+    const model_config& c = b.m.cfg;
     const backend& K = b.K;
     const int64_t N = b.B * b.T, D = c.hidden_size, hd = c.head_dim, Hq = c.num_heads, Hkv = c.num_kv_heads,
                   Q = Hq * hd, KV = Hkv * hd;
-    const llama_layer_weights& w = b.m.w.layers[l];
-    const llama_layer_weights16& w16 = b.m.w16.layers[l];
+    const decoder_layer_weights& w = b.m.w.layers[l];
+    const decoder_layer_weights16& w16 = b.m.w16.layers[l];
     const attn_params ap = layer_attn(c, l);
     norm_fwd(b, s.xn1, s.rstd1, x, w[LT_ATTN_NORM], N, D);
     // projections into q_pre/k_pre (the same buffers as q/k unless a per-head norm follows)
@@ -160,15 +160,15 @@ void attn_block_forward(const block_args& b, int64_t l, const float* x, llama_la
     K.add(s.x_mid, x, N * D);
 }
 
-void attn_block_backward(const block_args& b, int64_t l, const float* x, const llama_layer_acts& s, float* dresid,
-                         const llama_layer_weights& G, const llama_lora_layer* lg) {
-    const llama_config& c = b.m.cfg;
+void attn_block_backward(const block_args& b, int64_t l, const float* x, const decoder_layer_acts& s, float* dresid,
+                         const decoder_layer_weights& G, const decoder_lora_layer* lg) {
+    const model_config& c = b.m.cfg;
     const backend& K = b.K;
-    llama_acts* a = b.a;
+    decoder_acts* a = b.a;
     const int64_t N = b.B * b.T, D = c.hidden_size, hd = c.head_dim, Hq = c.num_heads, Hkv = c.num_kv_heads,
                   Q = Hq * hd, KV = Hkv * hd;
-    const llama_layer_weights& w = b.m.w.layers[l];
-    const llama_layer_weights16& w16 = b.m.w16.layers[l];
+    const decoder_layer_weights& w = b.m.w.layers[l];
+    const decoder_layer_weights16& w16 = b.m.w16.layers[l];
     const attn_params ap = layer_attn(c, l);
     // gradient of the o projection's output: dresid itself, or through the post-attention norm
     const float* dout = dresid;
@@ -222,12 +222,12 @@ static void glu_bwd(const block_args& b, float* dg, float* du, const float* dh, 
     else b.K.swiglu_backward(dg, du, dh, g, u, n);
 }
 
-void mlp_block_forward(const block_args& b, int64_t l, llama_layer_acts& s, float* y) {
-    const llama_config& c = b.m.cfg;
+void mlp_block_forward(const block_args& b, int64_t l, decoder_layer_acts& s, float* y) {
+    const model_config& c = b.m.cfg;
     const backend& K = b.K;
     const int64_t N = b.B * b.T, D = c.hidden_size, F = c.intermediate_size;
-    const llama_layer_weights& w = b.m.w.layers[l];
-    const llama_layer_weights16& w16 = b.m.w16.layers[l];
+    const decoder_layer_weights& w = b.m.w.layers[l];
+    const decoder_layer_weights16& w16 = b.m.w16.layers[l];
     const layer_tensor in_norm = mlp_input_norm(c);
     norm_fwd(b, s.xn2, s.rstd2, s.x_mid, w[in_norm], N, D);
     lin_fwd(K, s.gate, s.xn2, w.proj(c, LT_GATE), w16.proj(c, LT_GATE), nullptr, N, D, F);
@@ -243,14 +243,14 @@ void mlp_block_forward(const block_args& b, int64_t l, llama_layer_acts& s, floa
     K.add(y, s.x_mid, N * D);
 }
 
-void mlp_block_backward(const block_args& b, int64_t l, const llama_layer_acts& s, float* dresid,
-                        const llama_layer_weights& G, const llama_lora_layer* lg) {
-    const llama_config& c = b.m.cfg;
+void mlp_block_backward(const block_args& b, int64_t l, const decoder_layer_acts& s, float* dresid,
+                        const decoder_layer_weights& G, const decoder_lora_layer* lg) {
+    const model_config& c = b.m.cfg;
     const backend& K = b.K;
-    llama_acts* a = b.a;
+    decoder_acts* a = b.a;
     const int64_t N = b.B * b.T, D = c.hidden_size, F = c.intermediate_size;
-    const llama_layer_weights& w = b.m.w.layers[l];
-    const llama_layer_weights16& w16 = b.m.w16.layers[l];
+    const decoder_layer_weights& w = b.m.w.layers[l];
+    const decoder_layer_weights16& w16 = b.m.w16.layers[l];
     const layer_tensor in_norm = mlp_input_norm(c);
     const float* dout = dresid;
     if (c.sandwich_norms) {

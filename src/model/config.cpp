@@ -80,7 +80,7 @@ bool config_read_layer_types(const config_reader& r, int64_t num_layers, std::ve
     return true;
 }
 
-llama_config config_parse(const std::string& text, const std::string& path) {
+model_config config_parse(const std::string& text, const std::string& path) {
     json j;
     try {
         j = json::parse(text);
@@ -89,7 +89,7 @@ llama_config config_parse(const std::string& text, const std::string& path) {
     }
     if (!j.is_object()) fail(strf("%s: expected a JSON object", path.c_str()));
     config_reader r{j, path};
-    llama_config c;
+    model_config c;
 
     // architecture: model_type and/or architectures[0]
     std::string cls;
@@ -258,32 +258,32 @@ llama_config config_parse(const std::string& text, const std::string& path) {
     return c;
 }
 
-llama_config config_load(const std::string& path) { return config_parse(fs_read_text(path), path); }
+model_config config_load(const std::string& path) { return config_parse(fs_read_text(path), path); }
 
-int64_t config_layer_window(const llama_config& c, int64_t l) {
+int64_t config_layer_window(const model_config& c, int64_t l) {
     return c.layer_window.empty() ? 0 : c.layer_window.at(l);
 }
 
-bool config_layer_local_rope(const llama_config& c, int64_t l) {
+bool config_layer_local_rope(const model_config& c, int64_t l) {
     return !c.layer_local_rope.empty() && c.layer_local_rope.at(l);
 }
 
-bool config_layer_rope(const llama_config& c, int64_t l) {
+bool config_layer_rope(const model_config& c, int64_t l) {
     return c.layer_no_rope.empty() || !c.layer_no_rope.at(l);
 }
 
-bool config_any_local_rope(const llama_config& c) {
+bool config_any_local_rope(const model_config& c) {
     for (uint8_t x : c.layer_local_rope)
         if (x) return true;
     return false;
 }
 
-float config_attn_scale(const llama_config& c) {
+float config_attn_scale(const model_config& c) {
     if (c.query_pre_attn_scalar > 0) return (float)(1.0 / std::sqrt(c.query_pre_attn_scalar));
     return 1.0f / std::sqrt((float)c.head_dim);
 }
 
-std::string config_to_json(const llama_config& c, const std::string& original) {
+std::string config_to_json(const model_config& c, const std::string& original) {
     json j = json::object();
     if (!original.empty()) {
         try {

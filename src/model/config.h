@@ -28,7 +28,7 @@ struct rope_config {
     double             attention_factor = 1.0;
 };
 
-struct llama_config {
+struct model_config {
     const arch_def* arch = nullptr;   // its architecture (set by config_parse; model/arch/arch.h)
     std::string model_type;           // "llama", "mistral", "qwen2", "qwen3", "gemma3_text", "smollm3"
     std::string architecture;         // "LlamaForCausalLM", ...
@@ -69,13 +69,13 @@ struct llama_config {
 };
 
 // Layer l's attention window (0 = full causal attention) and whether it uses rope_local.
-int64_t config_layer_window(const llama_config& c, int64_t l);
-bool    config_layer_local_rope(const llama_config& c, int64_t l);
-bool    config_any_local_rope(const llama_config& c);
+int64_t config_layer_window(const model_config& c, int64_t l);
+bool    config_layer_local_rope(const model_config& c, int64_t l);
+bool    config_any_local_rope(const model_config& c);
 // Whether layer l rotates q and k at all (SmolLM3's NoPE layers do not).
-bool    config_layer_rope(const llama_config& c, int64_t l);
+bool    config_layer_rope(const model_config& c, int64_t l);
 // The attention score scale: 1/sqrt(query_pre_attn_scalar) when set, else 1/sqrt(head_dim).
-float config_attn_scale(const llama_config& c);
+float config_attn_scale(const model_config& c);
 
 // Bounds on what a config.json may declare (far above any released model; they keep every size
 // product inside int64, and a file cannot make lisa.cpp allocate what it merely claims).
@@ -89,10 +89,10 @@ inline constexpr int64_t kMaxPositions = (int64_t)1 << 27;
 inline constexpr int64_t kMaxParams = (int64_t)1 << 40;
 
 // Parse config.json text; `path` is only used in error messages.
-llama_config config_parse(const std::string& text, const std::string& path);
-llama_config config_load(const std::string& path);
+model_config config_parse(const std::string& text, const std::string& path);
+model_config config_load(const std::string& path);
 // The parsed config as config.json text. Fields of the original file that we do not model are
 // kept when `original` is a JSON object text (so a saved model keeps e.g. its chat settings).
-std::string config_to_json(const llama_config& c, const std::string& original = "");
+std::string config_to_json(const model_config& c, const std::string& original = "");
 
 }  // namespace lisa

@@ -4,16 +4,16 @@
 
 namespace lisa {
 
-static bool always(const llama_config&) { return true; }
-static bool with_qkv_bias(const llama_config& c) { return c.qkv_bias; }
-static bool with_o_bias(const llama_config& c) { return c.o_bias; }
-static bool with_qk_norm(const llama_config& c) { return c.qk_norm; }
-static bool plain_norms(const llama_config& c) { return !c.sandwich_norms; }
-static bool sandwich(const llama_config& c) { return c.sandwich_norms; }
-static bool split_qkv(const llama_config& c) { return !c.fused_qkv; }
-static bool fused_qkv(const llama_config& c) { return c.fused_qkv; }
-static bool split_gate_up(const llama_config& c) { return !c.fused_gate_up; }
-static bool fused_gate_up(const llama_config& c) { return c.fused_gate_up; }
+static bool always(const model_config&) { return true; }
+static bool with_qkv_bias(const model_config& c) { return c.qkv_bias; }
+static bool with_o_bias(const model_config& c) { return c.o_bias; }
+static bool with_qk_norm(const model_config& c) { return c.qk_norm; }
+static bool plain_norms(const model_config& c) { return !c.sandwich_norms; }
+static bool sandwich(const model_config& c) { return c.sandwich_norms; }
+static bool split_qkv(const model_config& c) { return !c.fused_qkv; }
+static bool fused_qkv(const model_config& c) { return c.fused_qkv; }
+static bool split_gate_up(const model_config& c) { return !c.fused_gate_up; }
+static bool fused_gate_up(const model_config& c) { return c.fused_gate_up; }
 
 using K = tensor_kind;
 using R = dim_rule;
@@ -40,7 +40,7 @@ const layer_tensor_spec kLayerTensors[LT_COUNT] = {
     /* LT_DOWN           */ {"mlp.down_proj.weight", K::matrix, R::hidden, R::intermediate, always, LORA_DOWN},
 };
 
-int64_t dim_size(const llama_config& c, dim_rule d) {
+int64_t dim_size(const model_config& c, dim_rule d) {
     switch (d) {
         case R::none: return 1;
         case R::hidden: return c.hidden_size;
@@ -54,7 +54,7 @@ int64_t dim_size(const llama_config& c, dim_rule d) {
     return 0;
 }
 
-std::vector<int64_t> layer_tensor_shape(const llama_config& c, int t) {
+std::vector<int64_t> layer_tensor_shape(const model_config& c, int t) {
     const layer_tensor_spec& s = kLayerTensors[t];
     if (s.cols == R::none) return {dim_size(c, s.rows)};
     return {dim_size(c, s.rows), dim_size(c, s.cols)};
@@ -73,11 +73,11 @@ const char* lora_target_name(int target) {
     return names[target];
 }
 
-bool lora_target_present(const llama_config& c, int target) {
+bool lora_target_present(const model_config& c, int target) {
     return kLayerTensors[lora_target_tensor(target)].present(c);
 }
 
-int lora_target_find(const llama_config& c, const std::string& name) {
+int lora_target_find(const model_config& c, const std::string& name) {
     for (int t = 0; t < LORA_N; t++) {
         if (name != lora_target_name(t)) continue;
         if (lora_target_present(c, t)) return t;
@@ -88,7 +88,7 @@ int lora_target_find(const llama_config& c, const std::string& name) {
     return -1;
 }
 
-layer_rows layer_proj_rows(const llama_config& c, int t) {
+layer_rows layer_proj_rows(const model_config& c, int t) {
     const int64_t D = c.hidden_size, Q = c.num_heads * c.head_dim, KV = c.num_kv_heads * c.head_dim;
     if (c.fused_qkv && (t == LT_Q || t == LT_K || t == LT_V))
         return {LT_QKV, t == LT_Q ? 0 : t == LT_K ? Q * D : (Q + KV) * D};
@@ -96,7 +96,7 @@ layer_rows layer_proj_rows(const llama_config& c, int t) {
     return {t, 0};
 }
 
-int64_t config_num_params(const llama_config& c) {
+int64_t config_num_params(const model_config& c) {
     int64_t layer = 0;
     for (int t = 0; t < LT_COUNT; t++) {
         if (!kLayerTensors[t].present(c)) continue;

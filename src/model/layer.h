@@ -39,7 +39,7 @@ enum layer_tensor : int {
 
 // The norm in front of the MLP: Llama calls it post_attention_layernorm, Gemma (whose
 // post_attention_layernorm normalises the attention output) pre_feedforward_layernorm.
-inline layer_tensor mlp_input_norm(const llama_config& c) { return c.sandwich_norms ? LT_PRE_FF_NORM : LT_MLP_NORM; }
+inline layer_tensor mlp_input_norm(const model_config& c) { return c.sandwich_norms ? LT_PRE_FF_NORM : LT_MLP_NORM; }
 
 enum class tensor_kind { matrix, norm, bias };  // init: normal / ones / zeros; decay: matrices only
 enum class dim_rule { none, hidden, intermediate, q_out, kv_out, head, qkv_out, gate_up };  // D, F, Hq*hd, Hkv*hd, hd,
@@ -60,22 +60,22 @@ struct layer_tensor_spec {
     const char* key;       // Hugging Face name after "model.layers.N."
     tensor_kind kind;
     dim_rule    rows, cols;  // shape [rows] or [rows, cols]
-    bool (*present)(const llama_config&);
+    bool (*present)(const model_config&);
     int         lora;      // lora_target of a Linear weight, or -1
 };
 extern const layer_tensor_spec kLayerTensors[LT_COUNT];
 
-int64_t              dim_size(const llama_config& c, dim_rule d);
-std::vector<int64_t> layer_tensor_shape(const llama_config& c, int t);
+int64_t              dim_size(const model_config& c, dim_rule d);
+std::vector<int64_t> layer_tensor_shape(const model_config& c, int t);
 
 // The Linear weight a LoRA target adapts, and the target's PEFT short name ("q_proj", ...).
 layer_tensor lora_target_tensor(int lora_target);
 const char*  lora_target_name(int lora_target);
 // Whether a model with this config has the target's weight.
-bool lora_target_present(const llama_config& c, int lora_target);
+bool lora_target_present(const model_config& c, int lora_target);
 // The target of a PEFT module name in this model, or -1: split names (q_proj, gate_proj, ...) name
 // the fused module that holds them in a model that fuses them (Phi-3: qkv_proj, gate_up_proj).
-int lora_target_find(const llama_config& c, const std::string& name);
+int lora_target_find(const model_config& c, const std::string& name);
 
 // Where a projection's rows are: its own tensor, or its rows of the fused one (offset in floats
 // from the fused tensor's start). Works on every pointer set (fp32, bf16, gradients).
@@ -83,7 +83,7 @@ struct layer_rows {
     int     tensor;  // layer_tensor holding the rows
     int64_t offset;  // first element of the rows
 };
-layer_rows layer_proj_rows(const llama_config& c, int t);  // t: LT_Q/K/V/GATE/UP (others: themselves)
+layer_rows layer_proj_rows(const model_config& c, int t);  // t: LT_Q/K/V/GATE/UP (others: themselves)
 
 // One layer's tensors as pointers, indexed by layer_tensor: the weights (fp32), their gradients
 // (nullptr = frozen: no weight gradient, input gradient still flows), or a bf16 copy.
@@ -93,7 +93,7 @@ struct layer_set {
     P&       operator[](int i) { return t[i]; }
     const P& operator[](int i) const { return t[i]; }
     // projection t's weight: its own, or its rows in the fused tensor (null when that is null)
-    P proj(const llama_config& c, int tt) const {
+    P proj(const model_config& c, int tt) const {
         const layer_rows r = layer_proj_rows(c, tt);
         return t[r.tensor] ? t[r.tensor] + r.offset : nullptr;
     }
@@ -103,10 +103,10 @@ struct layer_set {
         return false;
     }
 };
-using llama_layer_weights = layer_set<float*>;
-using llama_layer_weights16 = layer_set<const uint16_t*>;
+using decoder_layer_weights = layer_set<float*>;
+using decoder_layer_weights16 = layer_set<const uint16_t*>;
 
 // Parameters of a model with this config, counted from the layer table (defined in layer.cpp).
-int64_t config_num_params(const llama_config& c);
+int64_t config_num_params(const model_config& c);
 
 }  // namespace lisa

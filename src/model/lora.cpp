@@ -49,7 +49,7 @@ std::string lora_config_to_json(const lora_adapter_config& c, const std::string&
     return j.dump(2) + "\n";
 }
 
-float* lora_module_weight(const llama_model& m, const std::string& module, int64_t* out, int64_t* in,
+float* lora_module_weight(const decoder_model& m, const std::string& module, int64_t* out, int64_t* in,
                           size_t* index) {
     const std::string name = module + ".weight";
     for (size_t i = 0; i < m.tensors.size(); i++) {
@@ -69,7 +69,7 @@ std::string lora_module_name(int layer, int target) {
     return "model.layers." + std::to_string(layer) + "." + key.substr(0, key.size() - 7);
 }
 
-void lora_fold_into(llama_model* dst, const llama_lora& lo) {
+void lora_fold_into(decoder_model* dst, const decoder_lora& lo) {
     dst->ctx.apply();
     for (int l = 0; l < (int)lo.layers.size(); l++)
         for (int t = 0; t < LORA_N; t++) {
@@ -78,7 +78,7 @@ void lora_fold_into(llama_model* dst, const llama_lora& lo) {
             size_t ti = 0;
             float* w = lora_module_weight(*dst, lora_module_name(l, t), &out, &in, &ti);
             LISA_ASSERT(w, "lora_fold_into", "the model has no weight for an adapter");
-            llama_materialize(dst, ti, ti);  // bf16 models: the merged weight is held in fp32
+            decoder_materialize(dst, ti, ti);  // bf16 models: the merged weight is held in fp32
             dst->ctx.be->lora_fold(w, lo.layers[l].A[t], lo.layers[l].B[t], out, in, lo.r, lo.scale);
         }
 }
@@ -127,14 +127,14 @@ std::map<std::string, lora_module_delta> lora_adapter_read(const std::string& di
     return out;
 }
 
-void lora_merge_adapter(llama_model* m, const std::string& dir) {
+void lora_merge_adapter(decoder_model* m, const std::string& dir) {
     m->ctx.apply();
     for (const auto& [module, d] : lora_adapter_read(dir)) {
         int64_t out, in;
         size_t ti = 0;
         float* w = lora_module_weight(*m, module, &out, &in, &ti);
         if (!w) fail(strf("%s: the base model has no Linear '%s'", d.source.c_str(), module.c_str()));
-        llama_materialize(m, ti, ti);  // bf16 models: the merged weight is held in fp32
+        decoder_materialize(m, ti, ti);  // bf16 models: the merged weight is held in fp32
         w = lora_module_weight(*m, module, &out, &in, &ti);
         if (d.in != in || d.out != out)
             fail(strf("%s: adapter [%lld x %lld] does not fit the base weight [%lld, %lld]", d.source.c_str(),

@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "model/llama.h"
+#include "model/decoder.h"
 
 namespace lisa {
 
@@ -35,12 +35,12 @@ struct lora_module_delta {
 std::map<std::string, lora_module_delta> lora_adapter_read(const std::string& adapter_dir);
 
 // Merges an adapter folder into the model's weights in memory (for eval, generate, merge-lora).
-void lora_merge_adapter(llama_model* m, const std::string& adapter_dir);
+void lora_merge_adapter(decoder_model* m, const std::string& adapter_dir);
 
 // The fp32 slot of the Linear weight a module name refers to ("model.layers.3.self_attn.q_proj"),
 // with its shape and tensor index; nullptr if there is none. In half mode the slot holds values
-// only once the tensor is materialised (llama_materialize).
-float* lora_module_weight(const llama_model& m, const std::string& module, int64_t* out, int64_t* in,
+// only once the tensor is materialised (decoder_materialize).
+float* lora_module_weight(const decoder_model& m, const std::string& module, int64_t* out, int64_t* in,
                           size_t* index = nullptr);
 
 // "model.layers.3.self_attn.q_proj": the module an adapter of (layer, lora_target) sits on.
@@ -48,6 +48,6 @@ std::string lora_module_name(int layer, int target);
 
 // Folds unmerged adapters into a model's weights: W += scale · B·A for every adapter of `lora`
 // (the trainer's --save_aggregated_lora). dst must not carry adapters itself.
-void lora_fold_into(llama_model* dst, const llama_lora& lora);
+void lora_fold_into(decoder_model* dst, const decoder_lora& lora);
 
 }  // namespace lisa

@@ -10,7 +10,7 @@
 #include "io/fs.h"
 #include "io/output_dir.h"
 #include "io/safetensors.h"
-#include "model/llama.h"
+#include "model/decoder.h"
 #include "model/model_files.h"
 
 namespace lisa {
@@ -96,7 +96,7 @@ std::unique_ptr<model_files> model_files_open(const std::string& dir) {
     return mf;
 }
 
-const st_tensor& model_files_tensor(const model_files& mf, const llama_tensor_info& info) {
+const st_tensor& model_files_tensor(const model_files& mf, const decoder_tensor_info& info) {
     auto it = mf.where.find(info.name);
     auto mapped = mf.weight_map.find(info.name);
     if (it == mf.where.end()) {
@@ -119,7 +119,7 @@ const st_tensor& model_files_tensor(const model_files& mf, const llama_tensor_in
     return t;
 }
 
-void model_files_check_unexpected(const model_files& mf, const std::vector<llama_tensor_info>& table) {
+void model_files_check_unexpected(const model_files& mf, const std::vector<decoder_tensor_info>& table) {
     std::set<std::string> expected;
     for (const auto& info : table) expected.insert(info.name);
     for (const auto& [name, loc] : mf.where) {
@@ -130,7 +130,7 @@ void model_files_check_unexpected(const model_files& mf, const std::vector<llama
     }
 }
 
-std::unique_ptr<llama_model> llama_model_load(const std::string& dir, int half_mode) {
+std::unique_ptr<decoder_model> decoder_model_load(const std::string& dir, int half_mode) {
     std::unique_ptr<model_files> mf = model_files_open(dir);
     // auto: half mode when some matrix is bf16 and none is f16 (a checkpoint mixes fp32 masters
     // with bf16 frozen matrices; both are kept exactly)
@@ -142,7 +142,7 @@ std::unique_ptr<llama_model> llama_model_load(const std::string& dir, int half_m
         any_f16 |= t.dt == dtype::f16;
     }
     const bool half = half_mode == 1 || (half_mode < 0 && any_bf16 && !any_f16);
-    std::unique_ptr<llama_model> m = llama_model_init(mf->cfg, half);
+    std::unique_ptr<decoder_model> m = decoder_model_init(mf->cfg, half);
     m->source_dir = dir;
     // copy every parameter into the fp32 buffer (or the bf16 one), checking dtype and shape
     std::map<dtype, size_t> dtype_bytes;
@@ -163,7 +163,7 @@ std::unique_ptr<llama_model> llama_model_load(const std::string& dir, int half_m
         dtype_bytes[t.dt] += t.nbytes;
         st_release(t);
     }
-    llama_model_rebind(m.get());
+    decoder_model_rebind(m.get());
     model_files_check_unexpected(*mf, m->tensors);
     // the stored dtype is the one holding most bytes (norms are sometimes kept in F32)
     m->stored_dtype = std::max_element(dtype_bytes.begin(), dtype_bytes.end(),
@@ -202,7 +202,7 @@ size_t parse_size_option(const std::string& s) {
 // The tokenizer of a saved model is the source's, whole: its files are copied and any other
 // tokenizer file already in the folder (from a model saved there before) is removed, so an old
 // special_tokens_map.json never sits beside a new tokenizer.json.
-void llama_copy_tokenizer_files(const std::string& from, const std::string& dir) {
+void decoder_copy_tokenizer_files(const std::string& from, const std::string& dir) {
     if (from.empty()) return;
     std::error_code ec;
     if (std::filesystem::equivalent(from, dir, ec)) return;
@@ -213,7 +213,7 @@ void llama_copy_tokenizer_files(const std::string& from, const std::string& dir)
     }
 }
 
-void llama_model_save(const llama_model& m, const std::string& dir, const llama_save_options& opt) {
+void decoder_model_save(const decoder_model& m, const std::string& dir, const decoder_save_options& opt) {
     fs_mkdirs(dir);
     const std::string cfg_path = fs_join(dir, "config.json");
     // keep the fields of the source config we do not model (read before removing: dir may be the source)
@@ -276,8 +276,8 @@ void llama_model_save(const llama_model& m, const std::string& dir, const llama_
         else if (!m.cfg.eos_token_ids.empty()) gc["eos_token_id"] = m.cfg.eos_token_ids;
         fs_write_atomic(fs_join(dir, "generation_config.json"), gc.dump(2) + "\n");
     }
-    llama_copy_tokenizer_files(opt.tokenizer_from.empty() ? src : opt.tokenizer_from, dir);
-    llama_config c = m.cfg;
+    decoder_copy_tokenizer_files(opt.tokenizer_from.empty() ? src : opt.tokenizer_from, dir);
+    model_config c = m.cfg;
     c.torch_dtype = opt.out_dtype;
     fs_write_atomic(cfg_path, config_to_json(c, original));
 }

@@ -122,19 +122,19 @@ std::string checkpoint_resolve(const std::string& request, const std::string& ou
               cap_message(damaged[0]).c_str()));
 }
 
-std::string checkpoint_save(const std::string& output_dir, const llama_model& m, train_policy& policy,
+std::string checkpoint_save(const std::string& output_dir, const decoder_model& m, train_policy& policy,
                             const checkpoint_info& info,
                             const std::vector<std::pair<std::vector<float>, std::vector<float>>>* moments) {
     const std::string final_dir = fs_join(output_dir, strf("checkpoint-%lld", (long long)info.step));
     const std::string tmp = final_dir + ".tmp";
     std::error_code ec;
     fsys::remove_all(tmp, ec);
-    llama_save_options so;  // fp32 masters: resuming continues from the exact weights
+    decoder_save_options so;  // fp32 masters: resuming continues from the exact weights
     so.out_dtype = dtype::f32;
     so.native_dtypes = m.half;  // bf16 models: frozen tensors stay bf16 (exact), masters fp32
     so.max_shard_bytes = parse_size_option(info.max_shard_size);
     so.tokenizer_from = info.tokenizer_from;
-    llama_model_save(m, tmp, so);
+    decoder_model_save(m, tmp, so);
     std::vector<st_write_entry> es;
     json steps = json::object();
     for (size_t k = 0; k < policy.groups().size(); k++) {

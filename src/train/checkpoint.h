@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "model/llama.h"
+#include "model/decoder.h"
 #include "train/policy.h"
 
 namespace lisa {
@@ -39,7 +39,7 @@ struct checkpoint_info {
 // Writes output_dir/checkpoint-STEP; returns its path. `moments`, if given, holds each group's
 // whole m and v (in groups() order) for groups sharded across ranks (--zero_stage 1), so the
 // checkpoint is the same whatever the sharding.
-std::string checkpoint_save(const std::string& output_dir, const llama_model& m, train_policy& policy,
+std::string checkpoint_save(const std::string& output_dir, const decoder_model& m, train_policy& policy,
                             const checkpoint_info& info,
                             const std::vector<std::pair<std::vector<float>, std::vector<float>>>* moments = nullptr);
 

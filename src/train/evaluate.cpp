@@ -6,7 +6,7 @@
 
 namespace lisa {
 
-int64_t resolve_block_size(int64_t requested, const llama_config& c, std::string* warning) {
+int64_t resolve_block_size(int64_t requested, const model_config& c, std::string* warning) {
     const int64_t max_pos = c.max_position_embeddings;
     if (requested <= 0) return std::min<int64_t>(1024, max_pos);
     if (requested > max_pos) {  // as LMFlow and Hugging Face's run_clm: warn and use the model's maximum
@@ -18,7 +18,7 @@ int64_t resolve_block_size(int64_t requested, const llama_config& c, std::string
     return requested;
 }
 
-int32_t resolve_eos_id(const tokenizer& tok, const llama_config& c) {
+int32_t resolve_eos_id(const tokenizer& tok, const model_config& c) {
     if (tokenizer_eos_id(tok) >= 0) return tokenizer_eos_id(tok);
     return c.eos_token_ids.empty() ? -1 : (int32_t)c.eos_token_ids[0];
 }
@@ -27,14 +27,14 @@ int32_t resolve_pad_id(const tokenizer& tok, int32_t eos_id) {
     return tokenizer_pad_id(tok) >= 0 ? tokenizer_pad_id(tok) : std::max(0, eos_id);
 }
 
-double evaluate_loss_sum(const llama_model& m, const dataset& d, int64_t batch_size, int32_t pad_id, int64_t* tokens,
-                         llama_acts* acts, const std::function<void(int64_t, int64_t)>& on_batch) {
-    llama_acts own;
-    llama_acts* a = acts ? acts : &own;
+double evaluate_loss_sum(const decoder_model& m, const dataset& d, int64_t batch_size, int32_t pad_id, int64_t* tokens,
+                         decoder_acts* acts, const std::function<void(int64_t, int64_t)>& on_batch) {
+    decoder_acts own;
+    decoder_acts* a = acts ? acts : &own;
     int64_t max_T = 1;
     for (const sample& s : d.samples) max_T = std::max<int64_t>(max_T, (int64_t)s.ids.size());
     const int64_t B = std::max<int64_t>(1, std::min<int64_t>(batch_size, (int64_t)d.samples.size()));
-    if (a->cap_N < B * max_T || a->cap_T < max_T) llama_acts_init(a, m, B, max_T);
+    if (a->cap_N < B * max_T || a->cap_T < max_T) decoder_acts_init(a, m, B, max_T);
     double sum = 0;
     int64_t n = 0;
     batch b;
@@ -43,9 +43,9 @@ double evaluate_loss_sum(const llama_model& m, const dataset& d, int64_t batch_s
         idx.clear();
         for (size_t k = i; k < std::min(d.samples.size(), i + (size_t)batch_size); k++) idx.push_back(k);
         make_batch_into(&b, d, idx.data(), idx.size(), pad_id);
-        llama_acts_shape(a, m, b.B, b.T);
+        decoder_acts_shape(a, m, b.B, b.T);
         int64_t k = 0;
-        sum += llama_forward_backward(m, a, nullptr, b.ids.data(), b.labels.data(), 0.0f, &k);
+        sum += decoder_forward_backward(m, a, nullptr, b.ids.data(), b.labels.data(), 0.0f, &k);
         n += k;
         if (on_batch)
             on_batch((int64_t)(i / (size_t)batch_size) + 1, ((int64_t)d.samples.size() + batch_size - 1) / batch_size);

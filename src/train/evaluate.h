@@ -4,24 +4,24 @@
 #include <functional>
 
 #include "data/dataset.h"
-#include "model/llama.h"
+#include "model/decoder.h"
 #include "tokenizer/tokenizer.h"
 
 namespace lisa {
 
 // --block_size: 0 (or less) = min(1024, max_position_embeddings); larger than the context = the
 // context, with *warning saying so (as LMFlow and Hugging Face's run_clm).
-int64_t resolve_block_size(int64_t requested, const llama_config& c, std::string* warning = nullptr);
+int64_t resolve_block_size(int64_t requested, const model_config& c, std::string* warning = nullptr);
 // EOS appended to samples: the tokenizer's, else the config's first eos_token_id, else -1.
-int32_t resolve_eos_id(const tokenizer& tok, const llama_config& c);
+int32_t resolve_eos_id(const tokenizer& tok, const model_config& c);
 // Padding: the tokenizer's pad token, else EOS, else 0 (right padding never changes the loss).
 int32_t resolve_pad_id(const tokenizer& tok, int32_t eos_id);
 
 // Σ cross-entropy over every label token of a dataset, in batches of `batch_size` in file order;
 // *tokens receives the label-token count. Activations are planned once for the largest batch
 // (acts, when given, is reused across calls).
-double evaluate_loss_sum(const llama_model& m, const dataset& d, int64_t batch_size, int32_t pad_id, int64_t* tokens,
-                         llama_acts* acts = nullptr,
+double evaluate_loss_sum(const decoder_model& m, const dataset& d, int64_t batch_size, int32_t pad_id, int64_t* tokens,
+                         decoder_acts* acts = nullptr,
                          const std::function<void(int64_t done, int64_t total)>& on_batch = nullptr);
 
 }  // namespace lisa

@@ -6,7 +6,7 @@
 #include "core/error.h"
 #include "core/rng.h"
 #include "data/dataset.h"
-#include "model/llama.h"
+#include "model/decoder.h"
 
 namespace lisa {
 
@@ -47,9 +47,9 @@ int64_t count_outliers(const std::vector<float>& w, int64_t rows, int64_t cols, 
 
 }  // namespace
 
-layer_outliers layer_outliers_measure(const llama_model& m, const dataset& d, int32_t pad_id, int64_t max_samples,
+layer_outliers layer_outliers_measure(const decoder_model& m, const dataset& d, int32_t pad_id, int64_t max_samples,
                                       int64_t batch_size, double threshold) {
-    const llama_config& c = m.cfg;
+    const model_config& c = m.cfg;
     const int L = (int)c.num_layers;
     const int64_t D = c.hidden_size, F = c.intermediate_size, Q = c.num_heads * c.head_dim;
     if (d.samples.empty()) fail("--lisa_layer_sampling owlore: the dataset has no samples to measure outliers on");
@@ -62,22 +62,22 @@ layer_outliers layer_outliers_measure(const llama_model& m, const dataset& d, in
     struct sums { std::vector<double> xn1, att, xn2, h; };
     std::vector<sums> s(L);
     for (auto& x : s) x = {std::vector<double>(D), std::vector<double>(Q), std::vector<double>(D), std::vector<double>(F)};
-    llama_acts a;
-    llama_acts_init(&a, m, B, maxT, false);
+    decoder_acts a;
+    decoder_acts_init(&a, m, B, maxT, false);
     layer_outliers out;
     std::vector<size_t> idx;
     for (size_t first = 0; first < n; first += B) {
         idx.clear();
         for (size_t i = first; i < std::min(n, first + B); i++) idx.push_back(i);
         batch bt = make_batch(d, idx, pad_id);
-        llama_acts_shape(&a, m, bt.B, bt.T);
-        llama_forward(m, &a, bt.ids.data());
+        decoder_acts_shape(&a, m, bt.B, bt.T);
+        decoder_forward(m, &a, bt.ids.data());
         std::vector<bool> keep(bt.B * bt.T, false);
         for (int64_t b = 0; b < bt.B; b++)
             for (int64_t t = 0; t < (int64_t)d.samples[idx[b]].ids.size(); t++) keep[b * bt.T + t] = true;
         for (bool k : keep) out.tokens += k;
         for (int l = 0; l < L; l++) {
-            const llama_layer_acts& la = a.layers[l];
+            const decoder_layer_acts& la = a.layers[l];
             add_channel_sq(&s[l].xn1, la.xn1, D, keep);
             add_channel_sq(&s[l].att, la.att, Q, keep);
             add_channel_sq(&s[l].xn2, la.xn2, D, keep);
@@ -86,12 +86,12 @@ layer_outliers layer_outliers_measure(const llama_model& m, const dataset& d, in
     }
     out.ratio.assign(L, 0.0);
     for (size_t i = 0; i < m.tensors.size(); i++) {
-        const llama_tensor_info& t = m.tensors[i];
+        const decoder_tensor_info& t = m.tensors[i];
         if (t.layer < 0 || kLayerTensors[t.field].lora < 0) continue;  // the Linear weights of a layer
         const sums& ls = s[t.layer];
         const std::vector<double>& sq = t.field == LT_O ? ls.att : t.field == LT_DOWN ? ls.h
                                       : (t.field == LT_GATE || t.field == LT_UP) ? ls.xn2 : ls.xn1;
-        out.ratio[t.layer] += (double)count_outliers(llama_tensor_values(m, i), t.shape[0], t.shape[1], sq, threshold);
+        out.ratio[t.layer] += (double)count_outliers(decoder_tensor_values(m, i), t.shape[0], t.shape[1], sq, threshold);
     }
     double total = 0;
     for (int l = 0; l < L; l++) {

@@ -15,7 +15,7 @@
 
 namespace lisa {
 
-struct llama_model;
+struct decoder_model;
 struct dataset;
 
 enum class layer_sampling { uniform, owlore };
@@ -31,7 +31,7 @@ struct layer_outliers {
 // Runs the model (forward only) over up to `max_samples` samples of `d` (the first ones, in file
 // order), `batch_size` at a time, and measures every layer's outlier ratio with threshold M.
 // Padding positions are left out of the channel norms. CPU memory (reads the activations).
-layer_outliers layer_outliers_measure(const llama_model& m, const dataset& d, int32_t pad_id, int64_t max_samples,
+layer_outliers layer_outliers_measure(const decoder_model& m, const dataset& d, int32_t pad_id, int64_t max_samples,
                                       int64_t batch_size, double threshold);
 
 // The LISA draw of interval k: γ of n layers, uniformly without replacement, from the seed.

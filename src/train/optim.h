@@ -17,7 +17,7 @@ namespace lisa {
 enum class group_role { embed, norm, head, layer, adapters };
 
 // A trainable span of parameters and its optimizer state [grad | m | v] (just [m | v] when the
-// gradient is sparse: an untied embedding, whose gradient rows live in llama_embed_rows).
+// gradient is sparse: an untied embedding, whose gradient rows live in decoder_embed_rows).
 struct param_group {
     std::string         name;             // "embed", "norm", "head", "layer.3", "lora" (checkpoint keys)
     group_role          role = group_role::adapters;

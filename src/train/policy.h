@@ -1,6 +1,6 @@
 // Training policies: what trains, and when. LISA, full fine-tuning and LoRA are each one small
 // unit behind `train_policy`; the trainer's loop is the same for all three. A policy sees the
-// model only through `policy_env` (the trainer implements it over a llama_model), so LISA's and
+// model only through `policy_env` (the trainer implements it over a decoder_model), so LISA's and
 // full fine-tuning's rules are testable with a stand-in env and no model at all.
 #pragma once
 #include <cstdint>
@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "model/llama.h"
+#include "model/decoder.h"
 #include "train/optim.h"
 #include "train/train_options.h"
 
@@ -31,14 +31,14 @@ class policy_env {
     // Layer l stops training: its gradient pointers are nulled; with release, its fp32 master goes
     // back to the stored dtype and its pages are freed (bf16 models).
     virtual void unbind_layer(int l, bool release) = 0;
-    virtual llama_model* model() = 0;  // LoRA attaches its adapters here (null in a stand-in env)
+    virtual decoder_model* model() = 0;  // LoRA attaches its adapters here (null in a stand-in env)
     // --zero_stage 1: which share of optimizer state this rank keeps (groups made by a policy
     // itself use it too); one process or stage 0: shard 0 of 1.
     virtual void shard_info(int* shard, int* shards) const {
         *shard = 0;
         *shards = 1;
     }
-    virtual llama_grads* grads() = 0;
+    virtual decoder_grads* grads() = 0;
     virtual void info(const std::string& message) = 0;
 };
 

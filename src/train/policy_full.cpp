@@ -14,11 +14,11 @@ const std::vector<param_group*>& train_policy::groups() {
 }
 
 void train_policy::save_result(policy_env& env, const result_settings& s) {
-    llama_save_options so;
+    decoder_save_options so;
     so.out_dtype = s.out_dtype;
     so.max_shard_bytes = s.max_shard_bytes;
     so.tokenizer_from = s.base_model;
-    llama_model_save(*env.model(), s.dir, so);
+    decoder_model_save(*env.model(), s.dir, so);
 }
 
 namespace {

@@ -27,7 +27,7 @@ class lora_policy final : public train_policy {
     train_method method() const override { return train_method::lora; }
 
     void setup(policy_env& env) override {
-        llama_model* m = env.model();
+        decoder_model* m = env.model();
         LISA_ASSERT(m, "lora setup", "LoRA attaches adapters to a model");
         const int L = env.num_layers();
         // the modules of this model the names say (split names on a fused model: the fused module)
@@ -50,7 +50,7 @@ class lora_policy final : public train_policy {
         m->lora.r = o_.lora_r;
         m->lora.scale = (float)cfg_.scale();
         m->lora.dropout = (float)o_.lora_dropout;
-        m->lora.layers.assign(L, llama_lora_layer{});
+        m->lora.layers.assign(L, decoder_lora_layer{});
         // sizes, then one buffer for all A and B
         struct item {
             int     l, t;
@@ -73,7 +73,7 @@ class lora_policy final : public train_policy {
         fixed_.push_back(param_group_make("lora", weights_.data(), spans, false, shard, shards));
         fixed_.back().role = group_role::adapters;
         param_group& g = fixed_.back();
-        llama_grads* gr = env.grads();
+        decoder_grads* gr = env.grads();
         rng r;
         rng_init(&r, o_.seed ^ 0x10a4ull);
         for (size_t i = 0; i < items.size(); i++) {
@@ -94,7 +94,7 @@ class lora_policy final : public train_policy {
     std::vector<state_span> extra_state() override { return {{"lora.weights", weights_.data(), weights_.size()}}; }
 
     void save_result(policy_env& env, const result_settings& s) override {
-        const llama_model& m = *env.model();
+        const decoder_model& m = *env.model();
         // PEFT adapter: adapter_model.safetensors, then the merged model if asked, config last
         std::vector<st_write_entry> es;
         for (int l = 0; l < (int)m.cfg.num_layers; l++)
@@ -110,17 +110,17 @@ class lora_policy final : public train_policy {
         fs_remove(fs_join(s.dir, "adapter_config.json"));
         st_write(fs_join(s.dir, "adapter_model.safetensors"), es);
         if (o_.save_aggregated_lora) {
-            auto merged = std::make_unique<llama_model>(m);  // the base, with the adapter folded in
-            merged->lora = llama_lora{};
-            llama_model_rebind(merged.get());
+            auto merged = std::make_unique<decoder_model>(m);  // the base, with the adapter folded in
+            merged->lora = decoder_lora{};
+            decoder_model_rebind(merged.get());
             lora_fold_into(merged.get(), m.lora);
-            llama_save_options so;
+            decoder_save_options so;
             so.out_dtype = s.out_dtype;
             so.max_shard_bytes = s.max_shard_bytes;
             so.tokenizer_from = s.base_model;
-            llama_model_save(*merged, s.dir, so);
+            decoder_model_save(*merged, s.dir, so);
         } else {
-            llama_copy_tokenizer_files(s.base_model, s.dir);
+            decoder_copy_tokenizer_files(s.base_model, s.dir);
         }
         fs_write_atomic(fs_join(s.dir, "adapter_config.json"), lora_config_to_json(cfg_, s.base_model));
     }

@@ -17,7 +17,7 @@
 #include "data/dataset.h"
 #include "io/fs.h"
 #include "io/output_dir.h"
-#include "model/llama.h"
+#include "model/decoder.h"
 #include "tokenizer/tokenizer.h"
 #include "train/checkpoint.h"
 #include "train/evaluate.h"
@@ -50,7 +50,7 @@ namespace {
 // the groups' state blocks, bf16 masters materialised for what trains.
 class model_env final : public policy_env {
   public:
-    model_env(llama_model* m, llama_grads* gr, llama_embed_rows* rows, int64_t rows_capacity,
+    model_env(decoder_model* m, decoder_grads* gr, decoder_embed_rows* rows, int64_t rows_capacity,
               const train_callbacks& cb, int shard, int shards)
         : m_(m), gr_(gr), rows_(rows), rows_capacity_(rows_capacity), cb_(cb), shard_(shard), shards_(shards) {
         const int L = (int)m->cfg.num_layers;
@@ -62,9 +62,9 @@ class model_env final : public policy_env {
             if (t.field == kFieldNorm) norm_ = layer_first_[L] = i;
             if (t.field == kFieldHead) head_ = i;
         }
-        gr->g = llama_weights{};
-        gr->g.layers.assign(L, llama_layer_weights{});
-        gr->lora.assign(L, llama_lora_layer{});
+        gr->g = decoder_weights{};
+        gr->g.layers.assign(L, decoder_layer_weights{});
+        gr->lora.assign(L, decoder_lora_layer{});
     }
     int  num_layers() const override { return (int)m_->cfg.num_layers; }
     bool tied() const override { return m_->cfg.tie_word_embeddings; }
@@ -87,29 +87,29 @@ class model_env final : public policy_env {
         return g;
     }
     void rebind_layer(param_group* g, int l) override {
-        llama_materialize(m_, layer_first_[l], layer_first_[l + 1] - 1);
+        decoder_materialize(m_, layer_first_[l], layer_first_[l + 1] - 1);
         g->name = strf("layer.%d", l);
         g->layer = l;
         g->param = m_->params.data() + m_->tensors[layer_first_[l]].offset;
         bind(*g, layer_first_[l], layer_first_[l + 1] - 1);
     }
     void unbind_layer(int l, bool release) override {
-        gr_->g.layers[l] = llama_layer_weights{};
-        if (release) llama_dematerialize(m_, layer_first_[l], layer_first_[l + 1] - 1);
+        gr_->g.layers[l] = decoder_layer_weights{};
+        if (release) decoder_dematerialize(m_, layer_first_[l], layer_first_[l + 1] - 1);
     }
-    llama_model* model() override { return m_; }
+    decoder_model* model() override { return m_; }
     void         shard_info(int* shard, int* shards) const override {
         *shard = shard_;
         *shards = shards_;
     }
-    llama_grads* grads() override { return gr_; }
+    decoder_grads* grads() override { return gr_; }
     void         info(const std::string& s) override {
         if (cb_.on_info && comm_world().is_root()) cb_.on_info(s);
     }
 
   private:
     param_group make(const std::string& name, size_t first, size_t last, bool sparse = false) {
-        llama_materialize(m_, first, last);  // bf16 models: fp32 masters of what trains
+        decoder_materialize(m_, first, last);  // bf16 models: fp32 masters of what trains
         const auto& t0 = m_->tensors[first];
         std::vector<param_group::span> spans;
         for (size_t i = first; i <= last; i++) {
@@ -130,13 +130,13 @@ class model_env final : public policy_env {
     void bind(param_group& g, size_t first, size_t last) {
         const size_t base = m_->tensors[first].offset;
         for (size_t i = first; i <= last; i++)
-            *llama_weight_slot(&gr_->g, *m_, i) = g.grad() + (m_->tensors[i].offset - base);
+            *decoder_weight_slot(&gr_->g, *m_, i) = g.grad() + (m_->tensors[i].offset - base);
         if (tied()) gr_->g.lm_head = gr_->g.embed;
     }
 
-    llama_model*             m_;
-    llama_grads*             gr_;
-    llama_embed_rows*        rows_;
+    decoder_model*             m_;
+    decoder_grads*             gr_;
+    decoder_embed_rows*        rows_;
     int64_t                  rows_capacity_;
     const train_callbacks&   cb_;
     std::vector<size_t>      layer_first_;  // index of each layer's first tensor; [L] = final norm
@@ -149,18 +149,18 @@ struct trainer {
     const train_callbacks&        cb;
     comm*                         world = &comm_world();  // ranks (one process: the identity)
     grad_sync                     sync;        // ranks: which sums start when (grad_sync.h)
-    std::unique_ptr<llama_model>  m;
+    std::unique_ptr<decoder_model>  m;
     std::unique_ptr<tokenizer>    tok;
     model_chat_template           chat_template;  // the model's own, when conversations use it
     dataset                       data, eval_data;
     bool                          has_eval = false;
     dtype                         out_dtype = dtype::f32;
     int64_t                       block_size = 0;
-    llama_grads                   gr;
-    llama_embed_rows              embed_rows;  // sparse gradient of an untied embedding
+    decoder_grads                   gr;
+    decoder_embed_rows              embed_rows;  // sparse gradient of an untied embedding
     std::unique_ptr<model_env>    env;
     std::unique_ptr<train_policy> policy;
-    llama_acts                    acts, eval_acts;
+    decoder_acts                    acts, eval_acts;
     std::vector<batch>            mbs;         // the micro-batches of a step (reused)
     std::vector<size_t>           order;       // the epoch's sample order (reused)
     int64_t                       total_steps = 0, steps_per_epoch = 0, warmup = 0, step = 0;
@@ -223,14 +223,14 @@ struct trainer {
     }
 
     void load(const std::string& ckpt) {
-        m = llama_model_load(o.model_name_or_path);
+        m = decoder_model_load(o.model_name_or_path);
         threads = threads_choose(o.threads);
         m->ctx.threads = m->ctx.max_threads = threads.n;
         thread_governor_init(&governor, threads.n);
         thread_note.reserve(256);  // the step loop allocates nothing
         out_dtype = o.torch_dtype.empty() ? m->stored_dtype : parse_dtype_option(o.torch_dtype);
         if (!ckpt.empty()) {  // weights as of the checkpoint (fp32), config and tokenizer from the base
-            auto c = llama_model_load(ckpt, m->half ? 1 : 0);  // the base's mode, masters exact
+            auto c = decoder_model_load(ckpt, m->half ? 1 : 0);  // the base's mode, masters exact
             if (c->params.size() != m->params.size())
                 fail(strf("%s: checkpoint does not match --model_name_or_path %s", ckpt.c_str(),
                           o.model_name_or_path.c_str()));
@@ -238,7 +238,7 @@ struct trainer {
             m->params16 = std::move(c->params16);
             m->materialized = c->materialized;
             m->half = c->half;
-            llama_model_rebind(m.get());
+            decoder_model_rebind(m.get());
         }
         std::string bs_warning;
         block_size = resolve_block_size(o.block_size, m->cfg, &bs_warning);
@@ -452,12 +452,12 @@ struct trainer {
 
     // The weights (and LoRA's adapters) of a checkpoint, into the model being trained.
     void load_weights_from(const std::string& ckpt) {
-        auto c = llama_model_load(ckpt, m->half ? 1 : 0);
+        auto c = decoder_model_load(ckpt, m->half ? 1 : 0);
         m->params = std::move(c->params);
         m->params16 = std::move(c->params16);
         m->materialized = c->materialized;
         m->half = c->half;
-        llama_model_rebind(m.get());
+        decoder_model_rebind(m.get());
         if (o.method == train_method::lora)
             checkpoint_load_optimizer(ckpt, checkpoint_read_state(ckpt, o.method), {}, policy->extra_state());
     }
@@ -537,7 +537,7 @@ struct trainer {
         ids.push_back(pad_id);  // right padding goes through the embedding too (a zero gradient)
         std::sort(ids.begin(), ids.end());
         ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
-        llama_embed_rows_touch(&embed_rows, *m->ctx.be, ids.data(), ids.size());
+        decoder_embed_rows_touch(&embed_rows, *m->ctx.be, ids.data(), ids.size());
     }
 
     // --lisa_layer_sampling owlore: LISA's draw probabilities from the base model's outlier ratios,
@@ -627,7 +627,7 @@ struct trainer {
         policy->setup(*env);
         if (o.method == train_method::lisa && o.lisa_layer_sampling == "owlore" && ckpt.empty())
             measure_layer_outliers();  // a resumed run takes the probabilities its checkpoint kept
-        llama_acts_init(&acts, *m, plan_B, plan_T, o.gradient_checkpointing);
+        decoder_acts_init(&acts, *m, plan_B, plan_T, o.gradient_checkpointing);
         if (!ckpt.empty()) resume(ckpt);
         if (world->is_root()) {
             fs_write_atomic(fs_join(o.output_model_path, "training_args.json"), args_json(ckpt).dump(2) + "\n");
@@ -677,9 +677,9 @@ struct trainer {
             for (size_t k = 0; k < n_mb; k++) {
                 batch& b = mbs[k];
                 m->lora.dropout_seed = o.seed * 0x2545f4914f6cdd1dull + (uint64_t)(step * 1000 + (int64_t)k);
-                llama_acts_shape(&acts, *m, b.B, b.T);
+                decoder_acts_shape(&acts, *m, b.B, b.T);
                 if (ranks && k + 1 == n_mb) gr.layer_done = layer_done;
-                loss_sum += llama_forward_backward(*m, &acts, &gr, b.ids.data(), b.labels.data(),
+                loss_sum += decoder_forward_backward(*m, &acts, &gr, b.ids.data(), b.labels.data(),
                                                    1.0f / (float)std::max<int64_t>(1, label_tokens), nullptr);
                 gr.layer_done = nullptr;
                 for (int64_t i = 0; i < b.B * b.T; i++) step_tokens += b.labels[i] != -100 || b.ids[i] != pad_id;

@@ -40,7 +40,7 @@
 #include "io/safetensors.h"
 #include "model/arch/arch.h"
 #include "model/config.h"
-#include "model/llama.h"
+#include "model/decoder.h"
 #include "template/jinja.h"
 #include "tokenizer/tokenizer.h"
 
@@ -75,12 +75,12 @@ static void target_safetensors(const std::string& in) {
 }
 
 static void target_config(const std::string& in) {
-    llama_config c = config_parse(in, "fuzz/config.json");
+    model_config c = config_parse(in, "fuzz/config.json");
     (void)config_num_params(c);
     // what is written back reads back; RoPE tables of both longrope ranges; the GGUF checks
     (void)config_parse(config_to_json(c, in), "fuzz/written.json");
-    (void)llama_rope_inv_freq(c, 1);
-    (void)llama_rope_inv_freq(c, (int64_t)1 << 40);
+    (void)decoder_rope_inv_freq(c, 1);
+    (void)decoder_rope_inv_freq(c, (int64_t)1 << 40);
     gguf_arch_meta meta;
     arch_of(c).gguf(c, "fuzz/config.json", meta);
 }
@@ -153,11 +153,11 @@ static void target_gguf(const std::string& in) {
     const std::string dir = g_work + "/model";
     static bool made = false;
     if (!made) {
-        auto m = llama_model_init(config_parse(kTinyConfig, "fuzz/tiny.json"));
-        llama_model_init_random(m.get(), 1);
-        llama_save_options so;
+        auto m = decoder_model_init(config_parse(kTinyConfig, "fuzz/tiny.json"));
+        decoder_model_init_random(m.get(), 1);
+        decoder_save_options so;
         so.tokenizer_from = std::string(LISA_SOURCE_DIR) + "/data/tokenizer";
-        llama_model_save(*m, dir, so);
+        decoder_model_save(*m, dir, so);
         made = true;
     }
     put(dir + "/config.json", in);

@@ -42,9 +42,9 @@ struct arch_def {
     // Reads the fields particular to this architecture into c (the shared ones are read already:
     // sizes, heads, eps, dtype, ids; RoPE after this); marks layers that attend through a window
     // in `sliding` (num_layers entries, all 0 on entry).
-    void (*parse)(const config_reader& r, llama_config& c, std::vector<uint8_t>& sliding);
+    void (*parse)(const config_reader& r, model_config& c, std::vector<uint8_t>& sliding);
     // Writes those fields back into a config.json object.
-    void (*write)(const llama_config& c, nlohmann::json& j);
+    void (*write)(const model_config& c, nlohmann::json& j);
     // llama.cpp's name of the architecture (general.architecture)
     const char* gguf_name;
     // llama.cpp rotates adjacent pairs (its "normal" RoPE) where Hugging Face rotates the two
@@ -52,11 +52,11 @@ struct arch_def {
     bool gguf_rope_pairs;
     // Fails (naming the config field) on what llama.cpp's graph for gguf_name computes
     // differently; fills the architecture's own metadata and warnings.
-    void (*gguf)(const llama_config& c, const std::string& cfg_path, gguf_arch_meta& meta);
+    void (*gguf)(const model_config& c, const std::string& cfg_path, gguf_arch_meta& meta);
 };
 
 // The architecture of a parsed config.
-const arch_def& arch_of(const llama_config& c);
+const arch_def& arch_of(const model_config& c);
 // All architectures, in the registry's order (for messages and tests).
 const std::vector<const arch_def*>& arch_all();
 // The architecture named by architectures[0] (cls, may be "") or model_type; nullptr if none.
@@ -66,14 +66,14 @@ const char* arch_refused_why(const std::string& name);
 
 // Shared parts for the architecture files (model/arch/shared.cpp)
 // Qwen's windows: with use_sliding_window, layers from max_window_layers on (or as layer_types says).
-void config_read_qwen_windows(const config_reader& r, llama_config& c, std::vector<uint8_t>& sliding);
+void config_read_qwen_windows(const config_reader& r, model_config& c, std::vector<uint8_t>& sliding);
 // Per-layer windows written back as layer_types (+ use_sliding_window / sliding_window /
 // max_window_layers, so configs without layer_types read the same).
-void config_write_qwen_windows(const llama_config& c, nlohmann::json& j);
+void config_write_qwen_windows(const model_config& c, nlohmann::json& j);
 // Fails: llama.cpp's graph has no bias on attn_output.
-void gguf_refuse_o_bias(const llama_config& c, const std::string& cfg_path, const char* gguf_name);
+void gguf_refuse_o_bias(const model_config& c, const std::string& cfg_path, const char* gguf_name);
 // Warns once when some layer attends through a window (llama.cpp's graph attends to everything).
-void gguf_warn_no_window(const llama_config& c, const char* gguf_name, gguf_arch_meta& meta);
+void gguf_warn_no_window(const model_config& c, const char* gguf_name, gguf_arch_meta& meta);
 // Fails naming `field`: llama.cpp would not compute this model as lisa.cpp does.
 [[noreturn]] void gguf_refuse(const std::string& cfg_path, const char* field, const std::string& why);
 

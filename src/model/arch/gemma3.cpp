@@ -12,7 +12,7 @@ namespace lisa {
 
 using json = nlohmann::json;
 
-static void gemma3_parse(const config_reader& r, llama_config& c, std::vector<uint8_t>& sliding) {
+static void gemma3_parse(const config_reader& r, model_config& c, std::vector<uint8_t>& sliding) {
     std::string act = r.str_or("hidden_activation", "gelu_pytorch_tanh");
     if (act != "gelu_pytorch_tanh")
         r.bad("hidden_activation", "\"gelu_pytorch_tanh\" (the only Gemma activation implemented)");
@@ -37,7 +37,7 @@ static void gemma3_parse(const config_reader& r, llama_config& c, std::vector<ui
     c.layer_local_rope = sliding;  // local layers: rope_local_base_freq, no scaling
 }
 
-static void gemma3_write(const llama_config& c, json& j) {
+static void gemma3_write(const model_config& c, json& j) {
     j["hidden_activation"] = "gelu_pytorch_tanh";
     j["attention_bias"] = c.qkv_bias;
     json types = json::array();
@@ -55,7 +55,7 @@ static void gemma3_write(const llama_config& c, json& j) {
 
 // Local/global layers as llama.cpp reads them: a period p (layer l is global when (l + 1) % p == 0).
 // Fails when the layer types follow no such period.
-static uint32_t gemma_swa_period(const llama_config& c, const std::string& cfg_path) {
+static uint32_t gemma_swa_period(const model_config& c, const std::string& cfg_path) {
     for (uint32_t p = 1; p <= (uint32_t)c.num_layers + 1; p++) {
         bool ok = true;
         for (int64_t l = 0; l < c.num_layers && ok; l++) ok = (config_layer_window(c, l) > 0) == ((l + 1) % p != 0);
@@ -65,7 +65,7 @@ static uint32_t gemma_swa_period(const llama_config& c, const std::string& cfg_p
               "this model's layers follow no such period", cfg_path.c_str()));
 }
 
-static void gemma3_gguf(const llama_config& c, const std::string& cfg_path, gguf_arch_meta& meta) {
+static void gemma3_gguf(const model_config& c, const std::string& cfg_path, gguf_arch_meta& meta) {
     gguf_refuse_o_bias(c, cfg_path, "gemma3");
     if (c.attn_logit_softcap > 0)
         gguf_refuse(cfg_path, "attn_logit_softcapping", "llama.cpp's gemma3 does not soft-cap scores");

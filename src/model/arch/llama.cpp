@@ -4,19 +4,19 @@
 
 namespace lisa {
 
-static void llama_parse(const config_reader& r, llama_config& c, std::vector<uint8_t>&) {
+static void llama_parse(const config_reader& r, model_config& c, std::vector<uint8_t>&) {
     config_read_silu(r);
     c.qkv_bias = c.o_bias = r.bool_or("attention_bias", false);
     if (r.bool_or("mlp_bias", false)) r.bad("mlp_bias", "false (MLP biases are not implemented)");
 }
 
-static void llama_write(const llama_config& c, nlohmann::json& j) {
+static void llama_write(const model_config& c, nlohmann::json& j) {
     j["hidden_act"] = "silu";
     j["attention_bias"] = c.qkv_bias;
     j["mlp_bias"] = false;
 }
 
-static void llama_gguf(const llama_config&, const std::string&, gguf_arch_meta&) {}
+static void llama_gguf(const model_config&, const std::string&, gguf_arch_meta&) {}
 
 extern const arch_def kArchLlama = {
     "llama", "LlamaForCausalLM", /*default_max_positions=*/2048, /*default_head_dim=*/0, /*default_tied=*/false, /*default_rope_theta=*/10000.0,

@@ -3,7 +3,7 @@
 
 namespace lisa {
 
-static void mistral_parse(const config_reader& r, llama_config& c, std::vector<uint8_t>& sliding) {
+static void mistral_parse(const config_reader& r, model_config& c, std::vector<uint8_t>& sliding) {
     config_read_silu(r);
     c.sliding_window = r.has("sliding_window") ? r.pos_int("sliding_window") : 0;
     if (c.sliding_window > 0) sliding.assign(c.num_layers, 1);
@@ -11,12 +11,12 @@ static void mistral_parse(const config_reader& r, llama_config& c, std::vector<u
         sliding.assign(c.num_layers, 0);  // no window to slide
 }
 
-static void mistral_write(const llama_config& c, nlohmann::json& j) {
+static void mistral_write(const model_config& c, nlohmann::json& j) {
     j["hidden_act"] = "silu";
     j["sliding_window"] = c.sliding_window > 0 ? nlohmann::json(c.sliding_window) : nlohmann::json(nullptr);
 }
 
-static void mistral_gguf(const llama_config& c, const std::string&, gguf_arch_meta& meta) {
+static void mistral_gguf(const model_config& c, const std::string&, gguf_arch_meta& meta) {
     gguf_warn_no_window(c, "llama", meta);
 }
 

@@ -12,7 +12,7 @@ namespace lisa {
 
 using json = nlohmann::json;
 
-static void phi3_parse(const config_reader& r, llama_config& c, std::vector<uint8_t>& sliding) {
+static void phi3_parse(const config_reader& r, model_config& c, std::vector<uint8_t>& sliding) {
     config_read_silu(r);
     c.fused_qkv = c.fused_gate_up = true;
     if (r.bool_or("attention_bias", false)) r.bad("attention_bias", "false (Phi-3's projections have no biases)");
@@ -28,14 +28,14 @@ static void phi3_parse(const config_reader& r, llama_config& c, std::vector<uint
     if (c.sliding_window > 0) sliding.assign(c.num_layers, 1);
 }
 
-static void phi3_write(const llama_config& c, json& j) {
+static void phi3_write(const model_config& c, json& j) {
     j["hidden_act"] = "silu";
     const double part = (double)c.rope_dim / (double)c.head_dim;
     j["partial_rotary_factor"] = part;
     j["sliding_window"] = c.sliding_window > 0 ? json(c.sliding_window) : json(nullptr);
 }
 
-static void phi3_gguf(const llama_config& c, const std::string& cfg_path, gguf_arch_meta& meta) {
+static void phi3_gguf(const model_config& c, const std::string& cfg_path, gguf_arch_meta& meta) {
     if (c.rope.kind != rope_kind::none && c.rope.kind != rope_kind::longrope)
         gguf_refuse(cfg_path, "rope_scaling", "llama.cpp's phi3 scales RoPE only the longrope way");
     if (c.head_dim * c.num_heads != c.hidden_size)

@@ -4,18 +4,18 @@
 
 namespace lisa {
 
-static void qwen2_parse(const config_reader& r, llama_config& c, std::vector<uint8_t>& sliding) {
+static void qwen2_parse(const config_reader& r, model_config& c, std::vector<uint8_t>& sliding) {
     config_read_silu(r);
     c.qkv_bias = true;  // Qwen2 always has q/k/v biases and no o_proj bias
     config_read_qwen_windows(r, c, sliding);
 }
 
-static void qwen2_write(const llama_config& c, nlohmann::json& j) {
+static void qwen2_write(const model_config& c, nlohmann::json& j) {
     j["hidden_act"] = "silu";
     config_write_qwen_windows(c, j);
 }
 
-static void qwen2_gguf(const llama_config& c, const std::string& cfg_path, gguf_arch_meta& meta) {
+static void qwen2_gguf(const model_config& c, const std::string& cfg_path, gguf_arch_meta& meta) {
     gguf_refuse_o_bias(c, cfg_path, "qwen2");
     gguf_warn_no_window(c, "qwen2", meta);
 }

@@ -4,20 +4,20 @@
 
 namespace lisa {
 
-static void qwen3_parse(const config_reader& r, llama_config& c, std::vector<uint8_t>& sliding) {
+static void qwen3_parse(const config_reader& r, model_config& c, std::vector<uint8_t>& sliding) {
     config_read_silu(r);
     c.qkv_bias = c.o_bias = r.bool_or("attention_bias", false);
     c.qk_norm = true;
     config_read_qwen_windows(r, c, sliding);
 }
 
-static void qwen3_write(const llama_config& c, nlohmann::json& j) {
+static void qwen3_write(const model_config& c, nlohmann::json& j) {
     j["hidden_act"] = "silu";
     j["attention_bias"] = c.qkv_bias;
     config_write_qwen_windows(c, j);
 }
 
-static void qwen3_gguf(const llama_config& c, const std::string& cfg_path, gguf_arch_meta& meta) {
+static void qwen3_gguf(const model_config& c, const std::string& cfg_path, gguf_arch_meta& meta) {
     gguf_refuse_o_bias(c, cfg_path, "qwen3");
     gguf_warn_no_window(c, "qwen3", meta);
 }

@@ -15,7 +15,7 @@ const std::vector<const arch_def*>& arch_all() {
     return all;
 }
 
-const arch_def& arch_of(const llama_config& c) {
+const arch_def& arch_of(const model_config& c) {
     LISA_ASSERT(c.arch, "arch_of", "a config without an architecture (configs come from config_parse)");
     return *c.arch;
 }

@@ -9,7 +9,7 @@ namespace lisa {
 
 using json = nlohmann::json;
 
-void config_read_qwen_windows(const config_reader& r, llama_config& c, std::vector<uint8_t>& sliding) {
+void config_read_qwen_windows(const config_reader& r, model_config& c, std::vector<uint8_t>& sliding) {
     // as Hugging Face: with use_sliding_window, layers from max_window_layers on use the window
     if (r.bool_or("use_sliding_window", false)) {
         c.sliding_window = r.pos_int_or("sliding_window", 4096);
@@ -24,14 +24,14 @@ void config_read_qwen_windows(const config_reader& r, llama_config& c, std::vect
     }
 }
 
-static json layer_types_of(const llama_config& c) {
+static json layer_types_of(const model_config& c) {
     json types = json::array();
     for (int64_t l = 0; l < c.num_layers; l++)
         types.push_back(config_layer_window(c, l) > 0 ? "sliding_attention" : "full_attention");
     return types;
 }
 
-void config_write_qwen_windows(const llama_config& c, json& j) {
+void config_write_qwen_windows(const model_config& c, json& j) {
     j["layer_types"] = layer_types_of(c);
     const bool any = !c.layer_window.empty();
     j["use_sliding_window"] = any;
@@ -48,11 +48,11 @@ void gguf_refuse(const std::string& cfg_path, const char* field, const std::stri
               cfg_path.c_str(), field, why.c_str()));
 }
 
-void gguf_refuse_o_bias(const llama_config& c, const std::string& cfg_path, const char* gguf_name) {
+void gguf_refuse_o_bias(const model_config& c, const std::string& cfg_path, const char* gguf_name) {
     if (c.o_bias) gguf_refuse(cfg_path, "attention_bias", strf("llama.cpp's %s has no attn_output bias", gguf_name));
 }
 
-void gguf_warn_no_window(const llama_config& c, const char* gguf_name, gguf_arch_meta& meta) {
+void gguf_warn_no_window(const model_config& c, const char* gguf_name, gguf_arch_meta& meta) {
     for (int64_t l = 0; l < c.num_layers; l++)
         if (config_layer_window(c, l) > 0) {
             meta.warnings.push_back(strf("llama.cpp's %s has no sliding window: its generations differ from "

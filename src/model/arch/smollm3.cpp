@@ -9,7 +9,7 @@ namespace lisa {
 
 using json = nlohmann::json;
 
-static void smollm3_parse(const config_reader& r, llama_config& c, std::vector<uint8_t>& sliding) {
+static void smollm3_parse(const config_reader& r, model_config& c, std::vector<uint8_t>& sliding) {
     config_read_silu(r);
     c.qkv_bias = c.o_bias = r.bool_or("attention_bias", false);
     if (r.bool_or("mlp_bias", false)) r.bad("mlp_bias", "false (MLP biases are not implemented)");
@@ -48,7 +48,7 @@ static void smollm3_parse(const config_reader& r, llama_config& c, std::vector<u
     }
 }
 
-static void smollm3_write(const llama_config& c, json& j) {
+static void smollm3_write(const model_config& c, json& j) {
     j["hidden_act"] = "silu";
     j["attention_bias"] = c.qkv_bias;
     j["mlp_bias"] = false;
@@ -64,7 +64,7 @@ static void smollm3_write(const llama_config& c, json& j) {
     j["sliding_window"] = any ? json(c.sliding_window) : json(nullptr);
 }
 
-static void smollm3_gguf(const llama_config& c, const std::string& cfg_path, gguf_arch_meta& meta) {
+static void smollm3_gguf(const model_config& c, const std::string& cfg_path, gguf_arch_meta& meta) {
     if (c.qkv_bias || c.o_bias) gguf_refuse(cfg_path, "attention_bias", "llama.cpp's smollm3 loads no attention biases");
     // llama.cpp's graph skips RoPE on every 4th layer, a step no GGUF key can change
     for (int64_t l = 0; l < c.num_layers; l++)

@@ -2,7 +2,7 @@
 // activations, and the model-level forward, backward and KV-cached decode, built from the
 // attention and MLP blocks (blocks.cpp). No loop over tensor data lives here: every one is a
 // kernel of the model's backend.
-#include "model/llama.h"
+#include "model/decoder.h"
 
 #include <algorithm>
 #include <cmath>
@@ -16,8 +16,8 @@ namespace lisa {
 
 // ------------------------------------------------------------------ size table and pointers
 
-std::vector<llama_tensor_info> llama_tensor_table(const llama_config& c) {
-    std::vector<llama_tensor_info> table;
+std::vector<decoder_tensor_info> decoder_tensor_table(const model_config& c) {
+    std::vector<decoder_tensor_info> table;
     const int64_t D = c.hidden_size, V = c.vocab_size;
     size_t off = 0;
     auto add = [&](const std::string& name, std::vector<int64_t> shape, int layer, tensor_kind kind, int field) {
@@ -37,7 +37,7 @@ std::vector<llama_tensor_info> llama_tensor_table(const llama_config& c) {
     return table;
 }
 
-float** llama_weights::slot(const llama_tensor_info& t) {
+float** decoder_weights::slot(const decoder_tensor_info& t) {
     switch (t.field) {
         case kFieldEmbed: return &embed;
         case kFieldNorm: return &norm;
@@ -46,7 +46,7 @@ float** llama_weights::slot(const llama_tensor_info& t) {
     }
 }
 
-static const uint16_t** slot16(llama_weights16* w, const llama_tensor_info& t) {
+static const uint16_t** slot16(decoder_weights16* w, const decoder_tensor_info& t) {
     switch (t.field) {
         case kFieldEmbed: return &w->embed;
         case kFieldHead: return &w->lm_head;
@@ -55,18 +55,18 @@ static const uint16_t** slot16(llama_weights16* w, const llama_tensor_info& t) {
 }
 
 // Fills a pointer struct for any buffer laid out like the size table (params or grads).
-static llama_weights pointers_into(const llama_model& m, float* base) {
-    llama_weights w{};
-    w.layers.assign(m.cfg.num_layers, llama_layer_weights{});
+static decoder_weights pointers_into(const decoder_model& m, float* base) {
+    decoder_weights w{};
+    w.layers.assign(m.cfg.num_layers, decoder_layer_weights{});
     for (const auto& t : m.tensors) *w.slot(t) = base + t.offset;
     if (m.cfg.tie_word_embeddings) w.lm_head = w.embed;
     return w;
 }
 
-void llama_model_rebind(llama_model* m) {
+void decoder_model_rebind(decoder_model* m) {
     m->w = pointers_into(*m, m->params.data());
-    m->w16 = llama_weights16{};
-    m->w16.layers.assign(m->cfg.num_layers, llama_layer_weights16{});
+    m->w16 = decoder_weights16{};
+    m->w16.layers.assign(m->cfg.num_layers, decoder_layer_weights16{});
     if (!m->half) return;
     for (size_t i = 0; i < m->tensors.size(); i++) {
         const auto& t = m->tensors[i];
@@ -80,7 +80,7 @@ void llama_model_rebind(llama_model* m) {
     }
 }
 
-void llama_check_supported(const llama_config& c) {
+void decoder_check_supported(const model_config& c) {
     auto refuse = [&](const char* field, const char* expected) {
         fail(strf("config.json: field '%s' of this %s: expected %s", field,
                   c.architecture.empty() ? "model" : c.architecture.c_str(), expected));
@@ -102,12 +102,12 @@ void llama_check_supported(const llama_config& c) {
     if (c.final_logit_softcap < 0) refuse("final_logit_softcapping", "a positive number or null");
 }
 
-std::unique_ptr<llama_model> llama_model_init(const llama_config& cfg, bool half) {
-    llama_check_supported(cfg);
-    auto m = std::make_unique<llama_model>();
+std::unique_ptr<decoder_model> decoder_model_init(const model_config& cfg, bool half) {
+    decoder_check_supported(cfg);
+    auto m = std::make_unique<decoder_model>();
     m->cfg = cfg;
     m->stored_dtype = half ? dtype::bf16 : cfg.torch_dtype;
-    m->tensors = llama_tensor_table(cfg);
+    m->tensors = decoder_tensor_table(cfg);
     const auto& last = m->tensors.back();
     m->params = device_array<float>(last.offset + last.numel);
     m->half = half;
@@ -116,11 +116,11 @@ std::unique_ptr<llama_model> llama_model_init(const llama_config& cfg, bool half
         m->materialized.assign(m->tensors.size(), false);
         for (size_t i = 0; i < m->tensors.size(); i++) m->materialized[i] = !m->tensors[i].is_matrix;
     }
-    llama_model_rebind(m.get());
+    decoder_model_rebind(m.get());
     return m;
 }
 
-void llama_materialize(llama_model* m, size_t first, size_t last) {
+void decoder_materialize(decoder_model* m, size_t first, size_t last) {
     if (!m->half) return;
     for (size_t i = first; i <= last; i++) {
         if (m->materialized[i]) continue;
@@ -128,10 +128,10 @@ void llama_materialize(llama_model* m, size_t first, size_t last) {
         convert_to_f32(m->params.data() + t.offset, m->params16.data() + t.offset, dtype::bf16, t.numel);
         m->materialized[i] = true;
     }
-    llama_model_rebind(m);
+    decoder_model_rebind(m);
 }
 
-void llama_dematerialize(llama_model* m, size_t first, size_t last) {
+void decoder_dematerialize(decoder_model* m, size_t first, size_t last) {
     if (!m->half) return;
     for (size_t i = first; i <= last; i++) {
         const auto& t = m->tensors[i];
@@ -140,10 +140,10 @@ void llama_dematerialize(llama_model* m, size_t first, size_t last) {
         m->params.release(t.offset, t.numel);
         m->materialized[i] = false;
     }
-    llama_model_rebind(m);
+    decoder_model_rebind(m);
 }
 
-std::vector<float> llama_tensor_values(const llama_model& m, size_t i) {
+std::vector<float> decoder_tensor_values(const decoder_model& m, size_t i) {
     const auto& t = m.tensors[i];
     std::vector<float> v(t.numel);
     if (m.half && !m.materialized[i]) convert_to_f32(v.data(), m.params16.data() + t.offset, dtype::bf16, t.numel);
@@ -153,7 +153,7 @@ std::vector<float> llama_tensor_values(const llama_model& m, size_t i) {
 
 // Normal(0, initializer_range) for matrices, identity norms, zero biases. Values come from
 // a stream keyed by (seed, tensor), in blocks, so the result does not depend on the thread count.
-void llama_model_init_random(llama_model* m, uint64_t seed) {
+void decoder_model_init_random(decoder_model* m, uint64_t seed) {
     m->ctx.apply();
     const backend& K = *m->ctx.be;
     for (size_t ti = 0; ti < m->tensors.size(); ti++) {
@@ -170,13 +170,13 @@ void llama_model_init_random(llama_model* m, uint64_t seed) {
 
 // ------------------------------------------------------------------ gradients
 
-void llama_grads_init(llama_grads* gr, const llama_model& m) {
+void decoder_grads_init(decoder_grads* gr, const decoder_model& m) {
     gr->buf = device_array<float>(m.params.size());
     gr->g = pointers_into(m, gr->buf.data());
-    gr->lora.assign(m.cfg.num_layers, llama_lora_layer{});
+    gr->lora.assign(m.cfg.num_layers, decoder_lora_layer{});
 }
 
-void llama_embed_rows::init(int64_t vocab, int64_t w, int64_t capacity) {
+void decoder_embed_rows::init(int64_t vocab, int64_t w, int64_t capacity) {
     width = w;
     row_of.assign(vocab, -1);
     rows.clear();
@@ -184,12 +184,12 @@ void llama_embed_rows::init(int64_t vocab, int64_t w, int64_t capacity) {
     grad = device_array<float>((size_t)std::min(vocab, capacity) * w);
 }
 
-void llama_embed_rows::clear() {
+void decoder_embed_rows::clear() {
     for (int32_t r : rows) row_of[r] = -1;
     rows.clear();
 }
 
-void llama_embed_rows_touch(llama_embed_rows* er, const backend& K, const int32_t* ids, size_t n) {
+void decoder_embed_rows_touch(decoder_embed_rows* er, const backend& K, const int32_t* ids, size_t n) {
     const int64_t D = er->width;
     for (size_t i = 0; i < n; i++) {
         const int32_t t = ids[i];
@@ -203,27 +203,27 @@ void llama_embed_rows_touch(llama_embed_rows* er, const backend& K, const int32_
     }
 }
 
-void llama_grads_zero(llama_grads* gr) { gr->buf.zero(); }
+void decoder_grads_zero(decoder_grads* gr) { gr->buf.zero(); }
 
-void llama_grads_freeze_layer(llama_grads* gr, int layer) { gr->g.layers.at(layer) = llama_layer_weights{}; }
+void decoder_grads_freeze_layer(decoder_grads* gr, int layer) { gr->g.layers.at(layer) = decoder_layer_weights{}; }
 
-float** llama_weight_slot(llama_weights* w, const llama_model& m, size_t i) { return w->slot(m.tensors[i]); }
+float** decoder_weight_slot(decoder_weights* w, const decoder_model& m, size_t i) { return w->slot(m.tensors[i]); }
 
-float* llama_grad_of(const llama_grads& gr, const llama_model& m, size_t i) {
-    return *const_cast<llama_weights&>(gr.g).slot(m.tensors[i]);
+float* decoder_grad_of(const decoder_grads& gr, const decoder_model& m, size_t i) {
+    return *const_cast<decoder_weights&>(gr.g).slot(m.tensors[i]);
 }
 
 // ------------------------------------------------------------------ rope
 
-std::vector<float> llama_rope_inv_freq(const llama_config& c, int64_t T) {
-    return llama_rope_inv_freq(c.rope, c.rope_dim, llama_rope_long(c, T));
+std::vector<float> decoder_rope_inv_freq(const model_config& c, int64_t T) {
+    return decoder_rope_inv_freq(c.rope, c.rope_dim, decoder_rope_long(c, T));
 }
 
-bool llama_rope_long(const llama_config& c, int64_t T) {
+bool decoder_rope_long(const model_config& c, int64_t T) {
     return c.rope.kind == rope_kind::longrope && T > c.rope.original_max_position_embeddings;
 }
 
-std::vector<float> llama_rope_inv_freq(const rope_config& rope, int64_t dims, bool long_ctx) {
+std::vector<float> decoder_rope_inv_freq(const rope_config& rope, int64_t dims, bool long_ctx) {
     const int64_t half = dims / 2;
     std::vector<float> f(half);
     for (int64_t i = 0; i < half; i++) {
@@ -262,8 +262,8 @@ std::vector<float> llama_rope_inv_freq(const rope_config& rope, int64_t dims, bo
 
 // Lays the activations of N = B·T rows out from `base` (or only counts them when base is null);
 // returns the floats used. No allocation: the same walk serves planning and re-pointing.
-static size_t acts_layout(llama_acts* a, const llama_model& m, int64_t N, int64_t T, float* base) {
-    const llama_config& c = m.cfg;
+static size_t acts_layout(decoder_acts* a, const decoder_model& m, int64_t N, int64_t T, float* base) {
+    const model_config& c = m.cfg;
     const int64_t D = c.hidden_size, F = c.intermediate_size, Q = c.num_heads * c.head_dim,
                   K = c.num_kv_heads * c.head_dim, V = c.vocab_size, half = c.head_dim / 2;
     size_t off = 0;
@@ -337,17 +337,17 @@ static size_t acts_layout(llama_acts* a, const llama_model& m, int64_t N, int64_
     return off;
 }
 
-void llama_acts_init(llama_acts* a, const llama_model& m, int64_t B, int64_t T, bool checkpoint) {
-    const llama_config& c = m.cfg;
-    if (B <= 0 || T <= 0) fail(strf("llama_acts_init: batch shape %lld x %lld must be positive", (long long)B, (long long)T));
+void decoder_acts_init(decoder_acts* a, const decoder_model& m, int64_t B, int64_t T, bool checkpoint) {
+    const model_config& c = m.cfg;
+    if (B <= 0 || T <= 0) fail(strf("decoder_acts_init: batch shape %lld x %lld must be positive", (long long)B, (long long)T));
     const int64_t L = c.num_layers;
     a->checkpoint = checkpoint;
     a->layers.assign(checkpoint ? 1 : L, {});  // checkpointing: one scratch set, recomputed per layer
     a->resid.assign(L + 1, nullptr);
     a->lora_xa.assign(checkpoint ? 1 : L, {});
-    a->inv_freq.upload(llama_rope_inv_freq(c.rope, c.rope_dim, false));
-    if (c.rope.kind == rope_kind::longrope) a->inv_freq_long.upload(llama_rope_inv_freq(c.rope, c.rope_dim, true));
-    if (config_any_local_rope(c)) a->inv_freq_local.upload(llama_rope_inv_freq(c.rope_local, c.rope_dim));
+    a->inv_freq.upload(decoder_rope_inv_freq(c.rope, c.rope_dim, false));
+    if (c.rope.kind == rope_kind::longrope) a->inv_freq_long.upload(decoder_rope_inv_freq(c.rope, c.rope_dim, true));
+    if (config_any_local_rope(c)) a->inv_freq_local.upload(decoder_rope_inv_freq(c.rope_local, c.rope_dim));
     a->cap_N = B * T;
     a->cap_T = T;
     const size_t total = acts_layout(a, m, B * T, T, nullptr);
@@ -365,21 +365,21 @@ void llama_acts_init(llama_acts* a, const llama_model& m, int64_t B, int64_t T, 
     m.ctx.apply();
     m.ctx.be->reserve(sp);
     a->B = a->T = 0;
-    llama_acts_shape(a, m, B, T);
+    decoder_acts_shape(a, m, B, T);
 }
 
-void llama_acts_shape(llama_acts* a, const llama_model& m, int64_t B, int64_t T) {
+void decoder_acts_shape(decoder_acts* a, const decoder_model& m, int64_t B, int64_t T) {
     if (B <= 0 || T <= 0 || B * T > a->cap_N || T > a->cap_T)
-        fail(strf("llama_acts_shape: batch %lld x %lld exceeds the planned %lld rows of up to %lld tokens",
+        fail(strf("decoder_acts_shape: batch %lld x %lld exceeds the planned %lld rows of up to %lld tokens",
                   (long long)B, (long long)T, (long long)a->cap_N, (long long)a->cap_T));
     if (a->B == B && a->T == T) return;
     a->B = B;
     a->T = T;
     acts_layout(a, m, B * T, T, a->buf.data());
-    const llama_config& c = m.cfg;
+    const model_config& c = m.cfg;
     // longrope: the long factors once the sequence passes the pretraining context (as Hugging Face
     // decides from the batch's largest position)
-    const float* inv = llama_rope_long(c, T) ? a->inv_freq_long.data() : a->inv_freq.data();
+    const float* inv = decoder_rope_long(c, T) ? a->inv_freq_long.data() : a->inv_freq.data();
     m.ctx.be->rope_tables(a->rope_cos, a->rope_sin, inv, T, c.rope_dim, (float)c.rope.attention_factor);
     if (config_any_local_rope(c))
         m.ctx.be->rope_tables(a->rope_cos_local, a->rope_sin_local, a->inv_freq_local.data(), T, c.rope_dim, 1.0f);
@@ -387,7 +387,7 @@ void llama_acts_shape(llama_acts* a, const llama_model& m, int64_t B, int64_t T)
 
 // ------------------------------------------------------------------ forward
 
-static void check_ids(const llama_model& m, const int32_t* ids, int64_t n, const char* what, bool allow_ignore) {
+static void check_ids(const decoder_model& m, const int32_t* ids, int64_t n, const char* what, bool allow_ignore) {
     for (int64_t i = 0; i < n; i++) {
         int32_t t = ids[i];
         if (allow_ignore && t == -100) continue;
@@ -398,20 +398,20 @@ static void check_ids(const llama_model& m, const int32_t* ids, int64_t n, const
 }
 
 // x = embed_scale · embedding rows (Gemma scales by sqrt(hidden_size); the tied head does not)
-static void embed_fwd(const llama_model& m, float* x, const int32_t* tokens, int64_t N) {
+static void embed_fwd(const decoder_model& m, float* x, const int32_t* tokens, int64_t N) {
     if (m.w.embed) m.ctx.be->embedding_forward(x, tokens, m.w.embed, N, m.cfg.hidden_size);
     else m.ctx.be->embedding_forward_bf16(x, tokens, m.w16.embed, N, m.cfg.hidden_size);
     if (m.cfg.embed_scale != 1.0) m.ctx.be->scale(x, N * m.cfg.hidden_size, (float)m.cfg.embed_scale);
 }
 
 // the final norm, whatever the architecture's norm flavour
-static void final_norm(const llama_model& m, float* y, float* rstd, const float* x, int64_t N) {
+static void final_norm(const decoder_model& m, float* y, float* rstd, const float* x, int64_t N) {
     m.ctx.be->rmsnorm_forward(y, rstd, x, m.w.norm, N, m.cfg.hidden_size, (float)m.cfg.rms_norm_eps,
                               (float)m.cfg.norm_weight_offset);
 }
 
 // logits [N, V] of normed rows, soft-capped where the model says so
-static void head_logits(const llama_model& m, float* logits, const float* xn, int64_t N) {
+static void head_logits(const decoder_model& m, float* logits, const float* xn, int64_t N) {
     const backend& K = *m.ctx.be;
     const int64_t D = m.cfg.hidden_size, V = m.cfg.vocab_size;
     if (m.w.lm_head) K.linear_forward(logits, xn, m.w.lm_head, nullptr, N, D, V);
@@ -421,9 +421,9 @@ static void head_logits(const llama_model& m, float* logits, const float* xn, in
 
 // The per-layer activations a layer writes: its own set, or the one shared scratch set when
 // activations are checkpointed (recomputed from the layer input during the backward).
-static int64_t act_slot(const llama_acts* a, int64_t l) { return a->checkpoint ? 0 : l; }
+static int64_t act_slot(const decoder_acts* a, int64_t l) { return a->checkpoint ? 0 : l; }
 
-static block_args train_args(const llama_model& m, llama_acts* a, int64_t l) {
+static block_args train_args(const decoder_model& m, decoder_acts* a, int64_t l) {
     const bool local = config_layer_local_rope(m.cfg, l), rope = config_layer_rope(m.cfg, l);
     block_args b{m, *m.ctx.be, a->B, a->T, !rope ? nullptr : local ? a->rope_cos_local : a->rope_cos,
                  !rope ? nullptr : local ? a->rope_sin_local : a->rope_sin};
@@ -433,15 +433,15 @@ static block_args train_args(const llama_model& m, llama_acts* a, int64_t l) {
 }
 
 // Decoder layer l: resid[l] -> resid[l+1], saving what its backward needs.
-static void layer_forward(const llama_model& m, llama_acts* a, int64_t l) {
+static void layer_forward(const decoder_model& m, decoder_acts* a, int64_t l) {
     const block_args b = train_args(m, a, l);
-    llama_layer_acts& s = a->layers[b.slot];
+    decoder_layer_acts& s = a->layers[b.slot];
     attn_block_forward(b, l, a->resid[l], s);
     mlp_block_forward(b, l, s, a->resid[l + 1]);
 }
 
-void llama_forward(const llama_model& m, llama_acts* a, const int32_t* tokens) {
-    const llama_config& c = m.cfg;
+void decoder_forward(const decoder_model& m, decoder_acts* a, const int32_t* tokens) {
+    const model_config& c = m.cfg;
     const int64_t N = a->B * a->T, D = c.hidden_size;
     m.ctx.apply();
     check_ids(m, tokens, N, "input_ids", false);
@@ -452,15 +452,15 @@ void llama_forward(const llama_model& m, llama_acts* a, const int32_t* tokens) {
     (void)D;
 }
 
-void llama_logits(const llama_model& m, const llama_acts& a, float* logits) {
+void decoder_logits(const decoder_model& m, const decoder_acts& a, float* logits) {
     head_logits(m, logits, a.xn_f, a.B * a.T);
 }
 
 // ------------------------------------------------------------------ backward
 
-double llama_forward_backward(const llama_model& m, llama_acts* a, llama_grads* gr, const int32_t* tokens,
+double decoder_forward_backward(const decoder_model& m, decoder_acts* a, decoder_grads* gr, const int32_t* tokens,
                               const int32_t* labels, float grad_scale, int64_t* n_tokens) {
-    const llama_config& c = m.cfg;
+    const model_config& c = m.cfg;
     const backend& K = *m.ctx.be;
     const int64_t B = a->B, T = a->T, N = B * T, D = c.hidden_size, V = c.vocab_size;
     check_ids(m, labels, N, "labels", true);
@@ -474,11 +474,11 @@ double llama_forward_backward(const llama_model& m, llama_acts* a, llama_grads* 
         }
     if (n_tokens) *n_tokens = count;
     a->training = gr != nullptr;  // loss only (evaluation): no dropout
-    llama_forward(m, a, tokens);
+    decoder_forward(m, a, tokens);
     if (!gr)
         return K.lmhead_xent(nullptr, nullptr, a->xn_f, m.w.lm_head, m.w16.lm_head, a->targets.data(), N, D, V, 0.0f,
                              a->head_scratch, a->head_chunk, (float)c.final_logit_softcap);
-    const llama_weights& g = gr->g;
+    const decoder_weights& g = gr->g;
     // Lowest layer whose backward is needed: below it nothing is trainable.
     int64_t lowest = 0;
     if (!g.embed && !gr->embed_rows) {
@@ -504,8 +504,8 @@ double llama_forward_backward(const llama_model& m, llama_acts* a, llama_grads* 
     for (int64_t l = c.num_layers - 1; l >= lowest; l--) {
         if (a->checkpoint) layer_forward(m, a, l);  // recompute this layer's activations
         const block_args b = train_args(m, a, l);
-        const llama_layer_acts& s = a->layers[b.slot];
-        const llama_lora_layer* lg = gr->lora.empty() ? nullptr : &gr->lora[l];
+        const decoder_layer_acts& s = a->layers[b.slot];
+        const decoder_lora_layer* lg = gr->lora.empty() ? nullptr : &gr->lora[l];
         mlp_block_backward(b, l, s, a->dresid, g.layers[l], lg);             // dresid = d x_mid
         attn_block_backward(b, l, a->resid[l], s, a->dresid, g.layers[l], lg);  // dresid = d resid[l]
         if (gr->layer_done) gr->layer_done(l);
@@ -514,9 +514,9 @@ double llama_forward_backward(const llama_model& m, llama_acts* a, llama_grads* 
         K.scale(a->dresid, N * D, (float)c.embed_scale);  // through x = embed_scale · rows
     if (g.embed && lowest == 0) K.embedding_backward(g.embed, a->dresid, a->tokens.data(), N, D);
     if (gr->embed_rows && lowest == 0) {  // sparse: accumulate into the touched rows, in token order
-        llama_embed_rows& er = *gr->embed_rows;
+        decoder_embed_rows& er = *gr->embed_rows;
         LISA_ASSERT((int64_t)er.row_of.size() == V && er.width == D, "sparse embedding gradient",
-                    "llama_embed_rows::init was not called for this model");
+                    "decoder_embed_rows::init was not called for this model");
         for (int64_t n = 0; n < N; n++) {
             const int32_t t = a->tokens[n];
             if (er.row_of[t] >= 0) continue;
@@ -533,8 +533,8 @@ double llama_forward_backward(const llama_model& m, llama_acts* a, llama_grads* 
 
 // ------------------------------------------------------------------ generation (KV cache)
 
-void llama_kv_cache_init(llama_kv_cache* c, const llama_model& m, int64_t max_T) {
-    const llama_config& cfg = m.cfg;
+void decoder_kv_cache_init(decoder_kv_cache* c, const decoder_model& m, int64_t max_T) {
+    const model_config& cfg = m.cfg;
     // every position is kept, also for windowed layers (they read only their window of it)
     c->max_T = max_T;
     c->n_past = 0;
@@ -546,13 +546,13 @@ void llama_kv_cache_init(llama_kv_cache* c, const llama_model& m, int64_t max_T)
     device_array<float> inv_d;
     // longrope: the long factors when the cache may pass the pretraining context (llama.cpp decides
     // by its context size the same way; Hugging Face switches mid-generation)
-    inv_d.upload(llama_rope_inv_freq(cfg, max_T));
+    inv_d.upload(decoder_rope_inv_freq(cfg, max_T));
     m.ctx.be->rope_tables(c->rope_cos.data(), c->rope_sin.data(), inv_d.data(), max_T, cfg.rope_dim,
                           (float)cfg.rope.attention_factor);
     if (config_any_local_rope(cfg)) {
         c->rope_cos_local = device_array<float>(max_T * cfg.rope_dim / 2);
         c->rope_sin_local = device_array<float>(max_T * cfg.rope_dim / 2);
-        inv_d.upload(llama_rope_inv_freq(cfg.rope_local, cfg.rope_dim));
+        inv_d.upload(decoder_rope_inv_freq(cfg.rope_local, cfg.rope_dim));
         m.ctx.be->rope_tables(c->rope_cos_local.data(), c->rope_sin_local.data(), inv_d.data(), max_T, cfg.rope_dim,
                               1.0f);
     }
@@ -561,8 +561,8 @@ void llama_kv_cache_init(llama_kv_cache* c, const llama_model& m, int64_t max_T)
 
 // The blocks' activations for n decoded rows, carved from the cache's scratch (grown when a
 // larger chunk than before comes, e.g. the prompt).
-static llama_layer_acts decode_acts(const llama_model& m, llama_kv_cache* c, int64_t n, float** x) {
-    const llama_config& cfg = m.cfg;
+static decoder_layer_acts decode_acts(const decoder_model& m, decoder_kv_cache* c, int64_t n, float** x) {
+    const model_config& cfg = m.cfg;
     const int64_t D = cfg.hidden_size, F = cfg.intermediate_size, Q = cfg.num_heads * cfg.head_dim,
                   K = cfg.num_kv_heads * cfg.head_dim;
     const int64_t H = cfg.num_heads, Hkv = cfg.num_kv_heads;
@@ -578,7 +578,7 @@ static llama_layer_acts decode_acts(const llama_model& m, llama_kv_cache* c, int
         p += n * k;
         return r;
     };
-    llama_layer_acts s;
+    decoder_layer_acts s;
     *x = take(D);
     s.x_mid = take(D);
     s.rstd1 = take(1);
@@ -606,8 +606,8 @@ static llama_layer_acts decode_acts(const llama_model& m, llama_kv_cache* c, int
     return s;
 }
 
-void llama_decode(const llama_model& m, llama_kv_cache* c, const int32_t* tokens, int64_t n, float* logits_last) {
-    const llama_config& cfg = m.cfg;
+void decoder_decode(const decoder_model& m, decoder_kv_cache* c, const int32_t* tokens, int64_t n, float* logits_last) {
+    const model_config& cfg = m.cfg;
     const backend& K = *m.ctx.be;
     const int64_t D = cfg.hidden_size, KV = cfg.num_kv_heads * cfg.head_dim, half = cfg.rope_dim / 2,
                   p0 = c->n_past;
@@ -618,7 +618,7 @@ void llama_decode(const llama_model& m, llama_kv_cache* c, const int32_t* tokens
     m.ctx.apply();
     check_ids(m, tokens, n, "input_ids", false);
     float* x = nullptr;
-    llama_layer_acts s = decode_acts(m, c, n, &x);
+    decoder_layer_acts s = decode_acts(m, c, n, &x);
     embed_fwd(m, x, tokens, n);
     for (int64_t l = 0; l < cfg.num_layers; l++) {
         // a batch of one sequence of n tokens, rotated with the tables of positions p0..
