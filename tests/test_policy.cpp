@@ -52,6 +52,16 @@ class fake_env final : public policy_env {
     decoder_model* model() override { return nullptr; }
     decoder_grads* grads() override { return nullptr; }
     void         info(const std::string& s) override { messages.push_back(s); }
+    layer_outliers measure_layer_outliers(double threshold) override {
+        measured_threshold = threshold;
+        layer_outliers lo;
+        lo.ratio = outlier_ratio;
+        lo.prob = outlier_ratio;  // already normalised in the tests
+        lo.tokens = 100;
+        return lo;
+    }
+    std::vector<double> outlier_ratio;
+    double              measured_threshold = 0;
 
     std::vector<std::string> made, messages;
     std::set<int>            bound, materialised;
@@ -222,10 +232,13 @@ TEST(policy_lisa, owlore_draws_follow_the_layer_probabilities) {
 
     train_options o = lisa_opts(1, 2);
     o.lisa_layer_sampling = "owlore";
+    o.lisa_outlier_threshold = 7;
     fake_env env(5);
+    env.outlier_ratio = {0, 0, 1, 0, 0};
     auto p = policy_make(o);
     p->setup(env);
-    p->set_layer_probabilities({0, 0, 1, 0, 0});
+    p->prepare(env);  // the measurement, once before the first step
+    EXPECT_EQ(env.measured_threshold, 7);
     for (int64_t step = 0; step < 10; step++) {
         p->begin_step(env, step);
         EXPECT_EQ(active_of(*p), std::set<int>({2})) << "step " << step;

@@ -42,6 +42,10 @@ class mpi_comm final : public comm {
         MPI_Comm_size(MPI_COMM_WORLD, &size_);
         // errors come back as codes (and become lisa::error), not as MPI's own abort
         MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+        // the step loop allocates nothing: requests of a step's all-reduces, all-gather tables
+        pending_.reserve(4096);
+        counts_.assign(size_, 0);
+        displs_.assign(size_, 0);
     }
     int  rank() const override { return rank_; }
     int  size() const override { return size_; }
@@ -81,7 +85,8 @@ class mpi_comm final : public comm {
             check(MPI_Bcast((char*)data + o, (int)std::min(kChunk, bytes - o), MPI_BYTE, root, MPI_COMM_WORLD), "broadcast");
     }
     void all_gather(float* x, const size_t* offset, const size_t* count) override {
-        std::vector<int> counts(size_), displs(size_);
+        std::vector<int>& counts = counts_;
+        std::vector<int>& displs = displs_;
         for (int r = 0; r < size_; r++) gathered_bytes += count[r] * sizeof(float);
         for (int r = 0; r < size_; r++) {
             if (count[r] > (size_t)INT_MAX || offset[r] > (size_t)INT_MAX)
@@ -99,6 +104,7 @@ class mpi_comm final : public comm {
   private:
     int                      rank_ = 0, size_ = 1;
     std::vector<MPI_Request> pending_;  // started all-reduces
+    std::vector<int>         counts_, displs_;  // all_gather's tables, one entry per rank
 };
 
 bool launched_with_ranks() {

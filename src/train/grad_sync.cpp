@@ -7,6 +7,10 @@ void grad_sync_init(grad_sync* s, comm* world, int64_t num_layers) {
     s->num_layers = num_layers;
     s->at.assign(num_layers + 1, {});
     s->after.clear();
+    // room for every group a policy makes, so that the per-step plan never grows a list (LISA's
+    // draws bring layers never seen before)
+    for (auto& v : s->at) v.reserve(4);
+    s->after.reserve(8);
 }
 
 void grad_sync_plan(grad_sync* s, const std::vector<param_group*>& groups) {

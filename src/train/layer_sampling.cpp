@@ -107,15 +107,34 @@ layer_outliers layer_outliers_measure(const decoder_model& m, const dataset& d, 
     return out;
 }
 
-std::vector<int> lisa_draw_layers_weighted(uint64_t seed, int64_t interval, const std::vector<double>& prob,
-                                           int gamma) {
-    const int L = (int)prob.size();
+void lisa_draw_layers_into(std::vector<int>* out, std::vector<int>* scratch, uint64_t seed, int64_t interval,
+                           int n_layers, int gamma) {
+    LISA_ASSERT(gamma >= 1 && gamma <= n_layers, "lisa_draw_layers", "gamma out of range");
+    rng r;
+    rng_init(&r, seed ^ (0x5851f42d4c957f2dull * (uint64_t)(interval + 1)));
+    std::vector<int>& all = *scratch;
+    all.resize(n_layers);
+    for (int i = 0; i < n_layers; i++) all[i] = i;
+    for (int i = 0; i < gamma; i++) std::swap(all[i], all[i + rng_below(&r, n_layers - i)]);  // partial shuffle
+    out->assign(all.begin(), all.begin() + gamma);
+    std::sort(out->begin(), out->end());
+}
+
+std::vector<int> lisa_draw_layers(uint64_t seed, int64_t interval, int n_layers, int gamma) {
+    std::vector<int> out, scratch;
+    lisa_draw_layers_into(&out, &scratch, seed, interval, n_layers, gamma);
+    return out;
+}
+
+void lisa_draw_layers_weighted_into(std::vector<int>* out, std::vector<int>* scratch, uint64_t seed,
+                                    int64_t interval, const std::vector<double>& w, int gamma) {
+    const int L = (int)w.size();
     LISA_ASSERT(gamma >= 1 && gamma <= L, "lisa_draw_layers_weighted", "gamma out of range");
     rng r;
     rng_init(&r, seed ^ (0x2545f4914f6cdd1dull * (uint64_t)(interval + 1)));
-    std::vector<double> w(prob);
-    std::vector<bool> taken(L, false);
-    std::vector<int> pick;
+    std::vector<int>& taken = *scratch;
+    taken.assign(L, 0);
+    out->clear();
     for (int k = 0; k < gamma; k++) {
         double mass = 0;
         for (int l = 0; l < L; l++)
@@ -131,17 +150,24 @@ std::vector<int> lisa_draw_layers_weighted(uint64_t seed, int64_t interval, cons
             if (chosen < 0)  // rounding left u at the very top: the last layer with mass
                 for (int l = L - 1; l >= 0 && chosen < 0; l--)
                     if (!taken[l] && w[l] > 0) chosen = l;
-        } else {  // only layers of probability 0 remain: uniformly among them
-            std::vector<int> rest;
-            for (int l = 0; l < L; l++)
-                if (!taken[l]) rest.push_back(l);
-            chosen = rest[rng_below(&r, (uint64_t)rest.size())];
+        } else {  // only layers of probability 0 remain: uniformly among them (the j-th left, in order)
+            int left = 0;
+            for (int l = 0; l < L; l++) left += !taken[l];
+            uint64_t j = rng_below(&r, (uint64_t)left);
+            for (int l = 0; l < L && chosen < 0; l++)
+                if (!taken[l] && j-- == 0) chosen = l;
         }
-        taken[chosen] = true;
-        pick.push_back(chosen);
+        taken[chosen] = 1;
+        out->push_back(chosen);
     }
-    std::sort(pick.begin(), pick.end());
-    return pick;
+    std::sort(out->begin(), out->end());
+}
+
+std::vector<int> lisa_draw_layers_weighted(uint64_t seed, int64_t interval, const std::vector<double>& prob,
+                                           int gamma) {
+    std::vector<int> out, scratch;
+    lisa_draw_layers_weighted_into(&out, &scratch, seed, interval, prob, gamma);
+    return out;
 }
 
 }  // namespace lisa

@@ -41,5 +41,11 @@ std::vector<int> lisa_draw_layers(uint64_t seed, int64_t interval, int n_layers,
 // Layers of probability 0 are drawn only when fewer than γ layers have any.
 std::vector<int> lisa_draw_layers_weighted(uint64_t seed, int64_t interval, const std::vector<double>& prob,
                                            int gamma);
+// The same draws into `out`, with `scratch` for the work: no allocation once both hold n_layers
+// (the trainer's step loop draws this way).
+void lisa_draw_layers_into(std::vector<int>* out, std::vector<int>* scratch, uint64_t seed, int64_t interval,
+                           int n_layers, int gamma);
+void lisa_draw_layers_weighted_into(std::vector<int>* out, std::vector<int>* scratch, uint64_t seed,
+                                    int64_t interval, const std::vector<double>& prob, int gamma);
 
 }  // namespace lisa

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "model/decoder.h"
+#include "train/layer_sampling.h"
 #include "train/optim.h"
 #include "train/train_options.h"
 
@@ -40,6 +41,9 @@ class policy_env {
     }
     virtual decoder_grads* grads() = 0;
     virtual void info(const std::string& message) = 0;
+    // Every layer's outlier ratio on the first training samples (forward only; the same numbers
+    // on every rank): what LISA's owlore sampling draws by. train/layer_sampling.h.
+    virtual layer_outliers measure_layer_outliers(double threshold) = 0;
 };
 
 // A named span of extra state a checkpoint must keep (LoRA's adapter weights).
@@ -63,14 +67,15 @@ class train_policy {
     virtual train_method method() const = 0;
     // Creates the trainable groups (held by the policy).
     virtual void setup(policy_env& env) = 0;
+    // Once before the first step of a run that does not resume (a resumed run restores what this
+    // measured from its checkpoint): measurements the policy needs (LISA owlore: outlier ratios).
+    virtual void prepare(policy_env& env) {}
     // Before each optimizer step's forward (LISA draws at its interval boundaries).
     virtual void begin_step(policy_env& env, int64_t step) {}
     // Every group that trains now (the same list for the whole run: LISA re-binds its slots).
     const std::vector<param_group*>& groups();
     // Its own fields of trainer_state.json (LISA: the active layers).
     virtual nlohmann::json state_json() const { return nlohmann::json::object(); }
-    // LISA: draw layers with these probabilities (one per layer) instead of uniformly.
-    virtual void set_layer_probabilities(const std::vector<double>& prob) {}
     // The decoder layers training now (LISA), or null: for progress displays, without allocating.
     virtual const std::vector<int>* active_layers() const { return nullptr; }
     // On resume at `step`, after setup: re-creates the policy's state for that step and returns

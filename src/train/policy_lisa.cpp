@@ -4,6 +4,7 @@
 // The γ layer groups are allocated once and re-bound at each draw with fresh (zero) state;
 // layers that leave are written back and their fp32 pages freed, so optimizer memory is O(γ).
 #include <algorithm>
+#include <cstdio>
 
 #include "core/error.h"
 #include "core/rng.h"
@@ -12,17 +13,6 @@
 
 namespace lisa {
 
-std::vector<int> lisa_draw_layers(uint64_t seed, int64_t interval, int n_layers, int gamma) {
-    rng r;
-    rng_init(&r, seed ^ (0x5851f42d4c957f2dull * (uint64_t)(interval + 1)));
-    std::vector<int> all(n_layers);
-    for (int i = 0; i < n_layers; i++) all[i] = i;
-    for (int i = 0; i < gamma; i++) std::swap(all[i], all[i + rng_below(&r, n_layers - i)]);  // partial shuffle
-    std::vector<int> pick(all.begin(), all.begin() + gamma);
-    std::sort(pick.begin(), pick.end());
-    return pick;
-}
-
 namespace {
 
 class lisa_policy final : public train_policy {
@@ -30,7 +20,7 @@ class lisa_policy final : public train_policy {
     explicit lisa_policy(const train_options& o)
         : gamma_(o.lisa_activated_layers), interval_(o.lisa_interval_steps), seed_(o.seed),
           train_emb_(o.lisa_train_embeddings), train_head_(o.lisa_train_head),
-          owlore_(o.lisa_layer_sampling == "owlore") {}
+          owlore_(o.lisa_layer_sampling == "owlore"), threshold_(o.lisa_outlier_threshold) {}
 
     train_method method() const override { return train_method::lisa; }
 
@@ -48,13 +38,29 @@ class lisa_policy final : public train_policy {
             slots_.push_back(env.layer_group(0));  // sized like a layer; bound at the first draw
             env.unbind_layer(0, false);
         }
+        active_.reserve(L);
+        next_.reserve(L);
+        draw_scratch_.reserve(L);
+        note_.reserve(96 + 12 * (size_t)L);
     }
 
     void begin_step(policy_env& env, int64_t step) override {
         if (step % interval_ == 0 || active_.empty()) activate(env, step / interval_, step);
     }
 
-    void set_layer_probabilities(const std::vector<double>& prob) override { prob_ = prob; }
+    // --lisa_layer_sampling owlore: the draw probabilities from the base model's outlier ratios
+    void prepare(policy_env& env) override {
+        if (!owlore_) return;
+        layer_outliers lo = env.measure_layer_outliers(threshold_);
+        prob_ = lo.prob;
+        std::string r, p;
+        for (size_t l = 0; l < lo.prob.size(); l++) {
+            r += strf("%s%.4f", l ? ", " : "", lo.ratio[l]);
+            p += strf("%s%.3f", l ? ", " : "", lo.prob[l]);
+        }
+        env.info(strf("lisa: owlore sampling: outlier ratios [%s] over %lld tokens (threshold %g); draw probabilities "
+                      "[%s]", r.c_str(), (long long)lo.tokens, threshold_, p.c_str()));
+    }
 
     nlohmann::json state_json() const override {
         nlohmann::json j = {{"active_layers", active_}};
@@ -92,27 +98,38 @@ class lisa_policy final : public train_policy {
     }
 
   private:
-    // binds the slots to the layers of `interval`, with fresh (zero) state
+    // binds the slots to the layers of `interval`, with fresh (zero) state. Allocates nothing:
+    // the draw and the notice use buffers sized in setup.
     void activate(policy_env& env, int64_t interval, int64_t step) {
-        std::vector<int> next = prob_.empty() ? lisa_draw_layers(seed_, interval, env.num_layers(), (int)gamma_)
-                                              : lisa_draw_layers_weighted(seed_, interval, prob_, (int)gamma_);
+        if (prob_.empty()) lisa_draw_layers_into(&next_, &draw_scratch_, seed_, interval, env.num_layers(), (int)gamma_);
+        else lisa_draw_layers_weighted_into(&next_, &draw_scratch_, seed_, interval, prob_, (int)gamma_);
         for (int l : active_)  // leaving: bf16 models write the master back and free its pages
-            env.unbind_layer(l, std::find(next.begin(), next.end(), l) == next.end());
-        active_ = next;
+            env.unbind_layer(l, std::find(next_.begin(), next_.end(), l) == next_.end());
+        active_.assign(next_.begin(), next_.end());
         for (size_t k = 0; k < slots_.size(); k++) {
             env.rebind_layer(&slots_[k], active_[k]);
             slots_[k].reset();
         }
-        std::string ls;
-        for (int l : active_) ls += (ls.empty() ? "" : ", ") + std::to_string(l);
-        size_t bytes = optim_state_bytes(groups());  // this rank's (a share under --zero_stage 1)
-        env.info(strf("lisa: step %lld: active layers [%s], optimizer state %.2f MiB", (long long)step, ls.c_str(),
-                      bytes / 1048576.0));
+        const size_t bytes = optim_state_bytes(groups());  // this rank's (a share under --zero_stage 1)
+        char buf[64];
+        note_.assign("lisa: step ");
+        std::snprintf(buf, sizeof buf, "%lld: active layers [", (long long)step);
+        note_.append(buf);
+        for (size_t k = 0; k < active_.size(); k++) {
+            std::snprintf(buf, sizeof buf, "%s%d", k ? ", " : "", active_[k]);
+            note_.append(buf);
+        }
+        std::snprintf(buf, sizeof buf, "], optimizer state %.2f MiB", bytes / 1048576.0);
+        note_.append(buf);
+        env.info(note_);
     }
 
     int64_t          gamma_, interval_;
+    std::vector<int> next_, draw_scratch_;  // the draw's buffers (sized in setup)
+    std::string      note_;                 // the draw's notice (capacity reserved in setup)
     uint64_t         seed_;
     bool             train_emb_, train_head_, owlore_;
+    double           threshold_;  // --lisa_outlier_threshold
     std::vector<int> active_;
     std::vector<double> prob_;  // per layer (owlore), or empty: uniform
 };

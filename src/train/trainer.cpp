@@ -51,8 +51,9 @@ namespace {
 class model_env final : public policy_env {
   public:
     model_env(decoder_model* m, decoder_grads* gr, decoder_embed_rows* rows, int64_t rows_capacity,
-              const train_callbacks& cb, int shard, int shards)
-        : m_(m), gr_(gr), rows_(rows), rows_capacity_(rows_capacity), cb_(cb), shard_(shard), shards_(shards) {
+              const train_callbacks& cb, int shard, int shards, const dataset* data, int32_t pad_id)
+        : m_(m), gr_(gr), rows_(rows), rows_capacity_(rows_capacity), cb_(cb), shard_(shard), shards_(shards),
+          data_(data), pad_id_(pad_id) {
         const int L = (int)m->cfg.num_layers;
         layer_first_.assign(L + 1, 0);
         for (size_t i = 0; i < m->tensors.size(); i++) {
@@ -106,6 +107,13 @@ class model_env final : public policy_env {
     void         info(const std::string& s) override {
         if (cb_.on_info && comm_world().is_root()) cb_.on_info(s);
     }
+    layer_outliers measure_layer_outliers(double threshold) override {
+        // a fixed sample count and batch: the same numbers whatever the run's batch size or ranks
+        const int64_t kSamples = 128, kBatch = 8;
+        layer_outliers lo = layer_outliers_measure(*m_, *data_, pad_id_, kSamples, kBatch, threshold);
+        comm_world().broadcast(lo.prob.data(), lo.prob.size() * sizeof(double), 0);  // every rank draws as rank 0
+        return lo;
+    }
 
   private:
     param_group make(const std::string& name, size_t first, size_t last, bool sparse = false) {
@@ -142,6 +150,8 @@ class model_env final : public policy_env {
     std::vector<size_t>      layer_first_;  // index of each layer's first tensor; [L] = final norm
     size_t                   embed_ = 0, norm_ = 0, head_ = 0;
     int                      shard_ = 0, shards_ = 1;  // --zero_stage 1: this rank's share of moments
+    const dataset*           data_ = nullptr;  // the training samples (calibration for measurements)
+    int32_t                  pad_id_ = 0;
 };
 
 struct trainer {
@@ -524,9 +534,11 @@ struct trainer {
 
     // Ranks: the sparse embedding rows of every token of the global step, in id order, on every
     // rank, so the row buffers line up and one all-reduce sums them (never the whole vocabulary).
+    std::vector<int32_t> global_ids;  // touch_global_rows' list (reused: its capacity stays)
     void touch_global_rows(int64_t in_epoch) {
         const size_t G = (size_t)global_batch();
-        std::vector<int32_t> ids;
+        std::vector<int32_t>& ids = global_ids;
+        ids.clear();
         for (int64_t a = 0; a < o.gradient_accumulation_steps; a++) {
             size_t g0 = (size_t)(in_epoch * o.gradient_accumulation_steps + a) * G;
             for (size_t i = g0; i < std::min(order.size(), g0 + G); i++) {
@@ -538,23 +550,6 @@ struct trainer {
         std::sort(ids.begin(), ids.end());
         ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
         decoder_embed_rows_touch(&embed_rows, *m->ctx.be, ids.data(), ids.size());
-    }
-
-    // --lisa_layer_sampling owlore: LISA's draw probabilities from the base model's outlier ratios,
-    // measured once before training on the first training samples (forward only).
-    void measure_layer_outliers() {
-        // fixed sample count and batch: the same numbers whatever the run's batch size or rank count
-        const int64_t kSamples = 128, kBatch = 8;
-        layer_outliers lo = layer_outliers_measure(*m, data, pad_id, kSamples, kBatch, o.lisa_outlier_threshold);
-        world->broadcast(lo.prob.data(), lo.prob.size() * sizeof(double), 0);  // every rank draws as rank 0
-        policy->set_layer_probabilities(lo.prob);
-        std::string r, p;
-        for (size_t l = 0; l < lo.prob.size(); l++) {
-            r += strf("%s%.4f", l ? ", " : "", lo.ratio[l]);
-            p += strf("%s%.3f", l ? ", " : "", lo.prob[l]);
-        }
-        info(strf("lisa: owlore sampling: outlier ratios [%s] over %lld tokens (threshold %g); draw probabilities [%s]",
-                  r.c_str(), (long long)lo.tokens, o.lisa_outlier_threshold, p.c_str()));
     }
 
     // ---------------------------------------------------------------- the loop
@@ -620,13 +615,14 @@ struct trainer {
         load(ckpt);
         set_steps();
         const int64_t rows_capacity = plan();
+        if (world->size() > 1)  // the global step's tokens, at most (touch_global_rows)
+            global_ids.reserve((size_t)global_batch() * (size_t)o.gradient_accumulation_steps * (size_t)plan_T + 1);
         const bool zero = o.zero_stage == 1 && world->size() > 1;
         env = std::make_unique<model_env>(m.get(), &gr, &embed_rows, rows_capacity, cb, zero ? world->rank() : 0,
-                                          zero ? world->size() : 1);
+                                          zero ? world->size() : 1, &data, pad_id);
         policy = policy_make(o);
         policy->setup(*env);
-        if (o.method == train_method::lisa && o.lisa_layer_sampling == "owlore" && ckpt.empty())
-            measure_layer_outliers();  // a resumed run takes the probabilities its checkpoint kept
+        if (ckpt.empty()) policy->prepare(*env);  // a resumed run restores what it measured
         decoder_acts_init(&acts, *m, plan_B, plan_T, o.gradient_checkpointing);
         if (!ckpt.empty()) resume(ckpt);
         if (world->is_root()) {
