@@ -260,52 +260,67 @@ std::vector<float> decoder_rope_inv_freq(const rope_config& rope, int64_t dims, 
 
 // ------------------------------------------------------------------ activations
 
+namespace {
+// Carves consecutive spans from a base, or only counts them when base is null.
+struct carver {
+    float* base;
+    size_t off = 0;
+    void take(float** p, int64_t n) {
+        if (base) *p = base + off;
+        off += (size_t)n;
+    }
+};
+}  // namespace
+
+// What one decoder layer keeps for its backward, for N rows: the one table of these buffers.
+// Training lays it out per layer (acts_layout), decoding once in its scratch (decode_acts).
+static void layer_acts_carve(carver& cv, decoder_layer_acts& ly, const model_config& c, int64_t N) {
+    const int64_t D = c.hidden_size, F = c.intermediate_size, Q = c.num_heads * c.head_dim,
+                  K = c.num_kv_heads * c.head_dim;
+    cv.take(&ly.x_mid, N * D);
+    cv.take(&ly.rstd1, N);
+    cv.take(&ly.xn1, N * D);
+    cv.take(&ly.q, N * Q);
+    cv.take(&ly.k, N * K);
+    cv.take(&ly.v, N * K);
+    cv.take(&ly.att, N * Q);
+    cv.take(&ly.lse, N * c.num_heads);
+    cv.take(&ly.rstd2, N);
+    cv.take(&ly.xn2, N * D);
+    cv.take(&ly.gate, N * F);
+    cv.take(&ly.up, N * F);
+    cv.take(&ly.h, N * F);
+    // the parts only some architectures have alias the ones they stand in for otherwise
+    if (c.qk_norm) {
+        cv.take(&ly.q_pre, N * Q);
+        cv.take(&ly.k_pre, N * K);
+        cv.take(&ly.rstd_q, N * c.num_heads);
+        cv.take(&ly.rstd_k, N * c.num_kv_heads);
+    } else if (cv.base) {
+        ly.q_pre = ly.q, ly.k_pre = ly.k, ly.rstd_q = ly.rstd_k = nullptr;
+    }
+    if (c.sandwich_norms) {
+        cv.take(&ly.attn_o, N * D);
+        cv.take(&ly.rstd_ao, N);
+        cv.take(&ly.mlp_o, N * D);
+        cv.take(&ly.rstd_mo, N);
+    } else if (cv.base) {
+        ly.attn_o = ly.x_mid, ly.rstd_ao = ly.mlp_o = ly.rstd_mo = nullptr;
+    }
+}
+
 // Lays the activations of N = B·T rows out from `base` (or only counts them when base is null);
 // returns the floats used. No allocation: the same walk serves planning and re-pointing.
 static size_t acts_layout(decoder_acts* a, const decoder_model& m, int64_t N, int64_t T, float* base) {
     const model_config& c = m.cfg;
     const int64_t D = c.hidden_size, F = c.intermediate_size, Q = c.num_heads * c.head_dim,
                   K = c.num_kv_heads * c.head_dim, V = c.vocab_size, half = c.head_dim / 2;
-    size_t off = 0;
-    auto take = [&](float** p, int64_t n) {
-        if (base) *p = base + off;
-        off += (size_t)n;
-    };
+    carver cv{base};
+    auto take = [&](float** p, int64_t n) { cv.take(p, n); };
     const int64_t head_chunk = std::min<int64_t>(N, std::max<int64_t>(256, ((int64_t)1 << 24) / V));
     if (base) a->head_chunk = head_chunk;
     for (float*& r : a->resid) take(&r, N * D);
-    for (auto& ly : a->layers) {
-        take(&ly.x_mid, N * D);
-        take(&ly.rstd1, N);
-        take(&ly.xn1, N * D);
-        take(&ly.q, N * Q);
-        take(&ly.k, N * K);
-        take(&ly.v, N * K);
-        take(&ly.att, N * Q);
-        take(&ly.lse, N * c.num_heads);
-        take(&ly.rstd2, N);
-        take(&ly.xn2, N * D);
-        take(&ly.gate, N * F);
-        take(&ly.up, N * F);
-        take(&ly.h, N * F);
-        // the parts only some architectures have alias the ones they stand in for otherwise
-        if (c.qk_norm) {
-            take(&ly.q_pre, N * Q);
-            take(&ly.k_pre, N * K);
-            take(&ly.rstd_q, N * c.num_heads);
-            take(&ly.rstd_k, N * c.num_kv_heads);
-        } else if (base) {
-            ly.q_pre = ly.q, ly.k_pre = ly.k, ly.rstd_q = ly.rstd_k = nullptr;
-        }
-        if (c.sandwich_norms) {
-            take(&ly.attn_o, N * D);
-            take(&ly.rstd_ao, N);
-            take(&ly.mlp_o, N * D);
-            take(&ly.rstd_mo, N);
-        } else if (base) {
-            ly.attn_o = ly.x_mid, ly.rstd_ao = ly.mlp_o = ly.rstd_mo = nullptr;
-        }
-    }
+    for (auto& ly : a->layers) layer_acts_carve(cv, ly, c, N);
     take(&a->rstd_f, N);
     take(&a->xn_f, N * D);
     take(&a->dresid, N * D);
@@ -334,7 +349,7 @@ static size_t acts_layout(decoder_acts* a, const decoder_model& m, int64_t N, in
     const bool local = config_any_local_rope(c);
     take(&a->rope_cos_local, local ? T * half : 0);
     take(&a->rope_sin_local, local ? T * half : 0);
-    return off;
+    return cv.off;
 }
 
 void decoder_acts_init(decoder_acts* a, const decoder_model& m, int64_t B, int64_t T, bool checkpoint) {
@@ -563,46 +578,18 @@ void decoder_kv_cache_init(decoder_kv_cache* c, const decoder_model& m, int64_t 
 // larger chunk than before comes, e.g. the prompt).
 static decoder_layer_acts decode_acts(const decoder_model& m, decoder_kv_cache* c, int64_t n, float** x) {
     const model_config& cfg = m.cfg;
-    const int64_t D = cfg.hidden_size, F = cfg.intermediate_size, Q = cfg.num_heads * cfg.head_dim,
-                  K = cfg.num_kv_heads * cfg.head_dim;
-    const int64_t H = cfg.num_heads, Hkv = cfg.num_kv_heads;
-    const int64_t per_row = 5 * D + 2 + 2 * Q + 2 * K + H + 3 * F + (cfg.qk_norm ? Q + K + H + Hkv : 0) +
-                            (cfg.sandwich_norms ? 2 * D + 2 : 0);
+    const int64_t D = cfg.hidden_size;
+    decoder_layer_acts s;
+    carver count{nullptr};  // floats per row: the layer's input, then the layer's table
+    count.take(x, D);
+    layer_acts_carve(count, s, cfg, 1);
     if (n > c->scratch_rows) {
-        c->scratch = device_array<float>((size_t)(n * per_row));
+        c->scratch = device_array<float>(count.off * (size_t)n);
         c->scratch_rows = n;
     }
-    float* p = c->scratch.data();
-    auto take = [&](int64_t k) {
-        float* r = p;
-        p += n * k;
-        return r;
-    };
-    decoder_layer_acts s;
-    *x = take(D);
-    s.x_mid = take(D);
-    s.rstd1 = take(1);
-    s.xn1 = take(D);
-    s.q = take(Q);
-    s.k = take(K);
-    s.v = take(K);
-    s.att = take(Q);
-    s.lse = take(cfg.num_heads);
-    s.rstd2 = take(1);
-    s.xn2 = take(D);
-    s.gate = take(F);
-    s.up = take(F);
-    s.h = take(F);
-    if (cfg.qk_norm) {
-        s.q_pre = take(Q), s.k_pre = take(K), s.rstd_q = take(H), s.rstd_k = take(Hkv);
-    } else {
-        s.q_pre = s.q, s.k_pre = s.k, s.rstd_q = s.rstd_k = nullptr;
-    }
-    if (cfg.sandwich_norms) {
-        s.attn_o = take(D), s.rstd_ao = take(1), s.mlp_o = take(D), s.rstd_mo = take(1);
-    } else {
-        s.attn_o = s.x_mid, s.rstd_ao = s.mlp_o = s.rstd_mo = nullptr;
-    }
+    carver cv{c->scratch.data()};
+    cv.take(x, n * D);
+    layer_acts_carve(cv, s, cfg, n);
     return s;
 }
 
