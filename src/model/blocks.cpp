@@ -120,6 +120,18 @@ static void norm_bwd(const block_args& b, float* dx, float* dw, const float* dy,
     b.K.rmsnorm_backward(dx, dw, dy, x, w, rstd, rows, width, (float)b.m.cfg.norm_weight_offset);
 }
 
+// Gemma's norm of a block's output, backward: the gradient of the output before the norm (dy
+// itself when the architecture has none); x and rstd are what the forward normed.
+static const float* post_norm_bwd(const block_args& b, int64_t l, const decoder_layer_weights& G, layer_tensor norm,
+                                  const float* dy, const float* x, const float* rstd) {
+    const model_config& c = b.m.cfg;
+    if (!c.sandwich_norms) return dy;
+    const int64_t N = b.B * b.T, D = c.hidden_size;
+    b.K.zero(b.a->dpost, N * D);
+    norm_bwd(b, b.a->dpost, G[norm], dy, x, b.m.w.layers[l][norm], rstd, N, D);
+    return b.a->dpost;
+}
+
 void attn_block_forward(const block_args& b, int64_t l, const float* x, decoder_layer_acts& s) {
     const model_config& c = b.m.cfg;
     const backend& K = b.K;
@@ -171,12 +183,7 @@ void attn_block_backward(const block_args& b, int64_t l, const float* x, const d
     const decoder_layer_weights16& w16 = b.m.w16.layers[l];
     const attn_params ap = layer_attn(c, l);
     // gradient of the o projection's output: dresid itself, or through the post-attention norm
-    const float* dout = dresid;
-    if (c.sandwich_norms) {
-        K.zero(a->dpost, N * D);
-        norm_bwd(b, a->dpost, G[LT_POST_ATTN_NORM], dresid, s.attn_o, w[LT_POST_ATTN_NORM], s.rstd_ao, N, D);
-        dout = a->dpost;
-    }
+    const float* dout = post_norm_bwd(b, l, G, LT_POST_ATTN_NORM, dresid, s.attn_o, s.rstd_ao);
     K.zero(a->datt, N * Q);
     lin_bwd(K, a->datt, G[LT_O], G[LT_O_BIAS], dout, s.att, w[LT_O], w16[LT_O], N, Q, D);
     lora_backward(b, l, LORA_O, lg, a->datt, s.att, Q, {{dout, D}});
@@ -252,12 +259,7 @@ void mlp_block_backward(const block_args& b, int64_t l, const decoder_layer_acts
     const decoder_layer_weights& w = b.m.w.layers[l];
     const decoder_layer_weights16& w16 = b.m.w16.layers[l];
     const layer_tensor in_norm = mlp_input_norm(c);
-    const float* dout = dresid;
-    if (c.sandwich_norms) {
-        K.zero(a->dpost, N * D);
-        norm_bwd(b, a->dpost, G[LT_POST_FF_NORM], dresid, s.mlp_o, w[LT_POST_FF_NORM], s.rstd_mo, N, D);
-        dout = a->dpost;
-    }
+    const float* dout = post_norm_bwd(b, l, G, LT_POST_FF_NORM, dresid, s.mlp_o, s.rstd_mo);
     K.zero(a->dh, N * F);
     lin_bwd(K, a->dh, G[LT_DOWN], nullptr, dout, s.h, w[LT_DOWN], w16[LT_DOWN], N, F, D);
     lora_backward(b, l, LORA_DOWN, lg, a->dh, s.h, F, {{dout, D}});

@@ -69,17 +69,31 @@ std::string lora_module_name(int layer, int target) {
     return "model.layers." + std::to_string(layer) + "." + key.substr(0, key.size() - 7);
 }
 
+// W[out, in] += scale · B·A on the model's Linear `module`, after checking the adapter fits it; a
+// bf16 model holds the merged weight in fp32 from then on. `source` names the adapter in errors.
+static void fold_module(decoder_model* m, const std::string& module, const float* A, const float* B, int64_t r,
+                        int64_t a_in, int64_t b_out, float scale, const std::string& source) {
+    int64_t out, in;
+    size_t ti = 0;
+    float* w = lora_module_weight(*m, module, &out, &in, &ti);
+    if (!w) fail(strf("%s: the base model has no Linear '%s'", source.c_str(), module.c_str()));
+    if (a_in != in || b_out != out)
+        fail(strf("%s: adapter [%lld x %lld] does not fit the base weight [%lld, %lld]", source.c_str(),
+                  (long long)b_out, (long long)a_in, (long long)out, (long long)in));
+    decoder_materialize(m, ti, ti);
+    m->ctx.be->lora_fold(w, A, B, out, in, r, scale);
+}
+
 void lora_fold_into(decoder_model* dst, const decoder_lora& lo) {
     dst->ctx.apply();
     for (int l = 0; l < (int)lo.layers.size(); l++)
         for (int t = 0; t < LORA_N; t++) {
             if (!lo.layers[l].A[t]) continue;
+            const std::string module = lora_module_name(l, t);
             int64_t out, in;
-            size_t ti = 0;
-            float* w = lora_module_weight(*dst, lora_module_name(l, t), &out, &in, &ti);
-            LISA_ASSERT(w, "lora_fold_into", "the model has no weight for an adapter");
-            decoder_materialize(dst, ti, ti);  // bf16 models: the merged weight is held in fp32
-            dst->ctx.be->lora_fold(w, lo.layers[l].A[t], lo.layers[l].B[t], out, in, lo.r, lo.scale);
+            LISA_ASSERT(lora_module_weight(*dst, module, &out, &in), "lora_fold_into",
+                        "the model has no weight for an adapter");
+            fold_module(dst, module, lo.layers[l].A[t], lo.layers[l].B[t], lo.r, in, out, lo.scale, module);
         }
 }
 
@@ -129,18 +143,8 @@ std::map<std::string, lora_module_delta> lora_adapter_read(const std::string& di
 
 void lora_merge_adapter(decoder_model* m, const std::string& dir) {
     m->ctx.apply();
-    for (const auto& [module, d] : lora_adapter_read(dir)) {
-        int64_t out, in;
-        size_t ti = 0;
-        float* w = lora_module_weight(*m, module, &out, &in, &ti);
-        if (!w) fail(strf("%s: the base model has no Linear '%s'", d.source.c_str(), module.c_str()));
-        decoder_materialize(m, ti, ti);  // bf16 models: the merged weight is held in fp32
-        w = lora_module_weight(*m, module, &out, &in, &ti);
-        if (d.in != in || d.out != out)
-            fail(strf("%s: adapter [%lld x %lld] does not fit the base weight [%lld, %lld]", d.source.c_str(),
-                      (long long)d.out, (long long)d.in, (long long)out, (long long)in));
-        m->ctx.be->lora_fold(w, d.A.data(), d.B.data(), out, in, d.r, d.scale);  // W[out,in] += scale · B·A
-    }
+    for (const auto& [module, d] : lora_adapter_read(dir))
+        fold_module(m, module, d.A.data(), d.B.data(), d.r, d.in, d.out, d.scale, d.source);
 }
 
 }  // namespace lisa
