@@ -15,7 +15,7 @@ void param_group_shard_range(const param_group& g, int r, size_t* lo, size_t* hi
 }
 
 param_group param_group_make(const std::string& name, float* param, std::vector<param_group::span> spans,
-                             bool sparse, int shard, int shards, size_t unit) {
+                             bool sparse, int shard, int shards, size_t unit, const optimizer* opt) {
     param_group g;
     g.name = name;
     g.param = param;
@@ -26,7 +26,15 @@ param_group param_group_make(const std::string& name, float* param, std::vector<
     g.shards = std::max(1, shards);
     g.unit = std::max<size_t>(1, unit);
     param_group_shard_range(g, g.shard, &g.lo, &g.hi);
-    g.state = device_array<float>((sparse ? 0 : g.n) + 2 * (g.hi - g.lo));
+    g.opt = opt ? opt : &optimizer_adamw();
+    g.state = device_array<float>((sparse ? 0 : g.n) + (size_t)g.opt->moments * (g.hi - g.lo));
+    if (g.shards > 1)  // the gather tables, once (a step gathers without allocating)
+        for (int r = 0; r < g.shards; r++) {
+            size_t lo, hi;
+            param_group_shard_range(g, r, &lo, &hi);
+            g.share_lo.push_back(lo);
+            g.share_len.push_back(hi - lo);
+        }
     return g;
 }
 
@@ -44,32 +52,37 @@ double optim_grad_norm(const backend& K, const std::vector<param_group*>& groups
 
 // every rank's share of x (n floats laid out as the group's elements) to every rank
 static void gather_shares(const param_group& g, comm& world, float* x) {
-    std::vector<size_t> off(g.shards), cnt(g.shards);
-    for (int r = 0; r < g.shards; r++) {
-        size_t lo, hi;
-        param_group_shard_range(g, r, &lo, &hi);
-        off[r] = lo;
-        cnt[r] = hi - lo;
+    world.all_gather(x, g.share_lo.data(), g.share_len.data());
+}
+
+// AdamW over the group's share: the sparse embedding by its touched rows, else tensor by tensor
+// (weight decay on matrices only)
+static void adamw_group_update(const backend& K, param_group& g, const adamw_hparams& h, float clip,
+                               const sparse_rows& sr) {
+    if (g.sparse) {  // this share's rows (all rows unsharded)
+        const int64_t w = sr.width, r0 = (int64_t)g.lo / w;
+        K.adamw_update_rows(g.param + g.lo, sr.grad, sr.row_of + r0, g.m(), g.v(), (int64_t)(g.hi - g.lo) / w, w, h,
+                            g.step, true, clip);
+        return;
     }
-    world.all_gather(x, off.data(), cnt.data());
+    for (const auto& sp : g.spans) {  // each tensor's part inside [lo, hi)
+        const size_t a = std::max(sp.off, g.lo), b = std::min(sp.off + sp.len, g.hi);
+        if (b <= a) continue;
+        K.adamw_update(g.param + a, g.grad() + a, g.m() + (a - g.lo), g.v() + (a - g.lo), (int64_t)(b - a), h, g.step,
+                       sp.decay, clip);
+    }
+}
+
+const optimizer& optimizer_adamw() {
+    static const optimizer adamw = {"adamw", 2, adamw_group_update};
+    return adamw;
 }
 
 void optim_step(const backend& K, const std::vector<param_group*>& groups, const adamw_hparams& h, float clip,
                 const sparse_rows& sr, comm* world) {
     for (param_group* g : groups) {
         g->step++;
-        if (g->sparse) {  // this share's rows (all rows unsharded)
-            const int64_t w = sr.width, r0 = (int64_t)g->lo / w;
-            K.adamw_update_rows(g->param + g->lo, sr.grad, sr.row_of + r0, g->m(), g->v(), (int64_t)(g->hi - g->lo) / w,
-                                w, h, g->step, true, clip);
-        } else {
-            for (const auto& sp : g->spans) {  // each tensor's part inside [lo, hi)
-                const size_t a = std::max(sp.off, g->lo), b = std::min(sp.off + sp.len, g->hi);
-                if (b <= a) continue;
-                K.adamw_update(g->param + a, g->grad() + a, g->m() + (a - g->lo), g->v() + (a - g->lo), (int64_t)(b - a),
-                               h, g->step, sp.decay, clip);
-            }
-        }
+        g->opt->update(K, *g, h, clip, sr);
         if (g->sharded()) {
             LISA_ASSERT(world != nullptr, "optim_step", "a sharded group needs the ranks to gather its parameters");
             gather_shares(*g, *world, g->param);
@@ -79,7 +92,7 @@ void optim_step(const backend& K, const std::vector<param_group*>& groups, const
 
 size_t optim_state_bytes(const std::vector<param_group*>& groups) {
     size_t b = 0;
-    for (param_group* g : groups) b += 2 * (g->hi - g->lo) * sizeof(float);
+    for (param_group* g : groups) b += (size_t)g->opt->moments * (g->hi - g->lo) * sizeof(float);
     return b;
 }
 
