@@ -495,6 +495,17 @@ TEST_P(gguf_arch, llama_cpp_follows_the_greedy_path_of_a_trained_model) {
     }
     auto m = decoder_model_load(tuned.path);
     EXPECT_EQ(expect_same_greedy(*m, td.path + "/m.gguf", {1, 400}, 40, 1e-3, arch), 40u);
+    if (arch == "phi3") {  // a LoRA on the fused qkv_proj / gate_up_proj, merged on export
+        temp_dir ad;
+        r = run_lisa("train --method lora --lora_r 4 --model_name_or_path " + tuned.path + " --dataset_path " +
+                     data_dir() + " --output_model_path " + ad.path + " --max_steps 10 --learning_rate 2e-2 "
+                     "--per_device_train_batch_size 4 --block_size 64");
+        ASSERT_EQ(r.code, 0) << r.output;
+        export_ok("--model_name_or_path " + tuned.path + " --lora_model_path " + ad.path + " --outfile " + td.path +
+                  "/lora.gguf --outtype f32");
+        lora_merge_adapter(m.get(), ad.path);
+        EXPECT_EQ(expect_same_greedy(*m, td.path + "/lora.gguf", {1, 400}, 40, 1e-3, "phi3 + LoRA"), 40u);
+    }
 }
 
 INSTANTIATE_TEST_SUITE_P(archs, gguf_arch,
