@@ -176,3 +176,16 @@ TEST(Jinja, HostileTemplatesAreBounded) {
     for (int i = 0; i < 3000; i++) nested += "{% if 1 %}";
     EXPECT_FALSE(run_template(nested, json::object()).ok);
 }
+
+// Namespaces are mutable, so a template can make values that hold each other (a namespace inside
+// itself, or inside a list it holds). Rendering still gives jinja2's text, and under the
+// sanitizers (scripts/test-sanitize.sh) LeakSanitizer fails this binary if such a cycle outlives
+// the render (issue #32's fuzzing finding).
+TEST(Jinja, NamespaceCyclesRenderAndAreFreed) {
+    const char* src =
+        "{% set ns = namespace(a=1) %}{% set ns.me = ns %}{% set l = [ns, ns] %}{% set ns.l = l %}"
+        "{% for i in range(3) %}{% set inner = namespace(up=ns) %}{% set ns.last = inner %}{% endfor %}"
+        "{{ ns.a }} {{ ns.me.a }} {{ ns.l[1].me.a }} {{ ns.last.up.a }}";
+    auto t = jinja_parse(src);
+    EXPECT_EQ(jinja_render(*t, nlohmann::ordered_json::object()), "1 1 1 1");
+}

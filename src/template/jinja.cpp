@@ -1222,7 +1222,7 @@ jv renderer::method(const jv& obj, const std::string& name, int line) {
 
 // The globals HF's environment has: jinja2's range, namespace, dict, and HF's raise_exception
 // and strftime_now.
-void add_globals(std::map<std::string, jv>* g) {
+void add_globals(std::map<std::string, jv>* g, std::vector<std::weak_ptr<jdict>>* namespaces) {
     (*g)["range"] = v_func("range", [](jcall& c) {
         if (c.args.empty() || c.args.size() > 3) jfail(c.line, "range expected 1 to 3 arguments");
         for (const jv& a : c.args)
@@ -1243,10 +1243,11 @@ void add_globals(std::map<std::string, jv>* g) {
         }
         return v_list(std::move(l));
     });
-    (*g)["namespace"] = v_func("namespace", [](jcall& c) {
+    (*g)["namespace"] = v_func("namespace", [namespaces](jcall& c) {
         jv ns;
         ns.k = jk::ns;
         ns.m = std::make_shared<jdict>();
+        namespaces->push_back(ns.m);  // emptied when the render ends (see namespace_reaper)
         for (const jv& a : c.args) {  // namespace({...}) copies a mapping
             if (a.k != jk::dict) jfail(c.line, "namespace() takes a mapping or keyword arguments");
             for (const auto& kv : a.m->items) ns.m->items.push_back(kv);
@@ -1311,11 +1312,21 @@ std::shared_ptr<const jinja_template> jinja_parse(const std::string& source) {
 
 std::string jinja_render(const jinja_template& t, const json& context, std::vector<jinja_span>* generation) {
     std::string out;
+    // Namespaces are the one mutable value: `set ns.x = ns` (or a list holding ns) makes a cycle of
+    // shared pointers. When the render ends, after the renderer's own values are gone, every
+    // namespace still alive is emptied, which breaks any cycle (nothing outlives a render).
+    struct namespace_reaper {
+        std::vector<std::weak_ptr<jdict>> made;
+        ~namespace_reaper() {
+            for (auto& w : made)
+                if (auto d = w.lock()) d->items.clear();
+        }
+    } reaper;
     renderer r;
     r.out = &out;
     r.gen = generation;
     r.frames.emplace_back();
-    add_globals(&r.frames[0].vars);
+    add_globals(&r.frames[0].vars, &reaper.made);
     if (context.is_object())
         for (auto it = context.begin(); it != context.end(); ++it) r.frames[0].vars[it.key()] = from_json(it.value());
     r.frames.push_back({{}, &t.declared});  // the template's own variables (set at top level)
