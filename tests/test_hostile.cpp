@@ -2,6 +2,7 @@
 // special ids out of range, leftovers of interrupted writes, the order of the completeness
 // marker, error messages that quote whole inputs, and small parser holes. Each fails on the
 // revision before its fix.
+#include <functional>
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
@@ -9,6 +10,7 @@
 #include "io/safetensors.h"
 #include "model/config.h"
 #include "model/decoder.h"
+#include "model/lora.h"
 #include "tokenizer/tokenizer.h"
 #include "test_util.h"
 
@@ -194,5 +196,142 @@ TEST(hostile, small_parser_holes) {
         ADD_FAILURE() << "trailing bytes accepted";
     } catch (const lisa::error& e) {
         EXPECT_NE(std::string(e.what()).find("trailing or missing data"), std::string::npos) << e.what();
+    }
+}
+
+// Every scalar, list and object reached from `at` in j, with its JSON pointer and its field path
+// as the loader names it (`added_tokens[0].content`).
+static void json_leaves(const json& j, const std::string& ptr, const std::string& path,
+                        std::vector<std::pair<std::string, std::string>>* out) {
+    if (!path.empty()) out->push_back({ptr, path});
+    if (j.is_object()) {
+        for (auto it = j.begin(); it != j.end(); ++it)
+            json_leaves(it.value(), ptr + "/" + it.key(), path.empty() ? it.key() : path + "." + it.key(), out);
+    } else if (j.is_array()) {
+        for (size_t i = 0; i < j.size(); i++)
+            json_leaves(j[i], ptr + "/" + std::to_string(i), path + "[" + std::to_string(i) + "]", out);
+    }
+}
+
+// A value of another JSON type than v.
+static json wrong_type(const json& v) {
+    if (v.is_string()) return false;
+    if (v.is_boolean() || v.is_number()) return "x";
+    if (v.is_null()) return json::array({1});
+    return 7;  // a list or an object
+}
+
+// What loading a tokenizer folder throws: "" if it loads. Anything but lisa::error (the JSON
+// library's own exceptions among them) fails the test.
+static std::string load_error(const std::function<void()>& load, const std::string& what) {
+    try {
+        load();
+    } catch (const lisa::error& e) {
+        return e.what();
+    } catch (const std::exception& e) {
+        ADD_FAILURE() << what << ": escaped as " << e.what();
+        return e.what();
+    }
+    return "";
+}
+
+// issue #32: a field of the wrong JSON type, anywhere in tokenizer.json or tokenizer_config.json,
+// is refused with one line naming the file and the field path, never as the JSON library's
+// exception. Walks every field of real tokenizers (Mistral: SentencePiece-style normalizer,
+// TemplateProcessing, decoder Sequence; Gemma 3: Split; Llama 3: regex Split + ByteLevel), with
+// the vocabulary cut to its first entries so each of the hundreds of loads is quick.
+TEST(hostile, tokenizer_fields_of_the_wrong_type_name_file_and_field) {
+    const std::string assets = lisa_test::assets_dir();
+    if (assets.empty()) GTEST_SKIP() << "../shared/assets not found";
+    int refused = 0, walked = 0;
+    for (const char* name : {"mistral", "gemma3", "llama3"}) {
+        const std::string src = assets + "/tokenizers/" + name;
+        json tok = json::parse(fs_read_text(src + "/tokenizer.json"));
+        json vocab = json::object();
+        int64_t max_added = 0;
+        for (const json& a : tok["added_tokens"]) max_added = std::max<int64_t>(max_added, a["id"].get<int64_t>());
+        for (auto it = tok["model"]["vocab"].begin(); it != tok["model"]["vocab"].end(); ++it)
+            if (it.value().get<int64_t>() < 300) vocab[it.key()] = it.value();
+        tok["model"]["vocab"] = vocab;
+        tok["model"]["merges"] = json::array();
+        // added tokens beyond the cut would be "far beyond the tokens the file holds": keep 4
+        json added = json::array();
+        for (const json& a : tok["added_tokens"])
+            if (a["id"].get<int64_t>() < 300 && added.size() < 4) added.push_back(a);
+        tok["added_tokens"] = added;
+        json cfg = json::parse(fs_read_text(src + "/tokenizer_config.json"));
+        if (cfg.contains("added_tokens_decoder")) {  // Gemma 3 lists 6,415: two are enough to walk
+            json kept = json::object();
+            for (auto it = cfg["added_tokens_decoder"].begin(); it != cfg["added_tokens_decoder"].end() && kept.size() < 2; ++it)
+                kept[it.key()] = it.value();
+            cfg["added_tokens_decoder"] = kept;
+        }
+        temp_dir td;
+        auto write = [&](const json& t, const json& c) {
+            lisa_test::write_file(td.path + "/tokenizer.json", t.dump());
+            lisa_test::write_file(td.path + "/tokenizer_config.json", c.dump());
+        };
+        write(tok, cfg);
+        ASSERT_EQ(load_error([&] { tokenizer_load(td.path); }, name), "") << name << ": the cut tokenizer loads";
+        for (const bool in_config : {false, true}) {
+            std::vector<std::pair<std::string, std::string>> fields;
+            json base = in_config ? cfg : tok;
+            if (!in_config) base.erase("model");  // the vocabulary's own checks are covered above
+            json_leaves(base, "", "", &fields);
+            if (!in_config)
+                for (const char* k : {"type", "unk_token", "fuse_unk", "byte_fallback", "dropout", "vocab", "merges"})
+                    if (tok["model"].contains(k)) fields.push_back({std::string("/model/") + k, std::string("model.") + k});
+            for (const auto& [ptr, path] : fields) {
+                json t = tok, c = cfg;
+                json& doc = in_config ? c : t;
+                const json::json_pointer p(ptr);
+                doc[p] = wrong_type(doc[p]);
+                write(t, c);
+                const std::string file = in_config ? "tokenizer_config.json" : "tokenizer.json";
+                const std::string m = load_error([&] { tokenizer_load(td.path); }, std::string(name) + " " + path);
+                walked++;
+                if (m.empty()) continue;  // a field the loader does not read (type_id, trim_offsets, pair, ...)
+                refused++;
+                EXPECT_EQ(m.find("json.exception"), std::string::npos) << name << " " << path << ": " << m;
+                EXPECT_NE(m.find(file + ": "), std::string::npos) << name << " " << path << ": " << m;
+                EXPECT_NE(m.find("field '"), std::string::npos) << name << " " << path << ": " << m;
+                EXPECT_EQ(m.find('\n'), std::string::npos) << m;
+            }
+        }
+    }
+    EXPECT_GT(refused, 40) << "of " << walked << " fields";
+    // the issue's own examples, word for word
+    temp_dir td;
+    const std::string d = write_tokenizer(td.path, nullptr);
+    json t = json::parse(fs_read_text(d + "/tokenizer.json"));
+    for (const json& v : {json(false), json(3)}) {
+        t["added_tokens"][0]["content"] = v;
+        lisa_test::write_file(d + "/tokenizer.json", t.dump());
+        const std::string m = tokenizer_error(d);
+        EXPECT_NE(m.find("tokenizer.json: field 'added_tokens[0].content': expected a string, got " +
+                         std::string(v.is_boolean() ? "boolean false" : "number 3")),
+                  std::string::npos)
+            << m;
+    }
+}
+
+// The same for adapter_config.json: every field lisa.cpp reads, of the wrong type.
+TEST(hostile, adapter_config_fields_of_the_wrong_type_name_file_and_field) {
+    const json good = {{"peft_type", "LORA"},  {"r", 4},         {"lora_alpha", 8},     {"lora_dropout", 0.0},
+                       {"use_rslora", false},  {"fan_in_fan_out", false}, {"bias", "none"}, {"use_dora", false},
+                       {"target_modules", {"q_proj", "v_proj"}}, {"modules_to_save", nullptr}};
+    temp_dir td;
+    const std::string p = td.path + "/adapter_config.json";
+    lisa_test::write_file(p, good.dump());
+    ASSERT_EQ(load_error([&] { lora_config_load(p); }, "good"), "");
+    std::vector<std::pair<std::string, std::string>> fields;
+    json_leaves(good, "", "", &fields);
+    for (const auto& [ptr, path] : fields) {
+        json j = good;
+        j[json::json_pointer(ptr)] = wrong_type(j[json::json_pointer(ptr)]);
+        lisa_test::write_file(p, j.dump());
+        const std::string m = load_error([&] { lora_config_load(p); }, path);
+        EXPECT_NE(m.find("adapter_config.json: field '" + path.substr(0, path.find('[')) + "'"), std::string::npos)
+            << path << ": " << m;
     }
 }

@@ -168,7 +168,7 @@ TEST(tokenizer, unsupported_components_and_bad_files_are_named) {
     };
     std::string base = R"({"model":{"type":"BPE","vocab":{"a":0,"b":1,"ab":2},"merges":["a b"]})";
     EXPECT_EQ(err(base + "}"), "");
-    EXPECT_NE(err(R"({"model":{"type":"WordPiece","vocab":{}}})").find("model \"WordPiece\" is not supported"), std::string::npos);
+    EXPECT_NE(err(R"({"model":{"type":"WordPiece","vocab":{}}})").find("field 'model.type': \"WordPiece\" is not supported"), std::string::npos);
     EXPECT_NE(err(base + R"(,"normalizer":{"type":"BertNormalizer"}})").find("normalizer \"BertNormalizer\""), std::string::npos);
     EXPECT_NE(err(base + R"(,"pre_tokenizer":{"type":"Whitespace"}})").find("pre_tokenizer \"Whitespace\""), std::string::npos);
     EXPECT_NE(err(base + R"(,"post_processor":{"type":"BertProcessing"}})").find("post_processor \"BertProcessing\""), std::string::npos);

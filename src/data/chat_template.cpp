@@ -149,7 +149,7 @@ bool model_chat_template_load(const std::string& model_dir, model_chat_template*
         }
         if (v.is_array()) {  // [{"name": ..., "template": ...}]: the "default" one, as HF picks it
             for (const auto& e : v)
-                if (e.is_object() && e.value("name", std::string()) == "default" && e.contains("template") &&
+                if (e.is_object() && e.contains("name") && e["name"] == "default" && e.contains("template") &&
                     e["template"].is_string()) {
                     text = e["template"].get<std::string>();
                     where = file + ": chat_template (\"default\")";

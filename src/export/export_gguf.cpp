@@ -331,8 +331,9 @@ std::vector<std::string> export_gguf(const gguf_export_options& o) {
     if (!fs_is_file(fs_join(tok_dir, "tokenizer.json")))
         fail(strf("%s: missing; the GGUF needs the tokenizer (copy the base model's tokenizer files into the folder)",
                   fs_join(tok_dir, "tokenizer.json").c_str()));
-    gguf_vocab vocab = make_vocab(tok_dir, c.vocab_size, &warnings);
+    // loaded first: it checks every field of tokenizer.json that make_vocab reads again
     std::unique_ptr<tokenizer> tok = tokenizer_load(tok_dir);  // the special ids and BOS policy lisa.cpp uses
+    gguf_vocab vocab = make_vocab(tok_dir, c.vocab_size, &warnings);
     // where llama.cpp's tokenizer will differ whatever the file says
     for (const char* e : {"<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "</s>", "<|eom_id|>",
                           "<EOT>", "<|end_of_text|>"}) {
@@ -414,7 +415,8 @@ std::vector<std::string> export_gguf(const gguf_export_options& o) {
                 b.add_str("tokenizer.chat_template", ct.get<std::string>());
             } else if (ct.is_array()) {  // named templates: the default one
                 for (const json& e : ct)
-                    if (e.is_object() && e.value("name", "") == "default" && e.contains("template"))
+                    if (e.is_object() && e.contains("name") && e["name"] == "default" && e.contains("template") &&
+                        e["template"].is_string())
                         b.add_str("tokenizer.chat_template", e["template"].get<std::string>());
             }
         }

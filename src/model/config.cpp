@@ -13,60 +13,12 @@ namespace lisa {
 
 using json = nlohmann::json;
 
-[[noreturn]] void config_reader::bad(const char* key, const char* expected) const {
-    std::string got = j.contains(key) ? std::string(j[key].type_name()) : "nothing";
-    if (j.contains(key) && (j[key].is_number() || j[key].is_string())) got += " " + j[key].dump();
-    fail(strf("%s: field '%s': expected %s, got %s", path.c_str(), key, expected, got.c_str()));
-}
-
-int64_t config_reader::pos_int(const char* key) const {
-    if (!has(key)) bad(key, "a positive integer");
-    if (!j[key].is_number_integer() || j[key].get<int64_t>() <= 0) bad(key, "a positive integer");
-    return j[key].get<int64_t>();
-}
-
-int64_t config_reader::pos_int_max(const char* key, int64_t max) const {
-    const int64_t v = pos_int(key);
-    if (v > max) bad(key, strf("a positive integer at most %lld", (long long)max).c_str());
-    return v;
-}
-
-double config_reader::num_or(const char* key, double def) const {
-    if (!has(key)) return def;
-    if (!j[key].is_number()) bad(key, "a number");
-    return j[key].get<double>();
-}
-
-bool config_reader::bool_or(const char* key, bool def) const {
-    if (!has(key)) return def;
-    if (!j[key].is_boolean()) bad(key, "true or false");
-    return j[key].get<bool>();
-}
-
-std::string config_reader::str_or(const char* key, const std::string& def) const {
-    if (!has(key)) return def;
-    if (!j[key].is_string()) bad(key, "a string");
-    return j[key].get<std::string>();
-}
-
-std::vector<int64_t> config_reader::ids_or_empty(const char* key) const {
-    std::vector<int64_t> out;
-    if (!has(key)) return out;
-    if (j[key].is_number_integer()) return {j[key].get<int64_t>()};
-    if (!j[key].is_array()) bad(key, "an integer or a list of integers");
-    for (const json& x : j[key]) {
-        if (!x.is_number_integer()) bad(key, "an integer or a list of integers");
-        out.push_back(x.get<int64_t>());
-    }
-    return out;
-}
-
-void config_read_silu(const config_reader& r) {
+void config_read_silu(const json_reader& r) {
     std::string act = r.str_or("hidden_act", "silu");
     if (act != "silu") r.bad("hidden_act", "\"silu\" (the only activation implemented)");
 }
 
-bool config_read_layer_types(const config_reader& r, int64_t num_layers, std::vector<uint8_t>& sliding) {
+bool config_read_layer_types(const json_reader& r, int64_t num_layers, std::vector<uint8_t>& sliding) {
     if (!r.has("layer_types")) return false;
     const json& lt = r.j["layer_types"];
     if (!lt.is_array() || (int64_t)lt.size() != num_layers)
@@ -88,7 +40,7 @@ model_config config_parse(const std::string& text, const std::string& path) {
         fail(strf("%s: not valid JSON (%s)", path.c_str(), json_error(e).c_str()));
     }
     if (!j.is_object()) fail(strf("%s: expected a JSON object", path.c_str()));
-    config_reader r{j, path};
+    json_reader r{j, path};
     model_config c;
 
     // architecture: model_type and/or architectures[0]
@@ -182,11 +134,9 @@ model_config config_parse(const std::string& text, const std::string& path) {
     if (r.has("rope_scaling")) {
         const json& rs = j["rope_scaling"];
         if (!rs.is_object()) r.bad("rope_scaling", "an object or null");
-        config_reader rr{rs, path};
+        json_reader rr{rs, path, "rope_scaling"};
         std::string type = rr.str_or("rope_type", rr.str_or("type", "default"));
-        auto bad_rs = [&](const char* key, const char* expected) {
-            fail(strf("%s: field 'rope_scaling.%s': expected %s", path.c_str(), key, expected));
-        };
+        auto bad_rs = [&](const char* key, const char* expected) { rr.bad(key, expected); };
         if (type == "default") {
             c.rope.kind = rope_kind::none;
         } else if (type == "linear") {

@@ -6,6 +6,7 @@
 
 #include "core/error.h"
 #include "io/fs.h"
+#include "io/json_reader.h"
 #include "io/safetensors.h"
 
 namespace lisa {
@@ -21,22 +22,29 @@ lora_adapter_config lora_config_load(const std::string& path) {
     } catch (const json::exception& e) {
         fail(strf("%s: not valid JSON (%s)", path.c_str(), json_error(e).c_str()));
     }
-    auto bad = [&](const char* f, const char* what) { fail(strf("%s: field '%s': expected %s", path.c_str(), f, what)); };
+    const json_reader r = json_reader::object(j, path, "");
     lora_adapter_config c;
-    if (j.value("peft_type", std::string("LORA")) != "LORA") bad("peft_type", "\"LORA\"");
-    if (!j.contains("r") || !j["r"].is_number_integer() || j["r"].get<int64_t>() <= 0) bad("r", "a positive integer");
-    c.r = j["r"].get<int64_t>();
-    if (!j.contains("lora_alpha") || !j["lora_alpha"].is_number()) bad("lora_alpha", "a number");
-    c.alpha = j["lora_alpha"].get<double>();
-    c.dropout = j.value("lora_dropout", 0.0);
-    c.use_rslora = j.value("use_rslora", false);
-    if (j.value("fan_in_fan_out", false)) bad("fan_in_fan_out", "false (Llama Linear layers)");
-    if (j.value("bias", std::string("none")) != "none") bad("bias", "\"none\" (LoRA biases are not supported)");
-    if (j.value("use_dora", false)) bad("use_dora", "false (DoRA is not supported)");
-    if (j.contains("modules_to_save") && !j["modules_to_save"].is_null() && !j["modules_to_save"].empty())
-        bad("modules_to_save", "null (fully trained extra modules are not supported)");
-    if (j.contains("target_modules") && j["target_modules"].is_array())
-        for (auto& t : j["target_modules"]) c.target_modules.push_back(t.get<std::string>());
+    if (r.str_or("peft_type", "LORA") != "LORA") r.bad("peft_type", "\"LORA\"");
+    c.r = r.pos_int_max("r", 1 << 20);
+    if (!r.has("lora_alpha")) r.bad("lora_alpha", "a number");
+    c.alpha = r.num_or("lora_alpha", 0);
+    c.dropout = r.num_or("lora_dropout", 0.0);
+    c.use_rslora = r.bool_or("use_rslora", false);
+    if (r.bool_or("fan_in_fan_out", false)) r.bad("fan_in_fan_out", "false (Llama Linear layers)");
+    if (r.str_or("bias", "none") != "none") r.bad("bias", "\"none\" (LoRA biases are not supported)");
+    if (r.bool_or("use_dora", false)) r.bad("use_dora", "false (DoRA is not supported)");
+    if (r.has("modules_to_save") && !j["modules_to_save"].empty())
+        r.bad("modules_to_save", "null (fully trained extra modules are not supported)");
+    if (r.has("target_modules")) {
+        // PEFT also writes one regex string; the adapter's tensors say which modules it has
+        if (!j["target_modules"].is_array() && !j["target_modules"].is_string())
+            r.bad("target_modules", "a list of module names or a regex string");
+        if (j["target_modules"].is_array())
+            for (const json& t : j["target_modules"]) {
+                if (!t.is_string()) r.bad("target_modules", "a list of module names or a regex string");
+                c.target_modules.push_back(t.get<std::string>());
+            }
+    }
     return c;
 }
 

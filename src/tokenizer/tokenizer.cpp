@@ -14,6 +14,7 @@
 
 #include "core/error.h"
 #include "io/fs.h"
+#include "io/json_reader.h"
 #include "tokenizer/unicode.h"
 
 namespace lisa {
@@ -89,16 +90,24 @@ struct pattern {
     std::shared_ptr<regex> re;  // null for a literal
 };
 
-static pattern pattern_parse(const json& j, const std::string& where) {
+// The "pattern" field of the component r.
+static pattern pattern_parse(const json_reader& r) {
     pattern p;
+    const json& j = r.has("pattern") ? r.j["pattern"] : json();
     if (j.is_object() && j.contains("String") && j["String"].is_string()) {
         p.literal = j["String"].get<std::string>();
     } else if (j.is_object() && j.contains("Regex") && j["Regex"].is_string()) {
-        p.re = regex_compile(j["Regex"].get<std::string>(), where);
+        p.re = regex_compile(j["Regex"].get<std::string>(), r.file + ": field '" + r.field("pattern") + "'");
     } else {
-        fail(strf("%s: field 'pattern': expected {\"String\": ...} or {\"Regex\": ...}", where.c_str()));
+        r.bad("pattern", "{\"String\": ...} or {\"Regex\": ...}");
     }
     return p;
+}
+
+// The "type" of the component r, which must be present.
+static std::string component_type(const json_reader& r, const char* what) {
+    if (!r.has("type")) r.bad("type", strf("the %s's type", what).c_str());
+    return r.str_or("type", "");
 }
 
 static std::vector<std::pair<size_t, size_t>> pattern_find_all(const pattern& p, const std::string& s) {
@@ -120,10 +129,8 @@ struct normalizer {
     std::vector<normalizer> seq;
 };
 
-static normalizer normalizer_parse(const json& j, const std::string& where) {
-    if (!j.is_object() || !j.contains("type") || !j["type"].is_string())
-        fail(strf("%s: normalizer without a 'type'", where.c_str()));
-    std::string t = j["type"].get<std::string>();
+static normalizer normalizer_parse(const json_reader& r) {
+    const std::string t = component_type(r, "normalizer");
     normalizer n;
     if (t == "NFC") n.kind = norm_kind::nfc;
     else if (t == "NFKC") n.kind = norm_kind::nfkc;
@@ -132,21 +139,22 @@ static normalizer normalizer_parse(const json& j, const std::string& where) {
     else if (t == "Lowercase") n.kind = norm_kind::lowercase;
     else if (t == "Prepend") {
         n.kind = norm_kind::prepend;
-        n.text = j.value("prepend", std::string());
+        n.text = r.str_or("prepend", "");
     } else if (t == "Replace") {
         n.kind = norm_kind::replace;
-        n.pat = pattern_parse(j.value("pattern", json()), where + ": normalizer Replace");
-        n.text = j.value("content", std::string());
+        n.pat = pattern_parse(r);
+        n.text = r.str_or("content", "");
     } else if (t == "Strip") {
         n.kind = norm_kind::strip;
-        n.left = j.value("strip_left", true);
-        n.right = j.value("strip_right", true);
+        n.left = r.bool_or("strip_left", true);
+        n.right = r.bool_or("strip_right", true);
     } else if (t == "Sequence") {
         n.kind = norm_kind::sequence;
-        for (const json& c : j.value("normalizers", json::array())) n.seq.push_back(normalizer_parse(c, where));
+        for (size_t i = 0; i < r.array_or_empty("normalizers").size(); i++)
+            n.seq.push_back(normalizer_parse(r.element("normalizers", i)));
     } else {
-        fail(strf("%s: normalizer \"%s\" is not supported (supported: NFC, NFKC, NFD, NFKD, Prepend, Replace, "
-                  "Strip, Lowercase, Sequence)", where.c_str(), t.c_str()));
+        fail(strf("%s: field '%s': normalizer \"%s\" is not supported (supported: NFC, NFKC, NFD, NFKD, Prepend, "
+                  "Replace, Strip, Lowercase, Sequence)", r.file.c_str(), r.field("type").c_str(), t.c_str()));
     }
     return n;
 }
@@ -236,48 +244,47 @@ static std::shared_ptr<regex> gpt2_regex() {
     return r;
 }
 
-static split_behavior behavior_parse(const json& j, const std::string& where) {
-    std::string b = j.is_string() ? j.get<std::string>() : "";
+static split_behavior behavior_parse(const json_reader& r) {
+    const std::string b = r.str_or("behavior", "Isolated");
     if (b == "Isolated") return split_behavior::isolated;
     if (b == "Removed") return split_behavior::removed;
     if (b == "MergedWithPrevious") return split_behavior::merged_with_previous;
     if (b == "MergedWithNext") return split_behavior::merged_with_next;
     if (b == "Contiguous") return split_behavior::contiguous;
-    fail(strf("%s: Split behavior \"%s\" is not supported", where.c_str(), b.c_str()));
+    r.bad("behavior", "Isolated, Removed, MergedWithPrevious, MergedWithNext or Contiguous");
 }
 
-static pretokenizer pretokenizer_parse(const json& j, const std::string& where) {
-    if (!j.is_object() || !j.contains("type") || !j["type"].is_string())
-        fail(strf("%s: pre_tokenizer without a 'type'", where.c_str()));
-    std::string t = j["type"].get<std::string>();
+static pretokenizer pretokenizer_parse(const json_reader& r) {
+    const std::string t = component_type(r, "pre_tokenizer");
     pretokenizer p;
     if (t == "Split") {
         p.kind = pre_kind::split;
-        p.pat = pattern_parse(j.value("pattern", json()), where + ": pre_tokenizer Split");
-        p.behavior = behavior_parse(j.value("behavior", json("Isolated")), where);
-        if (j.value("invert", false)) fail(strf("%s: pre_tokenizer Split with invert=true is not supported", where.c_str()));
+        p.pat = pattern_parse(r);
+        p.behavior = behavior_parse(r);
+        if (r.bool_or("invert", false)) r.bad("invert", "false (an inverted Split is not supported)");
     } else if (t == "ByteLevel") {
         p.kind = pre_kind::bytelevel;
-        p.add_prefix_space = j.value("add_prefix_space", false);
-        p.use_regex = j.value("use_regex", true);
+        p.add_prefix_space = r.bool_or("add_prefix_space", false);
+        p.use_regex = r.bool_or("use_regex", true);
     } else if (t == "Digits") {
         p.kind = pre_kind::digits;
-        p.individual_digits = j.value("individual_digits", false);
+        p.individual_digits = r.bool_or("individual_digits", false);
     } else if (t == "Metaspace") {
         p.kind = pre_kind::metaspace;
-        p.replacement = j.value("replacement", std::string("\xe2\x96\x81"));
-        p.split = j.value("split", true);
-        std::string scheme = j.value("prepend_scheme", std::string(j.value("add_prefix_space", true) ? "always" : "never"));
+        p.replacement = r.str_or("replacement", "\xe2\x96\x81");
+        p.split = r.bool_or("split", true);
+        std::string scheme = r.str_or("prepend_scheme", r.bool_or("add_prefix_space", true) ? "always" : "never");
         if (scheme == "always") p.prepend = prepend_scheme::always;
         else if (scheme == "first") p.prepend = prepend_scheme::first;
         else if (scheme == "never") p.prepend = prepend_scheme::never;
-        else fail(strf("%s: Metaspace prepend_scheme \"%s\" is not supported", where.c_str(), scheme.c_str()));
+        else r.bad("prepend_scheme", "\"always\", \"first\" or \"never\"");
     } else if (t == "Sequence") {
         p.kind = pre_kind::sequence;
-        for (const json& c : j.value("pretokenizers", json::array())) p.seq.push_back(pretokenizer_parse(c, where));
+        for (size_t i = 0; i < r.array_or_empty("pretokenizers").size(); i++)
+            p.seq.push_back(pretokenizer_parse(r.element("pretokenizers", i)));
     } else {
-        fail(strf("%s: pre_tokenizer \"%s\" is not supported (supported: Split, ByteLevel, Digits, Metaspace, "
-                  "Sequence)", where.c_str(), t.c_str()));
+        fail(strf("%s: field '%s': pre_tokenizer \"%s\" is not supported (supported: Split, ByteLevel, Digits, "
+                  "Metaspace, Sequence)", r.file.c_str(), r.field("type").c_str(), t.c_str()));
     }
     return p;
 }
@@ -390,42 +397,49 @@ struct postprocessor {
     std::map<std::string, std::vector<int32_t>> special_ids;  // name -> ids
 };
 
-static void postprocessor_parse(postprocessor* pp, const json& j, const std::string& where) {
-    if (j.is_null()) return;
-    std::string t = j.value("type", std::string());
+static void postprocessor_parse(postprocessor* pp, const json_reader& r) {
+    const std::string t = component_type(r, "post_processor");
     if (t == "ByteLevel") return;  // trims offsets only; ids unchanged
     if (t == "Sequence") {
-        for (const json& c : j.value("processors", json::array())) postprocessor_parse(pp, c, where);
+        for (size_t i = 0; i < r.array_or_empty("processors").size(); i++)
+            postprocessor_parse(pp, r.element("processors", i));
         return;
     }
     if (t != "TemplateProcessing")
-        fail(strf("%s: post_processor \"%s\" is not supported (supported: TemplateProcessing, ByteLevel, Sequence)",
-                  where.c_str(), t.c_str()));
+        fail(strf("%s: field '%s': post_processor \"%s\" is not supported (supported: TemplateProcessing, ByteLevel, "
+                  "Sequence)", r.file.c_str(), r.field("type").c_str(), t.c_str()));
     pp->none = false;
     pp->single.clear();
-    for (const json& it : j.value("single", json::array())) {
-        if (it.contains("SpecialToken")) pp->single.push_back({true, it["SpecialToken"].value("id", std::string())});
-        else if (it.contains("Sequence")) pp->single.push_back({false, ""});
-        else fail(strf("%s: post_processor TemplateProcessing: unknown item %s", where.c_str(), it.dump().c_str()));
+    for (size_t i = 0; i < r.array_or_empty("single").size(); i++) {
+        const json_reader it = r.element("single", i);
+        if (it.has("SpecialToken")) {
+            const json_reader st = it.object_or_empty("SpecialToken");
+            if (!st.has("id")) st.bad("id", "a special token name");
+            pp->single.push_back({true, st.str_or("id", "")});
+        } else if (it.has("Sequence")) {
+            pp->single.push_back({false, ""});
+        } else {
+            fail(strf("%s: field '%s': expected {\"SpecialToken\": ...} or {\"Sequence\": ...}", r.file.c_str(),
+                      it.at.c_str()));
+        }
     }
-    const json specials = j.value("special_tokens", json::object());
-    for (auto it = specials.begin(); it != specials.end(); ++it) {
+    const json_reader specials = r.object_or_empty("special_tokens");
+    for (auto it = specials.j.begin(); it != specials.j.end(); ++it) {
         std::vector<int32_t>& ids = pp->special_ids[it.key()];
-        const json& jids = it.value().is_object() && it.value().contains("ids") ? it.value()["ids"] : json::array();
-        if (!jids.is_array())
-            fail(strf("%s: post_processor TemplateProcessing: special token \"%s\": field 'ids' must be a list",
-                      where.c_str(), it.key().c_str()));
-        for (const json& x : jids) {  // the range against the vocabulary is checked once it is known
+        const json_reader sp = json_reader::object(it.value(), r.file, specials.field(it.key().c_str()));
+        const json& jids = sp.array_or_empty("ids");
+        for (size_t i = 0; i < jids.size(); i++) {  // the range against the vocabulary is checked once it is known
+            const json& x = jids[i];
             if (!x.is_number_integer() || x.get<int64_t>() < 0 || x.get<int64_t>() > INT32_MAX)
-                fail(strf("%s: post_processor TemplateProcessing: special token \"%s\": id %s is not a token id",
-                          where.c_str(), it.key().c_str(), cap_message(x.dump(), 40).c_str()));
+                fail(strf("%s: field '%s[%zu]': special token \"%s\": expected a token id, got %s", r.file.c_str(),
+                          sp.field("ids").c_str(), i, cap_message(it.key(), 80).c_str(), json_describe(x).c_str()));
             ids.push_back((int32_t)x.get<int64_t>());
         }
     }
     for (const auto& item : pp->single)
         if (item.special && !pp->special_ids.count(item.id))
-            fail(strf("%s: post_processor TemplateProcessing: special token \"%s\" has no ids", where.c_str(),
-                      item.id.c_str()));
+            fail(strf("%s: field '%s': special token \"%s\" has no ids", r.file.c_str(),
+                      r.field("special_tokens").c_str(), item.id.c_str()));
 }
 
 // ---------------------------------------------------------------- decoders
@@ -440,35 +454,35 @@ struct decoder {
     std::vector<decoder> seq;
 };
 
-static decoder decoder_parse(const json& j, const std::string& where) {
-    std::string t = j.value("type", std::string());
+static decoder decoder_parse(const json_reader& r) {
+    const std::string t = component_type(r, "decoder");
     decoder d;
     if (t == "ByteLevel") d.kind = dec_kind::bytelevel;
     else if (t == "ByteFallback") d.kind = dec_kind::bytefallback;
     else if (t == "Fuse") d.kind = dec_kind::fuse;
     else if (t == "Replace") {
         d.kind = dec_kind::replace;
-        const json& p = j.value("pattern", json());
-        if (!p.is_object() || !p.contains("String"))
-            fail(strf("%s: decoder Replace with a regex pattern is not supported", where.c_str()));
-        d.from = p["String"].get<std::string>();
-        d.to = j.value("content", std::string());
+        const pattern p = pattern_parse(r);
+        if (p.re) r.bad("pattern", "{\"String\": ...} (a decoder Replace with a regex is not supported)");
+        d.from = p.literal;
+        d.to = r.str_or("content", "");
     } else if (t == "Strip") {
         d.kind = dec_kind::strip;
-        d.content = j.value("content", std::string(" "));
-        d.start = j.value("start", 0);
-        d.stop = j.value("stop", 0);
+        d.content = r.str_or("content", " ");
+        d.start = (int)r.int_range_or("start", 0, INT32_MAX, 0);
+        d.stop = (int)r.int_range_or("stop", 0, INT32_MAX, 0);
     } else if (t == "Metaspace") {
         d.kind = dec_kind::metaspace;
-        d.replacement = j.value("replacement", std::string("\xe2\x96\x81"));
-        std::string scheme = j.value("prepend_scheme", std::string(j.value("add_prefix_space", true) ? "always" : "never"));
+        d.replacement = r.str_or("replacement", "\xe2\x96\x81");
+        std::string scheme = r.str_or("prepend_scheme", r.bool_or("add_prefix_space", true) ? "always" : "never");
         d.prepend = scheme != "never";
     } else if (t == "Sequence") {
         d.kind = dec_kind::sequence;
-        for (const json& c : j.value("decoders", json::array())) d.seq.push_back(decoder_parse(c, where));
+        for (size_t i = 0; i < r.array_or_empty("decoders").size(); i++)
+            d.seq.push_back(decoder_parse(r.element("decoders", i)));
     } else {
-        fail(strf("%s: decoder \"%s\" is not supported (supported: ByteLevel, Replace, ByteFallback, Fuse, Strip, "
-                  "Metaspace, Sequence)", where.c_str(), t.c_str()));
+        fail(strf("%s: field '%s': decoder \"%s\" is not supported (supported: ByteLevel, Replace, ByteFallback, "
+                  "Fuse, Strip, Metaspace, Sequence)", r.file.c_str(), r.field("type").c_str(), t.c_str()));
     }
     return d;
 }
@@ -600,13 +614,15 @@ void tokenizer_free(tokenizer* t) { delete t; }
 
 static uint64_t pair_key(int32_t a, int32_t b) { return (uint64_t)(uint32_t)a << 32 | (uint32_t)b; }
 
-// Token name from tokenizer_config.json: a string, or an AddedToken object {"content": ...}.
-static std::string config_token(const json& cfg, const char* key) {
-    if (!cfg.contains(key)) return "";
-    const json& v = cfg[key];
-    if (v.is_string()) return v.get<std::string>();
-    if (v.is_object() && v.contains("content") && v["content"].is_string()) return v["content"].get<std::string>();
-    return "";
+// Token name from tokenizer_config.json: a string, or an AddedToken object {"content": ...}; "" if
+// absent or null.
+static std::string config_token(const json_reader& cfg, const char* key) {
+    if (!cfg.has(key)) return "";
+    if (cfg.j[key].is_string()) return cfg.j[key].get<std::string>();
+    if (!cfg.j[key].is_object()) cfg.bad(key, "a token string or an object with a \"content\" string");
+    const json_reader tok = cfg.object_or_empty(key);
+    if (!tok.has("content")) tok.bad("content", "a string");
+    return tok.str_or("content", "");
 }
 
 std::unique_ptr<tokenizer> tokenizer_load(const std::string& path) {
@@ -626,19 +642,20 @@ std::unique_ptr<tokenizer> tokenizer_load(const std::string& path) {
     }
     auto t = std::unique_ptr<tokenizer>(new tokenizer());
     t->path = file;
-    if (!j.is_object() || !j.contains("model") || !j["model"].is_object())
-        fail(strf("%s: field 'model': expected an object", file.c_str()));
-    const json& m = j["model"];
-    std::string mtype = m.value("type", std::string("BPE"));
+    const json_reader root = json_reader::object(j, file, "");
+    if (!root.has("model")) root.bad("model", "an object");
+    const json_reader mr = root.object_or_empty("model");
+    const json& m = mr.j;
+    std::string mtype = mr.str_or("type", "BPE");
     if (mtype != "BPE")
-        fail(strf("%s: model \"%s\" is not supported (only BPE: Llama, Mistral, Qwen2, GPT-2, SmolLM tokenizers)",
-                  file.c_str(), mtype.c_str()));
+        fail(strf("%s: field 'model.type': \"%s\" is not supported (only BPE: Llama, Mistral, Qwen2, GPT-2, SmolLM "
+                  "tokenizers)", file.c_str(), cap_message(mtype, 80).c_str()));
     if (!m.contains("vocab") || !m["vocab"].is_object())
         fail(strf("%s: field 'model.vocab': expected an object of token -> id", file.c_str()));
     // ids are checked before anything is sized from them: non-negative, and dense enough that the
     // id table is no larger than the entries the file really holds (a file may claim any id)
-    const json& added_json = j.value("added_tokens", json::array());
-    const int64_t id_limit = (int64_t)m["vocab"].size() + (added_json.is_array() ? (int64_t)added_json.size() : 0) + 1024;
+    const json& added_json = root.array_or_empty("added_tokens");
+    const int64_t id_limit = (int64_t)m["vocab"].size() + (int64_t)added_json.size() + 1024;
     int32_t max_id = -1;
     for (auto it = m["vocab"].begin(); it != m["vocab"].end(); ++it) {
         if (!it.value().is_number_integer() || it.value().get<int64_t>() < 0)
@@ -652,20 +669,17 @@ std::unique_ptr<tokenizer> tokenizer_load(const std::string& path) {
     }
     t->id_to_token.assign(max_id + 1, "");
     for (auto& [s, id] : t->vocab) t->id_to_token[id] = s;
-    for (const char* k : {"continuing_subword_prefix", "end_of_word_suffix"}) {
-        if (m.contains(k) && m[k].is_string() && !m[k].get<std::string>().empty())
-            fail(strf("%s: field 'model.%s' = \"%s\" is not supported", file.c_str(), k, m[k].get<std::string>().c_str()));
-    }
-    if (m.contains("dropout") && !m["dropout"].is_null() && m["dropout"].get<double>() > 0)
-        fail(strf("%s: field 'model.dropout': BPE dropout is not supported (expected null)", file.c_str()));
-    t->fuse_unk = m.value("fuse_unk", false);
-    t->byte_fallback = m.value("byte_fallback", false);
-    t->ignore_merges = m.value("ignore_merges", false);
-    if (m.contains("unk_token") && m["unk_token"].is_string()) {
-        auto it = t->vocab.find(m["unk_token"].get<std::string>());
+    for (const char* k : {"continuing_subword_prefix", "end_of_word_suffix"})
+        if (!mr.str_or(k, "").empty()) mr.bad(k, "null or \"\" (not supported)");
+    if (mr.num_or("dropout", 0) > 0) mr.bad("dropout", "null (BPE dropout is not supported)");
+    t->fuse_unk = mr.bool_or("fuse_unk", false);
+    t->byte_fallback = mr.bool_or("byte_fallback", false);
+    t->ignore_merges = mr.bool_or("ignore_merges", false);
+    if (mr.has("unk_token")) {
+        const std::string unk = mr.str_or("unk_token", "");
+        auto it = t->vocab.find(unk);
         if (it == t->vocab.end())
-            fail(strf("%s: field 'model.unk_token': \"%s\" is not in the vocabulary", file.c_str(),
-                      m["unk_token"].get<std::string>().c_str()));
+            fail(strf("%s: field 'model.unk_token': \"%s\" is not in the vocabulary", file.c_str(), unk.c_str()));
         t->unk_id = it->second;
     }
     for (int b = 0; b < 256; b++) {
@@ -673,7 +687,7 @@ std::unique_ptr<tokenizer> tokenizer_load(const std::string& path) {
         t->byte_ids[b] = it == t->vocab.end() ? -1 : it->second;
     }
     // merges: "a b" strings or ["a", "b"] pairs; rank = position
-    const json& merges = m.value("merges", json::array());
+    const json& merges = mr.array_or_empty("merges");
     int32_t rank = 0;
     for (const json& mg : merges) {
         std::string a, b;
@@ -698,28 +712,25 @@ std::unique_ptr<tokenizer> tokenizer_load(const std::string& path) {
         rank++;
     }
     // added tokens
-    for (const json& a : j.value("added_tokens", json::array())) {
+    for (size_t i = 0; i < added_json.size(); i++) {
+        const json_reader a = root.element("added_tokens", i);
         added_token at;
-        at.content = a.value("content", std::string());
-        const json& jid = a.contains("id") ? a["id"] : json(-1);
-        if (!jid.is_number_integer() || jid.get<int64_t>() < 0 || jid.get<int64_t>() >= id_limit)
-            fail(strf("%s: field 'added_tokens': entry \"%s\" needs an id in [0, %lld)", file.c_str(),
-                      cap_message(at.content, 80).c_str(), (long long)id_limit));
-        at.id = (int32_t)jid.get<int64_t>();
-        at.special = a.value("special", false);
-        at.lstrip = a.value("lstrip", false);
-        at.rstrip = a.value("rstrip", false);
-        at.single_word = a.value("single_word", false);
-        at.normalized = a.value("normalized", !at.special);
-        if (at.content.empty() || at.id < 0)
-            fail(strf("%s: field 'added_tokens': entry %s needs a non-empty content and an id", file.c_str(), a.dump().c_str()));
+        at.content = a.str_or("content", "");
+        if (at.content.empty()) a.bad("content", "a non-empty string");
+        if (!a.has("id")) a.bad("id", "a token id");
+        at.id = (int32_t)a.int_range_or("id", 0, id_limit - 1, -1);
+        at.special = a.bool_or("special", false);
+        at.lstrip = a.bool_or("lstrip", false);
+        at.rstrip = a.bool_or("rstrip", false);
+        at.single_word = a.bool_or("single_word", false);
+        at.normalized = a.bool_or("normalized", !at.special);
         t->added.push_back(at);
         if ((size_t)at.id >= t->id_to_token.size()) t->id_to_token.resize(at.id + 1);
         t->id_to_token[at.id] = at.content;
     }
     t->special.assign(t->id_to_token.size(), false);
-    if (j.contains("normalizer") && !j["normalizer"].is_null()) {
-        t->norm = normalizer_parse(j["normalizer"], file);
+    if (root.has("normalizer")) {
+        t->norm = normalizer_parse(root.object_or_empty("normalizer"));
         t->has_normalizer = true;
     }
     for (size_t i = 0; i < t->added.size(); i++) {
@@ -738,24 +749,26 @@ std::unique_ptr<tokenizer> tokenizer_load(const std::string& path) {
             std::stable_sort(v.begin(), v.end(),
                              [&](size_t a, size_t b) { return m->contents[a].size() > m->contents[b].size(); });
     // pipeline
-    if (j.contains("pre_tokenizer") && !j["pre_tokenizer"].is_null()) {
-        t->pre = pretokenizer_parse(j["pre_tokenizer"], file);
+    if (root.has("pre_tokenizer")) {
+        t->pre = pretokenizer_parse(root.object_or_empty("pre_tokenizer"));
         t->has_pre = true;
     }
-    if (j.contains("post_processor")) postprocessor_parse(&t->post, j["post_processor"], file);
+    if (root.has("post_processor")) postprocessor_parse(&t->post, root.object_or_empty("post_processor"));
     for (const auto& [name, ids] : t->post.special_ids)
         for (int32_t id : ids)
             if (id < 0 || (size_t)id >= t->id_to_token.size())
                 fail(strf("%s: post_processor TemplateProcessing: special token \"%s\" has id %d, outside the "
                           "vocabulary [0, %zu)", file.c_str(), name.c_str(), id, t->id_to_token.size()));
-    if (j.contains("decoder") && !j["decoder"].is_null()) {
-        t->dec = decoder_parse(j["decoder"], file);
+    if (root.has("decoder")) {
+        t->dec = decoder_parse(root.object_or_empty("decoder"));
         t->has_decoder = true;
     }
-    if (j.contains("truncation") && j["truncation"].is_object()) {
-        const json& tr = j["truncation"];
-        t->trunc_max = tr.value("max_length", (int64_t)0);
-        t->trunc_left = tr.value("direction", std::string("Right")) == "Left";
+    if (root.has("truncation")) {
+        const json_reader tr = root.object_or_empty("truncation");
+        t->trunc_max = tr.int_range_or("max_length", 0, INT64_MAX, 0);
+        const std::string direction = tr.str_or("direction", "Right");
+        if (direction != "Left" && direction != "Right") tr.bad("direction", "\"Left\" or \"Right\"");
+        t->trunc_left = direction == "Left";
     }
     // tokenizer_config.json: special token names, and add_bos_token / add_eos_token
     std::string cfg_path = dir.empty() ? "" : fs_join(dir, "tokenizer_config.json");
@@ -766,21 +779,22 @@ std::unique_ptr<tokenizer> tokenizer_load(const std::string& path) {
         } catch (const json::exception& e) {
             fail(strf("%s: not valid JSON (%s)", cfg_path.c_str(), json_error(e).c_str()));
         }
+        const json_reader cr = json_reader::object(cfg, cfg_path, "");
         auto id_of = [&](const char* key) {
-            std::string s = config_token(cfg, key);
+            std::string s = config_token(cr, key);
             return s.empty() ? -1 : tokenizer_token_to_id(*t, s);
         };
         t->bos = id_of("bos_token");
         t->eos = id_of("eos_token");
         t->pad = id_of("pad_token");
         // Llama-style fast tokenizers in transformers rebuild the template from these flags
-        std::string cls = cfg.value("tokenizer_class", std::string());
+        std::string cls = cr.str_or("tokenizer_class", "");
         bool rebuilds = cls.find("Llama") != std::string::npos || cls.find("Gemma") != std::string::npos;
         if (rebuilds && (cfg.contains("add_bos_token") || cfg.contains("add_eos_token"))) {
-            bool add_bos = cfg.value("add_bos_token", true), add_eos = cfg.value("add_eos_token", false);
+            bool add_bos = cr.bool_or("add_bos_token", true), add_eos = cr.bool_or("add_eos_token", false);
             postprocessor pp;
             pp.none = false;
-            std::string bos = config_token(cfg, "bos_token"), eos = config_token(cfg, "eos_token");
+            std::string bos = config_token(cr, "bos_token"), eos = config_token(cr, "eos_token");
             if (add_bos && t->bos >= 0) {
                 pp.single.push_back({true, bos});
                 pp.special_ids[bos] = {t->bos};

@@ -8,8 +8,8 @@
 //   lisa_fuzz TARGET [--seconds S] [--runs N] [--seed K] [--corpus DIR] [--findings DIR]
 //   lisa_fuzz TARGET --replay FILE...     run given inputs once each (regression cases)
 //
-// Targets: safetensors, config, tokenizer, dataset, jinja, gguf, outputs. Mutations: bit flips, byte
-// substitutions with values that break parsers (quotes, brackets, NUL, 0xff), numbers replaced by
+// Targets: safetensors, config, tokenizer, tokenizer_config, adapter_config, dataset, jinja, gguf,
+// outputs. Mutations: bit flips, byte substitutions with values that break parsers (quotes, brackets, NUL, 0xff), numbers replaced by
 // boundary values (-1, 2^31, 2^63, 1e308, NaN), a per-target dictionary, block deletion,
 // duplication and insertion, and splicing two corpus entries.
 #include <fcntl.h>
@@ -37,10 +37,12 @@
 #include "io/output_dir.h"
 #include "model/model_files.h"
 #include "train/checkpoint.h"
+#include "data/chat_template.h"
 #include "io/safetensors.h"
 #include "model/arch/arch.h"
 #include "model/config.h"
 #include "model/decoder.h"
+#include "model/lora.h"
 #include "template/jinja.h"
 #include "tokenizer/tokenizer.h"
 
@@ -105,6 +107,32 @@ static void target_tokenizer(const std::string& in) {
         (void)tokenizer_token_text(*t, id);
         (void)tokenizer_is_special(*t, id);
     }
+}
+
+// tokenizer_config.json beside the bundled tokenizer.json: special tokens, BOS/EOS flags, the
+// chat template (found, and rendered when one loads).
+static void target_tokenizer_config(const std::string& in) {
+    const std::string dir = g_work + "/tokcfg";
+    stdfs::create_directories(dir);
+    stdfs::copy_file(std::string(LISA_SOURCE_DIR) + "/data/tokenizer/tokenizer.json", dir + "/tokenizer.json",
+                     stdfs::copy_options::overwrite_existing);
+    put(dir + "/tokenizer_config.json", in);
+    auto t = tokenizer_load(dir);
+    (void)tokenizer_encode(*t, "Hello world!", true);
+    model_chat_template ct;
+    if (model_chat_template_load(dir, &ct)) {
+        model_chat_template_probe(&ct, *t);
+        const nlohmann::ordered_json msgs = nlohmann::ordered_json::array(
+            {{{"role", "user"}, {"content", "Hi"}}, {{"role", "assistant"}, {"content", "Hello"}}});
+        (void)model_chat_template_render(ct, msgs, nullptr, false);
+    }
+}
+
+// adapter_config.json, as PEFT writes it.
+static void target_adapter_config(const std::string& in) {
+    const std::string path = g_work + "/adapter_config.json";
+    put(path, in);
+    (void)lora_config_load(path);
 }
 
 // The first byte picks the file's name (LMFlow .json, .jsonl, or a .json list), the rest is it.
@@ -217,7 +245,8 @@ static void target_outputs(const std::string& in) {
 static const std::map<std::string, std::function<void(const std::string&)>> kTargets = {
     {"outputs", target_outputs},
     {"safetensors", target_safetensors}, {"config", target_config}, {"tokenizer", target_tokenizer},
-    {"dataset", target_dataset},         {"jinja", target_jinja},   {"gguf", target_gguf}};
+    {"dataset", target_dataset},         {"jinja", target_jinja},   {"gguf", target_gguf},
+    {"tokenizer_config", target_tokenizer_config}, {"adapter_config", target_adapter_config}};
 
 static const std::map<std::string, std::vector<std::string>> kDictionary = {
     {"safetensors", {"\"dtype\"", "\"F32\"", "\"BF16\"", "\"F16\"", "\"I64\"", "\"shape\"", "\"data_offsets\"",
@@ -239,6 +268,13 @@ static const std::map<std::string, std::vector<std::string>> kDictionary = {
                  "\"dataset_type\"", "\"conversation_template\"", "\"chat_template\"", "\"chatml\"", "\"llama3\"",
                  "<|im_start|>", "<start_of_turn>", "[INST]", "\"__metadata__\"", "\"lm_head.weight\"",
                  "\"model.embed_tokens.weight\"", "\"data_offsets\"", "\"F32\"", "{}", "[]", "null"}},
+    {"tokenizer_config", {"\"bos_token\"", "\"eos_token\"", "\"pad_token\"", "\"add_bos_token\"",
+                          "\"add_eos_token\"", "\"tokenizer_class\"", "\"LlamaTokenizer\"", "\"content\"",
+                          "\"chat_template\"", "\"name\"", "\"default\"", "\"template\"",
+                          "\"additional_special_tokens\"", "{{ messages }}", "true", "null"}},
+    {"adapter_config", {"\"peft_type\"", "\"LORA\"", "\"r\"", "\"lora_alpha\"", "\"lora_dropout\"",
+                        "\"use_rslora\"", "\"target_modules\"", "\"q_proj\"", "\"bias\"", "\"none\"",
+                        "\"use_dora\"", "\"modules_to_save\"", "\"fan_in_fan_out\"", "true", "null"}},
     {"gguf", {"\"vocab_size\"", "\"hidden_size\"", "\"num_hidden_layers\"", "\"head_dim\"", "\"rope_theta\"",
               "\"rope_scaling\"", "\"sliding_window\"", "\"model_type\"", "\"tie_word_embeddings\"", "0", "-1"}},
 };

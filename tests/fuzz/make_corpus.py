@@ -75,6 +75,17 @@ spm = {
               "merges": ["▁ h", "▁ w", "h e", "l l", "ll o", "o r", "l d"]},
 }
 put("tokenizer", "metaspace-bpe", json.dumps(spm, ensure_ascii=False, indent=1))
+put("tokenizer_config", "bundled", open(os.path.join(ROOT, "data", "tokenizer", "tokenizer_config.json")).read())
+put("tokenizer_config", "llama-flags-named-templates", json.dumps({
+    "tokenizer_class": "LlamaTokenizerFast", "add_bos_token": True, "add_eos_token": False,
+    "bos_token": {"content": "<|endoftext|>", "lstrip": False}, "eos_token": "<|endoftext|>", "pad_token": None,
+    "additional_special_tokens": ["<|endoftext|>"],
+    "chat_template": [{"name": "default", "template": "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"},
+                      {"name": "tool_use", "template": "{{ tools }}"}]}, indent=1))
+put("adapter_config", "peft", json.dumps({
+    "peft_type": "LORA", "task_type": "CAUSAL_LM", "r": 8, "lora_alpha": 16, "lora_dropout": 0.05,
+    "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"], "bias": "none", "use_rslora": False,
+    "use_dora": False, "fan_in_fan_out": False, "modules_to_save": None}, indent=1))
 
 put("dataset", "text2text", "\x00" + json.dumps({"type": "text2text", "instances": [
     {"input": "What sound does a dog make?", "output": "A dog says woof."}, {"input": "Hot?", "output": "Cold."}]}))

@@ -42,7 +42,7 @@ struct arch_def {
     // Reads the fields particular to this architecture into c (the shared ones are read already:
     // sizes, heads, eps, dtype, ids; RoPE after this); marks layers that attend through a window
     // in `sliding` (num_layers entries, all 0 on entry).
-    void (*parse)(const config_reader& r, model_config& c, std::vector<uint8_t>& sliding);
+    void (*parse)(const json_reader& r, model_config& c, std::vector<uint8_t>& sliding);
     // Writes those fields back into a config.json object.
     void (*write)(const model_config& c, nlohmann::json& j);
     // llama.cpp's name of the architecture (general.architecture)
@@ -66,7 +66,7 @@ const char* arch_refused_why(const std::string& name);
 
 // Shared parts for the architecture files (model/arch/shared.cpp)
 // Qwen's windows: with use_sliding_window, layers from max_window_layers on (or as layer_types says).
-void config_read_qwen_windows(const config_reader& r, model_config& c, std::vector<uint8_t>& sliding);
+void config_read_qwen_windows(const json_reader& r, model_config& c, std::vector<uint8_t>& sliding);
 // Per-layer windows written back as layer_types (+ use_sliding_window / sliding_window /
 // max_window_layers, so configs without layer_types read the same).
 void config_write_qwen_windows(const model_config& c, nlohmann::json& j);

@@ -12,7 +12,7 @@ namespace lisa {
 
 using json = nlohmann::json;
 
-static void gemma3_parse(const config_reader& r, model_config& c, std::vector<uint8_t>& sliding) {
+static void gemma3_parse(const json_reader& r, model_config& c, std::vector<uint8_t>& sliding) {
     std::string act = r.str_or("hidden_activation", "gelu_pytorch_tanh");
     if (act != "gelu_pytorch_tanh")
         r.bad("hidden_activation", "\"gelu_pytorch_tanh\" (the only Gemma activation implemented)");

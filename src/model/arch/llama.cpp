@@ -4,7 +4,7 @@
 
 namespace lisa {
 
-static void llama_parse(const config_reader& r, model_config& c, std::vector<uint8_t>&) {
+static void llama_parse(const json_reader& r, model_config& c, std::vector<uint8_t>&) {
     config_read_silu(r);
     c.qkv_bias = c.o_bias = r.bool_or("attention_bias", false);
     if (r.bool_or("mlp_bias", false)) r.bad("mlp_bias", "false (MLP biases are not implemented)");

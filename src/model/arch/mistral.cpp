@@ -3,7 +3,7 @@
 
 namespace lisa {
 
-static void mistral_parse(const config_reader& r, model_config& c, std::vector<uint8_t>& sliding) {
+static void mistral_parse(const json_reader& r, model_config& c, std::vector<uint8_t>& sliding) {
     config_read_silu(r);
     c.sliding_window = r.has("sliding_window") ? r.pos_int("sliding_window") : 0;
     if (c.sliding_window > 0) sliding.assign(c.num_layers, 1);

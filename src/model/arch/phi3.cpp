@@ -12,7 +12,7 @@ namespace lisa {
 
 using json = nlohmann::json;
 
-static void phi3_parse(const config_reader& r, model_config& c, std::vector<uint8_t>& sliding) {
+static void phi3_parse(const json_reader& r, model_config& c, std::vector<uint8_t>& sliding) {
     config_read_silu(r);
     c.fused_qkv = c.fused_gate_up = true;
     if (r.bool_or("attention_bias", false)) r.bad("attention_bias", "false (Phi-3's projections have no biases)");

@@ -4,7 +4,7 @@
 
 namespace lisa {
 
-static void qwen2_parse(const config_reader& r, model_config& c, std::vector<uint8_t>& sliding) {
+static void qwen2_parse(const json_reader& r, model_config& c, std::vector<uint8_t>& sliding) {
     config_read_silu(r);
     c.qkv_bias = true;  // Qwen2 always has q/k/v biases and no o_proj bias
     config_read_qwen_windows(r, c, sliding);

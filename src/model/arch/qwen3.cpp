@@ -4,7 +4,7 @@
 
 namespace lisa {
 
-static void qwen3_parse(const config_reader& r, model_config& c, std::vector<uint8_t>& sliding) {
+static void qwen3_parse(const json_reader& r, model_config& c, std::vector<uint8_t>& sliding) {
     config_read_silu(r);
     c.qkv_bias = c.o_bias = r.bool_or("attention_bias", false);
     c.qk_norm = true;

@@ -9,7 +9,7 @@ namespace lisa {
 
 using json = nlohmann::json;
 
-void config_read_qwen_windows(const config_reader& r, model_config& c, std::vector<uint8_t>& sliding) {
+void config_read_qwen_windows(const json_reader& r, model_config& c, std::vector<uint8_t>& sliding) {
     // as Hugging Face: with use_sliding_window, layers from max_window_layers on use the window
     if (r.bool_or("use_sliding_window", false)) {
         c.sliding_window = r.pos_int_or("sliding_window", 4096);
