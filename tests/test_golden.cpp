@@ -141,6 +141,89 @@ TEST_P(golden, padded_batch_equals_each_sequence_alone) {
     EXPECT_LT(lisa_test::rel_err(batched.buf.data(), alone.buf.data(), alone.buf.size()), 1e-5);
 }
 
+// Padding-free (issue #27): the batch's sequences end to end in one row, positions restarting at
+// each, attention confined to each: the logits, the loss and every gradient are PyTorch's (as the
+// padded batch's are) and the padded batch's to float rounding, with checkpointing too. For each
+// flavour: windows, soft caps, NoPE layers, longrope (chosen by the longest sample, as HF does).
+struct packed_row {
+    std::vector<int32_t> ids, labels, pos;
+    std::vector<int64_t> start;  // where each sequence begins in the row
+};
+static packed_row pack_case(const golden_case& c) {
+    packed_row r;
+    for (int64_t b = 0; b < c.B; b++) {
+        r.start.push_back((int64_t)r.ids.size());
+        for (int64_t t = 0; t < c.lengths[b]; t++) {
+            r.ids.push_back(c.ids[b * c.T + t]);
+            r.labels.push_back(c.labels[b * c.T + t]);
+            r.pos.push_back((int32_t)t);
+        }
+    }
+    return r;
+}
+
+TEST_P(golden, padding_free_row_matches_pytorch_and_the_padded_batch) {
+    golden_case c = load_case(GetParam());
+    const decoder_model& m = *c.model;
+    const int64_t V = m.cfg.vocab_size;
+    const float scale = 1.0f / (float)c.label_tokens;
+    decoder_acts a;
+    decoder_acts_init(&a, m, c.B, c.T);
+    decoder_grads padded;
+    decoder_grads_init(&padded, m);
+    const double lp = decoder_forward_backward(m, &a, &padded, c.ids.data(), c.labels.data(), scale, nullptr);
+    const packed_row r = pack_case(c);
+    const int64_t N = (int64_t)r.ids.size();
+    const std::vector<float> want_logits = lisa_test::read_f32(*c.gold, "logits");
+    const float want_loss = lisa_test::read_f32(*c.gold, "loss")[0];
+    for (bool ckpt : {false, true}) {
+        decoder_acts pa;
+        decoder_acts_init(&pa, m, 1, N, ckpt);
+        decoder_acts_shape(&pa, m, 1, N, r.pos.data());
+        decoder_grads gr;
+        decoder_grads_init(&gr, m);
+        int64_t n = 0;
+        const double sum = decoder_forward_backward(m, &pa, &gr, r.ids.data(), r.labels.data(), scale, &n);
+        ASSERT_EQ(n, c.label_tokens) << "a token was trained to predict the next sequence's first";
+        EXPECT_NEAR(sum / (double)n, want_loss, 1e-4 * std::fabs(want_loss)) << "loss, checkpointing " << ckpt;
+        EXPECT_NEAR(sum, lp, 1e-5 * std::fabs(lp)) << "loss against the padded batch";
+        std::vector<float> logits(N * V), got, want;
+        decoder_logits(m, pa, logits.data());
+        for (int64_t b = 0; b < c.B; b++)
+            for (int64_t t = 0; t < c.lengths[b]; t++)
+                for (int64_t v = 0; v < V; v++) {
+                    got.push_back(logits[(r.start[b] + t) * V + v]);
+                    want.push_back(want_logits[(b * c.T + t) * V + v]);
+                }
+        EXPECT_LT(lisa_test::rel_err(got.data(), want.data(), got.size()), 1e-4) << "logits";
+        for (size_t i = 0; i < m.tensors.size(); i++) {
+            const auto& t = m.tensors[i];
+            const std::vector<float> g = lisa_test::read_f32(*c.gold, "grad." + t.name);
+            const float* mine = decoder_grad_of(gr, m, i);
+            ASSERT_NE(mine, nullptr);
+            EXPECT_LT(lisa_test::rel_err(mine, g.data(), t.numel), 1e-3) << "gradient of " << t.name;
+            EXPECT_LT(lisa_test::rel_err(mine, decoder_grad_of(padded, m, i), t.numel), 1e-5)
+                << "gradient of " << t.name << " against the padded batch, checkpointing " << ckpt;
+        }
+    }
+    // the batch twice in one row (64 tokens, past phi3_short's 32-token original context): each
+    // sequence still sees only itself, and RoPE's factors follow the longest sequence (14), not the
+    // row: the same loss
+    packed_row twice = r;
+    for (size_t i = 0; i < r.ids.size(); i++) {
+        twice.ids.push_back(r.ids[i]);
+        twice.labels.push_back(r.labels[i]);
+        twice.pos.push_back(r.pos[i]);
+    }
+    decoder_acts ta;
+    decoder_acts_init(&ta, m, 1, 2 * N);
+    decoder_acts_shape(&ta, m, 1, 2 * N, twice.pos.data());
+    int64_t n2 = 0;
+    const double sum2 = decoder_forward_backward(m, &ta, nullptr, twice.ids.data(), twice.labels.data(), 0.0f, &n2);
+    ASSERT_EQ(n2, 2 * c.label_tokens);
+    EXPECT_NEAR(sum2 / (double)n2, want_loss, 1e-4 * std::fabs(want_loss)) << "the batch twice in one row";
+}
+
 // Gradient checkpointing recomputes each layer's activations from its input: the same
 // computation again, so every gradient is bit-identical (with LoRA and dropout too).
 TEST_P(golden, gradient_checkpointing_gives_identical_gradients) {
@@ -324,6 +407,31 @@ TEST_P(golden_lora_flavour, loss_and_adapter_gradients_match_pytorch) {
     decoder_acts a;
     decoder_acts_init(&a, m, c.B, c.T);
     double sum = decoder_forward_backward(m, &a, &fx.gr, c.ids.data(), c.labels.data(), 1.0f / (float)c.label_tokens, nullptr);
+    float want = lisa_test::read_f32(*c.gold, "lora.loss")[0];
+    EXPECT_NEAR(sum / c.label_tokens, want, 1e-4 * want);
+    for (int l = 0; l < (int)m.cfg.num_layers; l++)
+        for (int t = 0; t < LORA_N; t++) {
+            if (!lora_target_present(m.cfg, t)) continue;
+            std::string mod = lora_module_name(l, t);
+            for (const char* ab : {"A", "B"}) {
+                std::vector<float> g = lisa_test::read_f32(*c.gold, "lora.grad." + mod + "." + ab);
+                const float* mine = ab[0] == 'A' ? fx.gr.lora[l].A[t] : fx.gr.lora[l].B[t];
+                EXPECT_LT(lisa_test::rel_err(mine, g.data(), g.size()), 1e-3) << mod << "." << ab;
+            }
+        }
+}
+
+// The adapters' gradients from a padding-free row equal PyTorch's too.
+TEST_P(golden_lora_flavour, padding_free_adapter_gradients_match_pytorch) {
+    golden_case c = load_case(GetParam());
+    decoder_model& m = *c.model;
+    lora_fixture fx;
+    attach_lora(&m, &fx, c.gold.get(), 1.5f, 0.0f);
+    const packed_row r = pack_case(c);
+    decoder_acts a;
+    decoder_acts_init(&a, m, 1, (int64_t)r.ids.size());
+    decoder_acts_shape(&a, m, 1, (int64_t)r.ids.size(), r.pos.data());
+    double sum = decoder_forward_backward(m, &a, &fx.gr, r.ids.data(), r.labels.data(), 1.0f / (float)c.label_tokens, nullptr);
     float want = lisa_test::read_f32(*c.gold, "lora.loss")[0];
     EXPECT_NEAR(sum / c.label_tokens, want, 1e-4 * want);
     for (int l = 0; l < (int)m.cfg.num_layers; l++)

@@ -61,6 +61,12 @@ static std::vector<float> numeric_grad(std::vector<float>& x, const std::functio
         EXPECT_LT(e_, 5e-3) << what;                                                                       \
     } while (0)
 
+#define EXPECT_CLOSE(got, want, tol, what)                                                              \
+    do {                                                                                                \
+        ASSERT_EQ((got).size(), (want).size());                                                         \
+        EXPECT_LT(lisa_test::rel_err((got).data(), (want).data(), (got).size()), tol) << what;          \
+    } while (0)
+
 // ============================================================================ 1. each backend
 
 class kernels : public ::testing::TestWithParam<const char*> {
@@ -137,15 +143,15 @@ TEST_P(kernels, rope_backward_matches_finite_differences) {
     auto x = randv(B * T * H * hd, 8), r = randv(B * T * H * hd, 9);
     auto loss = [&] {
         std::vector<float> y = x;
-        K.rope_forward(y.data(), cs.data(), sn.data(), B, T, H, hd, hd);
+        K.rope_forward(y.data(), cs.data(), sn.data(), nullptr, B, T, H, hd, hd);
         return dotd(y, r);
     };
     std::vector<float> dx = r;
-    K.rope_backward(dx.data(), cs.data(), sn.data(), B, T, H, hd, hd);
+    K.rope_backward(dx.data(), cs.data(), sn.data(), nullptr, B, T, H, hd, hd);
     EXPECT_GRAD_NEAR(dx, numeric_grad(x, loss), "rope dx");
     // rotate-half convention: element i pairs with i + hd/2
     std::vector<float> y = x;
-    K.rope_forward(y.data(), cs.data(), sn.data(), B, T, H, hd, hd);
+    K.rope_forward(y.data(), cs.data(), sn.data(), nullptr, B, T, H, hd, hd);
     int64_t t = 3, i = 1;
     float a = t * inv[i];
     const float* v = x.data() + ((0 * T + t) * H + 0) * hd;
@@ -163,14 +169,14 @@ TEST_P(kernels, partial_scaled_rope_backward_matches_finite_differences) {
     auto x = randv(B * T * H * hd, 18), r = randv(B * T * H * hd, 19);
     auto loss = [&] {
         std::vector<float> y = x;
-        K.rope_forward(y.data(), cs.data(), sn.data(), B, T, H, hd, rot);
+        K.rope_forward(y.data(), cs.data(), sn.data(), nullptr, B, T, H, hd, rot);
         return dotd(y, r);
     };
     std::vector<float> dx = r;
-    K.rope_backward(dx.data(), cs.data(), sn.data(), B, T, H, hd, rot);
+    K.rope_backward(dx.data(), cs.data(), sn.data(), nullptr, B, T, H, hd, rot);
     EXPECT_GRAD_NEAR(dx, numeric_grad(x, loss), "partial rope dx");
     std::vector<float> y = x;
-    K.rope_forward(y.data(), cs.data(), sn.data(), B, T, H, hd, rot);
+    K.rope_forward(y.data(), cs.data(), sn.data(), nullptr, B, T, H, hd, rot);
     const int64_t t = 2, h = 1, i = 2;  // pairs i and i + rot/2, both scaled; values past rot untouched
     const float a = t * inv[i];
     const float* v = x.data() + ((1 * T + t) * H + h) * hd;
@@ -346,6 +352,113 @@ TEST_P(kernels, adamw_matches_torch_formula) {
     EXPECT_DOUBLE_EQ(K.sum_of_squares(g2.data(), 2), 25.0);
 }
 
+// Padding-free and packed rows (attn_params::pos, rope's pos): samples laid end to end in one
+// row give, token for token, what each sample gives alone in its own row (the plain path the
+// tests above check by hand and by finite differences): outputs, log-sum-exps and every
+// gradient, with windows, soft caps and GQA, lengths that cross the CPU kernel's 64-row blocks,
+// one-token samples, and two rows packed differently.
+TEST_P(kernels, samples_packed_in_a_row_attend_and_rotate_as_each_alone) {
+    const int64_t Hq = 4, Hkv = 2, hd = 8, rot = 6;
+    const std::vector<std::vector<int64_t>> rows = {{3, 70, 1, 130, 5}, {64, 65, 2, 1}};
+    const int64_t T = 209;  // the longer row; the other is right-padded by a sample of its own
+    const attn_params variants[] = {{0.35f, 0.0f, 0}, {0.35f, 2.0f, 0}, {0.35f, 0.0f, 50}, {0.35f, 1.5f, 7}};
+    std::vector<float> inv(rot / 2), cs(T * rot / 2), sn(T * rot / 2);
+    for (int64_t i = 0; i < rot / 2; i++) inv[i] = (float)std::pow(10000.0, -2.0 * i / rot);
+    K.rope_tables(cs.data(), sn.data(), inv.data(), T, rot, 1.1f);
+    const int64_t B = (int64_t)rows.size();
+    std::vector<int32_t> pos(B * T);
+    std::vector<std::vector<std::pair<int64_t, int64_t>>> spans(B);  // (start, length) per sample
+    for (int64_t b = 0; b < B; b++) {
+        int64_t t0 = 0;
+        std::vector<int64_t> lens = rows[b];
+        int64_t used = 0;
+        for (int64_t n : lens) used += n;
+        if (used < T) lens.push_back(T - used);  // the rest of a shorter row: one more sample
+        for (int64_t n : lens) {
+            for (int64_t i = 0; i < n; i++) pos[b * T + t0 + i] = (int32_t)i;
+            spans[b].push_back({t0, n});
+            t0 += n;
+        }
+    }
+    for (const attn_params& plain : variants) {
+        attn_params ap = plain;
+        ap.pos = pos.data();
+        auto q = randv(B * T * Hq * hd, 21), k = randv(B * T * Hkv * hd, 22), v = randv(B * T * Hkv * hd, 23),
+             dout = randv(B * T * Hq * hd, 24);
+        // rope with positions, then attention over the packed rows
+        std::vector<float> qr = q, kr = k;
+        K.rope_forward(qr.data(), cs.data(), sn.data(), pos.data(), B, T, Hq, hd, rot);
+        K.rope_forward(kr.data(), cs.data(), sn.data(), pos.data(), B, T, Hkv, hd, rot);
+        std::vector<float> out(q.size()), lse(B * Hq * T), dq(q.size(), 0.0f), dk(k.size(), 0.0f), dv(v.size(), 0.0f);
+        K.attention_forward(out.data(), lse.data(), qr.data(), kr.data(), v.data(), B, T, Hq, Hkv, hd, ap);
+        K.attention_backward(dq.data(), dk.data(), dv.data(), dout.data(), out.data(), lse.data(), qr.data(), kr.data(),
+                             v.data(), B, T, Hq, Hkv, hd, ap);
+        K.rope_backward(dq.data(), cs.data(), sn.data(), pos.data(), B, T, Hq, hd, rot);
+        K.rope_backward(dk.data(), cs.data(), sn.data(), pos.data(), B, T, Hkv, hd, rot);
+        for (int64_t b = 0; b < B; b++)
+            for (auto [t0, n] : spans[b]) {
+                // the sample alone: its own row, positions 0..n-1
+                auto cut = [&](const std::vector<float>& x, int64_t H) {
+                    return std::vector<float>(x.begin() + (b * T + t0) * H * hd, x.begin() + (b * T + t0 + n) * H * hd);
+                };
+                std::vector<float> q1 = cut(q, Hq), k1 = cut(k, Hkv), v1 = cut(v, Hkv), do1 = cut(dout, Hq);
+                K.rope_forward(q1.data(), cs.data(), sn.data(), nullptr, 1, n, Hq, hd, rot);
+                K.rope_forward(k1.data(), cs.data(), sn.data(), nullptr, 1, n, Hkv, hd, rot);
+                std::vector<float> o1(q1.size()), l1(Hq * n), dq1(q1.size(), 0.0f), dk1(k1.size(), 0.0f),
+                    dv1(v1.size(), 0.0f);
+                K.attention_forward(o1.data(), l1.data(), q1.data(), k1.data(), v1.data(), 1, n, Hq, Hkv, hd, plain);
+                K.attention_backward(dq1.data(), dk1.data(), dv1.data(), do1.data(), o1.data(), l1.data(), q1.data(),
+                                     k1.data(), v1.data(), 1, n, Hq, Hkv, hd, plain);
+                K.rope_backward(dq1.data(), cs.data(), sn.data(), nullptr, 1, n, Hq, hd, rot);
+                K.rope_backward(dk1.data(), cs.data(), sn.data(), nullptr, 1, n, Hkv, hd, rot);
+                const std::string what = "row " + std::to_string(b) + " sample at " + std::to_string(t0) + " (" +
+                                         std::to_string(n) + " tokens), window " + std::to_string(plain.window) +
+                                         " cap " + std::to_string(plain.softcap);
+                EXPECT_CLOSE(cut(qr, Hq), q1, 1e-6, "rope q, " << what);
+                EXPECT_CLOSE(cut(out, Hq), o1, 1e-5, "attention out, " << what);
+                std::vector<float> lrow;
+                for (int64_t h = 0; h < Hq; h++)
+                    for (int64_t t = 0; t < n; t++) lrow.push_back(lse[(b * Hq + h) * T + t0 + t]);
+                EXPECT_CLOSE(lrow, l1, 1e-5, "attention lse, " << what);
+                EXPECT_CLOSE(cut(dq, Hq), dq1, 1e-5, "dq, " << what);
+                EXPECT_CLOSE(cut(dk, Hkv), dk1, 1e-5, "dk, " << what);
+                EXPECT_CLOSE(cut(dv, Hkv), dv1, 1e-5, "dv, " << what);
+            }
+    }
+}
+
+// The packed path's own gradient by finite differences (a small case: three samples in one row,
+// two in the other).
+TEST_P(kernels, packed_attention_and_rope_backward_match_finite_differences) {
+    const int64_t B = 2, T = 6, Hq = 2, Hkv = 1, hd = 4;
+    const std::vector<int32_t> pos = {0, 1, 2, 0, 1, 0, /**/ 0, 0, 1, 2, 3, 4};
+    std::vector<float> inv = {1.0f, 0.1f}, cs(T * 2), sn(T * 2);
+    K.rope_tables(cs.data(), sn.data(), inv.data(), T, 4, 1.0f);
+    attn_params ap{0.5f, 1.5f, 3};
+    ap.pos = pos.data();
+    auto q = randv(B * T * Hq * hd, 31), k = randv(B * T * Hkv * hd, 32), v = randv(B * T * Hkv * hd, 33),
+         r = randv(B * T * Hq * hd, 34);
+    std::vector<float> out(q.size()), lse(B * Hq * T), qr, kr;
+    auto loss = [&] {
+        qr = q, kr = k;
+        K.rope_forward(qr.data(), cs.data(), sn.data(), pos.data(), B, T, Hq, hd, 4);
+        K.rope_forward(kr.data(), cs.data(), sn.data(), pos.data(), B, T, Hkv, hd, 4);
+        K.attention_forward(out.data(), lse.data(), qr.data(), kr.data(), v.data(), B, T, Hq, Hkv, hd, ap);
+        return dotd(out, r);
+    };
+    loss();
+    std::vector<float> dq(q.size(), 0.0f), dk(k.size(), 0.0f), dv(v.size(), 0.0f);
+    K.attention_backward(dq.data(), dk.data(), dv.data(), r.data(), out.data(), lse.data(), qr.data(), kr.data(),
+                         v.data(), B, T, Hq, Hkv, hd, ap);
+    K.rope_backward(dq.data(), cs.data(), sn.data(), pos.data(), B, T, Hq, hd, 4);
+    K.rope_backward(dk.data(), cs.data(), sn.data(), pos.data(), B, T, Hkv, hd, 4);
+    EXPECT_GRAD_NEAR(dq, numeric_grad(q, loss), "packed attention dq");
+    EXPECT_GRAD_NEAR(dk, numeric_grad(k, loss), "packed attention dk");
+    EXPECT_GRAD_NEAR(dv, numeric_grad(v, loss), "packed attention dv");
+    // a sample's first token sees only itself: its output is its own value row
+    for (int64_t d = 0; d < hd; d++) EXPECT_NEAR(out[((0 * T + 3) * Hq + 1) * hd + d], v[(3 * Hkv) * hd + d], 1e-6);
+}
+
 INSTANTIATE_TEST_SUITE_P(backends, kernels, ::testing::Values("ref", "cpu"),
                          [](const ::testing::TestParamInfo<const char*>& i) { return std::string(i.param); });
 
@@ -356,12 +469,6 @@ struct shape_gen {
     explicit shape_gen(uint64_t seed) { rng_init(&r, seed); }
     int64_t operator()(int64_t lo, int64_t hi) { return lo + (int64_t)rng_below(&r, (uint64_t)(hi - lo + 1)); }
 };
-
-#define EXPECT_CLOSE(got, want, tol, what)                                                              \
-    do {                                                                                                \
-        ASSERT_EQ((got).size(), (want).size());                                                         \
-        EXPECT_LT(lisa_test::rel_err((got).data(), (want).data(), (got).size()), tol) << what;          \
-    } while (0)
 
 class fast_vs_ref : public ::testing::TestWithParam<const char*> {
   protected:
@@ -430,11 +537,11 @@ TEST_P(fast_vs_ref, rmsnorm_rope_swiglu_and_elementwise) {
         EXPECT_CLOSE(c1, c2, 1e-7, "rope_tables cos");
         EXPECT_CLOSE(s1, s2, 1e-7, "rope_tables sin");
         auto q1 = randv(B * T * H * hd, trial + 4), q2 = q1;
-        F.rope_forward(q1.data(), c1.data(), s1.data(), B, T, H, hd, rot);
-        R.rope_forward(q2.data(), c1.data(), s1.data(), B, T, H, hd, rot);
+        F.rope_forward(q1.data(), c1.data(), s1.data(), nullptr, B, T, H, hd, rot);
+        R.rope_forward(q2.data(), c1.data(), s1.data(), nullptr, B, T, H, hd, rot);
         EXPECT_CLOSE(q1, q2, 2e-6, "rope_forward");
-        F.rope_backward(q1.data(), c1.data(), s1.data(), B, T, H, hd, rot);
-        R.rope_backward(q2.data(), c1.data(), s1.data(), B, T, H, hd, rot);
+        F.rope_backward(q1.data(), c1.data(), s1.data(), nullptr, B, T, H, hd, rot);
+        R.rope_backward(q2.data(), c1.data(), s1.data(), nullptr, B, T, H, hd, rot);
         EXPECT_CLOSE(q1, q2, 2e-6, "rope_backward");
 
         const int64_t n = N * D;

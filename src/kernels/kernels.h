@@ -31,6 +31,11 @@ struct attn_params {
     float   scale = 0.0f;    // score = scale · q·k (1/sqrt(head_dim) unless the model says otherwise)
     float   softcap = 0.0f;  // > 0: score = softcap · tanh(score / softcap), before the softmax
     int64_t window = 0;      // > 0: query t sees keys t-window+1..t only (sliding window); 0: all of 0..t
+    // Several samples in one row (padding-free and packed batches): pos[b·T + t] is token t's
+    // position in its own sample, 0 at each sample's first token, so a query sees only the keys
+    // of its sample (t - pos[t] .. t), a block-diagonal causal mask with no T×T mask stored.
+    // nullptr: one sample per row (positions 0..T-1). Not used by attention_forward_kv.
+    const int32_t* pos = nullptr;
 };
 
 // The largest shapes a run will give the kernels, so that a backend can size its temporaries once,
@@ -80,20 +85,22 @@ struct backend {
 
     // ---- rotary embedding, rotate-half convention (HF): x [B,T,H,hd] in place; the first `rot`
     // values of each head rotate (halves of rot; rot == hd but for partial rotary, Phi-3), the
-    // rest pass; cos/sin [T, rot/2]
-    void (*rope_forward)(float* x, const float* cos, const float* sin, int64_t B, int64_t T, int64_t H, int64_t hd,
-                         int64_t rot);
+    // rest pass; cos/sin [>= max position + 1, rot/2]; token t of row b is at position
+    // pos[b·T + t] (its place in its own sample, as attn_params::pos), or t when pos is nullptr
+    void (*rope_forward)(float* x, const float* cos, const float* sin, const int32_t* pos, int64_t B, int64_t T,
+                         int64_t H, int64_t hd, int64_t rot);
     // the transposed map, in place on the gradient (the rotation's inverse when scale is 1)
-    void (*rope_backward)(float* dx, const float* cos, const float* sin, int64_t B, int64_t T, int64_t H,
-                          int64_t hd, int64_t rot);
+    void (*rope_backward)(float* dx, const float* cos, const float* sin, const int32_t* pos, int64_t B, int64_t T,
+                          int64_t H, int64_t hd, int64_t rot);
     // cos/sin [T, rot/2] of positions 0..T-1 from inv_freq [rot/2], each times scale (1, or
     // longrope's attention factor)
     void (*rope_tables)(float* cos, float* sin, const float* inv_freq, int64_t T, int64_t rot, float scale);
 
     // ---- causal self-attention with grouped KV heads: q [B,T,Hq,hd], k,v [B,T,Hkv,hd],
     // out [B,T,Hq,hd], lse [B,Hq,T] (log-sum-exp of each query's final scores, for the backward).
-    // Scores are scaled, soft-capped and windowed as `ap` says. No T×T score matrix is ever
-    // stored, and a sliding window limits the work to T×window.
+    // Scores are scaled, soft-capped, windowed and confined to each sample as `ap` says. No T×T
+    // score matrix is ever stored; a sliding window limits the work to T×window, and samples
+    // packed in a row to about Σ (sample length)².
     void (*attention_forward)(float* out, float* lse, const float* q, const float* k, const float* v, int64_t B,
                               int64_t T, int64_t Hq, int64_t Hkv, int64_t hd, const attn_params& ap);
     // dq, dk, dv += gradients (probabilities recomputed from q, k and lse)

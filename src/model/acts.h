@@ -46,6 +46,13 @@ struct decoder_acts {
     device_array<float>  inv_freq_long;    // [rope_dim/2] longrope's past the pretraining context (else empty)
     device_array<float>  inv_freq_local;   // [hd/2] of rope_local
     std::vector<int32_t> tokens, targets;  // [cap_N]
+    // Rows of several samples (padding-free and packed batches): each token's position in its own
+    // sample [B·T], restarting at 0 where a sample starts; RoPE and attention follow it, and no
+    // token is trained to predict the next sample's first. has_pos false: one sample per row.
+    std::vector<int32_t> pos;
+    bool                 has_pos = false;
+    int64_t              rope_T = 0;       // the rows the RoPE tables were last computed for
+    int                  rope_long = -1;   // and whether with longrope's long factors (-1: never)
 };
 // Plans and allocates activations for batches of up to B sequences of up to T tokens, and sets
 // the shape to (B, T). checkpoint: gradient checkpointing — only each layer's input is kept; the
@@ -53,6 +60,8 @@ struct decoder_acts {
 // activations / num_layers).
 void decoder_acts_init(decoder_acts* a, const decoder_model& m, int64_t B, int64_t T, bool checkpoint = false);
 // Re-points the activations for a batch of B × T within the planned capacity (no allocation).
-void decoder_acts_shape(decoder_acts* a, const decoder_model& m, int64_t B, int64_t T);
+// pos [B·T]: positions within each sample when rows hold several (see decoder_acts::pos; each
+// row starts at 0 and every entry is 0 or one more than the one before); nullptr: 0..T-1.
+void decoder_acts_shape(decoder_acts* a, const decoder_model& m, int64_t B, int64_t T, const int32_t* pos = nullptr);
 
 }  // namespace lisa

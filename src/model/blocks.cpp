@@ -139,7 +139,8 @@ void attn_block_forward(const block_args& b, int64_t l, const float* x, decoder_
                   Q = Hq * hd, KV = Hkv * hd;
     const decoder_layer_weights& w = b.m.w.layers[l];
     const decoder_layer_weights16& w16 = b.m.w16.layers[l];
-    const attn_params ap = layer_attn(c, l);
+    attn_params ap = layer_attn(c, l);
+    ap.pos = b.pos;
     norm_fwd(b, s.xn1, s.rstd1, x, w[LT_ATTN_NORM], N, D);
     // projections into q_pre/k_pre (the same buffers as q/k unless a per-head norm follows)
     // (q, k and v may be rows of one fused qkv_proj: each is computed from its rows)
@@ -155,8 +156,8 @@ void attn_block_forward(const block_args& b, int64_t l, const float* x, decoder_
         norm_fwd(b, s.k, s.rstd_k, s.k_pre, w[LT_K_NORM], N * Hkv, hd);
     }
     if (b.cos) {  // NoPE layers (SmolLM3) attend without positions
-        K.rope_forward(s.q, b.cos, b.sin, b.B, b.T, Hq, hd, c.rope_dim);
-        K.rope_forward(s.k, b.cos, b.sin, b.B, b.T, Hkv, hd, c.rope_dim);
+        K.rope_forward(s.q, b.cos, b.sin, b.pos, b.B, b.T, Hq, hd, c.rope_dim);
+        K.rope_forward(s.k, b.cos, b.sin, b.pos, b.B, b.T, Hkv, hd, c.rope_dim);
     }
     if (b.kc) {  // decode: append this chunk's keys and values, attend over the whole cache
         K.copy(b.kc + b.pos0 * KV, s.k, N * KV);
@@ -181,7 +182,8 @@ void attn_block_backward(const block_args& b, int64_t l, const float* x, const d
                   Q = Hq * hd, KV = Hkv * hd;
     const decoder_layer_weights& w = b.m.w.layers[l];
     const decoder_layer_weights16& w16 = b.m.w16.layers[l];
-    const attn_params ap = layer_attn(c, l);
+    attn_params ap = layer_attn(c, l);
+    ap.pos = b.pos;
     // gradient of the o projection's output: dresid itself, or through the post-attention norm
     const float* dout = post_norm_bwd(b, l, G, LT_POST_ATTN_NORM, dresid, s.attn_o, s.rstd_ao);
     K.zero(a->datt, N * Q);
@@ -192,8 +194,8 @@ void attn_block_backward(const block_args& b, int64_t l, const float* x, const d
     K.zero(a->dv, N * KV);
     K.attention_backward(a->dq, a->dk, a->dv, a->datt, s.att, s.lse, s.q, s.k, s.v, b.B, b.T, Hq, Hkv, hd, ap);
     if (b.cos) {
-        K.rope_backward(a->dq, b.cos, b.sin, b.B, b.T, Hq, hd, c.rope_dim);
-        K.rope_backward(a->dk, b.cos, b.sin, b.B, b.T, Hkv, hd, c.rope_dim);
+        K.rope_backward(a->dq, b.cos, b.sin, b.pos, b.B, b.T, Hq, hd, c.rope_dim);
+        K.rope_backward(a->dk, b.cos, b.sin, b.pos, b.B, b.T, Hkv, hd, c.rope_dim);
     }
     float* dq = a->dq;
     float* dk = a->dk;

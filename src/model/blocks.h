@@ -16,6 +16,8 @@ struct block_args {
     int64_t            B, T;        // rows N = B·T
     const float*       cos;         // RoPE tables [T, hd/2] of these rows' positions (null: no RoPE,
     const float*       sin;         // a NoPE layer)
+    const int32_t*     pos = nullptr;  // [B·T] positions within each sample when rows hold several
+                                       // (padding-free, packed); null: 0..T-1 (attn_params::pos)
     decoder_acts*        a = nullptr;  // training: LoRA activations and the backward's scratch
     int64_t            slot = 0;     // the layer's set in a->lora_xa (0 when checkpointing)
     float*             kc = nullptr; // decode: this layer's cache [max_T, Hkv, hd], written at pos0..

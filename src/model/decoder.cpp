@@ -383,21 +383,41 @@ void decoder_acts_init(decoder_acts* a, const decoder_model& m, int64_t B, int64
     decoder_acts_shape(a, m, B, T);
 }
 
-void decoder_acts_shape(decoder_acts* a, const decoder_model& m, int64_t B, int64_t T) {
+void decoder_acts_shape(decoder_acts* a, const decoder_model& m, int64_t B, int64_t T, const int32_t* pos) {
     if (B <= 0 || T <= 0 || B * T > a->cap_N || T > a->cap_T)
         fail(strf("decoder_acts_shape: batch %lld x %lld exceeds the planned %lld rows of up to %lld tokens",
                   (long long)B, (long long)T, (long long)a->cap_N, (long long)a->cap_T));
-    if (a->B == B && a->T == T) return;
-    a->B = B;
-    a->T = T;
-    acts_layout(a, m, B * T, T, a->buf.data());
+    // the longest sample decides longrope's factors, as Hugging Face decides from the batch's
+    // largest position (in a padded batch: the row length)
+    int64_t span = T;
+    a->has_pos = pos != nullptr;
+    if (pos) {
+        span = 0;
+        a->pos.resize((size_t)a->cap_N);  // no allocation after the first batch
+        for (int64_t b = 0; b < B; b++)
+            for (int64_t t = 0; t < T; t++) {
+                const int32_t p = pos[b * T + t];
+                LISA_ASSERT(p == 0 ? true : t > 0 && p == pos[b * T + t - 1] + 1, "decoder_acts_shape",
+                            "sample positions must start each row at 0 and count up by one within a sample");
+                a->pos[b * T + t] = p;
+                span = std::max<int64_t>(span, (int64_t)p + 1);
+            }
+    }
+    if (a->B != B || a->T != T) {
+        a->B = B;
+        a->T = T;
+        acts_layout(a, m, B * T, T, a->buf.data());
+        a->rope_T = 0;  // the tables moved with the layout
+    }
     const model_config& c = m.cfg;
-    // longrope: the long factors once the sequence passes the pretraining context (as Hugging Face
-    // decides from the batch's largest position)
-    const float* inv = decoder_rope_long(c, T) ? a->inv_freq_long.data() : a->inv_freq.data();
+    const int long_ctx = decoder_rope_long(c, span) ? 1 : 0;
+    if (a->rope_T == T && a->rope_long == long_ctx) return;
+    const float* inv = long_ctx ? a->inv_freq_long.data() : a->inv_freq.data();
     m.ctx.be->rope_tables(a->rope_cos, a->rope_sin, inv, T, c.rope_dim, (float)c.rope.attention_factor);
     if (config_any_local_rope(c))
         m.ctx.be->rope_tables(a->rope_cos_local, a->rope_sin_local, a->inv_freq_local.data(), T, c.rope_dim, 1.0f);
+    a->rope_T = T;
+    a->rope_long = long_ctx;
 }
 
 // ------------------------------------------------------------------ forward
@@ -442,6 +462,7 @@ static block_args train_args(const decoder_model& m, decoder_acts* a, int64_t l)
     const bool local = config_layer_local_rope(m.cfg, l), rope = config_layer_rope(m.cfg, l);
     block_args b{m, *m.ctx.be, a->B, a->T, !rope ? nullptr : local ? a->rope_cos_local : a->rope_cos,
                  !rope ? nullptr : local ? a->rope_sin_local : a->rope_sin};
+    b.pos = a->has_pos ? a->pos.data() : nullptr;
     b.a = a;
     b.slot = act_slot(a, l);
     return b;
@@ -479,11 +500,14 @@ double decoder_forward_backward(const decoder_model& m, decoder_acts* a, decoder
     const backend& K = *m.ctx.be;
     const int64_t B = a->B, T = a->T, N = B * T, D = c.hidden_size, V = c.vocab_size;
     check_ids(m, labels, N, "labels", true);
-    // shift: position t predicts labels[t+1] of the same sequence
+    // shift: position t predicts labels[t+1] of the same sample (never the first token of the next
+    // sample in a row of several)
     int64_t count = 0;
+    const int32_t* pos = a->has_pos ? a->pos.data() : nullptr;
     for (int64_t b = 0; b < B; b++)
         for (int64_t t = 0; t < T; t++) {
-            int32_t y = t + 1 < T ? labels[b * T + t + 1] : -100;
+            const bool next_in_sample = t + 1 < T && (!pos || pos[b * T + t + 1] != 0);
+            int32_t y = next_in_sample ? labels[b * T + t + 1] : -100;
             a->targets[b * T + t] = y;
             count += y >= 0;
         }

@@ -185,14 +185,15 @@ void rope_tables(float* cos, float* sin, const float* inv_freq, int64_t T, int64
         }
 }
 
-static void rope_apply(float* x, const float* cos, const float* sin, int64_t B, int64_t T, int64_t H, int64_t hd,
-                       int64_t rot, float sign) {
+static void rope_apply(float* x, const float* cos, const float* sin, const int32_t* pos, int64_t B, int64_t T,
+                       int64_t H, int64_t hd, int64_t rot, float sign) {
     int64_t half = rot / 2;
 #pragma omp parallel for collapse(2) schedule(dynamic, kRowChunk)
     for (int64_t b = 0; b < B; b++)
         for (int64_t t = 0; t < T; t++) {
-            const float* c = cos + t * half;
-            const float* s = sin + t * half;
+            const int64_t at = pos ? pos[b * T + t] : t;
+            const float* c = cos + at * half;
+            const float* s = sin + at * half;
             for (int64_t h = 0; h < H; h++) {
                 float* v = x + ((b * T + t) * H + h) * hd;
                 for (int64_t i = 0; i < half; i++) {
@@ -204,14 +205,14 @@ static void rope_apply(float* x, const float* cos, const float* sin, int64_t B, 
         }
 }
 
-void rope_forward(float* x, const float* cos, const float* sin, int64_t B, int64_t T, int64_t H, int64_t hd,
-                  int64_t rot) {
-    rope_apply(x, cos, sin, B, T, H, hd, rot, 1.0f);
+void rope_forward(float* x, const float* cos, const float* sin, const int32_t* pos, int64_t B, int64_t T, int64_t H,
+                  int64_t hd, int64_t rot) {
+    rope_apply(x, cos, sin, pos, B, T, H, hd, rot, 1.0f);
 }
 
-void rope_backward(float* dx, const float* cos, const float* sin, int64_t B, int64_t T, int64_t H, int64_t hd,
-                   int64_t rot) {
-    rope_apply(dx, cos, sin, B, T, H, hd, rot, -1.0f);  // (s·R(θ))ᵀ = s·R(-θ): rotations are orthogonal
+void rope_backward(float* dx, const float* cos, const float* sin, const int32_t* pos, int64_t B, int64_t T,
+                   int64_t H, int64_t hd, int64_t rot) {
+    rope_apply(dx, cos, sin, pos, B, T, H, hd, rot, -1.0f);  // (s·R(θ))ᵀ = s·R(-θ): rotations are orthogonal
 }
 
 // ============================================================================ attention
@@ -232,6 +233,12 @@ static const int64_t kAttnBlock = 64;
 // The keys query t sees: window > 0 limits them to the last `window` positions (t-window+1..t),
 // as Hugging Face's sliding-window mask and llama.cpp do.
 static inline int64_t first_key(int64_t t, int64_t window) { return window > 0 ? std::max<int64_t>(0, t - window + 1) : 0; }
+// ... and, in a row of several samples (ap.pos), only the keys of its own sample. Non-decreasing
+// in t within a row, so a block's first row has the block's first key.
+static inline int64_t first_key(const int32_t* row_pos, int64_t t, int64_t window) {
+    const int64_t lo = first_key(t, window);
+    return row_pos ? std::max<int64_t>(lo, t - row_pos[t]) : lo;
+}
 
 void attention_forward(float* out, float* lse, const float* q, const float* k, const float* v, int64_t B, int64_t T,
                        int64_t Hq, int64_t Hkv, int64_t hd, const attn_params& ap) {
@@ -245,15 +252,16 @@ void attention_forward(float* out, float* lse, const float* q, const float* k, c
             const float* K = k + (b * T * Hkv + h / group) * hd;
             const float* Vv = v + (b * T * Hkv + h / group) * hd;
             float* O = out + (b * T * Hq + h) * hd;
+            const int32_t* rp = ap.pos ? ap.pos + b * T : nullptr;
             for (int64_t r0 = 0; r0 < T; r0 += kAttnBlock) {
                 // the block's keys: from the first one its first row sees to its last row
-                const int64_t r1 = std::min(T, r0 + kAttnBlock), M = r1 - r0, k0 = first_key(r0, ap.window),
+                const int64_t r1 = std::min(T, r0 + kAttnBlock), M = r1 - r0, k0 = first_key(rp, r0, ap.window),
                               Nk = r1 - k0;
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)Nk, (int)hd, scale, Q + r0 * ldq,
                             (int)ldq, K + k0 * ldk, (int)ldk, 0.0f, S, (int)Nk);
                 for (int64_t i = 0; i < M; i++) {
                     float* row = S + i * Nk;
-                    const int64_t t = r0 + i, lo = first_key(t, ap.window) - k0, hi = t - k0;  // keys lo..hi
+                    const int64_t t = r0 + i, lo = first_key(rp, t, ap.window) - k0, hi = t - k0;  // keys lo..hi
                     if (cap > 0)
                         for (int64_t j = lo; j <= hi; j++) row[j] = cap * std::tanh(row[j] / cap);
                     float m = -INFINITY;
@@ -295,15 +303,16 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
                 const float* dO = dout + (b * T * Hq + h) * hd;
                 float* dQ = dq + (b * T * Hq + h) * hd;
                 const float* L = lse + (b * Hq + h) * T;
+                const int32_t* rp = ap.pos ? ap.pos + b * T : nullptr;
                 for (int64_t r0 = 0; r0 < T; r0 += kAttnBlock) {
-                    const int64_t r1 = std::min(T, r0 + kAttnBlock), M = r1 - r0, k0 = first_key(r0, ap.window),
+                    const int64_t r1 = std::min(T, r0 + kAttnBlock), M = r1 - r0, k0 = first_key(rp, r0, ap.window),
                                   Nk = r1 - k0;
                     // P = softmax(cap(scale·Q·Kᵀ)) from the saved log-sum-exp
                     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)Nk, (int)hd, scale, Q + r0 * ldq,
                                 (int)ldq, K + k0 * ldk, (int)ldk, 0.0f, P, (int)Nk);
                     for (int64_t i = 0; i < M; i++) {
                         float* row = P + i * Nk;
-                        const int64_t t = r0 + i, lo = first_key(t, ap.window) - k0, hi = t - k0;
+                        const int64_t t = r0 + i, lo = first_key(rp, t, ap.window) - k0, hi = t - k0;
                         const float li = L[t];
                         if (cap > 0)
                             for (int64_t j = lo; j <= hi; j++) {
@@ -326,7 +335,7 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
                         const float Di = dotf(dO + (r0 + i) * ldq, O + (r0 + i) * ldq, hd);
                         float* pr = P + i * Nk;
                         const float* dpr = dP + i * Nk;
-                        const int64_t lo = first_key(r0 + i, ap.window) - k0, hi = r0 + i - k0;
+                        const int64_t lo = first_key(rp, r0 + i, ap.window) - k0, hi = r0 + i - k0;
                         for (int64_t j = lo; j <= hi; j++) pr[j] = pr[j] * (dpr[j] - Di) * scale;
                         if (cap > 0)
                             for (int64_t j = lo; j <= hi; j++) pr[j] *= 1.0f - Th[i * Nk + j] * Th[i * Nk + j];

@@ -122,31 +122,38 @@ static void rope_tables(float* cos, float* sin, const float* inv_freq, int64_t T
         }
 }
 
-static void rope_rotate(float* x, const float* cos, const float* sin, int64_t B, int64_t T, int64_t H, int64_t hd,
-                        int64_t rot, double sign) {
+static void rope_rotate(float* x, const float* cos, const float* sin, const int32_t* pos, int64_t B, int64_t T,
+                        int64_t H, int64_t hd, int64_t rot, double sign) {
     const int64_t half = rot / 2;
     for (int64_t b = 0; b < B; b++)
         for (int64_t t = 0; t < T; t++)
             for (int64_t h = 0; h < H; h++) {
                 float* v = x + ((b * T + t) * H + h) * hd;
+                const int64_t at = pos ? pos[b * T + t] : t;
                 for (int64_t i = 0; i < half; i++) {
-                    double c = cos[t * half + i], s = sign * sin[t * half + i], x1 = v[i], x2 = v[i + half];
+                    double c = cos[at * half + i], s = sign * sin[at * half + i], x1 = v[i], x2 = v[i + half];
                     v[i] = (float)(x1 * c - x2 * s);
                     v[i + half] = (float)(x2 * c + x1 * s);
                 }
             }
 }
 
-static void rope_forward(float* x, const float* cos, const float* sin, int64_t B, int64_t T, int64_t H, int64_t hd,
-                         int64_t rot) {
-    rope_rotate(x, cos, sin, B, T, H, hd, rot, 1.0);
+static void rope_forward(float* x, const float* cos, const float* sin, const int32_t* pos, int64_t B, int64_t T,
+                         int64_t H, int64_t hd, int64_t rot) {
+    rope_rotate(x, cos, sin, pos, B, T, H, hd, rot, 1.0);
 }
-static void rope_backward(float* dx, const float* cos, const float* sin, int64_t B, int64_t T, int64_t H,
-                          int64_t hd, int64_t rot) {
-    rope_rotate(dx, cos, sin, B, T, H, hd, rot, -1.0);
+static void rope_backward(float* dx, const float* cos, const float* sin, const int32_t* pos, int64_t B, int64_t T,
+                          int64_t H, int64_t hd, int64_t rot) {
+    rope_rotate(dx, cos, sin, pos, B, T, H, hd, rot, -1.0);
 }
 
-// The first key query t sees (sliding window) and a score through the optional soft cap.
+// The first key query t of row b sees: its sample's first token, and within a sliding window.
+static int64_t first_key(int64_t b, int64_t t, int64_t T, const attn_params& ap) {
+    int64_t lo = ap.pos ? t - ap.pos[b * T + t] : 0;
+    if (ap.window > 0) lo = std::max<int64_t>(lo, t - ap.window + 1);
+    return lo;
+}
+// The first key of a cached query (one sequence: the window only).
 static int64_t first_key(int64_t t, const attn_params& ap) { return ap.window > 0 ? std::max<int64_t>(0, t - ap.window + 1) : 0; }
 static double capped(double s, const attn_params& ap) { return ap.softcap > 0 ? ap.softcap * std::tanh(s / ap.softcap) : s; }
 
@@ -154,7 +161,7 @@ static double capped(double s, const attn_params& ap) { return ap.softcap > 0 ? 
 // log-sum-exp; raw[j] = the score before the cap
 static double attn_probs(std::vector<double>& p, std::vector<double>& raw, const float* q, const float* k, int64_t b,
                          int64_t t, int64_t h, int64_t T, int64_t Hq, int64_t Hkv, int64_t hd, const attn_params& ap) {
-    const int64_t kh = h / (Hq / Hkv), lo = first_key(t, ap);
+    const int64_t kh = h / (Hq / Hkv), lo = first_key(b, t, T, ap);
     p.assign(t + 1, 0.0);
     raw.assign(t + 1, 0.0);
     double m = -INFINITY;
