@@ -256,7 +256,7 @@ TEST(batching, shuffle_is_seeded_and_padding_is_on_the_right) {
     std::sort(sorted.begin(), sorted.end());
     EXPECT_EQ(sorted, epoch_order(10, 0, 0, false));  // a permutation
     dataset d;
-    d.samples = {{{5, 6, 7}, {5, 6, 7}}, {{8, 9}, {-100, 9}}};
+    d.samples = {{{5, 6, 7}, {5, 6, 7}, {}}, {{8, 9}, {-100, 9}, {}}};
     batch bt = make_batch(d, {0, 1}, 0);
     EXPECT_EQ(bt.T, 3);
     EXPECT_EQ(bt.ids, ids_t({5, 6, 7, 8, 9, 0}));
@@ -264,11 +264,73 @@ TEST(batching, shuffle_is_seeded_and_padding_is_on_the_right) {
     EXPECT_EQ(bt.label_tokens, 3);  // 6, 7 and 9 are predicted
     // packing: concatenate and cut; a block with no label token left is not trained on
     dataset p;
-    p.samples = {{{5, 6, 7}, {5, 6, 7}}, {{8, 9, 10}, {-100, -100, 10}}, {{11}, {11}}};
+    p.samples = {{{5, 6, 7}, {5, 6, 7}, {}}, {{8, 9, 10}, {-100, -100, 10}, {}}, {{11}, {11}, {}}};
     dataset_group_texts(&p, 2);
     ASSERT_EQ(p.samples.size(), 2u);
     EXPECT_EQ(p.samples[0].ids, ids_t({5, 6}));
     EXPECT_EQ(p.samples[1].ids, ids_t({9, 10}));  // [7, 8] has no label to predict; [11] is a remainder
+}
+
+// issue #27: the padding-free layout lays samples end to end with positions restarting at each;
+// packed rows keep whole samples apart; the padding a run would have is counted.
+TEST(batching, padding_free_packing_and_length_groups) {
+    dataset d;
+    d.samples = {{{5, 6, 7}, {5, 6, 7}, {}}, {{8, 9}, {-100, 9}, {}}, {{1, 2, 3, 4}, {-100, -100, 3, 4}, {}}};
+    batch pf = make_batch(d, {0, 1, 2}, 0, batch_layout::padding_free);
+    EXPECT_EQ(pf.B, 1);
+    EXPECT_EQ(pf.T, 9);
+    EXPECT_EQ(pf.ids, ids_t({5, 6, 7, 8, 9, 1, 2, 3, 4}));
+    EXPECT_EQ(pf.labels, ids_t({5, 6, 7, -100, 9, -100, -100, 3, 4}));
+    EXPECT_EQ(pf.pos, ids_t({0, 1, 2, 0, 1, 0, 1, 2, 3}));
+    EXPECT_EQ(pf.label_tokens, 5);  // 6, 7 | 9 | 3, 4: the same as padded
+    EXPECT_EQ(make_batch(d, {0, 1, 2}, 0).label_tokens, 5);
+    EXPECT_EQ(pf.tokens, 9);
+    EXPECT_EQ(make_batch(d, {0, 1, 2}, 0).B * make_batch(d, {0, 1, 2}, 0).T, 12);  // 3 of 12 padding
+    EXPECT_NEAR(padding_fraction(d, {0, 1, 2}, 3), 3.0 / 12.0, 1e-12);
+    EXPECT_NEAR(padding_fraction(d, {0, 1, 2}, 1), 0.0, 1e-12);
+
+    // packing: whole samples into rows of 6; a sample longer than a row is cut into full rows and
+    // its rest starts the next; the first token of each sample in a row predicts nothing
+    dataset p;
+    p.samples = {{{1, 2, 3}, {1, 2, 3}, {}},
+                 {{4, 5}, {4, 5}, {}},
+                 {{6, 7, 8}, {6, 7, 8}, {}},
+                 {{10, 11, 12, 13, 14, 15, 16, 17}, {10, 11, 12, 13, 14, 15, 16, 17}, {}},
+                 {{20, 21}, {-100, 21}, {}}};
+    p.sources.assign(5, "x");
+    dataset_pack(&p, 6);
+    ASSERT_EQ(p.samples.size(), 4u);
+    EXPECT_EQ(p.samples[0].ids, ids_t({1, 2, 3, 4, 5}));  // 6, 7, 8 would not fit: a new row
+    EXPECT_EQ(p.samples[0].pos, ids_t({0, 1, 2, 0, 1}));
+    EXPECT_EQ(p.samples[0].labels, ids_t({-100, 2, 3, -100, 5}));
+    EXPECT_EQ(p.samples[1].ids, ids_t({6, 7, 8}));  // the long sample does not fit beside it
+    EXPECT_EQ(p.samples[2].ids, ids_t({10, 11, 12, 13, 14, 15}));
+    EXPECT_EQ(p.samples[3].ids, ids_t({16, 17, 20, 21}));
+    EXPECT_EQ(p.samples[3].pos, ids_t({0, 1, 0, 1}));
+    EXPECT_EQ(p.samples[3].labels, ids_t({-100, 17, -100, 21}));
+    // a padded batch of packed rows carries their positions, padding continuing the last sample
+    batch pb = make_batch(p, {0, 3}, 0);
+    EXPECT_EQ(pb.T, 5);
+    EXPECT_EQ(pb.pos, ids_t({0, 1, 2, 0, 1, 0, 1, 0, 1, 2}));
+    // and a padding-free one lays the rows end to end with the same positions
+    batch pp = make_batch(p, {0, 3}, 0, batch_layout::padding_free);
+    EXPECT_EQ(pp.pos, ids_t({0, 1, 2, 0, 1, 0, 1, 0, 1}));
+
+    // group by length: each megabatch sorted longest first, the same for the same seed
+    dataset g;
+    for (int i = 0; i < 40; i++) g.samples.push_back({ids_t(1 + (i * 7) % 23, 1), ids_t(1 + (i * 7) % 23, 1), {}});
+    std::vector<size_t> o1 = epoch_order(40, 7, 0, true), o2 = o1;
+    order_group_by_length(&o1, g, 16);
+    order_group_by_length(&o2, g, 16);
+    EXPECT_EQ(o1, o2);
+    auto sorted = o1;
+    std::sort(sorted.begin(), sorted.end());
+    EXPECT_EQ(sorted, epoch_order(40, 0, 0, false));  // still a permutation
+    for (size_t i = 0; i + 1 < o1.size(); i++)
+        if ((i + 1) % 16 != 0) {
+            EXPECT_GE(g.samples[o1[i]].ids.size(), g.samples[o1[i + 1]].ids.size()) << i;
+        }
+    EXPECT_LT(padding_fraction(g, o1, 4), padding_fraction(g, epoch_order(40, 7, 0, true), 4));
 }
 
 TEST(eval_and_generate, match_pytorch_on_the_trained_model) {
@@ -463,6 +525,26 @@ TEST(inspect_data, shows_what_training_learns) {
               std::string::npos) << r.output;
     EXPECT_NE(r.output.find("samples: 2 "), std::string::npos) << r.output;
     EXPECT_NE(r.output.find("truncated: 0   dropped (nothing left to learn): 0"), std::string::npos) << r.output;
+    // the padding the run's batches would have: both samples in one batch of 8, the shorter padded
+    {
+        auto js = lisa_test::run_lisa(base + " --json");
+        std::istringstream ls(js.output);
+        std::vector<size_t> len;
+        while (std::getline(ls, line)) len.push_back(json::parse(line)["input_ids"].size());
+        ASSERT_EQ(len.size(), 2u);
+        const size_t longest = std::max(len[0], len[1]);
+        const std::string want = strf("would be %.1f%% padding", 100.0 * (1.0 - (double)(len[0] + len[1]) / (2.0 * longest)));
+        EXPECT_NE(r.output.find("padding: padded batches of 8 (seed 42, first epoch) " + want), std::string::npos)
+            << want << "\n" << r.output;
+        // packed: one row holding both, positions restarting at the second
+        auto pk = lisa_test::run_lisa(base + " --json --packing");
+        ASSERT_EQ(pk.code, 0) << pk.output;
+        json row = json::parse(pk.output);
+        ASSERT_EQ(row["input_ids"].size(), len[0] + len[1]);
+        EXPECT_EQ(row["position_ids"][len[0]], 0);
+        EXPECT_EQ(row["position_ids"][len[0] - 1], (int)len[0] - 1);
+        EXPECT_EQ(row["labels"][len[0]], -100);  // the second sample's first token is predicted by nothing
+    }
     // truncation is what training does: --block_size 12 cuts the first conversation before its reply
     r = lisa_test::run_lisa(base + " --block_size 12");
     ASSERT_EQ(r.code, 0) << r.output;

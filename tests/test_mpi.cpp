@@ -60,34 +60,6 @@ std::vector<json> log_of(const std::string& dir) {
     return v;
 }
 
-// Largest |a - b| over every tensor of two safetensors files with the same tensors.
-double max_weight_diff(const std::string& a, const std::string& b) {
-    auto fa = st_open(a), fb = st_open(b);
-    double mx = 0;
-    for (const auto& t : fa->tensors) {
-        std::vector<float> x = read_f32(*fa, t.name), y = read_f32(*fb, t.name);
-        EXPECT_EQ(x.size(), y.size()) << t.name;
-        for (size_t i = 0; i < x.size() && i < y.size(); i++) mx = std::max(mx, (double)std::fabs(x[i] - y[i]));
-    }
-    return mx;
-}
-
-// ||a - b|| / ||a - base||: how far two runs' weights are apart, relative to how far training
-// moved them (AdamW turns rounding-level gradient differences on near-zero entries into whole
-// lr-sized steps, so a max-abs bound would be loose; this one is not)
-double rel_update_diff(const std::string& base, const std::string& a, const std::string& b) {
-    auto f0 = st_open(base), fa = st_open(a), fb = st_open(b);
-    double diff = 0, moved = 0;
-    for (const auto& t : fa->tensors) {
-        std::vector<float> x0 = read_f32(*f0, t.name), x = read_f32(*fa, t.name), y = read_f32(*fb, t.name);
-        for (size_t i = 0; i < x.size(); i++) {
-            diff += ((double)x[i] - y[i]) * ((double)x[i] - y[i]);
-            moved += ((double)x[i] - x0[i]) * ((double)x[i] - x0[i]);
-        }
-    }
-    return std::sqrt(diff / std::max(moved, 1e-30));
-}
-
 struct tiny_run {
     temp_dir    dir;
     std::string base;
@@ -112,7 +84,9 @@ TEST_P(MpiMethods, TwoRanksTrainAsOneProcessWithTheGlobalBatch) {
     NEED_MPI();
     const std::string method = GetParam();
     tiny_run t;
-    auto one = run_lisa(t.common(method) + "--per_device_train_batch_size 4 --output_model_path " + t.dir.path + "/one");
+    // one process with right-padded batches, two ranks padding-free (the default): the same numbers
+    auto one = run_lisa(t.common(method) + "--per_device_train_batch_size 4 --padding_free false --output_model_path " +
+                        t.dir.path + "/one");
     ASSERT_EQ(one.code, 0) << one.output;
     auto two = run_ranks(2, t.common(method) + "--per_device_train_batch_size 2 --output_model_path " + t.dir.path + "/two");
     ASSERT_EQ(two.code, 0) << two.output;
@@ -230,8 +204,9 @@ TEST(mpi, accumulation_and_an_uneven_last_batch_match_one_process) {
         auto one = run_lisa(args + "--per_device_train_batch_size " + std::to_string(2 * s.per_device) +
                             " --output_model_path " + t.dir.path + "/one-" + s.name);
         ASSERT_EQ(one.code, 0) << one.output;
+        // two ranks with right-padded batches against one padding-free process
         auto two = run_ranks(2, args + "--per_device_train_batch_size " + std::to_string(s.per_device) +
-                                    " --output_model_path " + t.dir.path + "/two-" + s.name);
+                                    " --padding_free false --output_model_path " + t.dir.path + "/two-" + s.name);
         ASSERT_EQ(two.code, 0) << two.output;
         auto a = log_of(t.dir.path + "/one-" + s.name), b = log_of(t.dir.path + "/two-" + s.name);
         ASSERT_EQ(a.size(), (size_t)s.steps);

@@ -226,7 +226,10 @@ TEST(train, resume_gives_identical_weights) {
     // LISA is resumed once mid-interval (5 of K=3) and once at a boundary (K=5: the checkpoint was
     // written just before a switch)
     for (const char* method : {"lisa --lisa_interval_steps 3", "lisa --lisa_interval_steps 5", "lora --lora_dropout 0.2",
-                               "full", "lisa --lisa_interval_steps 3 --lisa_layer_sampling owlore"}) {
+                               "full", "lisa --lisa_interval_steps 3 --lisa_layer_sampling owlore",
+                               // issue #27: length-grouped batches of packed rows, and right-padded ones
+                               "lisa --lisa_interval_steps 3 --group_by_length --packing --block_size 40",
+                               "full --padding_free false --group_by_length"}) {
         temp_dir whole, resumed;
         std::string args = std::string("--method ") + method + " --max_steps 10 --per_device_train_batch_size 3 "
                            "--learning_rate 1e-3 --lr_scheduler_type cosine --warmup_steps 2";

@@ -92,4 +92,32 @@ inline std::vector<nlohmann::ordered_json> read_jsonl(const std::string& path) {
     return v;
 }
 
+// Largest |a - b| over every tensor of two safetensors files with the same tensors.
+inline double max_weight_diff(const std::string& a, const std::string& b) {
+    auto fa = lisa::st_open(a), fb = lisa::st_open(b);
+    double mx = 0;
+    for (const auto& t : fa->tensors) {
+        std::vector<float> x = read_f32(*fa, t.name), y = read_f32(*fb, t.name);
+        EXPECT_EQ(x.size(), y.size()) << t.name;
+        for (size_t i = 0; i < x.size() && i < y.size(); i++) mx = std::max(mx, (double)std::fabs(x[i] - y[i]));
+    }
+    return mx;
+}
+
+// ||a - b|| / ||a - base||: how far two runs' weights are apart, relative to how far training
+// moved them (AdamW turns rounding-level gradient differences on near-zero entries into whole
+// lr-sized steps, so a max-abs bound would be loose; this one is not)
+inline double rel_update_diff(const std::string& base, const std::string& a, const std::string& b) {
+    auto f0 = lisa::st_open(base), fa = lisa::st_open(a), fb = lisa::st_open(b);
+    double diff = 0, moved = 0;
+    for (const auto& t : fa->tensors) {
+        std::vector<float> x0 = read_f32(*f0, t.name), x = read_f32(*fa, t.name), y = read_f32(*fb, t.name);
+        for (size_t i = 0; i < x.size(); i++) {
+            diff += ((double)x[i] - y[i]) * ((double)x[i] - y[i]);
+            moved += ((double)x[i] - x0[i]) * ((double)x[i] - x0[i]);
+        }
+    }
+    return std::sqrt(diff / std::max(moved, 1e-30));
+}
+
 }  // namespace lisa_test

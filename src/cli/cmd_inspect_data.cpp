@@ -1,9 +1,11 @@
 // lisa inspect-data --model_name_or_path DIR --dataset_path DIR [--conversation_template T]
-//                   [--block_size N] [--limit N] [--json] [--train_on_prompt] [--group_texts]
+//                   [--block_size N] [--limit N] [--json] [--train_on_prompt] [--group_texts | --packing]
+//                   [--per_device_train_batch_size N] [--seed N]
 // Shows exactly what `lisa train` would batch from a dataset (before its shuffle): each sample's
-// text with the trained tokens marked, and a summary; or, with --json, one line per sample
-// {"input_ids": [...], "labels": [...]} with -100 where nothing is learned (Hugging Face's
-// convention: labels line up with input_ids, the model shifts them).
+// text with the trained tokens marked, and a summary with the padding the run's batches would
+// have; or, with --json, one line per sample {"input_ids": [...], "labels": [...]} with -100
+// where nothing is learned (Hugging Face's convention: labels line up with input_ids, the model
+// shifts them), and "position_ids" for a packed row (positions restart at each sample).
 #include <unistd.h>
 
 #include <cstdio>
@@ -16,6 +18,7 @@
 #include "io/fs.h"
 #include "model/config.h"
 #include "train/evaluate.h"
+#include "train/train_options.h"
 
 namespace lisa {
 
@@ -23,7 +26,9 @@ command_fn cmd_inspect_data_register(CLI::App& app) {
     struct opts {
         std::string model, data, tmpl;
         int64_t     block_size = 0, limit = 5;
-        bool        json = false, train_on_prompt = false, group_texts = false;
+        bool        json = false, train_on_prompt = false, group_texts = false, packing = false;
+        int64_t     batch = train_options{}.per_device_train_batch_size;
+        uint64_t    seed = train_options{}.seed;
     };
     auto o = std::make_shared<opts>();
     app.add_option("--model_name_or_path", o->model, "model folder (its tokenizer, chat template and context length)")
@@ -37,19 +42,26 @@ command_fn cmd_inspect_data_register(CLI::App& app) {
         ->check(CLI::NonNegativeNumber);
     app.add_flag("--json", o->json, "one JSON line per sample: input_ids and labels (-100 = not learned)");
     cli_add_bool(app, "--train_on_prompt", &o->train_on_prompt, "conversation: count prompt turns in the loss too");
-    cli_add_bool(app, "--group_texts", &o->group_texts, "pack samples into blocks of --block_size, as training would");
+    cli_add_bool(app, "--group_texts", &o->group_texts, "concatenate samples into blocks of --block_size, as training would");
+    cli_add_bool(app, "--packing,--sample_packing", &o->packing, "rows of whole samples, as training would");
+    app.add_option("--per_device_train_batch_size", o->batch, "the batch whose padding the summary reports")
+        ->check(CLI::PositiveNumber);
+    app.add_option("--seed", o->seed, "the shuffle whose batches the summary reports");
     return [o] {
         std::string cfg_path = fs_join(o->model, "config.json");
         model_config cfg = config_load(cfg_path);
         auto tok = load_tokenizer_of(o->model);
-        cli_data_flags f{o->data, o->tmpl, o->block_size, o->group_texts, o->train_on_prompt};
+        cli_data_flags f{o->data, o->tmpl, o->block_size, o->group_texts, o->train_on_prompt, o->packing};
         dataset_options dopt;
         model_chat_template chat_template;
         dataset d = cli_load_dataset(f, o->model, *tok, cfg, &dopt, &chat_template);
         size_t shown = o->limit == 0 ? d.samples.size() : std::min<size_t>(d.samples.size(), (size_t)o->limit);
         if (o->json) {
-            for (size_t i = 0; i < shown; i++)
-                std::printf("%s\n", nlohmann::json({{"input_ids", d.samples[i].ids}, {"labels", d.samples[i].labels}}).dump().c_str());
+            for (size_t i = 0; i < shown; i++) {
+                nlohmann::json j = {{"input_ids", d.samples[i].ids}, {"labels", d.samples[i].labels}};
+                if (!d.samples[i].pos.empty()) j["position_ids"] = d.samples[i].pos;
+                std::printf("%s\n", j.dump().c_str());
+            }
             return;
         }
         const bool colour = isatty(fileno(stdout)) && !getenv("NO_COLOR");
@@ -57,8 +69,11 @@ command_fn cmd_inspect_data_register(CLI::App& app) {
         const char* off = colour ? "\x1b[0m" : "]]";
         for (size_t i = 0; i < shown; i++) {
             const sample& s = d.samples[i];
-            std::printf("--- sample %zu (%s): %zu tokens, %lld trained\n", i, d.sources[i].c_str(), s.ids.size(),
-                        (long long)sample_label_tokens(s));
+            int64_t parts = 0;
+            for (int32_t p : s.pos) parts += p == 0;
+            std::printf("--- sample %zu (%s): %zu tokens, %lld trained%s\n", i, d.sources[i].c_str(), s.ids.size(),
+                        (long long)sample_label_tokens(s),
+                        parts > 0 ? strf(", %lld samples apart", (long long)parts).c_str() : "");
             // runs of tokens with the same label state, decoded together
             size_t a = 0;
             while (a < s.ids.size()) {
@@ -91,6 +106,14 @@ command_fn cmd_inspect_data_register(CLI::App& app) {
                     (long long)trained, tokens ? 100.0 * (double)trained / (double)tokens : 0.0);
         std::printf("truncated: %lld   dropped (nothing left to learn): %lld   tokenized piece by piece: %lld\n",
                     (long long)d.n_truncated, (long long)d.n_dropped, (long long)d.n_piecewise);
+        // the padding of the first epoch's padded batches: what padding-free batches do not compute
+        std::vector<size_t> order = epoch_order(d.samples.size(), o->seed, 0, true);
+        const double shuffled = padding_fraction(d, order, (size_t)o->batch);
+        order_group_by_length(&order, d, (size_t)(50 * o->batch));
+        const double grouped = padding_fraction(d, order, (size_t)o->batch);
+        std::printf("padding: padded batches of %lld (seed %llu, first epoch) would be %.1f%% padding, %.1f%% with "
+                    "--group_by_length; padding-free batches (the default) compute none of it\n",
+                    (long long)o->batch, (unsigned long long)o->seed, 100.0 * shuffled, 100.0 * grouped);
         if (!colour) std::printf("(trained tokens are shown [[like this]])\n");
     };
 }

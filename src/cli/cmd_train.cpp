@@ -80,7 +80,6 @@ static const refused_flag kRefusedFlags[] = {
     {"--quantization_bit", "quantized bases are not implemented yet; the base trains in its own dtype"},
     {"--neftune_noise_alpha", "NEFTune embedding noise is not implemented"},
     {"--use_unsloth", "Unsloth's kernels are Python/Triton; lisa.cpp has its own"},
-    {"--packing", "use --group_texts (blocks of --block_size, LMFlow's packing)"},
 };
 
 // A step count as Hugging Face reads it: N steps, or a fraction of all steps when below 1 (0.1).
@@ -162,7 +161,16 @@ command_fn cmd_train_register(CLI::App& app) {
                    "truncate samples to N tokens (default min(1024, model context))");
     app.add_option("--conversation_template", t.conversation_template, "chat template for conversation data: auto (the model's own, the default when it has one), llama3, chatml, llama2, mistral, empty, or a .jinja file");
     cli_add_bool(app, "--train_on_prompt", &t.train_on_prompt, "conversation: train on prompt turns too");
-    cli_add_bool(app, "--group_texts", &t.group_texts, "pack samples into blocks of --block_size");
+    cli_add_bool(app, "--group_texts", &t.group_texts,
+                 "concatenate samples and cut into blocks of --block_size (LMFlow: samples attend across their "
+                 "boundaries; --packing does not)");
+    cli_add_bool(app, "--packing,--sample_packing", &t.packing,
+                 "fill rows of --block_size with whole samples, each attending only to itself");
+    cli_add_bool(app, "--padding_free", &t.padding_free,
+                 "lay a micro-batch's samples end to end, attention kept inside each: no compute on padding "
+                 "(default true; false: right-padded rows)");
+    cli_add_bool(app, "--group_by_length", &t.group_by_length,
+                 "batches of samples of similar length, still shuffled each epoch with --seed");
     cli_add_bool(app, "--gradient_checkpointing", &t.gradient_checkpointing,
              "keep only each layer's input and recompute its activations in the backward");
     app.add_option("--disable_group_texts", o->disable_group_texts, "LMFlow spelling: 0 = --group_texts");
@@ -235,6 +243,9 @@ command_fn cmd_train_register(CLI::App& app) {
             fail(strf("--optim %s: only AdamW is implemented (adamw_torch, adamw_hf, adamw_torch_fused, "
                       "paged_adamw_32bit); 8-bit and other optimizers are not", o->optim.c_str()));
         if (o->bf16 && o->fp16) fail("--bf16 and --fp16: choose one");
+        if (t.group_texts && t.packing)
+            fail("--group_texts and --packing: choose one (--packing keeps samples whole and apart; --group_texts "
+                 "cuts the stream of samples into blocks that attend across them, as LMFlow does)");
         if (t.torch_dtype.empty() && (o->bf16 || o->fp16)) t.torch_dtype = o->bf16 ? "bfloat16" : "float16";
         for (const auto& [flag, value] : o->inert) {
             std::string l;

@@ -65,10 +65,12 @@ dataset cli_load_dataset(const cli_data_flags& f, const std::string& model_dir, 
     dataset_choose_template(f.tmpl, model_dir, tok, chat_template, &dopt);
     dopt.train_on_prompt = f.train_on_prompt;
     dopt.eos_id = resolve_eos_id(tok, cfg);
-    dopt.truncate = !f.group_texts;  // packing keeps every token
+    if (f.group_texts && f.packing) fail("--group_texts and --packing: choose one");
+    dopt.truncate = !f.group_texts && !f.packing;  // packing keeps every token
     dataset d = dataset_load(f.path, tok, dopt);
     for (const std::string& n : d.notes) cli_note("note: " + n);
     if (f.group_texts) dataset_group_texts(&d, dopt.block_size);
+    if (f.packing) dataset_pack(&d, dopt.block_size);
     return d;
 }
 

@@ -52,6 +52,7 @@ struct cli_data_flags {
     std::string path, tmpl;
     int64_t     block_size = 0;
     bool        group_texts = false, train_on_prompt = false;
+    bool        packing = false;  // --packing: rows of whole samples, each attending to itself
 };
 // dopt_out->model_template points into *chat_template (the caller keeps both).
 dataset cli_load_dataset(const cli_data_flags& f, const std::string& model_dir, const tokenizer& tok,

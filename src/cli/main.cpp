@@ -173,7 +173,7 @@ static const std::vector<std::vector<std::string>> kSameChoice = {
     {"--warmup_steps", "--warmup_ratio"},
     {"--method", "--use_lisa", "--use_lora"},
     {"--torch_dtype", "--bf16", "--fp16"},
-    {"--group_texts", "--disable_group_texts"},
+    {"--group_texts", "--disable_group_texts", "--packing"},
 };
 
 // Whether the command line (args from `from` on, not --config's) gives `flag`, one of its

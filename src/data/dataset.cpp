@@ -385,25 +385,85 @@ std::vector<size_t> epoch_order(size_t n, uint64_t seed, int64_t epoch, bool shu
     return v;
 }
 
-void make_batch_into(batch* b, const dataset& d, const size_t* indices, size_t count, int32_t pad_id) {
+void order_group_by_length(std::vector<size_t>* order, const dataset& d, size_t mega) {
+    std::vector<size_t>& v = *order;
+    mega = std::max<size_t>(1, mega);
+    for (size_t i = 0; i < v.size(); i += mega)
+        std::stable_sort(v.begin() + i, v.begin() + std::min(v.size(), i + mega), [&](size_t a, size_t b) {
+            return d.samples[a].ids.size() > d.samples[b].ids.size();
+        });
+}
+
+// positions of sample s (its own, when packed) into out
+static void sample_positions(const sample& s, int32_t* out) {
+    if (!s.pos.empty()) std::copy(s.pos.begin(), s.pos.end(), out);
+    else
+        for (size_t i = 0; i < s.ids.size(); i++) out[i] = (int32_t)i;
+}
+
+void make_batch_into(batch* b, const dataset& d, const size_t* indices, size_t count, int32_t pad_id,
+                     batch_layout layout) {
+    b->label_tokens = b->tokens = 0;
+    bool packed = false;
+    for (size_t k = 0; k < count; k++) {
+        const sample& s = d.samples[indices[k]];
+        b->tokens += (int64_t)s.ids.size();
+        b->label_tokens += sample_label_tokens(s);
+        packed |= !s.pos.empty();
+    }
+    if (layout == batch_layout::padding_free) {
+        b->B = 1;
+        b->T = b->tokens;
+        b->ids.resize(b->T);
+        b->labels.resize(b->T);
+        b->pos.resize(b->T);
+        int64_t at = 0;
+        for (size_t k = 0; k < count; k++) {
+            const sample& s = d.samples[indices[k]];
+            std::copy(s.ids.begin(), s.ids.end(), b->ids.begin() + at);
+            std::copy(s.labels.begin(), s.labels.end(), b->labels.begin() + at);
+            sample_positions(s, b->pos.data() + at);
+            at += (int64_t)s.ids.size();
+        }
+        return;
+    }
     b->B = (int64_t)count;
     b->T = 0;
-    b->label_tokens = 0;
     for (size_t k = 0; k < count; k++) b->T = std::max<int64_t>(b->T, (int64_t)d.samples[indices[k]].ids.size());
     b->ids.assign(b->B * b->T, pad_id < 0 ? 0 : pad_id);
     b->labels.assign(b->B * b->T, -100);
+    b->pos.clear();
+    if (packed) b->pos.resize(b->B * b->T);
     for (int64_t r = 0; r < b->B; r++) {
         const sample& s = d.samples[indices[r]];
         std::copy(s.ids.begin(), s.ids.end(), b->ids.begin() + r * b->T);
         std::copy(s.labels.begin(), s.labels.end(), b->labels.begin() + r * b->T);
-        b->label_tokens += sample_label_tokens(s);
+        if (packed) {  // the padding continues the row's last sample (never attended, never trained)
+            int32_t* p = b->pos.data() + r * b->T;
+            sample_positions(s, p);
+            for (int64_t t = (int64_t)s.ids.size(); t < b->T; t++) p[t] = t == 0 ? 0 : p[t - 1] + 1;
+        }
     }
 }
 
-batch make_batch(const dataset& d, const std::vector<size_t>& indices, int32_t pad_id) {
+batch make_batch(const dataset& d, const std::vector<size_t>& indices, int32_t pad_id, batch_layout layout) {
     batch b;
-    make_batch_into(&b, d, indices.data(), indices.size(), pad_id);
+    make_batch_into(&b, d, indices.data(), indices.size(), pad_id, layout);
     return b;
+}
+
+double padding_fraction(const dataset& d, const std::vector<size_t>& order, size_t batch_size) {
+    double padded = 0, real = 0;
+    batch_size = std::max<size_t>(1, batch_size);
+    for (size_t i = 0; i < order.size(); i += batch_size) {
+        size_t longest = 0, n = 0;
+        for (size_t k = i; k < std::min(order.size(), i + batch_size); k++, n++) {
+            longest = std::max(longest, d.samples[order[k]].ids.size());
+            real += (double)d.samples[order[k]].ids.size();
+        }
+        padded += (double)(longest * n);
+    }
+    return padded > 0 ? 1.0 - real / padded : 0.0;
 }
 
 void dataset_group_texts(dataset* d, int64_t block_size) {
@@ -424,6 +484,47 @@ void dataset_group_texts(dataset* d, int64_t block_size) {
                   (long long)block_size));
     d->samples = std::move(blocks);
     d->sources.assign(d->samples.size(), "--group_texts block");
+}
+
+void dataset_pack(dataset* d, int64_t block_size) {
+    std::vector<sample> rows;
+    std::vector<std::string> sources;
+    sample row;
+    std::string row_source;
+    auto flush = [&] {
+        if (!row.ids.empty() && sample_label_tokens(row) > 0) {
+            rows.push_back(std::move(row));
+            sources.push_back(row_source);
+        }
+        row = sample();
+        row_source.clear();
+    };
+    // a piece of a sample into the open row, as a sample of its own: its first token predicts
+    // nothing here (in a row of several, position 0 is never a target)
+    auto put = [&](const sample& s, size_t from, size_t n, const std::string& source) {
+        if (row_source.empty()) row_source = "--packing row: " + source;
+        for (size_t i = 0; i < n; i++) {
+            row.ids.push_back(s.ids[from + i]);
+            row.labels.push_back(i == 0 ? -100 : s.labels[from + i]);
+            row.pos.push_back((int32_t)i);
+        }
+    };
+    for (size_t k = 0; k < d->samples.size(); k++) {
+        const sample& s = d->samples[k];
+        const std::string& source = k < d->sources.size() ? d->sources[k] : std::string();
+        size_t n = s.ids.size(), from = 0;
+        if ((int64_t)(row.ids.size() + n) > block_size) flush();  // whole samples only
+        while ((int64_t)(n - from) > block_size) {  // longer than a row: full rows, then the rest
+            put(s, from, (size_t)block_size, source);
+            flush();
+            from += (size_t)block_size;
+        }
+        if (n > from) put(s, from, n - from, source);
+    }
+    flush();
+    if (rows.empty()) fail("--packing: no sample has a token to learn from");
+    d->samples = std::move(rows);
+    d->sources = std::move(sources);
 }
 
 }  // namespace lisa

@@ -32,6 +32,9 @@ const char* dataset_type_name(dataset_type t);
 struct sample {
     std::vector<int32_t> ids;
     std::vector<int32_t> labels;  // same length as ids; -100 where no loss is taken
+    // A packed row (--packing) holds several samples: each token's position within its own
+    // sample, 0 where one starts (attention and RoPE stay inside each). Empty: one sample, 0..n-1.
+    std::vector<int32_t> pos;
 };
 
 struct dataset_options {
@@ -71,20 +74,42 @@ dataset dataset_load(const std::string& path, const tokenizer& tok, const datase
 int64_t sample_label_tokens(const sample& s);
 
 // ---- batching
+// How a batch's samples are laid out:
+//   padded        one sample (or packed row) per row, right-padded to the longest: B × T
+//   padding_free  every sample end to end in one row (B = 1, T = their total), positions
+//                 restarting at each sample and attention kept inside it: no pad token computed
+enum class batch_layout { padded, padding_free };
 struct batch {
-    int64_t              B = 0, T = 0;   // right-padded to the longest sequence of the batch
+    int64_t              B = 0, T = 0;
     std::vector<int32_t> ids, labels;    // [B*T]
+    std::vector<int32_t> pos;            // [B*T] positions within samples when a row holds several
+                                         // (padding-free, packed rows); empty: 0..T-1 in each row
     int64_t              label_tokens = 0;
+    int64_t              tokens = 0;     // tokens of samples; B·T - tokens is padding
 };
 // Order of samples for one epoch: shuffled with (seed, epoch) when shuffle is set.
 std::vector<size_t> epoch_order(size_t n, uint64_t seed, int64_t epoch, bool shuffle);
 // The same into an existing vector (no allocation once it has the capacity).
 void epoch_order_into(std::vector<size_t>* order, size_t n, uint64_t seed, int64_t epoch, bool shuffle);
-batch make_batch(const dataset& d, const std::vector<size_t>& indices, int32_t pad_id);
+// HF --group_by_length: the epoch's order regrouped so that a batch holds samples of similar
+// lengths: megabatches of `mega` consecutive samples of the (shuffled) order, each sorted longest
+// first (stable). Batches stay random across the epoch, and are the same for the same seed.
+void order_group_by_length(std::vector<size_t>* order, const dataset& d, size_t mega);
+batch make_batch(const dataset& d, const std::vector<size_t>& indices, int32_t pad_id,
+                 batch_layout layout = batch_layout::padded);
 // Fills an existing batch from samples indices[0..count) (no allocation once it has the capacity).
-void make_batch_into(batch* b, const dataset& d, const size_t* indices, size_t count, int32_t pad_id);
+void make_batch_into(batch* b, const dataset& d, const size_t* indices, size_t count, int32_t pad_id,
+                     batch_layout layout = batch_layout::padded);
+// The padding share (0..1) of padded batches of `batch_size` over `order` (what padding-free
+// batches save).
+double padding_fraction(const dataset& d, const std::vector<size_t>& order, size_t batch_size);
 // --group_texts: concatenate every sample (ids and labels) and cut into blocks of block_size;
-// the remainder shorter than a block is dropped, as Hugging Face's run_clm does.
+// the remainder shorter than a block is dropped, as Hugging Face's run_clm does. Tokens attend
+// across the samples of a block (LMFlow's behaviour).
 void dataset_group_texts(dataset* d, int64_t block_size);
+// --packing: rows of up to block_size tokens filled with whole samples in order, each attending
+// only to itself (sample::pos); a sample longer than a row is cut into rows of block_size (the
+// rest starting the next row). Nothing is dropped: the last row may be short.
+void dataset_pack(dataset* d, int64_t block_size);
 
 }  // namespace lisa

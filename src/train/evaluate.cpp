@@ -27,14 +27,31 @@ int32_t resolve_pad_id(const tokenizer& tok, int32_t eos_id) {
     return tokenizer_pad_id(tok) >= 0 ? tokenizer_pad_id(tok) : std::max(0, eos_id);
 }
 
+void batch_plan(const dataset& d, int64_t batch_size, batch_layout layout, int64_t* B, int64_t* T) {
+    std::vector<int64_t> lens;
+    for (const sample& s : d.samples) lens.push_back(std::max<int64_t>(1, (int64_t)s.ids.size()));
+    const int64_t n = std::max<int64_t>(1, std::min<int64_t>(batch_size, (int64_t)lens.size()));
+    if (lens.empty()) lens.push_back(1);
+    std::partial_sort(lens.begin(), lens.begin() + std::min<int64_t>(n, (int64_t)lens.size()), lens.end(),
+                      std::greater<int64_t>());
+    if (layout == batch_layout::padded) {
+        *B = n;
+        *T = lens[0];
+        return;
+    }
+    *B = 1;
+    *T = 0;
+    for (int64_t i = 0; i < std::min<int64_t>(n, (int64_t)lens.size()); i++) *T += lens[i];
+}
+
 double evaluate_loss_sum(const decoder_model& m, const dataset& d, int64_t batch_size, int32_t pad_id, int64_t* tokens,
-                         decoder_acts* acts, const std::function<void(int64_t, int64_t)>& on_batch) {
+                         decoder_acts* acts, const std::function<void(int64_t, int64_t)>& on_batch,
+                         batch_layout layout) {
     decoder_acts own;
     decoder_acts* a = acts ? acts : &own;
-    int64_t max_T = 1;
-    for (const sample& s : d.samples) max_T = std::max<int64_t>(max_T, (int64_t)s.ids.size());
-    const int64_t B = std::max<int64_t>(1, std::min<int64_t>(batch_size, (int64_t)d.samples.size()));
-    if (a->cap_N < B * max_T || a->cap_T < max_T) decoder_acts_init(a, m, B, max_T);
+    int64_t B = 1, T = 1;
+    batch_plan(d, batch_size, layout, &B, &T);
+    if (a->cap_N < B * T || a->cap_T < T) decoder_acts_init(a, m, B, T);
     double sum = 0;
     int64_t n = 0;
     batch b;
@@ -42,8 +59,8 @@ double evaluate_loss_sum(const decoder_model& m, const dataset& d, int64_t batch
     for (size_t i = 0; i < d.samples.size(); i += (size_t)batch_size) {
         idx.clear();
         for (size_t k = i; k < std::min(d.samples.size(), i + (size_t)batch_size); k++) idx.push_back(k);
-        make_batch_into(&b, d, idx.data(), idx.size(), pad_id);
-        decoder_acts_shape(a, m, b.B, b.T);
+        make_batch_into(&b, d, idx.data(), idx.size(), pad_id, layout);
+        decoder_acts_shape(a, m, b.B, b.T, b.pos.empty() ? nullptr : b.pos.data());
         int64_t k = 0;
         sum += decoder_forward_backward(m, a, nullptr, b.ids.data(), b.labels.data(), 0.0f, &k);
         n += k;

@@ -17,11 +17,15 @@ int32_t resolve_eos_id(const tokenizer& tok, const model_config& c);
 // Padding: the tokenizer's pad token, else EOS, else 0 (right padding never changes the loss).
 int32_t resolve_pad_id(const tokenizer& tok, int32_t eos_id);
 
-// Σ cross-entropy over every label token of a dataset, in batches of `batch_size` in file order;
-// *tokens receives the label-token count. Activations are planned once for the largest batch
-// (acts, when given, is reused across calls).
+// Σ cross-entropy over every label token of a dataset, in batches of `batch_size` in file order
+// laid out as `layout` says; *tokens receives the label-token count. Activations are planned
+// once for the largest batch (acts, when given, is reused across calls).
 double evaluate_loss_sum(const decoder_model& m, const dataset& d, int64_t batch_size, int32_t pad_id, int64_t* tokens,
                          decoder_acts* acts = nullptr,
-                         const std::function<void(int64_t done, int64_t total)>& on_batch = nullptr);
+                         const std::function<void(int64_t done, int64_t total)>& on_batch = nullptr,
+                         batch_layout layout = batch_layout::padded);
+// The activation plan (rows B of up to T tokens) that holds every batch of `batch_size` samples
+// of d in `layout`: padded, the longest sample; padding-free, one row of the longest together.
+void batch_plan(const dataset& d, int64_t batch_size, batch_layout layout, int64_t* B, int64_t* T);
 
 }  // namespace lisa

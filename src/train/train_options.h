@@ -36,6 +36,11 @@ struct train_options {
     int64_t     block_size = 0;  // 0: min(1024, model context)
     std::string conversation_template;
     bool        train_on_prompt = false, group_texts = false;
+    bool        packing = false;          // rows of up to block_size filled with whole samples, each
+                                          // attending only to itself (axolotl/TRL --packing)
+    bool        padding_free = true;      // a micro-batch's samples end to end in one row, attention
+                                          // kept inside each: no pad token computed (false: padded)
+    bool        group_by_length = false;  // batches of samples of similar length (HF --group_by_length)
     bool        gradient_checkpointing = false;  // keep layer inputs only; recompute in the backward
     // optimisation (Hugging Face TrainingArguments defaults)
     adamw_hparams adam;                    // lr 5e-5, betas (0.9, 0.999), eps 1e-8, wd 0

@@ -263,7 +263,7 @@ struct trainer {
                              fs_join(o.model_name_or_path, "config.json"), [&](const std::string& s) { info("lisa: warning: " + s); });
         dataset_options dopt;
         dopt.block_size = block_size;
-        dopt.truncate = !o.group_texts;  // packing keeps every token
+        dopt.truncate = !o.group_texts && !o.packing;  // packing keeps every token
         dataset_choose_template(o.conversation_template, o.model_name_or_path, *tok, &chat_template, &dopt);
         dopt.train_on_prompt = o.train_on_prompt;
         dopt.eos_id = resolve_eos_id(*tok, m->cfg);
@@ -277,6 +277,7 @@ struct trainer {
             info(strf("data: %lld conversations tokenized piece by piece (the tokenizer's normalizer rewrote their text)",
                       (long long)data.n_piecewise));
         if (o.group_texts) dataset_group_texts(&data, dopt.block_size);
+        if (o.packing) dataset_pack(&data, dopt.block_size);
         if (data.n_truncated > 0 || data.n_dropped > 0)  // never silently: what the block size cost
             info(strf("data: %lld of %lld samples truncated to %lld tokens, %lld dropped (no label token left)",
                       (long long)data.n_truncated, (long long)data.n_instances, (long long)dopt.block_size,
@@ -306,6 +307,7 @@ struct trainer {
             eval_data = dataset_load(o.eval_dataset_path, *tok, dopt);
             for (const std::string& n : eval_data.notes) info("lisa: note: " + n);
             if (o.group_texts) dataset_group_texts(&eval_data, dopt.block_size);
+            if (o.packing) dataset_pack(&eval_data, dopt.block_size);
             has_eval = true;
         }
         if (!has_eval && (o.eval_steps > 0 || o.eval_steps_fraction > 0 || o.eval_strategy == "steps" || o.eval_strategy == "epoch"))
@@ -318,6 +320,8 @@ struct trainer {
     // One optimizer step takes gradient_accumulation_steps micro-batches of the global batch
     // per_device_train_batch_size x world size (rank r gets its r-th slice of each).
     int64_t global_batch() const { return o.per_device_train_batch_size * (int64_t)world->size(); }
+    // --group_by_length's megabatch: 50 global batches, as Hugging Face's LengthGroupedSampler
+    size_t mega_batch() const { return (size_t)(50 * global_batch()); }
 
     void set_steps() {
         int64_t n_batches = ((int64_t)data.samples.size() + global_batch() - 1) / global_batch();
@@ -334,18 +338,20 @@ struct trainer {
     }
 
     // Batches and the sparse-gradient rows, planned once for the largest batch (activations
-    // too, once the policy has set the model up: LoRA adds its own).
+    // too, once the policy has set the model up: LoRA adds its own). Padding-free: one row of at
+    // most the micro-batch's longest samples together.
     int64_t plan_B = 0, plan_T = 0;
+    batch_layout layout() const { return o.padding_free ? batch_layout::padding_free : batch_layout::padded; }
     int64_t plan() {
         int64_t max_T = 1;
         for (const sample& s : data.samples) max_T = std::max<int64_t>(max_T, (int64_t)s.ids.size());
         const int64_t B = std::min<int64_t>(o.per_device_train_batch_size, std::max<size_t>(1, data.samples.size()));
-        plan_B = B;
-        plan_T = max_T;
+        batch_plan(data, B, layout(), &plan_B, &plan_T);
         mbs.resize(o.gradient_accumulation_steps);
         for (batch& b : mbs) {
             b.ids.reserve(B * max_T);
             b.labels.reserve(B * max_T);
+            b.pos.reserve(B * max_T);
         }
         order.reserve(data.samples.size());
         // most distinct tokens one step can see (over every rank: the sparse rows are the union)
@@ -386,6 +392,9 @@ struct trainer {
                 {"conversation_template", o.conversation_template.find(".jinja") != std::string::npos ? abs(o.conversation_template) : o.conversation_template},
                 {"train_on_prompt", o.train_on_prompt},
                 {"group_texts", o.group_texts},
+                {"packing", o.packing},
+                {"padding_free", o.padding_free},
+                {"group_by_length", o.group_by_length},
                 {"gradient_checkpointing", o.gradient_checkpointing},
                 {"learning_rate", o.adam.lr},
                 {"adam_beta1", o.adam.beta1},
@@ -425,7 +434,8 @@ struct trainer {
 
     double eval_loss() {
         int64_t n = 0;
-        double sum = evaluate_loss_sum(*m, eval_data, o.per_device_eval_batch_size, pad_id, &n, &eval_acts);
+        double sum = evaluate_loss_sum(*m, eval_data, o.per_device_eval_batch_size, pad_id, &n, &eval_acts, nullptr,
+                                       layout());
         return sum / (double)n;
     }
 
@@ -527,7 +537,7 @@ struct trainer {
             size_t g1 = std::min(order.size(), g0 + G);
             for (size_t i = g0; i < g1; i++) *label_tokens += sample_label_tokens(data.samples[order[i]]);
             size_t b0 = std::min(g1, g0 + (size_t)world->rank() * B), b1 = std::min(g1, b0 + B);
-            if (b1 > b0) make_batch_into(&mbs[used++], data, order.data() + b0, b1 - b0, pad_id);
+            if (b1 > b0) make_batch_into(&mbs[used++], data, order.data() + b0, b1 - b0, pad_id, layout());
         }
         return used;
     }
@@ -634,6 +644,17 @@ struct trainer {
                   train_method_name(o.method), data.samples.size(), (long long)total_steps, (long long)steps_per_epoch,
                   (long long)o.per_device_train_batch_size, (long long)o.gradient_accumulation_steps,
                   world->size() > 1 ? strf(" x %d ranks (MPI)", world->size()).c_str() : ""));
+        {  // what padding would cost on this data (the first epoch's batches)
+            std::vector<size_t> first = epoch_order(data.samples.size(), o.seed, 0, o.shuffle);
+            if (o.group_by_length) order_group_by_length(&first, data, mega_batch());
+            const double pad = padding_fraction(data, first, (size_t)o.per_device_train_batch_size);
+            info(strf("batches: %s%s; padded batches of %lld would be %.1f%% padding%s",
+                      o.padding_free ? "padding-free (samples end to end, attention inside each)" : "right-padded",
+                      o.packing ? strf(", rows packed to %lld tokens", (long long)block_size).c_str()
+                      : o.group_texts ? strf(", --group_texts blocks of %lld", (long long)block_size).c_str() : "",
+                      (long long)o.per_device_train_batch_size, 100.0 * pad,
+                      o.padding_free ? ", computed on none of it" : (pad > 0.2 ? " (--padding_free computes none of it)" : "")));
+        }
 
         const backend& K = *m->ctx.be;
         train_result res;
@@ -654,6 +675,7 @@ struct trainer {
             const int64_t epoch = step / steps_per_epoch, in_epoch = step % steps_per_epoch;
             if (epoch != cur_epoch) {
                 epoch_order_into(&order, data.samples.size(), o.seed, epoch, o.shuffle);
+                if (o.group_by_length) order_group_by_length(&order, data, mega_batch());
                 cur_epoch = epoch;
             }
             int64_t label_tokens = 0;
@@ -673,12 +695,12 @@ struct trainer {
             for (size_t k = 0; k < n_mb; k++) {
                 batch& b = mbs[k];
                 m->lora.dropout_seed = o.seed * 0x2545f4914f6cdd1dull + (uint64_t)(step * 1000 + (int64_t)k);
-                decoder_acts_shape(&acts, *m, b.B, b.T);
+                decoder_acts_shape(&acts, *m, b.B, b.T, b.pos.empty() ? nullptr : b.pos.data());
                 if (ranks && k + 1 == n_mb) gr.layer_done = layer_done;
                 loss_sum += decoder_forward_backward(*m, &acts, &gr, b.ids.data(), b.labels.data(),
                                                    1.0f / (float)std::max<int64_t>(1, label_tokens), nullptr);
                 gr.layer_done = nullptr;
-                for (int64_t i = 0; i < b.B * b.T; i++) step_tokens += b.labels[i] != -100 || b.ids[i] != pad_id;
+                step_tokens += b.tokens;
             }
             if (ranks)
                 grad_sync_finish(&sync, n_mb > 0, sparse_embed ? embed_rows.grad.data() : nullptr,
