@@ -397,6 +397,20 @@ static void attach_lora(decoder_model* m, lora_fixture* fx, const st_file* gold,
         }
 }
 
+// every adapter gradient against PyTorch's, 1e-3 relative
+static void expect_lora_gradients_match(const decoder_model& m, const lora_fixture& fx, const golden_case& c) {
+    for (int l = 0; l < (int)m.cfg.num_layers; l++)
+        for (int t = 0; t < LORA_N; t++) {
+            if (!lora_target_present(m.cfg, t)) continue;
+            std::string mod = lora_module_name(l, t);
+            for (const char* ab : {"A", "B"}) {
+                std::vector<float> g = lisa_test::read_f32(*c.gold, "lora.grad." + mod + "." + ab);
+                const float* mine = ab[0] == 'A' ? fx.gr.lora[l].A[t] : fx.gr.lora[l].B[t];
+                EXPECT_LT(lisa_test::rel_err(mine, g.data(), g.size()), 1e-3) << mod << "." << ab;
+            }
+        }
+}
+
 class golden_lora_flavour : public ::testing::TestWithParam<const char*> {};
 
 TEST_P(golden_lora_flavour, loss_and_adapter_gradients_match_pytorch) {
@@ -409,16 +423,7 @@ TEST_P(golden_lora_flavour, loss_and_adapter_gradients_match_pytorch) {
     double sum = decoder_forward_backward(m, &a, &fx.gr, c.ids.data(), c.labels.data(), 1.0f / (float)c.label_tokens, nullptr);
     float want = lisa_test::read_f32(*c.gold, "lora.loss")[0];
     EXPECT_NEAR(sum / c.label_tokens, want, 1e-4 * want);
-    for (int l = 0; l < (int)m.cfg.num_layers; l++)
-        for (int t = 0; t < LORA_N; t++) {
-            if (!lora_target_present(m.cfg, t)) continue;
-            std::string mod = lora_module_name(l, t);
-            for (const char* ab : {"A", "B"}) {
-                std::vector<float> g = lisa_test::read_f32(*c.gold, "lora.grad." + mod + "." + ab);
-                const float* mine = ab[0] == 'A' ? fx.gr.lora[l].A[t] : fx.gr.lora[l].B[t];
-                EXPECT_LT(lisa_test::rel_err(mine, g.data(), g.size()), 1e-3) << mod << "." << ab;
-            }
-        }
+    expect_lora_gradients_match(m, fx, c);
 }
 
 // The adapters' gradients from a padding-free row equal PyTorch's too.
@@ -434,16 +439,7 @@ TEST_P(golden_lora_flavour, padding_free_adapter_gradients_match_pytorch) {
     double sum = decoder_forward_backward(m, &a, &fx.gr, r.ids.data(), r.labels.data(), 1.0f / (float)c.label_tokens, nullptr);
     float want = lisa_test::read_f32(*c.gold, "lora.loss")[0];
     EXPECT_NEAR(sum / c.label_tokens, want, 1e-4 * want);
-    for (int l = 0; l < (int)m.cfg.num_layers; l++)
-        for (int t = 0; t < LORA_N; t++) {
-            if (!lora_target_present(m.cfg, t)) continue;
-            std::string mod = lora_module_name(l, t);
-            for (const char* ab : {"A", "B"}) {
-                std::vector<float> g = lisa_test::read_f32(*c.gold, "lora.grad." + mod + "." + ab);
-                const float* mine = ab[0] == 'A' ? fx.gr.lora[l].A[t] : fx.gr.lora[l].B[t];
-                EXPECT_LT(lisa_test::rel_err(mine, g.data(), g.size()), 1e-3) << mod << "." << ab;
-            }
-        }
+    expect_lora_gradients_match(m, fx, c);
 }
 
 INSTANTIATE_TEST_SUITE_P(flavours, golden_lora_flavour,
