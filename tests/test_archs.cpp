@@ -130,6 +130,9 @@ TEST_P(archs, padding_free_batches_train_what_padded_batches_train) {
         // the weights (or adapters) the two runs saved: lr 1e-3 x 4 steps moved them up to 4e-3
         EXPECT_LT(lisa_test::max_weight_diff(pf.path + v.file, pd.path + v.file), 1e-6) << v.name;
     }
+    // lisa eval: the same loss from padding-free batches (its default) and padded ones
+    const double pf_loss = eval_loss("--model_name_or_path " + base.path);
+    EXPECT_NEAR(pf_loss, eval_loss("--model_name_or_path " + base.path + " --padding_free false"), 1e-6 * pf_loss);
 }
 
 TEST_P(archs, lora_on_every_target_merges_into_the_same_loss) {
