@@ -36,7 +36,8 @@ void operator delete[](void* p, size_t) noexcept { std::free(p); }
 
 using namespace lisa;
 
-static void check_method(const char* method, bool untied, bool checkpointing, const std::string& sampling = "uniform") {
+static void check_method(const char* method, bool untied, bool checkpointing, const std::string& sampling = "uniform",
+                         bool padding_free = true, bool group_by_length = false) {
     lisa_test::temp_dir dir;
     const std::string cfg_text = std::string(R"({"architectures": ["LlamaForCausalLM"], "model_type": "llama",
         "vocab_size": 300, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 4,
@@ -72,6 +73,8 @@ static void check_method(const char* method, bool untied, bool checkpointing, co
     o.logging_steps = 1000;       // no log line until the last step
     o.lora_dropout = 0.1;
     o.gradient_checkpointing = checkpointing;
+    o.padding_free = padding_free;
+    o.group_by_length = group_by_length;  // 10 steps an epoch: the new epoch's order at step 11
     std::vector<long> at;  // allocation count at each progress callback
     at.reserve(64);
     train_callbacks cb;
@@ -91,6 +94,8 @@ TEST(no_allocation, lisa_step_loop) { check_method("lisa", true, false); }
 TEST(no_allocation, full_step_loop_with_checkpointing) { check_method("full", false, true); }
 TEST(no_allocation, lora_step_loop) { check_method("lora", true, false); }
 TEST(no_allocation, lisa_owlore_step_loop) { check_method("lisa", false, false, "owlore"); }
+TEST(no_allocation, padded_length_grouped_step_loop) { check_method("lisa", true, false, "uniform", false, true); }
+TEST(no_allocation, padding_free_length_grouped_step_loop) { check_method("full", true, true, "uniform", true, true); }
 
 // The same LISA run on two ranks: this test starts its own binary under mpirun, where each rank
 // runs the check (gradients summed as the backward finishes each layer, the sparse embedding

@@ -388,9 +388,12 @@ std::vector<size_t> epoch_order(size_t n, uint64_t seed, int64_t epoch, bool shu
 void order_group_by_length(std::vector<size_t>* order, const dataset& d, size_t mega) {
     std::vector<size_t>& v = *order;
     mega = std::max<size_t>(1, mega);
+    // ties by sample index: a total order, so the result is the same everywhere, and std::sort
+    // needs no buffer (this runs in the step loop at each epoch)
     for (size_t i = 0; i < v.size(); i += mega)
-        std::stable_sort(v.begin() + i, v.begin() + std::min(v.size(), i + mega), [&](size_t a, size_t b) {
-            return d.samples[a].ids.size() > d.samples[b].ids.size();
+        std::sort(v.begin() + i, v.begin() + std::min(v.size(), i + mega), [&](size_t a, size_t b) {
+            const size_t la = d.samples[a].ids.size(), lb = d.samples[b].ids.size();
+            return la != lb ? la > lb : a < b;
         });
 }
 

@@ -93,7 +93,8 @@ std::vector<size_t> epoch_order(size_t n, uint64_t seed, int64_t epoch, bool shu
 void epoch_order_into(std::vector<size_t>* order, size_t n, uint64_t seed, int64_t epoch, bool shuffle);
 // HF --group_by_length: the epoch's order regrouped so that a batch holds samples of similar
 // lengths: megabatches of `mega` consecutive samples of the (shuffled) order, each sorted longest
-// first (stable). Batches stay random across the epoch, and are the same for the same seed.
+// first (equal lengths by sample index). Batches stay random across the epoch, and are the same
+// for the same seed.
 void order_group_by_length(std::vector<size_t>* order, const dataset& d, size_t mega);
 batch make_batch(const dataset& d, const std::vector<size_t>& indices, int32_t pad_id,
                  batch_layout layout = batch_layout::padded);
