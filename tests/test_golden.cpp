@@ -513,7 +513,7 @@ TEST(golden_sparse_embedding, rows_match_pytorch_and_adamw_matches_dense) {
     decoder_grads gr;
     decoder_grads_init(&gr, m);
     decoder_embed_rows rows;
-    rows.init(m.cfg.vocab_size, m.cfg.hidden_size, c.B * c.T);
+    rows.init(*m.ctx.be, m.cfg.vocab_size, m.cfg.hidden_size, c.B * c.T);
     gr.g.embed = nullptr;
     gr.embed_rows = &rows;
     decoder_forward_backward(m, &a, &gr, c.ids.data(), c.labels.data(), 1.0f / (float)c.label_tokens, nullptr);

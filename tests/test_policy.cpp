@@ -15,26 +15,26 @@ namespace {
 // A model of L layers of `per_layer` values each, plus an embedding, a norm and a head.
 class fake_env final : public policy_env {
   public:
-    explicit fake_env(int L, bool tied = false) : L_(L), tied_(tied), storage_(L * kPerLayer + 1000, 0.0f) {}
+    explicit fake_env(int L, bool tied = false) : L_(L), tied_(tied), storage_(backend_cpu(), L * kPerLayer + 1000) {}
     static constexpr size_t kPerLayer = 10;
     int  num_layers() const override { return L_; }
     bool tied() const override { return tied_; }
     param_group embed_group(bool sparse) override {
         made.push_back(sparse ? "embed(sparse)" : "embed");
-        return param_group_make("embed", storage_.data(), {{0, 100, true}}, sparse);
+        return param_group_make(backend_cpu(), "embed", storage_.data(), {{0, 100, true}}, sparse);
     }
     param_group norm_group() override {
         made.push_back("norm");
-        return param_group_make("norm", storage_.data(), {{0, 4, false}});
+        return param_group_make(backend_cpu(), "norm", storage_.data(), {{0, 4, false}});
     }
     param_group head_group() override {
         made.push_back("head");
-        return param_group_make("head", storage_.data(), {{0, 100, true}});
+        return param_group_make(backend_cpu(), "head", storage_.data(), {{0, 100, true}});
     }
     param_group layer_group(int l) override {
         made.push_back("layer");
         bound.insert(l);
-        return param_group_make(strf("layer.%d", l), layer_ptr(l), {{0, kPerLayer, true}});
+        return param_group_make(backend_cpu(), strf("layer.%d", l), layer_ptr(l), {{0, kPerLayer, true}});
     }
     void rebind_layer(param_group* g, int l) override {
         g->name = strf("layer.%d", l);
@@ -71,7 +71,7 @@ class fake_env final : public policy_env {
     float* layer_ptr(int l) { return storage_.data() + 1000 + l * kPerLayer; }
     int                L_;
     bool               tied_;
-    std::vector<float> storage_;
+    device_array<float> storage_;
 };
 
 train_options lisa_opts(int gamma, int K) {

@@ -18,6 +18,7 @@
 // - Kernel temporaries live in per-thread buffers that grow on first use and are reused after:
 //   a training step in steady state allocates nothing.
 #pragma once
+#include <cstddef>
 #include <cstdint>
 
 namespace lisa {
@@ -165,11 +166,43 @@ struct backend {
     // ---- init: normal(0, std) into n values (fp32, or bf16 when dst16 is set), from a stream
     // keyed by (seed, stream) in blocks of 2^20 values, independent of the thread count
     void (*fill_normal)(float* dst, uint16_t* dst16, int64_t n, double std, uint64_t seed, uint64_t stream);
+    // dst = value over n floats (identity norms)
+    void (*fill)(float* dst, int64_t n, float value);
+
+    // ---- dtype conversion on the device, n values: bf16 -> fp32 (exact), fp32 -> bf16 (round to
+    // nearest even, NaN kept a NaN), as core/dtype.h does on the host
+    void (*bf16_to_f32)(float* dst, const uint16_t* src, int64_t n);
+    void (*f32_to_bf16)(uint16_t* dst, const float* src, int64_t n);
+
+    // ---- device memory. Every tensor buffer (device_array) is allocated here, and host code
+    // reaches its contents only through these calls: a pointer into device memory is an address
+    // for kernels, not for the host to dereference (on a GPU it is not host memory at all; under
+    // LISA_CHECK_DEVICE_MEMORY=1 the CPU backends make it inaccessible outside kernel calls).
+    // Sizes in bytes. Work queued on the device before a download is finished first.
+    void* (*mem_alloc)(size_t bytes);                               // zeroed; fails with a message
+    void  (*mem_free)(void* p, size_t bytes);                       // the whole allocation
+    void  (*mem_upload)(void* dst, const void* host, size_t bytes);   // host -> device
+    void  (*mem_download)(void* host, const void* src, size_t bytes); // device -> host
+    void  (*mem_copy)(void* dst, const void* src, size_t bytes);      // device -> device
+    void  (*mem_zero)(void* p, size_t bytes);
+    // zeroes [p, p+bytes) and gives its backing memory back where the device can (a LISA layer
+    // leaving: its fp32 masters and optimizer state)
+    void  (*mem_release)(void* p, size_t bytes);
+    // the host address of device memory when the host may use it directly (the plain CPU
+    // backends), else nullptr: callers then go through upload/download
+    void* (*mem_host)(void* p);
+    // waits for every kernel queued so far (a no-op where kernels run synchronously)
+    void  (*sync)();
 };
 
 // floats of scratch the LM-head kernel needs for chunks of `chunk` rows
 inline int64_t lmhead_scratch_floats(int64_t chunk, int64_t D, int64_t V) { return chunk * V + 2 * chunk * D; }
 
+// The CPU backends. Under LISA_CHECK_DEVICE_MEMORY=1 in the environment each is the checked
+// variant (src/kernels/checked.cpp): its device memory is mapped inaccessible except while one of
+// its kernels or memory calls runs, and every pointer a kernel is given must lie in live device
+// memory, so host code that reads, writes or passes host memory where device memory belongs fails
+// at once, as it would on a GPU.
 const backend& backend_cpu();  // OpenBLAS + OpenMP (src/kernels/cpu)
 const backend& backend_ref();  // plain loops, obviously correct, slow (src/kernels/ref)
 // the backend named "cpu" or "ref"; nullptr for another name

@@ -45,11 +45,13 @@ struct decoder_acts {
     device_array<float>  inv_freq;         // [rope_dim/2] RoPE inverse frequencies of the config
     device_array<float>  inv_freq_long;    // [rope_dim/2] longrope's past the pretraining context (else empty)
     device_array<float>  inv_freq_local;   // [hd/2] of rope_local
-    std::vector<int32_t> tokens, targets;  // [cap_N]
+    device_array<int32_t> tokens, targets;  // [cap_N] on the device (targets: -100 = no loss)
+    std::vector<int32_t>  host_targets;    // [cap_N] the targets as built on the host
     // Rows of several samples (padding-free and packed batches): each token's position in its own
     // sample [B·T], restarting at 0 where a sample starts; RoPE and attention follow it, and no
     // token is trained to predict the next sample's first. has_pos false: one sample per row.
-    std::vector<int32_t> pos;
+    device_array<int32_t> pos;
+    std::vector<int32_t>  host_pos;
     bool                 has_pos = false;
     int64_t              rope_T = 0;       // the rows the RoPE tables were last computed for
     int                  rope_long = -1;   // and whether with longrope's long factors (-1: never)

@@ -102,17 +102,18 @@ void decoder_check_supported(const model_config& c) {
     if (c.final_logit_softcap < 0) refuse("final_logit_softcapping", "a positive number or null");
 }
 
-std::unique_ptr<decoder_model> decoder_model_init(const model_config& cfg, bool half) {
+std::unique_ptr<decoder_model> decoder_model_init(const model_config& cfg, bool half, const backend* be) {
     decoder_check_supported(cfg);
     auto m = std::make_unique<decoder_model>();
+    if (be) m->ctx.be = be;
     m->cfg = cfg;
     m->stored_dtype = half ? dtype::bf16 : cfg.torch_dtype;
     m->tensors = decoder_tensor_table(cfg);
     const auto& last = m->tensors.back();
-    m->params = device_array<float>(last.offset + last.numel);
+    m->params = device_array<float>(*m->ctx.be, last.offset + last.numel);
     m->half = half;
     if (half) {
-        m->params16 = device_array<uint16_t>(last.offset + last.numel);
+        m->params16 = device_array<uint16_t>(*m->ctx.be, last.offset + last.numel);
         m->materialized.assign(m->tensors.size(), false);
         for (size_t i = 0; i < m->tensors.size(); i++) m->materialized[i] = !m->tensors[i].is_matrix;
     }
@@ -125,7 +126,7 @@ void decoder_materialize(decoder_model* m, size_t first, size_t last) {
     for (size_t i = first; i <= last; i++) {
         if (m->materialized[i]) continue;
         const auto& t = m->tensors[i];
-        convert_to_f32(m->params.data() + t.offset, m->params16.data() + t.offset, dtype::bf16, t.numel);
+        m->ctx.be->bf16_to_f32(m->params.data() + t.offset, m->params16.data() + t.offset, (int64_t)t.numel);
         m->materialized[i] = true;
     }
     decoder_model_rebind(m);
@@ -136,7 +137,7 @@ void decoder_dematerialize(decoder_model* m, size_t first, size_t last) {
     for (size_t i = first; i <= last; i++) {
         const auto& t = m->tensors[i];
         if (!t.is_matrix || !m->materialized[i]) continue;
-        convert_from_f32(m->params16.data() + t.offset, m->params.data() + t.offset, dtype::bf16, t.numel);
+        m->ctx.be->f32_to_bf16(m->params16.data() + t.offset, m->params.data() + t.offset, (int64_t)t.numel);
         m->params.release(t.offset, t.numel);
         m->materialized[i] = false;
     }
@@ -146,8 +147,8 @@ void decoder_dematerialize(decoder_model* m, size_t first, size_t last) {
 std::vector<float> decoder_tensor_values(const decoder_model& m, size_t i) {
     const auto& t = m.tensors[i];
     std::vector<float> v(t.numel);
-    if (m.half && !m.materialized[i]) convert_to_f32(v.data(), m.params16.data() + t.offset, dtype::bf16, t.numel);
-    else std::memcpy(v.data(), m.params.data() + t.offset, t.numel * sizeof(float));
+    if (m.half && !m.materialized[i]) convert_to_f32(v.data(), m.params16.read(t.offset, t.numel).data(), dtype::bf16, t.numel);
+    else m.params.read(t.offset, v.data(), t.numel);
     return v;
 }
 
@@ -164,28 +165,38 @@ void decoder_model_init_random(decoder_model* m, uint64_t seed) {
                           m->cfg.initializer_range, seed, ti);
         else
             // a norm scales by (offset + w): ones for Llama, zeros for Gemma (whose w is stored minus 1)
-            std::fill(p, p + t.numel, t.kind == tensor_kind::norm ? (float)(1.0 - m->cfg.norm_weight_offset) : 0.0f);
+            K.fill(p, (int64_t)t.numel, t.kind == tensor_kind::norm ? (float)(1.0 - m->cfg.norm_weight_offset) : 0.0f);
     }
 }
 
 // ------------------------------------------------------------------ gradients
 
 void decoder_grads_init(decoder_grads* gr, const decoder_model& m) {
-    gr->buf = device_array<float>(m.params.size());
+    gr->buf = device_array<float>(*m.ctx.be, m.params.size());
     gr->g = pointers_into(m, gr->buf.data());
     gr->lora.assign(m.cfg.num_layers, decoder_lora_layer{});
 }
 
-void decoder_embed_rows::init(int64_t vocab, int64_t w, int64_t capacity) {
+void decoder_embed_rows::init(const backend& be, int64_t vocab, int64_t w, int64_t capacity) {
     width = w;
     row_of.assign(vocab, -1);
     rows.clear();
     rows.reserve(std::min(vocab, capacity));
-    grad = device_array<float>((size_t)std::min(vocab, capacity) * w);
+    grad = device_array<float>(be, (size_t)std::min(vocab, capacity) * w);
+    row_of_dev = device_array<int32_t>(be, (size_t)vocab);
+    row_of_dev.write(0, row_of.data(), row_of.size());
+    synced = true;
+}
+
+void decoder_embed_rows::sync() {
+    if (synced) return;
+    row_of_dev.write(0, row_of.data(), row_of.size());
+    synced = true;
 }
 
 void decoder_embed_rows::clear() {
     for (int32_t r : rows) row_of[r] = -1;
+    if (!rows.empty()) synced = false;
     rows.clear();
 }
 
@@ -200,6 +211,7 @@ void decoder_embed_rows_touch(decoder_embed_rows* er, const backend& K, const in
         er->row_of[t] = (int32_t)er->rows.size();
         K.zero(er->grad.data() + er->rows.size() * D, D);
         er->rows.push_back(t);
+        er->synced = false;
     }
 }
 
@@ -360,15 +372,19 @@ void decoder_acts_init(decoder_acts* a, const decoder_model& m, int64_t B, int64
     a->layers.assign(checkpoint ? 1 : L, {});  // checkpointing: one scratch set, recomputed per layer
     a->resid.assign(L + 1, nullptr);
     a->lora_xa.assign(checkpoint ? 1 : L, {});
-    a->inv_freq.upload(decoder_rope_inv_freq(c.rope, c.rope_dim, false));
-    if (c.rope.kind == rope_kind::longrope) a->inv_freq_long.upload(decoder_rope_inv_freq(c.rope, c.rope_dim, true));
-    if (config_any_local_rope(c)) a->inv_freq_local.upload(decoder_rope_inv_freq(c.rope_local, c.rope_dim));
+    const backend& be = *m.ctx.be;
+    a->inv_freq.assign(be, decoder_rope_inv_freq(c.rope, c.rope_dim, false));
+    if (c.rope.kind == rope_kind::longrope) a->inv_freq_long.assign(be, decoder_rope_inv_freq(c.rope, c.rope_dim, true));
+    if (config_any_local_rope(c)) a->inv_freq_local.assign(be, decoder_rope_inv_freq(c.rope_local, c.rope_dim));
     a->cap_N = B * T;
     a->cap_T = T;
     const size_t total = acts_layout(a, m, B * T, T, nullptr);
-    if (a->buf.size() < total) a->buf = device_array<float>(total);  // a smaller plan reuses the allocation
-    a->tokens.assign(B * T, 0);
-    a->targets.assign(B * T, -100);
+    if (a->buf.size() < total) a->buf = device_array<float>(be, total);  // a smaller plan reuses the allocation
+    a->tokens = device_array<int32_t>(be, B * T);
+    a->targets = device_array<int32_t>(be, B * T);
+    a->pos = device_array<int32_t>(be, B * T);
+    a->host_targets.assign(B * T, -100);
+    a->host_pos.assign(B * T, 0);
     // the kernels' temporaries for the largest shapes, on every thread, now rather than mid-run
     scratch_plan sp;
     sp.max_T = T;
@@ -393,15 +409,15 @@ void decoder_acts_shape(decoder_acts* a, const decoder_model& m, int64_t B, int6
     a->has_pos = pos != nullptr;
     if (pos) {
         span = 0;
-        a->pos.resize((size_t)a->cap_N);  // no allocation after the first batch
         for (int64_t b = 0; b < B; b++)
             for (int64_t t = 0; t < T; t++) {
                 const int32_t p = pos[b * T + t];
                 LISA_ASSERT(p == 0 ? true : t > 0 && p == pos[b * T + t - 1] + 1, "decoder_acts_shape",
                             "sample positions must start each row at 0 and count up by one within a sample");
-                a->pos[b * T + t] = p;
+                a->host_pos[b * T + t] = p;
                 span = std::max<int64_t>(span, (int64_t)p + 1);
             }
+        a->pos.write(0, a->host_pos.data(), (size_t)(B * T));
     }
     if (a->B != B || a->T != T) {
         a->B = B;
@@ -462,7 +478,7 @@ static block_args train_args(const decoder_model& m, decoder_acts* a, int64_t l)
     const bool local = config_layer_local_rope(m.cfg, l), rope = config_layer_rope(m.cfg, l);
     block_args b{m, *m.ctx.be, a->B, a->T, !rope ? nullptr : local ? a->rope_cos_local : a->rope_cos,
                  !rope ? nullptr : local ? a->rope_sin_local : a->rope_sin};
-    b.pos = a->has_pos ? a->pos.data() : nullptr;
+    b.pos = a->has_pos ? a->pos.data() : nullptr;  // device copy (kernels read it)
     b.a = a;
     b.slot = act_slot(a, l);
     return b;
@@ -481,15 +497,18 @@ void decoder_forward(const decoder_model& m, decoder_acts* a, const int32_t* tok
     const int64_t N = a->B * a->T, D = c.hidden_size;
     m.ctx.apply();
     check_ids(m, tokens, N, "input_ids", false);
-    std::memcpy(a->tokens.data(), tokens, N * sizeof(int32_t));
-    embed_fwd(m, a->resid[0], tokens, N);
+    a->tokens.write(0, tokens, (size_t)N);
+    embed_fwd(m, a->resid[0], a->tokens.data(), N);
     for (int64_t l = 0; l < c.num_layers; l++) layer_forward(m, a, l);
     final_norm(m, a->xn_f, a->rstd_f, a->resid[c.num_layers], N);
     (void)D;
 }
 
 void decoder_logits(const decoder_model& m, const decoder_acts& a, float* logits) {
-    head_logits(m, logits, a.xn_f, a.B * a.T);
+    const size_t n = (size_t)(a.B * a.T * m.cfg.vocab_size);
+    device_array<float> d(*m.ctx.be, n);
+    head_logits(m, d.data(), a.xn_f, a.B * a.T);
+    d.read(0, logits, n);
 }
 
 // ------------------------------------------------------------------ backward
@@ -503,14 +522,15 @@ double decoder_forward_backward(const decoder_model& m, decoder_acts* a, decoder
     // shift: position t predicts labels[t+1] of the same sample (never the first token of the next
     // sample in a row of several)
     int64_t count = 0;
-    const int32_t* pos = a->has_pos ? a->pos.data() : nullptr;
+    const int32_t* pos = a->has_pos ? a->host_pos.data() : nullptr;
     for (int64_t b = 0; b < B; b++)
         for (int64_t t = 0; t < T; t++) {
             const bool next_in_sample = t + 1 < T && (!pos || pos[b * T + t + 1] != 0);
             int32_t y = next_in_sample ? labels[b * T + t + 1] : -100;
-            a->targets[b * T + t] = y;
+            a->host_targets[b * T + t] = y;
             count += y >= 0;
         }
+    a->targets.write(0, a->host_targets.data(), (size_t)N);
     if (n_tokens) *n_tokens = count;
     a->training = gr != nullptr;  // loss only (evaluation): no dropout
     decoder_forward(m, a, tokens);
@@ -557,15 +577,17 @@ double decoder_forward_backward(const decoder_model& m, decoder_acts* a, decoder
         LISA_ASSERT((int64_t)er.row_of.size() == V && er.width == D, "sparse embedding gradient",
                     "decoder_embed_rows::init was not called for this model");
         for (int64_t n = 0; n < N; n++) {
-            const int32_t t = a->tokens[n];
+            const int32_t t = tokens[n];
             if (er.row_of[t] >= 0) continue;
             LISA_ASSERT(er.rows.size() < er.grad.size() / D, "sparse embedding gradient",
                         "more distinct tokens in a step than the planned capacity");
             er.row_of[t] = (int32_t)er.rows.size();
             K.zero(er.grad.data() + er.rows.size() * D, D);
             er.rows.push_back(t);
+            er.synced = false;
         }
-        K.embedding_backward_rows(er.grad.data(), er.row_of.data(), a->dresid, a->tokens.data(), N, D);
+        er.sync();
+        K.embedding_backward_rows(er.grad.data(), er.row_of_dev.data(), a->dresid, a->tokens.data(), N, D);
     }
     return loss;
 }
@@ -578,20 +600,22 @@ void decoder_kv_cache_init(decoder_kv_cache* c, const decoder_model& m, int64_t 
     c->max_T = max_T;
     c->n_past = 0;
     const size_t per = (size_t)cfg.num_layers * max_T * cfg.num_kv_heads * cfg.head_dim;
-    c->k = device_array<float>(per);
-    c->v = device_array<float>(per);
-    c->rope_cos = device_array<float>(max_T * cfg.rope_dim / 2);
-    c->rope_sin = device_array<float>(max_T * cfg.rope_dim / 2);
+    const backend& be = *m.ctx.be;
+    c->k = device_array<float>(be, per);
+    c->v = device_array<float>(be, per);
+    c->rope_cos = device_array<float>(be, max_T * cfg.rope_dim / 2);
+    c->rope_sin = device_array<float>(be, max_T * cfg.rope_dim / 2);
+    c->logits = device_array<float>(be, (size_t)cfg.vocab_size);
     device_array<float> inv_d;
     // longrope: the long factors when the cache may pass the pretraining context (llama.cpp decides
     // by its context size the same way; Hugging Face switches mid-generation)
-    inv_d.upload(decoder_rope_inv_freq(cfg, max_T));
+    inv_d.assign(be, decoder_rope_inv_freq(cfg, max_T));
     m.ctx.be->rope_tables(c->rope_cos.data(), c->rope_sin.data(), inv_d.data(), max_T, cfg.rope_dim,
                           (float)cfg.rope.attention_factor);
     if (config_any_local_rope(cfg)) {
-        c->rope_cos_local = device_array<float>(max_T * cfg.rope_dim / 2);
-        c->rope_sin_local = device_array<float>(max_T * cfg.rope_dim / 2);
-        inv_d.upload(decoder_rope_inv_freq(cfg.rope_local, cfg.rope_dim));
+        c->rope_cos_local = device_array<float>(be, max_T * cfg.rope_dim / 2);
+        c->rope_sin_local = device_array<float>(be, max_T * cfg.rope_dim / 2);
+        inv_d.assign(be, decoder_rope_inv_freq(cfg.rope_local, cfg.rope_dim));
         m.ctx.be->rope_tables(c->rope_cos_local.data(), c->rope_sin_local.data(), inv_d.data(), max_T, cfg.rope_dim,
                               1.0f);
     }
@@ -608,7 +632,8 @@ static decoder_layer_acts decode_acts(const decoder_model& m, decoder_kv_cache* 
     count.take(x, D);
     layer_acts_carve(count, s, cfg, 1);
     if (n > c->scratch_rows) {
-        c->scratch = device_array<float>(count.off * (size_t)n);
+        c->scratch = device_array<float>(*m.ctx.be, count.off * (size_t)n);
+        c->tokens = device_array<int32_t>(*m.ctx.be, (size_t)n);
         c->scratch_rows = n;
     }
     carver cv{c->scratch.data()};
@@ -630,7 +655,8 @@ void decoder_decode(const decoder_model& m, decoder_kv_cache* c, const int32_t* 
     check_ids(m, tokens, n, "input_ids", false);
     float* x = nullptr;
     decoder_layer_acts s = decode_acts(m, c, n, &x);
-    embed_fwd(m, x, tokens, n);
+    c->tokens.write(0, tokens, (size_t)n);
+    embed_fwd(m, x, c->tokens.data(), n);
     for (int64_t l = 0; l < cfg.num_layers; l++) {
         // a batch of one sequence of n tokens, rotated with the tables of positions p0..
         const bool local = config_layer_local_rope(cfg, l);
@@ -647,7 +673,8 @@ void decoder_decode(const decoder_model& m, decoder_kv_cache* c, const int32_t* 
     c->n_past += n;
     const float* last = x + (n - 1) * D;
     final_norm(m, s.xn1, s.rstd1, last, 1);
-    head_logits(m, logits_last, s.xn1, 1);
+    head_logits(m, c->logits.data(), s.xn1, 1);
+    c->logits.read(0, logits_last, (size_t)cfg.vocab_size);
 }
 
 }  // namespace lisa

@@ -17,10 +17,13 @@ struct decoder_embed_rows {
     std::vector<int32_t> row_of;  // [vocab]: position in `rows`, or -1 (untouched, gradient 0)
     std::vector<int32_t> rows;    // touched rows, in order of first touch
     device_array<float>  grad;    // [capacity, hidden]; the first rows.size() rows are in use
+    device_array<int32_t> row_of_dev;  // row_of on the device (kernels read it), current when synced
+    bool                 synced = true;
     int64_t              width = 0;
-    // room for `capacity` rows of `width` (a step touches at most batch × T of them)
-    void init(int64_t vocab, int64_t width, int64_t capacity);
+    // room for `capacity` rows of `width` (a step touches at most batch × T of them), in be's memory
+    void init(const backend& be, int64_t vocab, int64_t width, int64_t capacity);
     void clear();                 // forget the rows of the last step (keeps the allocations)
+    void sync();                  // row_of to the device if it changed
 };
 // Registers rows `ids` (zeroed) before a step's backward, in that order; data-parallel ranks touch
 // the same union so their row buffers line up for one all-reduce.
@@ -68,6 +71,8 @@ struct decoder_kv_cache {
     device_array<float> rope_cos, rope_sin;  // [max_T, hd/2]
     device_array<float> rope_cos_local, rope_sin_local;  // of rope_local, when some layer uses it
     device_array<float> scratch;     // the blocks' activations for up to scratch_rows tokens
+    device_array<int32_t> tokens;    // [scratch_rows] the token ids being decoded
+    device_array<float> logits;      // [vocab] of the last position
     int64_t             scratch_rows = 0;
 };
 void decoder_kv_cache_init(decoder_kv_cache* c, const decoder_model& m, int64_t max_T);

@@ -151,8 +151,13 @@ std::map<std::string, lora_module_delta> lora_adapter_read(const std::string& di
 
 void lora_merge_adapter(decoder_model* m, const std::string& dir) {
     m->ctx.apply();
-    for (const auto& [module, d] : lora_adapter_read(dir))
-        fold_module(m, module, d.A.data(), d.B.data(), d.r, d.in, d.out, d.scale, d.source);
+    const backend& be = *m->ctx.be;
+    for (const auto& [module, d] : lora_adapter_read(dir)) {
+        device_array<float> A, B;  // the adapter's matrices on the model's device
+        A.assign(be, d.A);
+        B.assign(be, d.B);
+        fold_module(m, module, A.data(), B.data(), d.r, d.in, d.out, d.scale, d.source);
+    }
 }
 
 }  // namespace lisa

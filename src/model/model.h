@@ -98,7 +98,9 @@ struct decoder_model {
 
 // Allocates a zero model for cfg and fills the size table and pointers.
 // half: keep matrices in bf16 (see decoder_model::half).
-std::unique_ptr<decoder_model> decoder_model_init(const model_config& cfg, bool half = false);
+// be: the backend whose device memory holds it (nullptr: backend_cpu()).
+std::unique_ptr<decoder_model> decoder_model_init(const model_config& cfg, bool half = false,
+                                                  const backend* be = nullptr);
 // Re-points m->w (and w16) into the buffers (after they were replaced, or the model was copied).
 void decoder_model_rebind(decoder_model* m);
 // Half mode: make tensors [first, last] available in fp32 (bf16 -> fp32 into params), or write
@@ -111,7 +113,9 @@ std::vector<float> decoder_tensor_values(const decoder_model& m, size_t i);
 // model.safetensors.index.json; F32/BF16/F16). Files are memory-mapped and converted once.
 // half_mode: -1 (auto) keeps bf16 matrices in bf16 (half mode) when the files have some and no
 // f16 ones; 0 converts everything to fp32; 1 forces half mode (fp32 matrices become masters).
-std::unique_ptr<decoder_model> decoder_model_load(const std::string& dir, int half_mode = -1);
+// be: as decoder_model_init.
+std::unique_ptr<decoder_model> decoder_model_load(const std::string& dir, int half_mode = -1,
+                                                  const backend* be = nullptr);
 // Random init as Hugging Face does: normal(0, initializer_range) for matrices and the
 // embedding, ones for norms, zeros for biases. Deterministic in seed.
 void decoder_model_init_random(decoder_model* m, uint64_t seed);

@@ -130,7 +130,7 @@ void model_files_check_unexpected(const model_files& mf, const std::vector<decod
     }
 }
 
-std::unique_ptr<decoder_model> decoder_model_load(const std::string& dir, int half_mode) {
+std::unique_ptr<decoder_model> decoder_model_load(const std::string& dir, int half_mode, const backend* be_in) {
     std::unique_ptr<model_files> mf = model_files_open(dir);
     // auto: half mode when some matrix is bf16 and none is f16 (a checkpoint mixes fp32 masters
     // with bf16 frozen matrices; both are kept exactly)
@@ -142,23 +142,34 @@ std::unique_ptr<decoder_model> decoder_model_load(const std::string& dir, int ha
         any_f16 |= t.dt == dtype::f16;
     }
     const bool half = half_mode == 1 || (half_mode < 0 && any_bf16 && !any_f16);
-    std::unique_ptr<decoder_model> m = decoder_model_init(mf->cfg, half);
+    std::unique_ptr<decoder_model> m = decoder_model_init(mf->cfg, half, be_in);
     m->source_dir = dir;
     // copy every parameter into the fp32 buffer (or the bf16 one), checking dtype and shape
     std::map<dtype, size_t> dtype_bytes;
+    const backend& be = *m->ctx.be;
+    std::vector<float> f32;  // staging, where the device is not the host's memory
+    std::vector<uint16_t> b16;
+    // fp32 values of t into the parameters at `off` (converted in place when the device's memory
+    // is the host's)
+    auto put_f32 = [&](size_t off, const st_tensor& t) {
+        if (float* h = (float*)be.mem_host(m->params.data() + off)) return convert_to_f32(h, t.data, t.dt, t.numel);
+        f32.resize(t.numel);
+        convert_to_f32(f32.data(), t.data, t.dt, t.numel);
+        m->params.write(off, f32.data(), t.numel);
+    };
     for (size_t ti = 0; ti < m->tensors.size(); ti++) {
         const auto& info = m->tensors[ti];
         const st_tensor& t = model_files_tensor(*mf, info);
         if (half && info.is_matrix) {
             if (t.dt == dtype::bf16) {
-                std::memcpy(m->params16.data() + info.offset, t.data, t.nbytes);
+                m->params16.write(info.offset, (const uint16_t*)t.data, t.numel);
             } else {  // an fp32 master (a checkpoint's trained tensor): keep it exactly
-                convert_to_f32(m->params.data() + info.offset, t.data, t.dt, t.numel);
-                convert_from_f32(m->params16.data() + info.offset, m->params.data() + info.offset, dtype::bf16, t.numel);
+                put_f32(info.offset, t);
+                be.f32_to_bf16(m->params16.data() + info.offset, m->params.data() + info.offset, (int64_t)t.numel);
                 m->materialized[ti] = true;
             }
         } else {
-            convert_to_f32(m->params.data() + info.offset, t.data, t.dt, t.numel);
+            put_f32(info.offset, t);
         }
         dtype_bytes[t.dt] += t.nbytes;
         st_release(t);
@@ -222,35 +233,62 @@ void decoder_model_save(const decoder_model& m, const std::string& dir, const de
     if (!src.empty() && fs_is_file(fs_join(src, "config.json"))) original = fs_read_text(fs_join(src, "config.json"));
     fs_remove(cfg_path);  // the folder must not look complete until everything is written
 
-    // shard greedily in table order, as save_pretrained does
+    // shard greedily in table order, as save_pretrained does; each entry points at the host's view
+    // of the tensor (the parameters themselves when the device's memory is the host's, else a
+    // download made when its shard is written)
     std::vector<std::vector<st_write_entry>> shards(1);
+    std::vector<std::vector<size_t>> shard_tensors(1);
     size_t cur = 0, total = 0;
+    const backend& be = *m.ctx.be;
     for (size_t ti = 0; ti < m.tensors.size(); ti++) {
         const auto& t = m.tensors[ti];
         const bool in_bf16 = m.half && !m.materialized[ti];
-        st_write_entry e{t.name, t.shape, opt.out_dtype, m.params.data() + t.offset, dtype::f32};
-        if (in_bf16) e.data = m.params16.data() + t.offset, e.src_dt = dtype::bf16;
+        st_write_entry e{t.name, t.shape, opt.out_dtype, nullptr, dtype::f32};
+        if (in_bf16) e.src_dt = dtype::bf16;
         if (opt.native_dtypes) e.dt = e.src_dt;
         size_t nb = st_entry_bytes(e);
         if (cur > 0 && cur + nb > opt.max_shard_bytes) {
             shards.emplace_back();
+            shard_tensors.emplace_back();
             cur = 0;
         }
         shards.back().push_back(e);
+        shard_tensors.back().push_back(ti);
         cur += nb;
         total += nb;
     }
+    // the host's view of one shard's tensors (kept in `hold` while the shard is written)
+    std::vector<std::vector<char>> hold;
+    auto host_view = [&](size_t s) {
+        hold.clear();
+        for (size_t k = 0; k < shards[s].size(); k++) {
+            const size_t ti = shard_tensors[s][k];
+            const auto& t = m.tensors[ti];
+            st_write_entry& e = shards[s][k];
+            const bool b16 = e.src_dt == dtype::bf16;
+            void* dev = b16 ? (void*)(m.params16.data() + t.offset) : (void*)(m.params.data() + t.offset);
+            const size_t bytes = t.numel * (b16 ? 2 : 4);
+            if (void* h = be.mem_host(dev)) {
+                e.data = h;
+                continue;
+            }
+            hold.emplace_back(bytes);
+            be.mem_download(hold.back().data(), dev, bytes);
+            e.data = hold.back().data();
+        }
+        return shards[s];
+    };
     std::set<std::string> written;
     const std::string index_path = fs_join(dir, "model.safetensors.index.json");
     if (shards.size() == 1) {
-        st_write(fs_join(dir, "model.safetensors"), shards[0]);
+        st_write(fs_join(dir, "model.safetensors"), host_view(0));
         written.insert("model.safetensors");
         fs_remove(index_path);
     } else {
         json wm = json::object();
         for (size_t i = 0; i < shards.size(); i++) {
             std::string name = strf("model-%05zu-of-%05zu.safetensors", i + 1, shards.size());
-            st_write(fs_join(dir, name), shards[i]);
+            st_write(fs_join(dir, name), host_view(i));
             written.insert(name);
             for (const auto& e : shards[i]) wm[e.name] = name;
         }

@@ -136,16 +136,24 @@ std::string checkpoint_save(const std::string& output_dir, const decoder_model& 
     so.tokenizer_from = info.tokenizer_from;
     decoder_model_save(m, tmp, so);
     std::vector<st_write_entry> es;
+    std::vector<std::vector<float>> hold;  // downloaded moments and extra state, alive until written
+    hold.reserve(2 * policy.groups().size() + policy.extra_state().size());
+    auto host = [&](const backend& be, const float* dev, size_t n) {
+        hold.push_back(device_read(be, dev, n));
+        return hold.back().data();
+    };
     json steps = json::object();
     for (size_t k = 0; k < policy.groups().size(); k++) {
         param_group* g = policy.groups()[k];
         const bool whole = g->sharded() && moments;
         LISA_ASSERT(!g->sharded() || moments, "checkpoint_save", "a sharded group needs its gathered moments");
-        es.push_back({g->name + ".m", {(int64_t)g->n}, dtype::f32, whole ? (*moments)[k].first.data() : g->m(), dtype::f32});
-        es.push_back({g->name + ".v", {(int64_t)g->n}, dtype::f32, whole ? (*moments)[k].second.data() : g->v(), dtype::f32});
+        const backend& be = *g->state.be();
+        es.push_back({g->name + ".m", {(int64_t)g->n}, dtype::f32, whole ? (*moments)[k].first.data() : host(be, g->m(), g->n), dtype::f32});
+        es.push_back({g->name + ".v", {(int64_t)g->n}, dtype::f32, whole ? (*moments)[k].second.data() : host(be, g->v(), g->n), dtype::f32});
         steps[g->name] = g->step;
     }
-    for (const state_span& x : policy.extra_state()) es.push_back({x.name, {(int64_t)x.n}, dtype::f32, x.data, dtype::f32});
+    for (const state_span& x : policy.extra_state())
+        es.push_back({x.name, {(int64_t)x.n}, dtype::f32, host(*x.be, x.data, x.n), dtype::f32});
     st_write(fs_join(tmp, "optimizer.safetensors"), es);
     json st = {{"global_step", info.step}, {"total_steps", info.total_steps},
                {"method", train_method_name(policy.method())}, {"seed", info.seed}, {"group_steps", steps}};
@@ -176,20 +184,20 @@ void checkpoint_load_optimizer(const std::string& ckpt, const json& st, const st
                                const std::vector<state_span>& extra) {
     auto f = st_open(fs_join(ckpt, "optimizer.safetensors"));
     // elements [lo, hi) of a tensor of n (the whole tensor unless the group is sharded)
-    auto read = [&](const std::string& name, float* dst, size_t n, size_t lo, size_t hi) {
+    auto read = [&](const backend& be, const std::string& name, float* dst, size_t n, size_t lo, size_t hi) {
         const st_tensor* t = st_find(*f, name);
         if (!t || t->dt != dtype::f32 || t->numel != n)
             fail(strf("%s/optimizer.safetensors: tensor '%s' missing or of the wrong size (expected %zu)",
                       ckpt.c_str(), name.c_str(), n));
-        std::memcpy(dst, (const float*)t->data + lo, (hi - lo) * sizeof(float));
+        device_write(be, dst, (const float*)t->data + lo, hi - lo);
     };
     const json steps = st.value("group_steps", json::object());
     for (param_group* g : groups) {
-        read(g->name + ".m", g->m(), g->n, g->lo, g->hi);
-        read(g->name + ".v", g->v(), g->n, g->lo, g->hi);
+        read(*g->state.be(), g->name + ".m", g->m(), g->n, g->lo, g->hi);
+        read(*g->state.be(), g->name + ".v", g->v(), g->n, g->lo, g->hi);
         g->step = steps.value(g->name, (int64_t)0);
     }
-    for (const state_span& x : extra) read(x.name, x.data, x.n, 0, x.n);
+    for (const state_span& x : extra) read(*x.be, x.name, x.data, x.n, 0, x.n);
 }
 
 }  // namespace lisa

@@ -19,6 +19,13 @@ struct grad_sync {
     int64_t                                num_layers = 0;
     std::vector<std::vector<param_group*>> at;     // [l]: groups whose sum starts when layer l is done; [L]: norm, head
     std::vector<param_group*>              after;  // groups whose sum starts after the whole backward
+    // Gradients in device memory the host cannot address (a GPU, the checked CPU backend) are
+    // summed through the host: downloaded into these buffers when their sum starts, uploaded back
+    // when all sums are done. Reused step after step (grown, never shrunk).
+    const backend*                         be = nullptr;
+    std::vector<std::vector<float>>        staged;
+    std::vector<std::pair<float*, size_t>> staged_to;  // device address and values of staged[i]
+    size_t                                 n_staged = 0;
 };
 
 void grad_sync_init(grad_sync* s, comm* world, int64_t num_layers);

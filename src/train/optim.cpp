@@ -14,7 +14,7 @@ void param_group_shard_range(const param_group& g, int r, size_t* lo, size_t* hi
     if (r == g.shards - 1) *hi = g.n;
 }
 
-param_group param_group_make(const std::string& name, float* param, std::vector<param_group::span> spans,
+param_group param_group_make(const backend& be, const std::string& name, float* param, std::vector<param_group::span> spans,
                              bool sparse, int shard, int shards, size_t unit, const optimizer* opt) {
     param_group g;
     g.name = name;
@@ -27,7 +27,7 @@ param_group param_group_make(const std::string& name, float* param, std::vector<
     g.unit = std::max<size_t>(1, unit);
     param_group_shard_range(g, g.shard, &g.lo, &g.hi);
     g.opt = opt ? opt : &optimizer_adamw();
-    g.state = device_array<float>((sparse ? 0 : g.n) + (size_t)g.opt->moments * (g.hi - g.lo));
+    g.state = device_array<float>(be, (sparse ? 0 : g.n) + (size_t)g.opt->moments * (g.hi - g.lo));
     if (g.shards > 1)  // the gather tables, once (a step gathers without allocating)
         for (int r = 0; r < g.shards; r++) {
             size_t lo, hi;
@@ -53,6 +53,14 @@ double optim_grad_norm(const backend& K, const std::vector<param_group*>& groups
 // every rank's share of x (n floats laid out as the group's elements) to every rank
 static void gather_shares(const param_group& g, comm& world, float* x) {
     world.all_gather(x, g.share_lo.data(), g.share_len.data());
+}
+
+// the same for the group's parameters, in device memory (through the host where it must)
+static void gather_param_shares(const backend& K, const param_group& g, comm& world) {
+    if (float* h = (float*)K.mem_host(g.param)) return gather_shares(g, world, h);
+    std::vector<float> x = device_read(K, (const float*)g.param, g.n);
+    gather_shares(g, world, x.data());
+    device_write(K, g.param, x.data(), g.n);
 }
 
 // AdamW over the group's share: the sparse embedding by its touched rows, else tensor by tensor
@@ -85,7 +93,7 @@ void optim_step(const backend& K, const std::vector<param_group*>& groups, const
         g->opt->update(K, *g, h, clip, sr);
         if (g->sharded()) {
             LISA_ASSERT(world != nullptr, "optim_step", "a sharded group needs the ranks to gather its parameters");
-            gather_shares(*g, *world, g->param);
+            gather_param_shares(K, *g, *world);
         }
     }
 }
@@ -99,8 +107,8 @@ size_t optim_state_bytes(const std::vector<param_group*>& groups) {
 void optim_gather_moments(param_group& g, comm& world, std::vector<float>* m, std::vector<float>* v) {
     m->assign(g.n, 0.0f);
     v->assign(g.n, 0.0f);
-    std::copy(g.m(), g.m() + (g.hi - g.lo), m->begin() + g.lo);
-    std::copy(g.v(), g.v() + (g.hi - g.lo), v->begin() + g.lo);
+    device_read(*g.state.be(), m->data() + g.lo, g.m(), g.hi - g.lo);
+    device_read(*g.state.be(), v->data() + g.lo, g.v(), g.hi - g.lo);
     gather_shares(g, world, m->data());
     gather_shares(g, world, v->data());
 }

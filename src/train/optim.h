@@ -69,7 +69,7 @@ struct param_group {
 // A group over `n` values at `param` with the given per-tensor spans; state allocated zeroed.
 // shards > 1 (--zero_stage 1): moments only for this `shard`'s share, cut in `unit`s.
 // opt: its optimizer (null: AdamW).
-param_group param_group_make(const std::string& name, float* param, std::vector<param_group::span> spans,
+param_group param_group_make(const backend& be, const std::string& name, float* param, std::vector<param_group::span> spans,
                              bool sparse = false, int shard = 0, int shards = 1, size_t unit = 1,
                              const optimizer* opt = nullptr);
 // The element range [*lo, *hi) that shard r of a group holds.

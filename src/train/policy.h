@@ -49,8 +49,9 @@ class policy_env {
 // A named span of extra state a checkpoint must keep (LoRA's adapter weights).
 struct state_span {
     std::string name;
-    float*      data;
+    float*      data;  // device memory of be
     size_t      n;
+    const backend* be;
 };
 
 // Where and how the final result is written.

@@ -67,10 +67,11 @@ class lora_policy final : public train_policy {
                 spans.push_back({total, (size_t)(o_.lora_r * (in + out)), true});
                 total += (size_t)o_.lora_r * (in + out);
             }
-        weights_ = device_array<float>(total);
+        const backend& be = *m->ctx.be;
+        weights_ = device_array<float>(be, total);
         int shard, shards;
         env.shard_info(&shard, &shards);
-        fixed_.push_back(param_group_make("lora", weights_.data(), spans, false, shard, shards));
+        fixed_.push_back(param_group_make(be, "lora", weights_.data(), spans, false, shard, shards));
         fixed_.back().role = group_role::adapters;
         param_group& g = fixed_.back();
         decoder_grads* gr = env.grads();
@@ -83,7 +84,9 @@ class lora_policy final : public train_policy {
             float* B = A + o_.lora_r * it.in;
             // as PEFT: A ~ kaiming_uniform(a=√5) = U(-1/√in, 1/√in), B = 0 (the adapter starts as a no-op)
             double bound = 1.0 / std::sqrt((double)it.in);
-            for (int64_t k = 0; k < o_.lora_r * it.in; k++) A[k] = (float)((2 * rng_uniform(&r) - 1) * bound);
+            std::vector<float> a0((size_t)(o_.lora_r * it.in));
+            for (float& x : a0) x = (float)((2 * rng_uniform(&r) - 1) * bound);
+            weights_.write(off, a0.data(), a0.size());
             m->lora.layers[it.l].A[it.t] = A;
             m->lora.layers[it.l].B[it.t] = B;
             gr->lora[it.l].A[it.t] = g.grad() + off;
@@ -91,12 +94,14 @@ class lora_policy final : public train_policy {
         }
     }
 
-    std::vector<state_span> extra_state() override { return {{"lora.weights", weights_.data(), weights_.size()}}; }
+    std::vector<state_span> extra_state() override { return {{"lora.weights", weights_.data(), weights_.size(), weights_.be()}}; }
 
     void save_result(policy_env& env, const result_settings& s) override {
         const decoder_model& m = *env.model();
         // PEFT adapter: adapter_model.safetensors, then the merged model if asked, config last
         std::vector<st_write_entry> es;
+        const std::vector<float> host = weights_.host_copy();  // A and B of every adapter
+        auto at = [&](const float* dev) { return host.data() + (dev - weights_.data()); };
         for (int l = 0; l < (int)m.cfg.num_layers; l++)
             for (int t = 0; t < LORA_N; t++) {
                 if (!m.lora.layers[l].A[t]) continue;
@@ -104,8 +109,8 @@ class lora_policy final : public train_policy {
                 int64_t out, in;
                 lora_module_weight(m, module, &out, &in);
                 const std::string name = "base_model.model." + module;
-                es.push_back({name + ".lora_A.weight", {o_.lora_r, in}, dtype::f32, m.lora.layers[l].A[t], dtype::f32});
-                es.push_back({name + ".lora_B.weight", {out, o_.lora_r}, dtype::f32, m.lora.layers[l].B[t], dtype::f32});
+                es.push_back({name + ".lora_A.weight", {o_.lora_r, in}, dtype::f32, at(m.lora.layers[l].A[t]), dtype::f32});
+                es.push_back({name + ".lora_B.weight", {out, o_.lora_r}, dtype::f32, at(m.lora.layers[l].B[t]), dtype::f32});
             }
         fs_remove(fs_join(s.dir, "adapter_config.json"));
         st_write(fs_join(s.dir, "adapter_model.safetensors"), es);

@@ -73,7 +73,7 @@ class model_env final : public policy_env {
         param_group g = make("embed", embed_, embed_, sparse);
         g.role = group_role::embed;
         if (sparse) {  // gradient rows for the step's tokens only
-            rows_->init(m_->cfg.vocab_size, m_->cfg.hidden_size, rows_capacity_);
+            rows_->init(*m_->ctx.be, m_->cfg.vocab_size, m_->cfg.hidden_size, rows_capacity_);
             gr_->embed_rows = rows_;
         } else {
             bind(g, embed_, embed_);
@@ -125,7 +125,7 @@ class model_env final : public policy_env {
             spans.push_back({t.offset - t0.offset, t.numel, t.kind == tensor_kind::matrix});
         }
         // sharded moments: the sparse embedding's in whole rows, the rest in any split
-        return param_group_make(name, m_->params.data() + t0.offset, std::move(spans), sparse, shard_, shards_,
+        return param_group_make(*m_->ctx.be, name, m_->params.data() + t0.offset, std::move(spans), sparse, shard_, shards_,
                                 sparse ? (size_t)m_->cfg.hidden_size : 1);
     }
     param_group bound(const std::string& name, size_t first, size_t last, group_role role) {
@@ -240,7 +240,7 @@ struct trainer {
         thread_note.reserve(256);  // the step loop allocates nothing
         out_dtype = o.torch_dtype.empty() ? m->stored_dtype : parse_dtype_option(o.torch_dtype);
         if (!ckpt.empty()) {  // weights as of the checkpoint (fp32), config and tokenizer from the base
-            auto c = decoder_model_load(ckpt, m->half ? 1 : 0);  // the base's mode, masters exact
+            auto c = decoder_model_load(ckpt, m->half ? 1 : 0, m->ctx.be);  // the base's mode, masters exact
             if (c->params.size() != m->params.size())
                 fail(strf("%s: checkpoint does not match --model_name_or_path %s", ckpt.c_str(),
                           o.model_name_or_path.c_str()));
@@ -445,7 +445,8 @@ struct trainer {
         if (world->size() == 1) return;
         uint64_t h = 1469598103934665603ull;  // FNV-1a over what trains
         for (param_group* g : policy->groups()) {
-            const unsigned char* p = (const unsigned char*)g->param;
+            const std::vector<float> w = device_read(*m->ctx.be, (const float*)g->param, g->n);
+            const unsigned char* p = (const unsigned char*)w.data();
             for (size_t i = 0; i < g->n * sizeof(float); i++) h = (h ^ p[i]) * 1099511628211ull;
         }
         double mine = (double)(h >> 12), root = mine;  // 52 bits: exact in a double
@@ -472,7 +473,7 @@ struct trainer {
 
     // The weights (and LoRA's adapters) of a checkpoint, into the model being trained.
     void load_weights_from(const std::string& ckpt) {
-        auto c = decoder_model_load(ckpt, m->half ? 1 : 0);
+        auto c = decoder_model_load(ckpt, m->half ? 1 : 0, m->ctx.be);
         m->params = std::move(c->params);
         m->params16 = std::move(c->params16);
         m->materialized = c->materialized;
@@ -666,6 +667,7 @@ struct trainer {
         int64_t cur_epoch = -1;
         adamw_hparams h = o.adam;
         grad_sync_init(&sync, world, m->cfg.num_layers);
+        sync.be = m->ctx.be;
         const std::function<void(int64_t)> layer_done = [this](int64_t l) { grad_sync_layer_done(&sync, l); };
         while (step < total_steps) {
             const auto t_step = std::chrono::steady_clock::now();
@@ -719,7 +721,8 @@ struct trainer {
                                                   : ("The last checkpoint is " + last_checkpoint).c_str()));
             };
             if (!std::isfinite(loss)) diverged(std::isnan(loss) ? "the loss is NaN" : "the loss is infinite");
-            const sparse_rows sr{embed_rows.grad.data(), embed_rows.row_of.data(), m->cfg.vocab_size,
+            embed_rows.sync();  // the row map on the device (a rank without a micro-batch has not sent it yet)
+            const sparse_rows sr{embed_rows.grad.data(), embed_rows.row_of_dev.data(), m->cfg.vocab_size,
                                  m->cfg.hidden_size, (int64_t)embed_rows.rows.size()};
             const double norm = optim_grad_norm(K, groups, sr);
             const uint64_t gathered_before = world->gathered_bytes;

@@ -1,6 +1,7 @@
 // The fast CPU backend: matrix products on OpenBLAS (its OpenMP build, so BLAS and these loops
 // share one thread pool), everything else OpenMP loops with fixed reduction orders.
 #include "kernels/kernels.h"
+#include "kernels/host_memory.h"
 
 #include "core/dtype.h"
 #include "core/rng.h"
@@ -653,6 +654,22 @@ static void fill_normal(float* dst, uint16_t* dst16, int64_t n, double std, uint
     }
 }
 
+
+static void fill(float* dst, int64_t n, float value) {
+    #pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; i++) dst[i] = value;
+}
+
+static void bf16_to_f32(float* dst, const uint16_t* src, int64_t n) {
+    #pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; i++) dst[i] = lisa::bf16_to_f32(src[i]);
+}
+
+static void f32_to_bf16(uint16_t* dst, const float* src, int64_t n) {
+    #pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; i++) dst[i] = lisa::f32_to_bf16(src[i]);
+}
+
 }  // namespace cpu
 
 const backend& backend_cpu() {
@@ -693,7 +710,20 @@ const backend& backend_cpu() {
         cpu::adamw_update_rows,
         cpu::sum_of_squares,
         cpu::fill_normal,
+        cpu::fill,
+        cpu::bf16_to_f32,
+        cpu::f32_to_bf16,
+        host_memory::alloc,
+        host_memory::free,
+        host_memory::upload,
+        host_memory::download,
+        host_memory::copy,
+        host_memory::zero,
+        host_memory::release,
+        host_memory::host,
+        host_memory::sync,
     };
+    if (device_memory_checked()) return backend_checked(b, 0);
     return b;
 }
 

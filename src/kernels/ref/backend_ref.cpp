@@ -9,6 +9,7 @@
 #include "core/dtype.h"
 #include "core/rng.h"
 #include "kernels/kernels.h"
+#include "kernels/host_memory.h"
 
 namespace lisa {
 namespace ref {
@@ -406,6 +407,19 @@ static void fill_normal(float* dst, uint16_t* dst16, int64_t n, double std, uint
     }
 }
 
+
+static void fill(float* dst, int64_t n, float value) {
+    for (int64_t i = 0; i < n; i++) dst[i] = value;
+}
+
+static void bf16_to_f32(float* dst, const uint16_t* src, int64_t n) {
+    for (int64_t i = 0; i < n; i++) dst[i] = lisa::bf16_to_f32(src[i]);
+}
+
+static void f32_to_bf16(uint16_t* dst, const float* src, int64_t n) {
+    for (int64_t i = 0; i < n; i++) dst[i] = lisa::f32_to_bf16(src[i]);
+}
+
 }  // namespace ref
 
 const backend& backend_ref() {
@@ -446,7 +460,20 @@ const backend& backend_ref() {
         ref::adamw_update_rows,
         ref::sum_of_squares,
         ref::fill_normal,
+        ref::fill,
+        ref::bf16_to_f32,
+        ref::f32_to_bf16,
+        host_memory::alloc,
+        host_memory::free,
+        host_memory::upload,
+        host_memory::download,
+        host_memory::copy,
+        host_memory::zero,
+        host_memory::release,
+        host_memory::host,
+        host_memory::sync,
     };
+    if (device_memory_checked()) return backend_checked(b, 1);
     return b;
 }
 
