@@ -83,7 +83,8 @@ TEST_P(golden, logits_loss_and_every_gradient_match_pytorch) {
         ASSERT_EQ(g.size(), t.numel) << t.name;
         const float* mine = decoder_grad_of(gr, m, i);
         ASSERT_NE(mine, nullptr);
-        EXPECT_LT(lisa_test::rel_err(mine, g.data(), t.numel), 1e-3) << "gradient of " << t.name;
+        EXPECT_LT(lisa_test::rel_err(device_read(*m.ctx.be, mine, t.numel).data(), g.data(), t.numel), 1e-3)
+            << "gradient of " << t.name;
     }
 }
 
@@ -108,12 +109,13 @@ TEST_P(golden, frozen_layers_compute_no_weight_gradient_but_pass_input_gradient)
             if (frozen) {
                 EXPECT_EQ(mine, nullptr) << t.name;
                 // nothing was written into its slot either
-                const float* slot = gr.buf.data() + t.offset;
+                const std::vector<float> slot = gr.buf.read(t.offset, t.numel);
                 for (size_t k = 0; k < t.numel; k++) ASSERT_EQ(slot[k], 0.0f) << t.name;
                 continue;
             }
             std::vector<float> g = lisa_test::read_f32(*c.gold, "grad." + t.name);
-            EXPECT_LT(lisa_test::rel_err(mine, g.data(), t.numel), 1e-3) << "variant " << variant << ": " << t.name;
+            EXPECT_LT(lisa_test::rel_err(device_read(*m.ctx.be, mine, t.numel).data(), g.data(), t.numel), 1e-3)
+                << "variant " << variant << ": " << t.name;
         }
     }
 }
@@ -138,7 +140,7 @@ TEST_P(golden, padded_batch_equals_each_sequence_alone) {
         la += decoder_forward_backward(m, &a1, &alone, c.ids.data() + b * c.T, c.labels.data() + b * c.T, scale, nullptr);
     }
     EXPECT_NEAR(lb, la, 1e-5 * std::fabs(la));
-    EXPECT_LT(lisa_test::rel_err(batched.buf.data(), alone.buf.data(), alone.buf.size()), 1e-5);
+    EXPECT_LT(lisa_test::rel_err(batched.buf.host_copy().data(), alone.buf.host_copy().data(), alone.buf.size()), 1e-5);
 }
 
 // Padding-free (issue #27): the batch's sequences end to end in one row, positions restarting at
@@ -201,8 +203,10 @@ TEST_P(golden, padding_free_row_matches_pytorch_and_the_padded_batch) {
             const std::vector<float> g = lisa_test::read_f32(*c.gold, "grad." + t.name);
             const float* mine = decoder_grad_of(gr, m, i);
             ASSERT_NE(mine, nullptr);
-            EXPECT_LT(lisa_test::rel_err(mine, g.data(), t.numel), 1e-3) << "gradient of " << t.name;
-            EXPECT_LT(lisa_test::rel_err(mine, decoder_grad_of(padded, m, i), t.numel), 1e-5)
+            const std::vector<float> got_g = device_read(*m.ctx.be, mine, t.numel),
+                                     padded_g = device_read(*m.ctx.be, (const float*)decoder_grad_of(padded, m, i), t.numel);
+            EXPECT_LT(lisa_test::rel_err(got_g.data(), g.data(), t.numel), 1e-3) << "gradient of " << t.name;
+            EXPECT_LT(lisa_test::rel_err(got_g.data(), padded_g.data(), t.numel), 1e-5)
                 << "gradient of " << t.name << " against the padded batch, checkpointing " << ckpt;
         }
     }
@@ -239,7 +243,7 @@ TEST_P(golden, gradient_checkpointing_gives_identical_gradients) {
         double loss = decoder_forward_backward(m, &a, &gr, c.ids.data(), c.labels.data(), 0.1f, nullptr);
         (void)loss;
         if (!ckpt) plain = gr.buf.host_copy();
-        else ASSERT_EQ(std::memcmp(plain.data(), gr.buf.data(), plain.size() * 4), 0);
+        else ASSERT_EQ(std::memcmp(plain.data(), gr.buf.host_copy().data(), plain.size() * 4), 0);
     }
 }
 
@@ -254,7 +258,7 @@ TEST_P(golden, same_inputs_same_threads_give_bit_identical_gradients) {
         decoder_grads_init(&gr, m);
         decoder_forward_backward(m, &a, &gr, c.ids.data(), c.labels.data(), 0.1f, nullptr);
         if (run == 0) first = gr.buf.host_copy();
-        else ASSERT_EQ(std::memcmp(first.data(), gr.buf.data(), first.size() * 4), 0);
+        else ASSERT_EQ(std::memcmp(first.data(), gr.buf.host_copy().data(), first.size() * 4), 0);
     }
 }
 
@@ -369,7 +373,7 @@ TEST(aidreams, greedy_decoding_matches_pytorch) {
 // LoRA computed unmerged: loss and the gradients of every A and B against PyTorch, with the
 // base frozen (input gradients flow through frozen weights into the adapters below).
 struct lora_fixture {
-    std::vector<std::vector<float>> store;  // A, B and their gradients
+    std::vector<device_array<float>> store;  // A, B and their gradients, on the model's device
     decoder_grads                      gr;
 };
 
@@ -386,13 +390,14 @@ static void attach_lora(decoder_model* m, lora_fixture* fx, const st_file* gold,
         for (int t = 0; t < LORA_N; t++) {
             if (!lora_target_present(m->cfg, t)) continue;
             std::string mod = lora_module_name(l, t);
-            fx->store.push_back(lisa_test::read_f32(*gold, "lora." + mod + ".A"));
+            const backend& be = *m->ctx.be;
+            fx->store.emplace_back().assign(be, lisa_test::read_f32(*gold, "lora." + mod + ".A"));
             m->lora.layers[l].A[t] = fx->store.back().data();
-            fx->store.push_back(lisa_test::read_f32(*gold, "lora." + mod + ".B"));
+            fx->store.emplace_back().assign(be, lisa_test::read_f32(*gold, "lora." + mod + ".B"));
             m->lora.layers[l].B[t] = fx->store.back().data();
-            fx->store.emplace_back(fx->store[fx->store.size() - 2].size(), 0.0f);
+            fx->store.emplace_back(be, fx->store[fx->store.size() - 2].size());
             fx->gr.lora[l].A[t] = fx->store.back().data();
-            fx->store.emplace_back(fx->store[fx->store.size() - 2].size(), 0.0f);
+            fx->store.emplace_back(be, fx->store[fx->store.size() - 2].size());
             fx->gr.lora[l].B[t] = fx->store.back().data();
         }
 }
@@ -406,7 +411,8 @@ static void expect_lora_gradients_match(const decoder_model& m, const lora_fixtu
             for (const char* ab : {"A", "B"}) {
                 std::vector<float> g = lisa_test::read_f32(*c.gold, "lora.grad." + mod + "." + ab);
                 const float* mine = ab[0] == 'A' ? fx.gr.lora[l].A[t] : fx.gr.lora[l].B[t];
-                EXPECT_LT(lisa_test::rel_err(mine, g.data(), g.size()), 1e-3) << mod << "." << ab;
+                const std::vector<float> got = device_read(*m.ctx.be, mine, g.size());
+                EXPECT_LT(lisa_test::rel_err(got.data(), g.data(), g.size()), 1e-3) << mod << "." << ab;
             }
         }
 }
@@ -476,16 +482,17 @@ TEST(golden_lora, dropout_backward_matches_finite_differences) {
         for (int which = 0; which < 2; which++) {
             float* p = which ? m.lora.layers[1].B[t] : m.lora.layers[1].A[t];
             const float* g = which ? fx.gr.lora[1].B[t] : fx.gr.lora[1].A[t];
+            const backend& be = *m.ctx.be;
             for (int k = 0; k < 6; k++) {
                 int i = k * 7 + which;
-                float old = p[i];
-                p[i] = old + 1e-2f;
+                float old = device_read(be, p + i, 1)[0], moved[2] = {old + 1e-2f, old - 1e-2f};
+                device_write(be, p + i, &moved[0], 1);
                 double lp = loss();
-                p[i] = old - 1e-2f;
+                device_write(be, p + i, &moved[1], 1);
                 double lm = loss();
-                p[i] = old;
+                device_write(be, p + i, &old, 1);
                 numeric.push_back((float)((lp - lm) / 2e-2));
-                analytic.push_back(g[i]);
+                analytic.push_back(device_read(be, g + i, 1)[0]);
             }
         }
     EXPECT_LT(lisa_test::rel_err(analytic.data(), numeric.data(), numeric.size()), 2e-2);
@@ -520,8 +527,9 @@ TEST(golden_sparse_embedding, rows_match_pytorch_and_adamw_matches_dense) {
     const int64_t V = m.cfg.vocab_size, D = m.cfg.hidden_size;
     std::vector<float> want = lisa_test::read_f32(*c.gold, "grad.model.embed_tokens.weight");
     std::vector<float> dense(V * D, 0.0f);
+    const std::vector<float> grad_rows = rows.grad.host_copy();
     for (size_t k = 0; k < rows.rows.size(); k++)
-        std::copy(rows.grad.data() + k * D, rows.grad.data() + (k + 1) * D, dense.begin() + rows.rows[k] * D);
+        std::copy(grad_rows.begin() + k * D, grad_rows.begin() + (k + 1) * D, dense.begin() + rows.rows[k] * D);
     EXPECT_LT(lisa_test::rel_err(dense.data(), want.data(), dense.size()), 1e-3);
     std::set<int32_t> uniq(c.ids.begin(), c.ids.end());
     EXPECT_EQ(rows.rows.size(), uniq.size());
@@ -529,13 +537,18 @@ TEST(golden_sparse_embedding, rows_match_pytorch_and_adamw_matches_dense) {
     adamw_hparams h;
     h.lr = 1e-2;
     h.weight_decay = 0.1;
-    std::vector<float> p1(V * D, 0.5f), m1(V * D, 0.0f), v1(V * D, 0.0f), p2 = p1, m2 = m1, v2 = v1;
+    const backend& be = *m.ctx.be;
+    device_array<float> p1, m1(be, V * D), v1(be, V * D), g1;
+    p1.assign(be, std::vector<float>(V * D, 0.5f));
+    g1.assign(be, dense);
+    device_array<float> p2 = p1, m2 = m1, v2 = v1;
+    rows.sync();
     for (int step = 1; step <= 2; step++) {
-        backend_cpu().adamw_update(p1.data(), dense.data(), m1.data(), v1.data(), V * D, h, step, true, 0.7f);
-        backend_cpu().adamw_update_rows(p2.data(), rows.grad.data(), rows.row_of.data(), m2.data(), v2.data(), V, D, h, step, true, 0.7f);
+        be.adamw_update(p1.data(), g1.data(), m1.data(), v1.data(), V * D, h, step, true, 0.7f);
+        be.adamw_update_rows(p2.data(), rows.grad.data(), rows.row_of_dev.data(), m2.data(), v2.data(), V, D, h, step, true, 0.7f);
     }
-    EXPECT_EQ(p1, p2);
-    EXPECT_EQ(m1, m2);
+    EXPECT_EQ(p1.host_copy(), p2.host_copy());
+    EXPECT_EQ(m1.host_copy(), m2.host_copy());
     rows.clear();
     EXPECT_TRUE(rows.rows.empty());
     EXPECT_EQ(std::count(rows.row_of.begin(), rows.row_of.end(), -1), V);

@@ -14,34 +14,38 @@
 #include "core/dtype.h"
 #include "core/rng.h"
 #include "kernels/kernels.h"
+#include "staging.h"
 #include "test_util.h"
 
 using namespace lisa;
+using lisa_test::fvec;
+using lisa_test::hvec;
+using lisa_test::ivec;
 
-static std::vector<float> randv(size_t n, uint64_t seed, float scale = 1.0f) {
+static fvec randv(size_t n, uint64_t seed, float scale = 1.0f) {
     rng r;
     rng_init(&r, seed);
-    std::vector<float> v(n);
+    fvec v(n);
     for (auto& x : v) x = (float)rng_normal(&r) * scale;
     return v;
 }
 
-static std::vector<uint16_t> randv16(size_t n, uint64_t seed) {
-    std::vector<float> f = randv(n, seed);
-    std::vector<uint16_t> v(n);
+static hvec<uint16_t> randv16(size_t n, uint64_t seed) {
+    fvec f = randv(n, seed);
+    hvec<uint16_t> v(n);
     for (size_t i = 0; i < n; i++) v[i] = f32_to_bf16(f[i]);
     return v;
 }
 
-static double dotd(const std::vector<float>& a, const std::vector<float>& b) {
+static double dotd(const fvec& a, const fvec& b) {
     double s = 0;
     for (size_t i = 0; i < a.size(); i++) s += (double)a[i] * b[i];
     return s;
 }
 
 // Numeric gradient of loss() with respect to every element of x.
-static std::vector<float> numeric_grad(std::vector<float>& x, const std::function<double()>& loss, float eps = 1e-2f) {
-    std::vector<float> g(x.size());
+static fvec numeric_grad(fvec& x, const std::function<double()>& loss, float eps = 1e-2f) {
+    fvec g(x.size());
     for (size_t i = 0; i < x.size(); i++) {
         float old = x[i];
         x[i] = old + eps;
@@ -71,7 +75,7 @@ static std::vector<float> numeric_grad(std::vector<float>& x, const std::functio
 
 class kernels : public ::testing::TestWithParam<const char*> {
   protected:
-    const backend& K = *backend_by_name(GetParam());
+    const backend& K = *lisa_test::staged(GetParam());
 };
 
 TEST_P(kernels, table_is_complete) {
@@ -88,18 +92,18 @@ TEST_P(kernels, table_is_complete) {
 TEST_P(kernels, linear_backward_matches_finite_differences) {
     const int64_t N = 5, in = 7, out = 6;
     auto x = randv(N * in, 1), w = randv(out * in, 2), b = randv(out, 3), r = randv(N * out, 4);
-    std::vector<float> y(N * out);
+    fvec y(N * out);
     auto loss = [&] {
         K.linear_forward(y.data(), x.data(), w.data(), b.data(), N, in, out);
         return dotd(y, r);
     };
-    std::vector<float> dx(N * in, 0.0f), dw(out * in, 0.0f), db(out, 0.0f);
+    fvec dx(N * in, 0.0f), dw(out * in, 0.0f), db(out, 0.0f);
     K.linear_backward(dx.data(), dw.data(), db.data(), r.data(), x.data(), w.data(), N, in, out);
     EXPECT_GRAD_NEAR(dx, numeric_grad(x, loss), "linear dx");
     EXPECT_GRAD_NEAR(dw, numeric_grad(w, loss), "linear dw");
     EXPECT_GRAD_NEAR(db, numeric_grad(b, loss), "linear db");
     // backward accumulates: a second call doubles the gradient
-    std::vector<float> dw2 = dw;
+    fvec dw2 = dw;
     K.linear_backward(nullptr, dw2.data(), nullptr, r.data(), x.data(), w.data(), N, in, out);
     for (size_t i = 0; i < dw.size(); i++) ASSERT_FLOAT_EQ(dw2[i], 2 * dw[i]);
     // forward against the plain triple loop
@@ -116,13 +120,13 @@ TEST_P(kernels, rmsnorm_backward_matches_finite_differences) {
     const int64_t N = 4, D = 9;
     for (float offset : {0.0f, 1.0f}) {  // Llama: w; Gemma: (1 + w)
         auto x = randv(N * D, 5), w = randv(D, 6), r = randv(N * D, 7);
-        std::vector<float> y(N * D), rstd(N);
+        fvec y(N * D), rstd(N);
         auto loss = [&] {
             K.rmsnorm_forward(y.data(), rstd.data(), x.data(), w.data(), N, D, 1e-5f, offset);
             return dotd(y, r);
         };
         loss();
-        std::vector<float> dx(N * D, 0.0f), dw(D, 0.0f);
+        fvec dx(N * D, 0.0f), dw(D, 0.0f);
         K.rmsnorm_backward(dx.data(), dw.data(), r.data(), x.data(), w.data(), rstd.data(), N, D, offset);
         EXPECT_GRAD_NEAR(dx, numeric_grad(x, loss), "rmsnorm dx, offset " << offset);
         EXPECT_GRAD_NEAR(dw, numeric_grad(w, loss), "rmsnorm dw, offset " << offset);
@@ -138,19 +142,19 @@ TEST_P(kernels, rmsnorm_backward_matches_finite_differences) {
 
 TEST_P(kernels, rope_backward_matches_finite_differences) {
     const int64_t B = 2, T = 5, H = 3, hd = 6;
-    std::vector<float> inv = {1.0f, 0.3f, 0.05f}, cs(T * hd / 2), sn(T * hd / 2);
+    fvec inv = {1.0f, 0.3f, 0.05f}, cs(T * hd / 2), sn(T * hd / 2);
     K.rope_tables(cs.data(), sn.data(), inv.data(), T, hd, 1.0f);
     auto x = randv(B * T * H * hd, 8), r = randv(B * T * H * hd, 9);
     auto loss = [&] {
-        std::vector<float> y = x;
+        fvec y = x;
         K.rope_forward(y.data(), cs.data(), sn.data(), nullptr, B, T, H, hd, hd);
         return dotd(y, r);
     };
-    std::vector<float> dx = r;
+    fvec dx = r;
     K.rope_backward(dx.data(), cs.data(), sn.data(), nullptr, B, T, H, hd, hd);
     EXPECT_GRAD_NEAR(dx, numeric_grad(x, loss), "rope dx");
     // rotate-half convention: element i pairs with i + hd/2
-    std::vector<float> y = x;
+    fvec y = x;
     K.rope_forward(y.data(), cs.data(), sn.data(), nullptr, B, T, H, hd, hd);
     int64_t t = 3, i = 1;
     float a = t * inv[i];
@@ -164,18 +168,18 @@ TEST_P(kernels, rope_backward_matches_finite_differences) {
 TEST_P(kernels, partial_scaled_rope_backward_matches_finite_differences) {
     const int64_t B = 2, T = 4, H = 2, hd = 10, rot = 6;
     const float scale = 1.3f;
-    std::vector<float> inv = {1.0f, 0.3f, 0.05f}, cs(T * rot / 2), sn(T * rot / 2);
+    fvec inv = {1.0f, 0.3f, 0.05f}, cs(T * rot / 2), sn(T * rot / 2);
     K.rope_tables(cs.data(), sn.data(), inv.data(), T, rot, scale);
     auto x = randv(B * T * H * hd, 18), r = randv(B * T * H * hd, 19);
     auto loss = [&] {
-        std::vector<float> y = x;
+        fvec y = x;
         K.rope_forward(y.data(), cs.data(), sn.data(), nullptr, B, T, H, hd, rot);
         return dotd(y, r);
     };
-    std::vector<float> dx = r;
+    fvec dx = r;
     K.rope_backward(dx.data(), cs.data(), sn.data(), nullptr, B, T, H, hd, rot);
     EXPECT_GRAD_NEAR(dx, numeric_grad(x, loss), "partial rope dx");
-    std::vector<float> y = x;
+    fvec y = x;
     K.rope_forward(y.data(), cs.data(), sn.data(), nullptr, B, T, H, hd, rot);
     const int64_t t = 2, h = 1, i = 2;  // pairs i and i + rot/2, both scaled; values past rot untouched
     const float a = t * inv[i];
@@ -194,7 +198,7 @@ TEST_P(kernels, attention_backward_matches_finite_differences_with_gqa_window_an
     for (const attn_params& ap : variants) {
         auto q = randv(B * T * Hq * hd, 10), k = randv(B * T * Hkv * hd, 11), v = randv(B * T * Hkv * hd, 12),
              r = randv(B * T * Hq * hd, 13);
-        std::vector<float> out(B * T * Hq * hd), lse(B * Hq * T);
+        fvec out(B * T * Hq * hd), lse(B * Hq * T);
         auto loss = [&] {
             K.attention_forward(out.data(), lse.data(), q.data(), k.data(), v.data(), B, T, Hq, Hkv, hd, ap);
             return dotd(out, r);
@@ -219,7 +223,7 @@ TEST_P(kernels, attention_backward_matches_finite_differences_with_gqa_window_an
                 EXPECT_NEAR(out[((1 * T + t0) * Hq + 3) * hd + d], o, 1e-5) << "window " << ap.window << " t " << t0;
             }
         }
-        std::vector<float> dq(q.size(), 0.0f), dk(k.size(), 0.0f), dv(v.size(), 0.0f);
+        fvec dq(q.size(), 0.0f), dk(k.size(), 0.0f), dv(v.size(), 0.0f);
         K.attention_backward(dq.data(), dk.data(), dv.data(), r.data(), out.data(), lse.data(), q.data(), k.data(),
                              v.data(), B, T, Hq, Hkv, hd, ap);
         EXPECT_GRAD_NEAR(dq, numeric_grad(q, loss), "attention dq, window " << ap.window << " cap " << ap.softcap);
@@ -231,12 +235,12 @@ TEST_P(kernels, attention_backward_matches_finite_differences_with_gqa_window_an
 TEST_P(kernels, swiglu_backward_matches_finite_differences) {
     const int64_t n = 23;
     auto g = randv(n, 14, 2.0f), u = randv(n, 15), r = randv(n, 16);
-    std::vector<float> h(n);
+    fvec h(n);
     auto loss = [&] {
         K.swiglu_forward(h.data(), g.data(), u.data(), n);
         return dotd(h, r);
     };
-    std::vector<float> dg(n, 0.0f), du(n, 0.0f);
+    fvec dg(n, 0.0f), du(n, 0.0f);
     K.swiglu_backward(dg.data(), du.data(), r.data(), g.data(), u.data(), n);
     EXPECT_GRAD_NEAR(dg, numeric_grad(g, loss), "swiglu dg");
     EXPECT_GRAD_NEAR(du, numeric_grad(u, loss), "swiglu du");
@@ -245,24 +249,25 @@ TEST_P(kernels, swiglu_backward_matches_finite_differences) {
 TEST_P(kernels, geglu_backward_matches_finite_differences) {
     const int64_t n = 23;
     auto g = randv(n, 14, 3.0f), u = randv(n, 15), r = randv(n, 16);
-    std::vector<float> h(n);
+    fvec h(n);
     auto loss = [&] {
         K.geglu_forward(h.data(), g.data(), u.data(), n);
         return dotd(h, r);
     };
-    std::vector<float> dg(n, 0.0f), du(n, 0.0f);
+    fvec dg(n, 0.0f), du(n, 0.0f);
     K.geglu_backward(dg.data(), du.data(), r.data(), g.data(), u.data(), n);
     EXPECT_GRAD_NEAR(dg, numeric_grad(g, loss), "geglu dg");
     EXPECT_GRAD_NEAR(du, numeric_grad(u, loss), "geglu du");
     // forward against torch.nn.functional.gelu(x, approximate="tanh"), PyTorch 1.13 in float64
-    const float xs[] = {-2.0f, 0.5f, 1.7f}, want[] = {-0.0454023059f, 0.3457140098f, 1.6241058956f}, one[] = {1, 1, 1};
-    float hv[3];
-    K.geglu_forward(hv, xs, one, 3);
+    const fvec xs = {-2.0f, 0.5f, 1.7f}, one = {1, 1, 1};
+    const float want[] = {-0.0454023059f, 0.3457140098f, 1.6241058956f};
+    fvec hv(3);
+    K.geglu_forward(hv.data(), xs.data(), one.data(), 3);
     for (int i = 0; i < 3; i++) EXPECT_NEAR(hv[i], want[i], 2e-6) << xs[i];
 }
 
 TEST_P(kernels, scale_and_softcap_follow_their_definitions) {
-    std::vector<float> x = {-30.0f, -1.0f, 0.0f, 0.25f, 7.0f}, y = x;
+    fvec x = {-30.0f, -1.0f, 0.0f, 0.25f, 7.0f}, y = x;
     K.scale(y.data(), 5, 2.5f);
     for (int i = 0; i < 5; i++) EXPECT_FLOAT_EQ(y[i], x[i] * 2.5f);
     y = x;
@@ -272,19 +277,19 @@ TEST_P(kernels, scale_and_softcap_follow_their_definitions) {
 
 TEST_P(kernels, embedding_backward_matches_finite_differences_with_repeated_tokens) {
     const int64_t N = 6, D = 3, V = 4;
-    std::vector<int32_t> tok = {1, 3, 1, 0, 1, 3};
+    ivec tok = {1, 3, 1, 0, 1, 3};
     auto table = randv(V * D, 17), r = randv(N * D, 18);
-    std::vector<float> x(N * D);
+    fvec x(N * D);
     auto loss = [&] {
         K.embedding_forward(x.data(), tok.data(), table.data(), N, D);
         return dotd(x, r);
     };
-    std::vector<float> dt(V * D, 0.0f);
+    fvec dt(V * D, 0.0f);
     K.embedding_backward(dt.data(), r.data(), tok.data(), N, D);
     EXPECT_GRAD_NEAR(dt, numeric_grad(table, loss), "embedding dtable");
     // the sparse form: the same rows, gathered
-    std::vector<int32_t> row_of = {2, 0, -1, 1};  // tokens 1, 3, 0 touched
-    std::vector<float> rows(3 * D, 0.0f);
+    ivec row_of = {2, 0, -1, 1};  // tokens 1, 3, 0 touched
+    fvec rows(3 * D, 0.0f);
     K.embedding_backward_rows(rows.data(), row_of.data(), r.data(), tok.data(), N, D);
     for (int64_t t = 0; t < V; t++)
         for (int64_t i = 0; i < D; i++)
@@ -294,11 +299,11 @@ TEST_P(kernels, embedding_backward_matches_finite_differences_with_repeated_toke
 TEST_P(kernels, lmhead_xent_matches_reference_and_finite_differences) {
     const int64_t N = 7, D = 5, V = 11;
     auto x = randv(N * D, 19), w = randv(V * D, 20);
-    std::vector<int32_t> tgt = {3, -100, 10, 0, -100, 7, 3};
+    ivec tgt = {3, -100, 10, 0, -100, 7, 3};
     const float scale = 0.37f;
     for (float cap : {0.0f, 1.2f})  // final-logit soft-capping (Gemma) off and on
     for (int64_t chunk : {1, 3, 7}) {  // chunking must not change anything
-        std::vector<float> scratch(lmhead_scratch_floats(chunk, D, V));
+        fvec scratch(lmhead_scratch_floats(chunk, D, V));
         auto loss = [&] {
             return scale * K.lmhead_xent(nullptr, nullptr, x.data(), w.data(), nullptr, tgt.data(), N, D, V, 0.0f,
                                          scratch.data(), chunk, cap);
@@ -318,7 +323,7 @@ TEST_P(kernels, lmhead_xent_matches_reference_and_finite_differences) {
             ref += m + std::log(z) - lg[tgt[n]];
         }
         EXPECT_NEAR(loss() / scale, ref, 1e-4 * std::fabs(ref)) << "chunk " << chunk;
-        std::vector<float> dx(N * D, 0.0f), dw(V * D, 0.0f);
+        fvec dx(N * D, 0.0f), dw(V * D, 0.0f);
         double l = K.lmhead_xent(dx.data(), dw.data(), x.data(), w.data(), nullptr, tgt.data(), N, D, V, scale,
                                  scratch.data(), chunk, cap);
         EXPECT_NEAR(l, ref, 1e-4 * std::fabs(ref));
@@ -336,10 +341,11 @@ TEST_P(kernels, adamw_matches_torch_formula) {
     adamw_hparams h;
     h.lr = 0.1;
     h.weight_decay = 0.01;
-    float p = 1.5f, m = 0.0f, v = 0.0f, g = 0.3f;
+    fvec pv = {1.5f}, m = {0.0f}, v = {0.0f}, g = {0.3f};
+    const float& p = pv[0];
     double pd = 1.5, md = 0, vd = 0;
     for (int step = 1; step <= 3; step++) {
-        K.adamw_update(&p, &g, &m, &v, 1, h, step, true, 2.0f);  // gradient scaled by 2 on the fly
+        K.adamw_update(pv.data(), g.data(), m.data(), v.data(), 1, h, step, true, 2.0f);  // gradient scaled by 2 on the fly
         const double gd = 0.6;
         md = 0.9 * md + 0.1 * gd;
         vd = 0.999 * vd + 0.001 * gd * gd;
@@ -348,7 +354,7 @@ TEST_P(kernels, adamw_matches_torch_formula) {
         // moves v by ~1e-5 relative, the update by ~2e-5 of its 0.1 size
         EXPECT_NEAR(p, pd, 5e-6) << "step " << step;
     }
-    std::vector<float> g2 = {3.0f, 4.0f};
+    fvec g2 = {3.0f, 4.0f};
     EXPECT_DOUBLE_EQ(K.sum_of_squares(g2.data(), 2), 25.0);
 }
 
@@ -362,11 +368,11 @@ TEST_P(kernels, samples_packed_in_a_row_attend_and_rotate_as_each_alone) {
     const std::vector<std::vector<int64_t>> rows = {{3, 70, 1, 130, 5}, {64, 65, 2, 1}};
     const int64_t T = 209;  // the longer row; the other is right-padded by a sample of its own
     const attn_params variants[] = {{0.35f, 0.0f, 0}, {0.35f, 2.0f, 0}, {0.35f, 0.0f, 50}, {0.35f, 1.5f, 7}};
-    std::vector<float> inv(rot / 2), cs(T * rot / 2), sn(T * rot / 2);
+    fvec inv(rot / 2), cs(T * rot / 2), sn(T * rot / 2);
     for (int64_t i = 0; i < rot / 2; i++) inv[i] = (float)std::pow(10000.0, -2.0 * i / rot);
     K.rope_tables(cs.data(), sn.data(), inv.data(), T, rot, 1.1f);
     const int64_t B = (int64_t)rows.size();
-    std::vector<int32_t> pos(B * T);
+    ivec pos(B * T);
     std::vector<std::vector<std::pair<int64_t, int64_t>>> spans(B);  // (start, length) per sample
     for (int64_t b = 0; b < B; b++) {
         int64_t t0 = 0;
@@ -386,10 +392,10 @@ TEST_P(kernels, samples_packed_in_a_row_attend_and_rotate_as_each_alone) {
         auto q = randv(B * T * Hq * hd, 21), k = randv(B * T * Hkv * hd, 22), v = randv(B * T * Hkv * hd, 23),
              dout = randv(B * T * Hq * hd, 24);
         // rope with positions, then attention over the packed rows
-        std::vector<float> qr = q, kr = k;
+        fvec qr = q, kr = k;
         K.rope_forward(qr.data(), cs.data(), sn.data(), pos.data(), B, T, Hq, hd, rot);
         K.rope_forward(kr.data(), cs.data(), sn.data(), pos.data(), B, T, Hkv, hd, rot);
-        std::vector<float> out(q.size()), lse(B * Hq * T), dq(q.size(), 0.0f), dk(k.size(), 0.0f), dv(v.size(), 0.0f);
+        fvec out(q.size()), lse(B * Hq * T), dq(q.size(), 0.0f), dk(k.size(), 0.0f), dv(v.size(), 0.0f);
         K.attention_forward(out.data(), lse.data(), qr.data(), kr.data(), v.data(), B, T, Hq, Hkv, hd, ap);
         K.attention_backward(dq.data(), dk.data(), dv.data(), dout.data(), out.data(), lse.data(), qr.data(), kr.data(),
                              v.data(), B, T, Hq, Hkv, hd, ap);
@@ -398,13 +404,13 @@ TEST_P(kernels, samples_packed_in_a_row_attend_and_rotate_as_each_alone) {
         for (int64_t b = 0; b < B; b++)
             for (auto [t0, n] : spans[b]) {
                 // the sample alone: its own row, positions 0..n-1
-                auto cut = [&](const std::vector<float>& x, int64_t H) {
-                    return std::vector<float>(x.begin() + (b * T + t0) * H * hd, x.begin() + (b * T + t0 + n) * H * hd);
+                auto cut = [&](const fvec& x, int64_t H) {
+                    return fvec(x.begin() + (b * T + t0) * H * hd, x.begin() + (b * T + t0 + n) * H * hd);
                 };
-                std::vector<float> q1 = cut(q, Hq), k1 = cut(k, Hkv), v1 = cut(v, Hkv), do1 = cut(dout, Hq);
+                fvec q1 = cut(q, Hq), k1 = cut(k, Hkv), v1 = cut(v, Hkv), do1 = cut(dout, Hq);
                 K.rope_forward(q1.data(), cs.data(), sn.data(), nullptr, 1, n, Hq, hd, rot);
                 K.rope_forward(k1.data(), cs.data(), sn.data(), nullptr, 1, n, Hkv, hd, rot);
-                std::vector<float> o1(q1.size()), l1(Hq * n), dq1(q1.size(), 0.0f), dk1(k1.size(), 0.0f),
+                fvec o1(q1.size()), l1(Hq * n), dq1(q1.size(), 0.0f), dk1(k1.size(), 0.0f),
                     dv1(v1.size(), 0.0f);
                 K.attention_forward(o1.data(), l1.data(), q1.data(), k1.data(), v1.data(), 1, n, Hq, Hkv, hd, plain);
                 K.attention_backward(dq1.data(), dk1.data(), dv1.data(), do1.data(), o1.data(), l1.data(), q1.data(),
@@ -416,7 +422,7 @@ TEST_P(kernels, samples_packed_in_a_row_attend_and_rotate_as_each_alone) {
                                          " cap " + std::to_string(plain.softcap);
                 EXPECT_CLOSE(cut(qr, Hq), q1, 1e-6, "rope q, " << what);
                 EXPECT_CLOSE(cut(out, Hq), o1, 1e-5, "attention out, " << what);
-                std::vector<float> lrow;
+                fvec lrow;
                 for (int64_t h = 0; h < Hq; h++)
                     for (int64_t t = 0; t < n; t++) lrow.push_back(lse[(b * Hq + h) * T + t0 + t]);
                 EXPECT_CLOSE(lrow, l1, 1e-5, "attention lse, " << what);
@@ -431,14 +437,14 @@ TEST_P(kernels, samples_packed_in_a_row_attend_and_rotate_as_each_alone) {
 // two in the other).
 TEST_P(kernels, packed_attention_and_rope_backward_match_finite_differences) {
     const int64_t B = 2, T = 6, Hq = 2, Hkv = 1, hd = 4;
-    const std::vector<int32_t> pos = {0, 1, 2, 0, 1, 0, /**/ 0, 0, 1, 2, 3, 4};
-    std::vector<float> inv = {1.0f, 0.1f}, cs(T * 2), sn(T * 2);
+    const ivec pos = {0, 1, 2, 0, 1, 0, /**/ 0, 0, 1, 2, 3, 4};
+    fvec inv = {1.0f, 0.1f}, cs(T * 2), sn(T * 2);
     K.rope_tables(cs.data(), sn.data(), inv.data(), T, 4, 1.0f);
     attn_params ap{0.5f, 1.5f, 3};
     ap.pos = pos.data();
     auto q = randv(B * T * Hq * hd, 31), k = randv(B * T * Hkv * hd, 32), v = randv(B * T * Hkv * hd, 33),
          r = randv(B * T * Hq * hd, 34);
-    std::vector<float> out(q.size()), lse(B * Hq * T), qr, kr;
+    fvec out(q.size()), lse(B * Hq * T), qr, kr;
     auto loss = [&] {
         qr = q, kr = k;
         K.rope_forward(qr.data(), cs.data(), sn.data(), pos.data(), B, T, Hq, hd, 4);
@@ -447,7 +453,7 @@ TEST_P(kernels, packed_attention_and_rope_backward_match_finite_differences) {
         return dotd(out, r);
     };
     loss();
-    std::vector<float> dq(q.size(), 0.0f), dk(k.size(), 0.0f), dv(v.size(), 0.0f);
+    fvec dq(q.size(), 0.0f), dk(k.size(), 0.0f), dv(v.size(), 0.0f);
     K.attention_backward(dq.data(), dk.data(), dv.data(), r.data(), out.data(), lse.data(), qr.data(), kr.data(),
                          v.data(), B, T, Hq, Hkv, hd, ap);
     K.rope_backward(dq.data(), cs.data(), sn.data(), pos.data(), B, T, Hq, hd, 4);
@@ -472,8 +478,8 @@ struct shape_gen {
 
 class fast_vs_ref : public ::testing::TestWithParam<const char*> {
   protected:
-    const backend& F = *backend_by_name(GetParam());
-    const backend& R = backend_ref();
+    const backend& F = *lisa_test::staged(GetParam());
+    const backend& R = *lisa_test::staged("ref");
 };
 
 TEST_P(fast_vs_ref, gemm_linear_and_bf16) {
@@ -493,14 +499,14 @@ TEST_P(fast_vs_ref, gemm_linear_and_bf16) {
         auto x = randv(M * in, trial + 20), w = randv(out * in, trial + 21), b = randv(out, trial + 22),
              dy = randv(M * out, trial + 23);
         auto w16 = randv16(out * in, trial + 24);
-        std::vector<float> y1(M * out), y2(M * out);
+        fvec y1(M * out), y2(M * out);
         F.linear_forward(y1.data(), x.data(), w.data(), b.data(), M, in, out);
         R.linear_forward(y2.data(), x.data(), w.data(), b.data(), M, in, out);
         EXPECT_CLOSE(y1, y2, 2e-5, "linear_forward");
         F.linear_forward_bf16(y1.data(), x.data(), w16.data(), b.data(), M, in, out);
         R.linear_forward_bf16(y2.data(), x.data(), w16.data(), b.data(), M, in, out);
         EXPECT_CLOSE(y1, y2, 2e-5, "linear_forward_bf16");
-        std::vector<float> dx1(M * in, 0.5f), dx2 = dx1, dw1(out * in, 0.25f), dw2 = dw1, db1(out, 1.0f), db2 = db1;
+        fvec dx1(M * in, 0.5f), dx2 = dx1, dw1(out * in, 0.25f), dw2 = dw1, db1(out, 1.0f), db2 = db1;
         F.linear_backward(dx1.data(), dw1.data(), db1.data(), dy.data(), x.data(), w.data(), M, in, out);
         R.linear_backward(dx2.data(), dw2.data(), db2.data(), dy.data(), x.data(), w.data(), M, in, out);
         EXPECT_CLOSE(dx1, dx2, 2e-5, "linear_backward dx");
@@ -517,12 +523,12 @@ TEST_P(fast_vs_ref, rmsnorm_rope_swiglu_and_elementwise) {
     for (int trial = 0; trial < 5; trial++) {
         const int64_t N = s(1, 200), D = s(1, 80);  // N > 64: the fast dw reduces in 64-row chunks
         auto x = randv(N * D, trial + 1), w = randv(D, trial + 2), dy = randv(N * D, trial + 3);
-        std::vector<float> y1(N * D), y2(N * D), r1(N), r2(N);
+        fvec y1(N * D), y2(N * D), r1(N), r2(N);
         const float off = (float)(trial % 2);
         F.rmsnorm_forward(y1.data(), r1.data(), x.data(), w.data(), N, D, 1e-6f, off);
         R.rmsnorm_forward(y2.data(), r2.data(), x.data(), w.data(), N, D, 1e-6f, off);
         EXPECT_CLOSE(y1, y2, 2e-5, "rmsnorm_forward");
-        std::vector<float> dx1(N * D, 0.1f), dx2 = dx1, dw1(D, 0.2f), dw2 = dw1;
+        fvec dx1(N * D, 0.1f), dx2 = dx1, dw1(D, 0.2f), dw2 = dw1;
         F.rmsnorm_backward(dx1.data(), dw1.data(), dy.data(), x.data(), w.data(), r1.data(), N, D, off);
         R.rmsnorm_backward(dx2.data(), dw2.data(), dy.data(), x.data(), w.data(), r1.data(), N, D, off);
         EXPECT_CLOSE(dx1, dx2, 2e-5, "rmsnorm_backward dx");
@@ -530,7 +536,7 @@ TEST_P(fast_vs_ref, rmsnorm_rope_swiglu_and_elementwise) {
 
         const int64_t B = s(1, 3), T = s(1, 40), H = s(1, 4), hd = 2 * s(1, 8), rot = trial % 2 ? hd : 2 * s(1, hd / 2);
         const float scale = trial % 2 ? 1.0f : 1.25f;
-        std::vector<float> inv(rot / 2), c1(T * rot / 2), s1(T * rot / 2), c2 = c1, s2 = s1;
+        fvec inv(rot / 2), c1(T * rot / 2), s1(T * rot / 2), c2 = c1, s2 = s1;
         for (int64_t i = 0; i < rot / 2; i++) inv[i] = (float)std::pow(10000.0, -2.0 * i / rot);
         F.rope_tables(c1.data(), s1.data(), inv.data(), T, rot, scale);
         R.rope_tables(c2.data(), s2.data(), inv.data(), T, rot, scale);
@@ -546,7 +552,7 @@ TEST_P(fast_vs_ref, rmsnorm_rope_swiglu_and_elementwise) {
 
         const int64_t n = N * D;
         auto g = randv(n, trial + 5, 2.0f), u = randv(n, trial + 6), dh = randv(n, trial + 7);
-        std::vector<float> h1(n), h2(n), dg1(n, 0.1f), dg2 = dg1, du1(n, 0.2f), du2 = du1;
+        fvec h1(n), h2(n), dg1(n, 0.1f), dg2 = dg1, du1(n, 0.2f), du2 = du1;
         F.swiglu_forward(h1.data(), g.data(), u.data(), n);
         R.swiglu_forward(h2.data(), g.data(), u.data(), n);
         EXPECT_CLOSE(h1, h2, 2e-6, "swiglu_forward");
@@ -562,7 +568,7 @@ TEST_P(fast_vs_ref, rmsnorm_rope_swiglu_and_elementwise) {
         EXPECT_CLOSE(dg1, dg2, 2e-6, "geglu_backward dg");
         EXPECT_CLOSE(du1, du2, 2e-6, "geglu_backward du");
 
-        std::vector<float> a1 = g, a2 = g;
+        fvec a1 = g, a2 = g;
         F.add(a1.data(), u.data(), n);
         R.add(a2.data(), u.data(), n);
         EXPECT_EQ(a1, a2) << "add";
@@ -575,7 +581,7 @@ TEST_P(fast_vs_ref, rmsnorm_rope_swiglu_and_elementwise) {
         F.copy(a1.data(), dh.data(), n);
         EXPECT_EQ(a1, dh) << "copy";
         F.zero(a1.data(), n);
-        EXPECT_EQ(a1, std::vector<float>(n, 0.0f)) << "zero";
+        EXPECT_EQ(a1, fvec(n, 0.0f)) << "zero";
         F.dropout(a1.data(), g.data(), n, 0.3f, 77 + trial);
         R.dropout(a2.data(), g.data(), n, 0.3f, 77 + trial);
         for (int64_t i = 0; i < n; i++) ASSERT_EQ(a1[i] == 0.0f, a2[i] == 0.0f) << "dropout mask " << i;
@@ -593,12 +599,12 @@ TEST_P(fast_vs_ref, attention_and_kv_attention) {
         if (trial >= 2) ap.softcap = 2.0f, ap.scale = 0.9f;
         auto q = randv(B * T * Hq * hd, trial + 1), k = randv(B * T * Hkv * hd, trial + 2),
              v = randv(B * T * Hkv * hd, trial + 3), dout = randv(B * T * Hq * hd, trial + 4);
-        std::vector<float> o1(q.size()), o2(q.size()), l1(B * Hq * T), l2(B * Hq * T);
+        fvec o1(q.size()), o2(q.size()), l1(B * Hq * T), l2(B * Hq * T);
         F.attention_forward(o1.data(), l1.data(), q.data(), k.data(), v.data(), B, T, Hq, Hkv, hd, ap);
         R.attention_forward(o2.data(), l2.data(), q.data(), k.data(), v.data(), B, T, Hq, Hkv, hd, ap);
         EXPECT_CLOSE(o1, o2, 2e-5, "attention_forward T=" << T << " window " << ap.window);
         EXPECT_CLOSE(l1, l2, 2e-5, "attention_forward lse");
-        std::vector<float> dq1(q.size(), 0.0f), dq2 = dq1, dk1(k.size(), 0.0f), dk2 = dk1, dv1(v.size(), 0.0f), dv2 = dv1;
+        fvec dq1(q.size(), 0.0f), dq2 = dq1, dk1(k.size(), 0.0f), dk2 = dk1, dv1(v.size(), 0.0f), dv2 = dv1;
         F.attention_backward(dq1.data(), dk1.data(), dv1.data(), dout.data(), o1.data(), l1.data(), q.data(), k.data(),
                              v.data(), B, T, Hq, Hkv, hd, ap);
         R.attention_backward(dq2.data(), dk2.data(), dv2.data(), dout.data(), o2.data(), l2.data(), q.data(), k.data(),
@@ -608,11 +614,11 @@ TEST_P(fast_vs_ref, attention_and_kv_attention) {
         EXPECT_CLOSE(dv1, dv2, 5e-5, "attention_backward dv");
         // KV attention of the last n queries of sequence 0 equals the causal attention's rows
         const int64_t n = s(1, T), pos0 = T - n;
-        std::vector<float> okv(n * Hq * hd), okv2(n * Hq * hd);
+        fvec okv(n * Hq * hd), okv2(n * Hq * hd);
         F.attention_forward_kv(okv.data(), q.data() + pos0 * Hq * hd, k.data(), v.data(), n, pos0, Hq, Hkv, hd, ap);
         R.attention_forward_kv(okv2.data(), q.data() + pos0 * Hq * hd, k.data(), v.data(), n, pos0, Hq, Hkv, hd, ap);
         EXPECT_CLOSE(okv, okv2, 2e-5, "attention_forward_kv");
-        std::vector<float> rows(o2.begin() + pos0 * Hq * hd, o2.begin() + T * Hq * hd);
+        fvec rows(o2.begin() + pos0 * Hq * hd, o2.begin() + T * Hq * hd);
         EXPECT_CLOSE(okv, rows, 2e-5, "attention_forward_kv against the causal rows");
     }
 }
@@ -621,11 +627,11 @@ TEST_P(fast_vs_ref, embedding_lmhead_lora_fold_optimizer_and_init) {
     shape_gen s(404);
     for (int trial = 0; trial < 4; trial++) {
         const int64_t N = s(1, 60), D = s(1, 40), V = s(2, 300);
-        std::vector<int32_t> tok(N), tgt(N);
+        ivec tok(N), tgt(N);
         for (int64_t n = 0; n < N; n++) tok[n] = (int32_t)s(0, V - 1), tgt[n] = s(0, 3) == 0 ? -100 : (int32_t)s(0, V - 1);
         auto table = randv(V * D, trial + 1), dx = randv(N * D, trial + 2);
         auto t16 = randv16(V * D, trial + 3);
-        std::vector<float> x1(N * D), x2(N * D), d1(V * D, 0.0f), d2(V * D, 0.0f);
+        fvec x1(N * D), x2(N * D), d1(V * D, 0.0f), d2(V * D, 0.0f);
         F.embedding_forward(x1.data(), tok.data(), table.data(), N, D);
         R.embedding_forward(x2.data(), tok.data(), table.data(), N, D);
         EXPECT_EQ(x1, x2) << "embedding_forward";
@@ -639,8 +645,8 @@ TEST_P(fast_vs_ref, embedding_lmhead_lora_fold_optimizer_and_init) {
         // LM head: chunk sizes below, at and above N; fp32 and bf16 heads
         const float scale = 0.3f, cap = trial % 2 ? 3.0f : 0.0f;
         for (int64_t chunk : {(int64_t)1, std::max<int64_t>(1, N / 3), N}) {
-            std::vector<float> sc(lmhead_scratch_floats(chunk, D, V));
-            std::vector<float> gx1(N * D, 0.0f), gx2 = gx1, gw1(V * D, 0.0f), gw2 = gw1;
+            fvec sc(lmhead_scratch_floats(chunk, D, V));
+            fvec gx1(N * D, 0.0f), gx2 = gx1, gw1(V * D, 0.0f), gw2 = gw1;
             double l1 = F.lmhead_xent(gx1.data(), gw1.data(), x2.data(), table.data(), nullptr, tgt.data(), N, D, V,
                                       scale, sc.data(), chunk, cap);
             double l2 = R.lmhead_xent(gx2.data(), gw2.data(), x2.data(), table.data(), nullptr, tgt.data(), N, D, V,
@@ -670,7 +676,7 @@ TEST_P(fast_vs_ref, embedding_lmhead_lora_fold_optimizer_and_init) {
         h.weight_decay = 0.1;
         const int64_t n = s(1, 5000);
         auto p1 = randv(n, trial + 7), g = randv(n, trial + 8), m1 = randv(n, trial + 9, 0.1f);
-        std::vector<float> v1(n, 0.01f), p2 = p1, m2 = m1, v2 = v1;
+        fvec v1(n, 0.01f), p2 = p1, m2 = m1, v2 = v1;
         for (int step = 1; step <= 3; step++) {
             F.adamw_update(p1.data(), g.data(), m1.data(), v1.data(), n, h, step, step != 2, 0.8f);
             R.adamw_update(p2.data(), g.data(), m2.data(), v2.data(), n, h, step, step != 2, 0.8f);
@@ -679,11 +685,11 @@ TEST_P(fast_vs_ref, embedding_lmhead_lora_fold_optimizer_and_init) {
         EXPECT_CLOSE(p1, p2, 2e-5, "adamw_update p");
         EXPECT_CLOSE(m1, m2, 2e-5, "adamw_update m");
         EXPECT_CLOSE(v1, v2, 2e-5, "adamw_update v");
-        std::vector<int32_t> row_of(V, -1);
+        ivec row_of(V, -1);
         int32_t used = 0;
         for (int64_t t = 0; t < V; t += 3) row_of[t] = used++;
         auto rg = randv(used * D, trial + 10);
-        std::vector<float> rp1(V * D, 0.5f), rm1(V * D, 0.01f), rv1(V * D, 0.01f), rp2 = rp1, rm2 = rm1, rv2 = rv1;
+        fvec rp1(V * D, 0.5f), rm1(V * D, 0.01f), rv1(V * D, 0.01f), rp2 = rp1, rm2 = rm1, rv2 = rv1;
         F.adamw_update_rows(rp1.data(), rg.data(), row_of.data(), rm1.data(), rv1.data(), V, D, h, 2, true, 0.9f);
         R.adamw_update_rows(rp2.data(), rg.data(), row_of.data(), rm2.data(), rv2.data(), V, D, h, 2, true, 0.9f);
         EXPECT_CLOSE(rp1, rp2, 2e-5, "adamw_update_rows");
@@ -692,11 +698,11 @@ TEST_P(fast_vs_ref, embedding_lmhead_lora_fold_optimizer_and_init) {
         EXPECT_NEAR(F.sum_of_squares(gg.data(), big), R.sum_of_squares(gg.data(), big), 1e-9 * big);
 
         const int64_t ni = s(1, 3000000);  // crosses the 2^20 blocks of the init streams
-        std::vector<float> f1(ni), f2(ni);
+        fvec f1(ni), f2(ni);
         F.fill_normal(f1.data(), nullptr, ni, 0.02, 5, trial);
         R.fill_normal(f2.data(), nullptr, ni, 0.02, 5, trial);
         EXPECT_EQ(f1, f2) << "fill_normal";
-        std::vector<uint16_t> h1(ni), h2(ni);
+        hvec<uint16_t> h1(ni), h2(ni);
         F.fill_normal(nullptr, h1.data(), ni, 0.02, 5, trial);
         R.fill_normal(nullptr, h2.data(), ni, 0.02, 5, trial);
         EXPECT_EQ(h1, h2) << "fill_normal bf16";
@@ -713,8 +719,8 @@ INSTANTIATE_TEST_SUITE_P(backends, fast_vs_ref, ::testing::Values("cpu"),
 // here are large enough to be cut into many tiles, along rows and along columns, with ragged edges;
 // each result is also checked against the reference, which the tile offsets must not spoil.
 TEST(cpu_threads, results_are_bit_identical_for_1_2_and_3_threads) {
-    const backend& F = backend_cpu();
-    const backend& R = backend_ref();
+    const backend& F = *lisa_test::staged("cpu");
+    const backend& R = *lisa_test::staged("ref");
     struct shape { int64_t M, N, K; };
     const shape shapes[] = {{517, 300, 129}, {96, 1100, 77}, {1030, 64, 300}};
     for (const shape& sh : shapes)
@@ -722,12 +728,12 @@ TEST(cpu_threads, results_are_bit_identical_for_1_2_and_3_threads) {
             for (int tb = 0; tb < 2; tb++) {
                 const int64_t M = sh.M, N = sh.N, Kd = sh.K, lda = ta ? M : Kd, ldb = tb ? Kd : N;
                 const auto A = randv(M * Kd, 1), B = randv(Kd * N, 2), C0 = randv(M * N, 3);
-                std::vector<float> want = C0;
+                fvec want = C0;
                 R.gemm(ta, tb, M, N, Kd, 0.7f, A.data(), lda, B.data(), ldb, 0.5f, want.data(), N);
-                std::vector<float> first;
+                fvec first;
                 for (int threads : {1, 2, 3}) {
                     F.set_threads(threads);
-                    std::vector<float> C = C0;
+                    fvec C = C0;
                     F.gemm(ta, tb, M, N, Kd, 0.7f, A.data(), lda, B.data(), ldb, 0.5f, C.data(), N);
                     EXPECT_CLOSE(C, want, 2e-5, "gemm " << ta << tb << " " << M << "x" << N << "x" << Kd);
                     if (first.empty()) first = C;
@@ -738,16 +744,16 @@ TEST(cpu_threads, results_are_bit_identical_for_1_2_and_3_threads) {
     // a layer's worth of the other kernels, each at three thread counts
     const int64_t N = 700, in = 192, out = 520;
     const auto x = randv(N * in, 4), w = randv(out * in, 5), b = randv(out, 6), dy = randv(N * out, 7), nw = randv(in, 8);
-    std::vector<std::vector<float>> runs;
+    std::vector<fvec> runs;
     for (int threads : {1, 2, 3}) {
         F.set_threads(threads);
-        std::vector<float> y(N * out), dx(N * in, 0.0f), dw(out * in, 0.0f), db(out, 0.0f), ny(N * in), rstd(N),
+        fvec y(N * out), dx(N * in, 0.0f), dw(out * in, 0.0f), db(out, 0.0f), ny(N * in), rstd(N),
             ndx(N * in, 0.0f), ndw(in, 0.0f);
         F.linear_forward(y.data(), x.data(), w.data(), b.data(), N, in, out);
         F.linear_backward(dx.data(), dw.data(), db.data(), dy.data(), x.data(), w.data(), N, in, out);
         F.rmsnorm_forward(ny.data(), rstd.data(), x.data(), nw.data(), N, in, 1e-5f, 0.0f);
         F.rmsnorm_backward(ndx.data(), ndw.data(), dx.data(), x.data(), nw.data(), rstd.data(), N, in, 0.0f);
-        std::vector<float> all;
+        fvec all;
         for (const auto* v : {&y, &dx, &dw, &db, &ny, &ndx, &ndw}) all.insert(all.end(), v->begin(), v->end());
         all.push_back((float)F.sum_of_squares(all.data(), (int64_t)all.size()));
         runs.push_back(all);

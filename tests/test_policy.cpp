@@ -134,7 +134,8 @@ TEST(policy_lisa, entering_layers_start_with_fresh_state) {
     p->begin_step(env, 0);
     for (param_group* g : p->groups()) {  // pretend two optimizer steps happened
         g->step = 2;
-        std::fill(g->m(), g->m() + g->n, 1.0f);
+        const std::vector<float> ones(g->n, 1.0f);
+        device_write(*g->state.be(), g->m(), ones.data(), g->n);
     }
     p->begin_step(env, 1);  // mid-interval: state kept
     for (param_group* g : p->groups()) EXPECT_EQ(g->step, 2) << g->name;
@@ -142,7 +143,7 @@ TEST(policy_lisa, entering_layers_start_with_fresh_state) {
     for (param_group* g : p->groups()) {
         const bool slot = g->name.rfind("layer.", 0) == 0;
         EXPECT_EQ(g->step, slot ? 0 : 2) << g->name;
-        EXPECT_EQ(g->m()[0], slot ? 0.0f : 1.0f) << g->name;
+        EXPECT_EQ(device_read(*g->state.be(), g->m(), 1)[0], slot ? 0.0f : 1.0f) << g->name;
     }
 }
 

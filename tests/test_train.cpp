@@ -79,8 +79,9 @@ TEST(train, one_full_step_matches_pytorch_adamw) {
 // Which tensors changed between two models: per tensor name, any element differs.
 static std::set<std::string> changed(const decoder_model& a, const decoder_model& b) {
     std::set<std::string> s;
+    const std::vector<float> pa = a.params.host_copy(), pb = b.params.host_copy();
     for (const auto& t : a.tensors)
-        if (std::memcmp(a.params.data() + t.offset, b.params.data() + t.offset, t.numel * 4) != 0) s.insert(t.name);
+        if (std::memcmp(pa.data() + t.offset, pb.data() + t.offset, t.numel * 4) != 0) s.insert(t.name);
     return s;
 }
 
@@ -202,12 +203,15 @@ TEST(train, owlore_outlier_ratios_follow_the_weights) {
         if (m->tensors[i].layer == last && m->tensors[i].field == LT_DOWN) down = i;
     float* w = m->w.layers[last][LT_DOWN];
     const size_t n = m->tensors[down].numel;
-    for (size_t i = 0; i < n; i++) w[i] *= 2;
+    std::vector<float> wh = device_read(*m->ctx.be, (const float*)w, n);
+    for (size_t i = 0; i < n; i++) wh[i] *= 2;
+    device_write(*m->ctx.be, w, wh.data(), n);
     layer_outliers b = layer_outliers_measure(*m, d, 0, 3, 2, 7.0);
     EXPECT_EQ(a.ratio, b.ratio);
     // plant: every 16th weight of that matrix 1000 times larger
     size_t planted = 0;
-    for (size_t i = 0; i < n; i += 16, planted++) w[i] *= 1000;
+    for (size_t i = 0; i < n; i += 16, planted++) wh[i] *= 1000;
+    device_write(*m->ctx.be, w, wh.data(), n);
     layer_outliers c = layer_outliers_measure(*m, d, 0, 3, 2, 7.0);
     int64_t layer_weights = 0;
     for (const auto& t : m->tensors)

@@ -1,10 +1,11 @@
 // The checked CPU backends (LISA_CHECK_DEVICE_MEMORY=1): the proof, on a machine without a GPU,
 // that host code treats device memory as a GPU would force it to. Every allocation is mapped
-// PROT_NONE except while a call of the backend runs (all of them are opened for the call, then
-// closed again), so a host read or write of a tensor outside a kernel faults at the line that did
-// it; and every pointer a kernel is given must lie inside a live allocation, so host buffers
-// (token ids, targets, row maps) passed where device memory belongs fail by name. Calls are
-// serialised by one lock. Slow (two mprotect sweeps per call): a test mode, not a product.
+// PROT_NONE except while a call of the backend that uses it runs (the allocations a call's pointer
+// arguments lie in are opened for the call, then closed again), so a host read or write of a
+// tensor outside a kernel faults at the line that did it; and every pointer a kernel is given must
+// lie inside a live allocation, so host buffers (token ids, targets, row maps) passed where device
+// memory belongs fail by name. Calls are serialised by one lock. A test mode, not a product: two
+// mprotect calls per argument per call.
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
@@ -15,6 +16,7 @@
 #include <sys/mman.h>
 #include <type_traits>
 #include <unistd.h>
+#include <vector>
 
 #include "core/error.h"
 #include "kernels/host_memory.h"
@@ -35,52 +37,60 @@ namespace {
 const size_t kPage = 4096;
 size_t       page_round(size_t b) { return (b + kPage - 1) / kPage * kPage; }
 
+struct allocation {
+    size_t bytes;
+    int    open;  // calls in progress that use it (accessible while > 0)
+};
 std::recursive_mutex             g_mu;
-std::map<uintptr_t, size_t>      g_live;  // base -> bytes, of every backend's checked allocations
-int                              g_open = 0;  // depth of calls in progress (memory is open while > 0)
+std::map<uintptr_t, allocation>  g_live;  // base -> allocation, of every backend's checked allocations
 
-void protect_all(int prot) {
-    for (const auto& [base, bytes] : g_live)
-        if (mprotect((void*)base, page_round(bytes), prot) != 0) fail("LISA_CHECK_DEVICE_MEMORY: mprotect failed");
+void protect(uintptr_t base, const allocation& a, int prot) {
+    if (mprotect((void*)base, page_round(a.bytes), prot) != 0) fail("LISA_CHECK_DEVICE_MEMORY: mprotect failed");
 }
 
-// Opens every allocation for the duration of one backend call.
-struct open_guard {
-    std::lock_guard<std::recursive_mutex> lock{g_mu};
-    open_guard() {
-        if (g_open++ == 0) protect_all(PROT_READ | PROT_WRITE);
-    }
-    ~open_guard() {
-        if (--g_open == 0) protect_all(PROT_NONE);
-    }
-};
-
-bool is_device(const void* p) {
+// the allocation holding p, or g_live.end()
+std::map<uintptr_t, allocation>::iterator find(const void* p) {
     const uintptr_t a = (uintptr_t)p;
     auto it = g_live.upper_bound(a);
-    if (it == g_live.begin()) return false;
+    if (it == g_live.begin()) return g_live.end();
     --it;
-    return a >= it->first && a < it->first + std::max<size_t>(it->second, 1);
+    return a < it->first + std::max<size_t>(it->second.bytes, 1) ? it : g_live.end();
 }
 
-template <typename A>
-void check_arg(const char* kernel, int i, const A& a) {
-    if constexpr (std::is_pointer_v<A>) {
-        if (a && !is_device((const void*)a))
-            fail(strf("LISA_CHECK_DEVICE_MEMORY: kernel %s, argument %d (%p) is not device memory", kernel, i,
-                      (const void*)a));
-    } else if constexpr (std::is_same_v<A, attn_params>) {
-        if (a.pos && !is_device(a.pos))
-            fail(strf("LISA_CHECK_DEVICE_MEMORY: kernel %s, attn_params::pos (%p) is not device memory", kernel,
-                      (const void*)a.pos));
+// One backend call: every pointer it is given must lie in a live allocation, and exactly those
+// allocations are accessible until it returns (a kernel reaches memory only through its arguments).
+class open_guard {
+  public:
+    template <typename... A>
+    explicit open_guard(const char* what, const A&... a) {
+        int i = 0;
+        (take(what, ++i, a), ...);
+        for (auto it : opened_)
+            if (it->second.open++ == 0) protect(it->first, it->second, PROT_READ | PROT_WRITE);
     }
-}
+    ~open_guard() {
+        for (auto it : opened_)
+            if (--it->second.open == 0) protect(it->first, it->second, PROT_NONE);
+    }
 
-template <typename... A>
-void check_args(const char* kernel, const A&... a) {
-    int i = 0;
-    (check_arg(kernel, ++i, a), ...);
-}
+  private:
+    void open_ptr(const char* what, int i, const void* p) {
+        if (!p) return;
+        auto it = find(p);
+        if (it == g_live.end())
+            fail(strf("LISA_CHECK_DEVICE_MEMORY: %s, argument %d (%p) is not device memory", what, i, p));
+        for (auto o : opened_)
+            if (o == it) return;
+        opened_.push_back(it);
+    }
+    template <typename A>
+    void take(const char* what, int i, const A& a) {
+        if constexpr (std::is_pointer_v<A>) open_ptr(what, i, (const void*)a);
+        else if constexpr (std::is_same_v<A, attn_params>) open_ptr(what, i, a.pos);
+    }
+    std::lock_guard<std::recursive_mutex>                    lock_{g_mu};
+    std::vector<std::map<uintptr_t, allocation>::iterator>   opened_;
+};
 
 void on_segv(int sig, siginfo_t* si, void*) {
     char msg[200];
@@ -112,8 +122,7 @@ const backend& make_checked(const backend& in) {
         backend t = *inner;
 #define LISA_CHECKED(f)                                    \
     t.f = [](auto... a) -> decltype(auto) {                \
-        open_guard g;                                      \
-        check_args(#f, a...);                              \
+        open_guard g("kernel " #f, a...);                  \
         return inner->f(a...);                             \
     }
         LISA_CHECKED(gemm);
@@ -157,42 +166,37 @@ const backend& make_checked(const backend& in) {
             std::lock_guard<std::recursive_mutex> lock(g_mu);
             void* p = inner->mem_alloc(bytes);
             if (!p) return p;
-            g_live[(uintptr_t)p] = bytes;
-            if (g_open == 0 && mprotect(p, page_round(bytes), PROT_NONE) != 0)
-                fail("LISA_CHECK_DEVICE_MEMORY: mprotect failed");
+            g_live[(uintptr_t)p] = {bytes, 0};
+            protect((uintptr_t)p, g_live[(uintptr_t)p], PROT_NONE);
             return p;
         };
         t.mem_free = [](void* p, size_t bytes) {
             if (!p) return;
             std::lock_guard<std::recursive_mutex> lock(g_mu);
-            LISA_ASSERT(g_live.count((uintptr_t)p) && g_live[(uintptr_t)p] == bytes, "mem_free",
-                        "not the base and size of a live allocation");
+            LISA_ASSERT(g_live.count((uintptr_t)p) && g_live[(uintptr_t)p].bytes == bytes &&
+                            g_live[(uintptr_t)p].open == 0,
+                        "mem_free", "not the base and size of a live allocation, or in use by a call");
             g_live.erase((uintptr_t)p);
             inner->mem_free(p, bytes);
         };
         t.mem_upload = [](void* dst, const void* host, size_t bytes) {
-            open_guard g;
-            check_args("mem_upload", dst);
+            open_guard g("mem_upload", dst);
             inner->mem_upload(dst, host, bytes);
         };
         t.mem_download = [](void* host, const void* src, size_t bytes) {
-            open_guard g;
-            check_args("mem_download", src);
+            open_guard g("mem_download", src);
             inner->mem_download(host, src, bytes);
         };
         t.mem_copy = [](void* dst, const void* src, size_t bytes) {
-            open_guard g;
-            check_args("mem_copy", dst, src);
+            open_guard g("mem_copy", dst, src);
             inner->mem_copy(dst, src, bytes);
         };
         t.mem_zero = [](void* p, size_t bytes) {
-            open_guard g;
-            check_args("mem_zero", p);
+            open_guard g("mem_zero", p);
             inner->mem_zero(p, bytes);
         };
         t.mem_release = [](void* p, size_t bytes) {
-            open_guard g;
-            check_args("mem_release", p);
+            open_guard g("mem_release", p);
             inner->mem_release(p, bytes);
         };
         t.mem_host = [](void*) -> void* { return nullptr; };  // never: everything goes through the calls

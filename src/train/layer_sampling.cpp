@@ -21,11 +21,14 @@ const char* layer_sampling_name(layer_sampling s) { return s == layer_sampling::
 
 namespace {
 
-// Σ over kept rows of x[row, j]² for each column j (kept: rows that are real tokens).
-void add_channel_sq(std::vector<double>* acc, const float* x, int64_t cols, const std::vector<bool>& keep) {
+// Σ over kept rows of x[row, j]² for each column j (kept: rows that are real tokens); x is an
+// activation in device memory, downloaded once (a measurement made once per run)
+void add_channel_sq(const backend& be, std::vector<double>* acc, const float* x, int64_t cols,
+                    const std::vector<bool>& keep) {
+    const std::vector<float> h = device_read(be, x, keep.size() * (size_t)cols);
     for (size_t r = 0; r < keep.size(); r++) {
         if (!keep[r]) continue;
-        const float* row = x + r * cols;
+        const float* row = h.data() + r * cols;
         for (int64_t j = 0; j < cols; j++) (*acc)[j] += (double)row[j] * row[j];
     }
 }
@@ -78,10 +81,10 @@ layer_outliers layer_outliers_measure(const decoder_model& m, const dataset& d, 
         for (bool k : keep) out.tokens += k;
         for (int l = 0; l < L; l++) {
             const decoder_layer_acts& la = a.layers[l];
-            add_channel_sq(&s[l].xn1, la.xn1, D, keep);
-            add_channel_sq(&s[l].att, la.att, Q, keep);
-            add_channel_sq(&s[l].xn2, la.xn2, D, keep);
-            add_channel_sq(&s[l].h, la.h, F, keep);
+            add_channel_sq(*m.ctx.be, &s[l].xn1, la.xn1, D, keep);
+            add_channel_sq(*m.ctx.be, &s[l].att, la.att, Q, keep);
+            add_channel_sq(*m.ctx.be, &s[l].xn2, la.xn2, D, keep);
+            add_channel_sq(*m.ctx.be, &s[l].h, la.h, F, keep);
         }
     }
     out.ratio.assign(L, 0.0);
