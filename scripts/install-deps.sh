@@ -13,6 +13,12 @@
 #   libgtest-dev        unit, kernel and golden tests (ctest)
 #   libopenmpi-dev openmpi-bin  data-parallel training over MPI (mpirun -np N lisa train ...) and
 #                       its 2-rank tests; CMake builds without it too (single process)
+#   libvulkan-dev glslc the Vulkan backend (optional in CMake: without them lisa builds CPU-only):
+#                       the loader and headers, and the GLSL compiler that turns the compute shaders
+#                       into SPIR-V at build time
+#   mesa-vulkan-drivers vulkan-validationlayers
+#                       lavapipe, Mesa's Vulkan device on the CPU, on which the Vulkan tests run, and
+#                       the Khronos validation layer they run under
 #   nodejs npm          test-only, when the machine has no node / npm yet: npm fetches the llama.cpp
 #                       referee (scripts/install-referees.sh); failing to install them only makes
 #                       the referee's tests skip
@@ -25,7 +31,7 @@
 #   python3-torch       only with --golden: the PyTorch reference that writes tests/golden
 set -euo pipefail
 pkgs=(g++ cmake make pkg-config libopenblas-openmp-dev nlohmann-json3-dev libcli11-dev libgtest-dev libpcre2-dev
-      libutf8proc-dev libopenmpi-dev openmpi-bin)
+      libutf8proc-dev libopenmpi-dev openmpi-bin libvulkan-dev glslc mesa-vulkan-drivers vulkan-validationlayers)
 if [[ "${1:-}" == "--golden" ]]; then pkgs+=(python3-torch python3-numpy); fi
 missing=()
 for p in "${pkgs[@]}"; do

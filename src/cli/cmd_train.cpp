@@ -261,6 +261,7 @@ command_fn cmd_train_register(CLI::App& app) {
         else if (o->use_lisa == 1) t.method = train_method::lisa;
         else if (o->use_lisa == 0 && t.method == train_method::lisa) t.method = train_method::full;
         t.threads = cli_threads();
+        t.device = &cli_backend();
         if (o->disable_group_texts >= 0) t.group_texts = o->disable_group_texts == 0;
         if (!o->lora_targets.empty()) {  // "q_proj v_proj", "q_proj,v_proj", or "all-linear"
             t.lora_target_modules.clear();

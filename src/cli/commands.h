@@ -4,6 +4,8 @@
 #include <CLI/CLI.hpp>
 #include <functional>
 
+#include "kernels/kernels.h"
+
 namespace lisa {
 
 using command_fn = std::function<void()>;
@@ -23,6 +25,11 @@ command_fn cmd_export_gguf_register(CLI::App& app);  // lisa export-gguf: write 
 // The --threads flag (0 = all cores): each command gives it to the compute context of what it
 // loads (decoder_model::ctx, train_options::threads); nothing sets threads process-wide.
 int cli_threads();
+// The --device flag: "cpu" (default), "vulkan" or "vulkan:N"; cli_backend() starts and returns its
+// backend (one clear line when it cannot), which a command gives to what it loads.
+const std::string& cli_device();
+const backend& cli_backend();
+command_fn cmd_devices_register(CLI::App& app);  // lisa devices: the compute devices of this machine
 
 // A boolean as Hugging Face's and LMFlow's scripts pass it: `--name`, or `--name VALUE` with
 // VALUE one of true/false, 1/0, yes/no (any case). Defined in cmd_train.cpp.

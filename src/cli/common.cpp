@@ -16,7 +16,7 @@
 namespace lisa {
 
 std::unique_ptr<decoder_model> load_model_with_lora(const std::string& dir, const std::string& lora_dir) {
-    auto m = decoder_model_load(dir);
+    auto m = decoder_model_load(dir, -1, &cli_backend());
     m->ctx.threads = cli_threads();
     if (!lora_dir.empty()) lora_merge_adapter(m.get(), lora_dir);
     return m;

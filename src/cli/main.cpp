@@ -15,6 +15,7 @@
 #include "comm/comm.h"
 #include "core/error.h"
 #include "core/threads.h"
+#include "kernels/vulkan/vulkan.h"
 
 // libgomp reads its wait policy once, as it loads, before main. Its default has a worker thread
 // that runs out of work spin for milliseconds, which on a machine where another program holds a
@@ -34,6 +35,31 @@ static void set_wait_policy(char** argv) {
 namespace lisa {
 static int g_threads = 0;
 int cli_threads() { return g_threads; }
+static std::string g_device = "cpu";
+const std::string& cli_device() { return g_device; }
+const backend& cli_backend() {
+    if (g_device == "cpu") return backend_cpu();
+    if (g_device == "vulkan") {
+        // ranks of one machine (mpirun) each take their own device: the local rank's, modulo the
+        // usable devices present
+        const char* local = std::getenv("OMPI_COMM_WORLD_LOCAL_RANK");
+        if (!local) local = std::getenv("MPI_LOCALRANKID");
+        int index = 0;
+        if (local) {
+            std::string why;
+            std::vector<int> usable;
+            for (const auto& d : vulkan_devices(&why))
+                if (d.usable) usable.push_back(d.index);
+            if (!usable.empty()) index = usable[(size_t)std::atoi(local) % usable.size()];
+        }
+        return backend_vulkan(index);
+    }
+    if (g_device.rfind("vulkan:", 0) == 0) {
+        const backend* b = backend_by_name(g_device.c_str());
+        if (b) return *b;
+    }
+    fail(strf("--device %s: expected cpu, vulkan or vulkan:N (lisa devices lists them)", g_device.c_str()));
+}
 }  // namespace lisa
 
 // Edit distance, for "did you mean" (case-insensitive, small strings).
@@ -250,12 +276,16 @@ int main(int argc, char** argv) {
     int& threads = lisa::g_threads;
     app.add_option("--threads", threads, "CPU threads for compute (default: OMP_NUM_THREADS, else all cores)")
         ->check(CLI::NonNegativeNumber);
+    std::string& device = lisa::g_device;
+    const char* device_help = "where to compute: cpu (default), vulkan or vulkan:N (lisa devices lists them)";
+    app.add_option("--device", device, device_help);
     std::map<CLI::App*, lisa::command_fn> commands;
     auto add = [&](const char* name, const char* help, lisa::command_fn (*reg)(CLI::App&)) {
         CLI::App* sub = app.add_subcommand(name, help);
         // accepted after the subcommand too (`lisa train ... --threads 2`), as users write it
         sub->add_option("--threads", threads, "CPU threads for compute (default: OMP_NUM_THREADS, else all cores)")
             ->check(CLI::NonNegativeNumber);
+        sub->add_option("--device", device, device_help);
         commands[sub] = reg(*sub);
     };
     add("init", "write a randomly initialised model in Hugging Face format", lisa::cmd_init_register);
@@ -272,6 +302,7 @@ int main(int argc, char** argv) {
         lisa::cmd_plot_register);
     add("generate", "generate text from a prompt (KV-cached; greedy at temperature 0)", lisa::cmd_generate_register);
     add("chat", "talk with a model in its chat template, turn by turn (stdin)", lisa::cmd_chat_register);
+    add("devices", "list the compute devices: the CPU and each Vulkan device with its memory", lisa::cmd_devices_register);
     app.set_version_flag("--version", std::string("lisa ") + LISA_VERSION);
     // `train --config FILE`: the file's flags go in front of the command line's, so those win
     std::vector<std::string> args(argv, argv + argc);

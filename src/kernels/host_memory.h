@@ -26,6 +26,9 @@ struct backend;
 // device memory inaccessible outside its calls and every kernel pointer argument checked to lie in
 // live device memory. `which` tells the variants apart (0: cpu, 1: ref).
 const backend& backend_checked(const backend& inner, int which);
+// The CPU backend on host memory, never the checked variant: for a device backend's host-side
+// steps (tables and initial values it computes on the host, bit for bit as the CPU does, and uploads).
+const backend& backend_cpu_plain();
 // Whether LISA_CHECK_DEVICE_MEMORY=1 is set (read once).
 bool device_memory_checked();
 }  // namespace lisa

@@ -205,7 +205,8 @@ inline int64_t lmhead_scratch_floats(int64_t chunk, int64_t D, int64_t V) { retu
 // at once, as it would on a GPU.
 const backend& backend_cpu();  // OpenBLAS + OpenMP (src/kernels/cpu)
 const backend& backend_ref();  // plain loops, obviously correct, slow (src/kernels/ref)
-// the backend named "cpu" or "ref"; nullptr for another name
+// the backend named "cpu", "ref", "vulkan" or "vulkan:N" (started on first use; fails in one line
+// when Vulkan cannot start); nullptr for another name
 const backend* backend_by_name(const char* name);
 
 }  // namespace lisa

@@ -76,6 +76,7 @@ struct train_options {
     std::string max_shard_size = "5GB";
     std::string run_name;                // recorded in training_args.json
     int         threads = 0;             // compute threads; 0 = the process default
+    const backend* device = nullptr;     // where the model, activations and optimizer state live (null: CPU)
     // library use (benchmarks): train on these samples instead of reading dataset_path (no
     // tokenizer needed), keep file order, and skip writing the final model
     const struct dataset* train_data = nullptr;

@@ -22,6 +22,7 @@
 #include "train/checkpoint.h"
 #include "train/evaluate.h"
 #include "train/grad_sync.h"
+#include "kernels/vulkan/vulkan.h"
 #include "train/layer_sampling.h"
 #include "train/policy.h"
 
@@ -233,7 +234,7 @@ struct trainer {
     }
 
     void load(const std::string& ckpt) {
-        m = decoder_model_load(o.model_name_or_path);
+        m = decoder_model_load(o.model_name_or_path, -1, o.device);
         threads = threads_choose(o.threads);
         m->ctx.threads = m->ctx.max_threads = threads.n;
         thread_governor_init(&governor, threads.n);
@@ -645,6 +646,13 @@ struct trainer {
                   train_method_name(o.method), data.samples.size(), (long long)total_steps, (long long)steps_per_epoch,
                   (long long)o.per_device_train_batch_size, (long long)o.gradient_accumulation_steps,
                   world->size() > 1 ? strf(" x %d ranks (MPI)", world->size()).c_str() : ""));
+        if (std::string(m->ctx.be->name) == "vulkan") {
+            uint64_t used = 0;
+            vulkan_memory(&used);
+            info(strf("device: %s; the model, its activations and optimizer state live there (%.1f MiB so far; "
+                      "device_mib in the log); gradients of ranks are summed through the host",
+                      vulkan_current_device().c_str(), (double)used / (1 << 20)));
+        }
         {  // what padding would cost on this data (the first epoch's batches)
             std::vector<size_t> first = epoch_order(data.samples.size(), o.seed, 0, o.shuffle);
             if (o.group_by_length) order_group_by_length(&first, data, mega_batch());
@@ -773,6 +781,14 @@ struct trainer {
                           {"world_size", world->size()},
                           {"allreduce_bytes", world->size() > 1 ? step_reduced : 0}};
                 if (o.zero_stage == 1) j["allgather_bytes"] = step_gathered;
+                if (std::string(m->ctx.be->name) == "vulkan") {  // what the model and its state hold on the GPU
+                    uint64_t used = 0, dispatches = 0, submits = 0;
+                    vulkan_memory(&used);
+                    vulkan_counters(&dispatches, &submits);
+                    j["device_mib"] = (double)used / (1 << 20);
+                    j["device_dispatches"] = dispatches;
+                    j["device_submits"] = submits;
+                }
                 j.update(policy->state_json());
                 write_log(j);
                 loss_logged_sum += loss_since_log / (double)steps_since_log;

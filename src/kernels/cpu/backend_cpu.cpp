@@ -2,6 +2,7 @@
 // share one thread pool), everything else OpenMP loops with fixed reduction orders.
 #include "kernels/kernels.h"
 #include "kernels/host_memory.h"
+#include "kernels/vulkan/vulkan.h"
 
 #include "core/dtype.h"
 #include "core/rng.h"
@@ -672,7 +673,7 @@ static void f32_to_bf16(uint16_t* dst, const float* src, int64_t n) {
 
 }  // namespace cpu
 
-const backend& backend_cpu() {
+const backend& backend_cpu_plain() {
     static const backend b = {
         "cpu",
         cpu::set_threads,
@@ -723,7 +724,11 @@ const backend& backend_cpu() {
         host_memory::host,
         host_memory::sync,
     };
-    if (device_memory_checked()) return backend_checked(b, 0);
+    return b;
+}
+
+const backend& backend_cpu() {
+    static const backend& b = device_memory_checked() ? backend_checked(backend_cpu_plain(), 0) : backend_cpu_plain();
     return b;
 }
 
@@ -731,6 +736,12 @@ const backend* backend_by_name(const char* name) {
     const std::string n = name;
     if (n == "cpu") return &backend_cpu();
     if (n == "ref") return &backend_ref();
+    if (n == "vulkan") return &backend_vulkan(0);
+    if (n.rfind("vulkan:", 0) == 0) {
+        char* end = nullptr;
+        const long i = std::strtol(n.c_str() + 7, &end, 10);
+        if (end != n.c_str() + 7 && *end == '\0' && i >= 0 && i < 1000) return &backend_vulkan((int)i);
+    }
     return nullptr;
 }
 
