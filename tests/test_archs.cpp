@@ -18,42 +18,12 @@ using lisa_test::temp_dir;
 static std::string aidreams() { return lisa_test::assets_dir() + "/models/aidreams-260k"; }
 static std::string data_dir() { return lisa_test::golden_dir("aidreams_data") + "/text_only"; }
 
-// Shapes of the real models, scaled down; vocabulary 512 to use the aidreams tokenizer.
-static json tiny_config(const std::string& arch) {
-    if (arch == "qwen3")
-        return {{"architectures", {"Qwen3ForCausalLM"}}, {"model_type", "qwen3"}, {"vocab_size", 512},
-                {"hidden_size", 48}, {"intermediate_size", 96}, {"num_hidden_layers", 4},
-                {"num_attention_heads", 4}, {"num_key_value_heads", 2}, {"head_dim", 16},
-                {"max_position_embeddings", 256}, {"rms_norm_eps", 1e-6}, {"rope_theta", 1000000.0},
-                {"use_sliding_window", true}, {"sliding_window", 6}, {"max_window_layers", 2},
-                {"tie_word_embeddings", true}, {"bos_token_id", 1}, {"eos_token_id", 2}, {"torch_dtype", "float32"}};
-    if (arch == "phi3")  // fused projections, 3/4 of a head rotated, longrope past 16 positions, window 6
-        return {{"architectures", {"Phi3ForCausalLM"}}, {"model_type", "phi3"}, {"vocab_size", 512},
-                {"hidden_size", 64}, {"intermediate_size", 96}, {"num_hidden_layers", 4},
-                {"num_attention_heads", 4}, {"num_key_value_heads", 2}, {"partial_rotary_factor", 0.75},
-                {"max_position_embeddings", 256}, {"original_max_position_embeddings", 16},
-                {"rope_scaling", {{"type", "longrope"}, {"short_factor", {1.0, 1.1, 1.2, 1.3, 1.4, 1.5}},
-                                  {"long_factor", {2.0, 3.0, 4.0, 5.0, 6.0, 7.0}}}},
-                {"sliding_window", 6}, {"bos_token_id", 1}, {"eos_token_id", 2}, {"torch_dtype", "float32"}};
-    if (arch == "smollm3")  // layer 3 NoPE (the default every 4th), with a window of 6 there
-        return {{"architectures", {"SmolLM3ForCausalLM"}}, {"model_type", "smollm3"}, {"vocab_size", 512},
-                {"hidden_size", 48}, {"intermediate_size", 96}, {"num_hidden_layers", 4},
-                {"num_attention_heads", 4}, {"num_key_value_heads", 2}, {"max_position_embeddings", 256},
-                {"use_sliding_window", true}, {"sliding_window", 6}, {"bos_token_id", 1}, {"eos_token_id", 2},
-                {"torch_dtype", "bfloat16"}};
-    return {{"architectures", {"Gemma3ForCausalLM"}}, {"model_type", "gemma3_text"}, {"vocab_size", 512},
-            {"hidden_size", 48}, {"intermediate_size", 96}, {"num_hidden_layers", 4}, {"num_attention_heads", 2},
-            {"num_key_value_heads", 1}, {"head_dim", 32}, {"max_position_embeddings", 256},
-            {"query_pre_attn_scalar", 32}, {"sliding_window", 5}, {"sliding_window_pattern", 2},
-            {"rope_local_base_freq", 10000.0}, {"rope_theta", 1000000.0}, {"final_logit_softcapping", 30.0},
-            {"bos_token_id", 1}, {"eos_token_id", 2}, {"torch_dtype", "bfloat16"}};
-}
 
 class archs : public ::testing::TestWithParam<const char*> {
   protected:
     void SetUp() override {
         if (lisa_test::assets_dir().empty()) GTEST_SKIP() << "../shared/assets not found (set LISA_ASSETS)";
-        lisa_test::write_file(cfg.path + "/config.json", tiny_config(GetParam()).dump());
+        lisa_test::write_file(cfg.path + "/config.json", lisa_test::tiny_arch_config(GetParam()).dump());
         auto r = run_lisa("init --config " + cfg.path + "/config.json --output_model_path " + base.path +
                           " --tokenizer_path " + aidreams() + " --seed 3");
         ASSERT_EQ(r.code, 0) << r.output;

@@ -224,21 +224,6 @@ namespace {
 std::string aidreams() { return lisa_test::assets_dir() + "/models/aidreams-260k"; }
 std::string text_data() { return lisa_test::golden_dir("aidreams_data") + "/text_only"; }
 
-json tiny_config(const std::string& arch) {
-    if (arch == "qwen3")
-        return {{"architectures", {"Qwen3ForCausalLM"}}, {"model_type", "qwen3"}, {"vocab_size", 512},
-                {"hidden_size", 48}, {"intermediate_size", 96}, {"num_hidden_layers", 4},
-                {"num_attention_heads", 4}, {"num_key_value_heads", 2}, {"head_dim", 16},
-                {"max_position_embeddings", 256}, {"rms_norm_eps", 1e-6}, {"rope_theta", 1000000.0},
-                {"use_sliding_window", true}, {"sliding_window", 6}, {"max_window_layers", 2},
-                {"tie_word_embeddings", true}, {"bos_token_id", 1}, {"eos_token_id", 2}, {"torch_dtype", "float32"}};
-    return {{"architectures", {"Gemma3ForCausalLM"}}, {"model_type", "gemma3_text"}, {"vocab_size", 512},
-            {"hidden_size", 48}, {"intermediate_size", 96}, {"num_hidden_layers", 4}, {"num_attention_heads", 2},
-            {"num_key_value_heads", 1}, {"head_dim", 32}, {"max_position_embeddings", 256},
-            {"query_pre_attn_scalar", 32}, {"sliding_window", 5}, {"sliding_window_pattern", 2},
-            {"rope_local_base_freq", 10000.0}, {"rope_theta", 1000000.0}, {"final_logit_softcapping", 30.0},
-            {"attn_logit_softcapping", 50.0}, {"bos_token_id", 1}, {"eos_token_id", 2}, {"torch_dtype", "bfloat16"}};
-}
 
 // the logged losses of a run
 std::vector<double> losses(const std::string& out) {
@@ -264,7 +249,7 @@ class vulkan_e2e : public ::testing::TestWithParam<const char*> {
             model = aidreams();
             return;
         }
-        lisa_test::write_file(cfg.path + "/config.json", tiny_config(arch).dump());
+        lisa_test::write_file(cfg.path + "/config.json", lisa_test::tiny_arch_config(arch).dump());
         auto r = lisa_test::run_lisa("init --config " + cfg.path + "/config.json --output_model_path " + base.path +
                                      " --tokenizer_path " + aidreams() + " --seed 3");
         ASSERT_EQ(r.code, 0) << r.output;

@@ -1,0 +1,26 @@
+// llama.cpp's prompt processing speed on a GGUF file (node-llama-cpp's prebuilt llama.cpp), for
+// bench/vulkan.sh: the same token count lisa's forward benchmark runs, on the CPU or on Vulkan.
+//   node bench/llama_cpp_prompt.mjs NODE_MODULES_DIR MODEL.gguf cpu|vulkan TOKENS REPS
+// Prints one JSON line: tokens_per_second (the best of REPS evaluations after a warm-up), device.
+import { pathToFileURL } from "node:url";
+import path from "node:path";
+
+const [nodeModules, modelPath, device, tokensArg, repsArg] = process.argv.slice(2);
+const n = Number(tokensArg), reps = Number(repsArg);
+const { getLlama } = await import(pathToFileURL(path.join(nodeModules, "node-llama-cpp", "dist", "index.js")).href);
+const llama = await getLlama({ gpu: device === "vulkan" ? "vulkan" : false, build: "never", logLevel: "error" });
+const model = await llama.loadModel({ modelPath, gpuLayers: device === "vulkan" ? "max" : 0 });
+const tokens = Array.from({ length: n }, (_, i) => 3 + ((i * 7919) % 400));
+let best = 0;
+for (let r = 0; r <= reps; r++) {  // r = 0: warm-up
+    const context = await model.createContext({ contextSize: n + 8, batchSize: n, threads: 2 });
+    const seq = context.getSequence();
+    const t0 = performance.now();
+    await seq.evaluateWithoutGeneratingNewTokens(tokens);
+    const s = (performance.now() - t0) / 1000;
+    if (r > 0) best = Math.max(best, n / s);
+    await context.dispose();
+}
+process.stdout.write(JSON.stringify({ impl: "llama.cpp", device, gpu: llama.gpu, tokens: n, tokens_per_second: best }) + "\n");
+await model.dispose();
+await llama.dispose();
