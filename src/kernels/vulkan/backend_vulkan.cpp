@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <memory>
@@ -325,6 +326,40 @@ static uint32_t groups_for(int64_t n) {
     return (uint32_t)std::min<int64_t>((n + kGroup - 1) / kGroup, kMaxGroups);
 }
 
+// At exit: every Vulkan object lisa made is destroyed, the device and instance last (memory a
+// static tensor still holds goes with the device).
+static void stop() {
+    device* d = g_dev;
+    if (!d) return;
+    if (d->recording) {
+        vkEndCommandBuffer(d->cmd);
+        d->recording = false;
+    }
+    vkDeviceWaitIdle(d->dev);
+    for (auto& [name, p] : d->pipes) vkDestroyPipeline(d->dev, p, nullptr);
+    for (auto& [host, a] : d->live) {
+        vkDestroyBuffer(d->dev, a.buf, nullptr);
+        vkFreeMemory(d->dev, a.mem, nullptr);
+    }
+    d->live.clear();
+    vkDestroyBuffer(d->dev, d->staging, nullptr);
+    vkFreeMemory(d->dev, d->staging_mem, nullptr);
+    vkDestroyPipelineLayout(d->dev, d->layout, nullptr);
+    vkDestroyFence(d->dev, d->fence, nullptr);
+    vkDestroyCommandPool(d->dev, d->pool, nullptr);
+    vkDestroyDevice(d->dev, nullptr);
+    instance& I = get_instance();
+    if (I.messenger) {
+        auto destroy = (PFN_vkDestroyDebugUtilsMessengerEXT)vkGetInstanceProcAddr(I.inst, "vkDestroyDebugUtilsMessengerEXT");
+        if (destroy) destroy(I.inst, I.messenger, nullptr);
+        I.messenger = VK_NULL_HANDLE;
+    }
+    vkDestroyInstance(I.inst, nullptr);
+    I.inst = VK_NULL_HANDLE;
+    delete d;
+    g_dev = nullptr;
+}
+
 static void start(int index) {
     instance& I = get_instance();
     if (!I.inst) fail("--device vulkan: " + I.error);
@@ -379,6 +414,7 @@ static void start(int index) {
     check(vkMapMemory(d->dev, d->staging_mem, 0, VK_WHOLE_SIZE, 0, &d->staging_map), "vkMapMemory");
     g_dev = d.release();
     g_index = index;
+    std::atexit(stop);
 }
 
 // ---------------------------------------------------------------- device memory
@@ -408,7 +444,7 @@ static void* mem_alloc(size_t bytes) {
 }
 
 static void mem_free(void* p, size_t bytes) {
-    if (!p) return;
+    if (!p || !g_dev) return;  // (after exit's teardown the device took its memory with it)
     device& d = dev();
     std::lock_guard<std::recursive_mutex> lock(d.mu);
     auto it = d.live.find((uintptr_t)p);
@@ -587,17 +623,26 @@ static void adamw_update(float* p, const float* g, float* m, float* v, int64_t n
     dispatch(d, "adamw", groups_for(n), pc);
 }
 
+// device floats for a kernel's partial results, grown when asked for more (kept after)
+static float* scratch(device& d, size_t n) {
+    if (n > d.scratch_n) {
+        if (d.scratch) mem_free(d.scratch, d.scratch_n * 4);
+        d.scratch = (float*)mem_alloc(n * 4);
+        d.scratch_n = n;
+    }
+    return d.scratch;
+}
+
 static double sum_of_squares(const float* g, int64_t n) {
     LOCK;
     if (n <= 0) return 0.0;
     const int64_t blocks = (n + 4095) / 4096;
     LISA_ASSERT(blocks <= kMaxGroups, "vulkan sum_of_squares", "more than 65535 blocks of 4096 values");
-    float* part = (float*)mem_alloc((size_t)blocks * 4);
+    float* part = scratch(d, (size_t)blocks);
     struct { uint64_t x, part; uint32_t n; } pc{addr(d, g, "sum_of_squares"), addr(d, part, "sum_of_squares"), (uint32_t)n};
     dispatch(d, "sumsq", (uint32_t)blocks, pc);
     d.partials.resize((size_t)blocks);
     mem_download(d.partials.data(), part, (size_t)blocks * 4);
-    mem_free(part, (size_t)blocks * 4);
     double s = 0;
     for (float x : d.partials) s += x;  // block order: fixed
     return s;
@@ -617,16 +662,6 @@ static void embedding_forward_bf16(float* x, const int32_t* tokens, const uint16
     embedding(x, tokens, nullptr, table, N, D);
 }
 
-// device floats for a kernel's partial results, grown when asked for more (kept after)
-static float* scratch(device& d, size_t n) {
-    if (n > d.scratch_n) {
-        if (d.scratch) mem_free(d.scratch, d.scratch_n * 4);
-        d.scratch = (float*)mem_alloc(n * 4);
-        d.scratch_n = n;
-    }
-    return d.scratch;
-}
-
 // ---- matrix products
 
 static void gemm_b(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
@@ -641,8 +676,8 @@ static void gemm_b(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alph
     } pc{addr(d, A, "gemm"), addr(d, B, "gemm"), addr(d, B16, "gemm"), addr(d, C, "gemm"), (uint32_t)M, (uint32_t)N,
          (uint32_t)K, (uint32_t)lda, (uint32_t)ldb, (uint32_t)ldc, alpha, beta,
          (ta ? 1u : 0u) | (tb ? 2u : 0u) | (B16 ? 4u : 0u)};
-    LISA_ASSERT((M + 15) / 16 <= kMaxGroups && (N + 15) / 16 <= kMaxGroups, "vulkan gemm", "matrix too large for one dispatch");
-    dispatch(d, "gemm", (uint32_t)((N + 15) / 16), pc, (uint32_t)((M + 15) / 16));
+    LISA_ASSERT((M + 63) / 64 <= kMaxGroups && (N + 63) / 64 <= kMaxGroups, "vulkan gemm", "matrix too large for one dispatch");
+    dispatch(d, "gemm", (uint32_t)((N + 63) / 64), pc, (uint32_t)((M + 63) / 64));  // 64x64 tiles
 }
 
 static void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
