@@ -65,12 +65,12 @@ class open_guard {
     explicit open_guard(const char* what, const A&... a) {
         int i = 0;
         (take(what, ++i, a), ...);
-        for (auto it : opened_)
-            if (it->second.open++ == 0) protect(it->first, it->second, PROT_READ | PROT_WRITE);
+        for (int k = 0; k < n_; k++)
+            if (opened_[k]->second.open++ == 0) protect(opened_[k]->first, opened_[k]->second, PROT_READ | PROT_WRITE);
     }
     ~open_guard() {
-        for (auto it : opened_)
-            if (--it->second.open == 0) protect(it->first, it->second, PROT_NONE);
+        for (int k = 0; k < n_; k++)
+            if (--opened_[k]->second.open == 0) protect(opened_[k]->first, opened_[k]->second, PROT_NONE);
     }
 
   private:
@@ -79,17 +79,21 @@ class open_guard {
         auto it = find(p);
         if (it == g_live.end())
             fail(strf("LISA_CHECK_DEVICE_MEMORY: %s, argument %d (%p) is not device memory", what, i, p));
-        for (auto o : opened_)
-            if (o == it) return;
-        opened_.push_back(it);
+        for (int k = 0; k < n_; k++)
+            if (opened_[k] == it) return;
+        LISA_ASSERT(n_ < kMaxArgs, "LISA_CHECK_DEVICE_MEMORY", "more pointer arguments than the guard holds");
+        opened_[n_++] = it;
     }
     template <typename A>
     void take(const char* what, int i, const A& a) {
         if constexpr (std::is_pointer_v<A>) open_ptr(what, i, (const void*)a);
         else if constexpr (std::is_same_v<A, attn_params>) open_ptr(what, i, a.pos);
     }
-    std::lock_guard<std::recursive_mutex>                    lock_{g_mu};
-    std::vector<std::map<uintptr_t, allocation>::iterator>   opened_;
+    // a fixed array: the step loop allocates nothing, in this mode too (tests/test_alloc)
+    static const int                                 kMaxArgs = 16;
+    std::lock_guard<std::recursive_mutex>            lock_{g_mu};
+    std::map<uintptr_t, allocation>::iterator        opened_[kMaxArgs];
+    int                                              n_ = 0;
 };
 
 void on_segv(int sig, siginfo_t* si, void*) {
