@@ -13,6 +13,7 @@
 
 #include "io/fs.h"
 #include "io/safetensors.h"
+#include "kernels/vulkan/vulkan.h"
 #include "test_slowdown.h"
 #include "test_util.h"
 
@@ -217,5 +218,30 @@ TEST(mpi, accumulation_and_an_uneven_last_batch_match_one_process) {
         EXPECT_LT(rel_update_diff(t.base + "/model.safetensors", t.dir.path + "/one-" + s.name + "/model.safetensors",
                                   t.dir.path + "/two-" + s.name + "/model.safetensors"),
                   0.01) << s.name;
+    }
+}
+
+// Two ranks each driving a Vulkan device (here both on Mesa's lavapipe), gradients summed through
+// the host: the losses of one CPU process with the global batch.
+TEST(mpi, two_ranks_on_vulkan_train_as_one_cpu_process) {
+    NEED_MPI();
+    std::string why;
+    bool usable = false;
+    for (const auto& d : vulkan_devices(&why)) usable |= d.usable;
+    if (!usable) GTEST_SKIP() << "no usable Vulkan device: " << (why.empty() ? "none listed" : why);
+    tiny_run t;
+    auto one = run_lisa(t.common("lisa") + "--per_device_train_batch_size 4 --output_model_path " + t.dir.path + "/one");
+    ASSERT_EQ(one.code, 0) << one.output;
+    auto two = run_ranks(2, t.common("lisa") + "--device vulkan --per_device_train_batch_size 2 --output_model_path " +
+                                t.dir.path + "/two");
+    ASSERT_EQ(two.code, 0) << two.output;
+    EXPECT_NE(two.output.find("device: vulkan:0"), std::string::npos) << two.output;
+    EXPECT_NE(two.output.find("ranks: the trained weights are identical on all 2 ranks"), std::string::npos) << two.output;
+    auto a = log_of(t.dir.path + "/one"), b = log_of(t.dir.path + "/two");
+    ASSERT_EQ(a.size(), 6u);
+    ASSERT_EQ(b.size(), 6u);
+    for (size_t i = 0; i < a.size(); i++) {
+        EXPECT_NEAR(a[i]["loss"].get<double>(), b[i]["loss"].get<double>(), 1e-4 * a[i]["loss"].get<double>()) << i;
+        EXPECT_GT(b[i]["device_mib"].get<double>(), 0.0) << i;
     }
 }
