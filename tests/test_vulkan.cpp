@@ -210,6 +210,24 @@ TEST_F(vulkan, conversions_embedding_adamw_and_sum_of_squares_match_the_referenc
     }
 }
 
+// `lisa devices` lists what the library sees; a device that is not there is one clear line.
+TEST(vulkan_cli, devices_are_listed_and_a_wrong_device_is_one_line) {
+    auto r = lisa_test::run_lisa("devices --json");
+    ASSERT_EQ(r.code, 0) << r.output;
+    const nlohmann::json j = nlohmann::json::parse(r.output.substr(r.output.find('{')));
+    EXPECT_EQ(j["vulkan_built"].get<bool>(), vulkan_built());
+    std::string why;
+    EXPECT_EQ(j["vulkan"].size(), vulkan_devices(&why).size());
+    for (const char* bad : {"--device tpu", "--device vulkan:99", "--device vulkan:x"}) {
+        auto e = lisa_test::run_lisa(std::string("eval ") + bad + " --model_name_or_path " + lisa_test::assets_dir() +
+                                     "/models/aidreams-260k --dataset_path " + lisa_test::golden_dir("aidreams_data") +
+                                     "/text_only");
+        EXPECT_NE(e.code, 0) << bad;
+        EXPECT_NE(e.output.find("--device"), std::string::npos) << bad << ": " << e.output;
+        EXPECT_EQ(std::count(e.output.begin(), e.output.end(), '\n'), 1) << bad << ": " << e.output;
+    }
+}
+
 // ============================================================================ end to end
 // The same runs on --device cpu and --device vulkan: LISA, full fine-tuning and LoRA on a tiny
 // Llama (the aidreams checkpoint), LISA on tiny Qwen3 (qk-norm, tied head, windows) and Gemma 3
