@@ -16,6 +16,7 @@
 #include "kernels/kernels.h"
 #include "kernels/vulkan/vulkan.h"
 #include "staging.h"
+#include "vulkan_validation.h"
 #include "test_util.h"
 
 using namespace lisa;
@@ -75,9 +76,10 @@ static fvec numeric_grad(fvec& x, const std::function<double()>& loss, float eps
 // ============================================================================ 1. each backend
 
 // The backends under test: the CPU ones, and Vulkan where this build and machine have a usable
-// device (lavapipe in CI), under the validation layer (tests/CMakeLists.txt): a test on Vulkan
+// device (lavapipe in CI), under the validation layer (tests/vulkan_validation.h): a test on Vulkan
 // also fails if the layer reported anything.
 static std::vector<const char*> backends_under_test(bool with_ref) {
+    lisa_test::vulkan_validation_on();  // before the first Vulkan call
     std::vector<const char*> v;
     if (with_ref) v.push_back("ref");
     v.push_back("cpu");

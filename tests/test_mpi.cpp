@@ -14,6 +14,7 @@
 #include "io/fs.h"
 #include "io/safetensors.h"
 #include "kernels/vulkan/vulkan.h"
+#include "vulkan_validation.h"
 #include "test_slowdown.h"
 #include "test_util.h"
 
@@ -225,6 +226,7 @@ TEST(mpi, accumulation_and_an_uneven_last_batch_match_one_process) {
 // the host: the losses of one CPU process with the global batch.
 TEST(mpi, two_ranks_on_vulkan_train_as_one_cpu_process) {
     NEED_MPI();
+    lisa_test::vulkan_validation_on();  // the ranks inherit it; their output must carry no message
     std::string why;
     bool usable = false;
     for (const auto& d : vulkan_devices(&why)) usable |= d.usable;
@@ -236,6 +238,7 @@ TEST(mpi, two_ranks_on_vulkan_train_as_one_cpu_process) {
                                 t.dir.path + "/two");
     ASSERT_EQ(two.code, 0) << two.output;
     EXPECT_NE(two.output.find("device: vulkan:0"), std::string::npos) << two.output;
+    EXPECT_EQ(two.output.find("vulkan validation"), std::string::npos) << two.output;
     EXPECT_NE(two.output.find("ranks: the trained weights are identical on all 2 ranks"), std::string::npos) << two.output;
     auto a = log_of(t.dir.path + "/one"), b = log_of(t.dir.path + "/two");
     ASSERT_EQ(a.size(), 6u);

@@ -1,8 +1,9 @@
 // The Vulkan backend on this machine's Vulkan device (Mesa's lavapipe in CI), with the Khronos
-// validation layer on (tests/CMakeLists.txt sets VK_INSTANCE_LAYERS): every kernel written for
-// Vulkan so far against the reference backend on shapes that cross the 256-invocation workgroup
-// and the 65535-workgroup grid, device memory round trips at every alignment, and no validation
-// message. Skipped, saying why, when this build or machine has no Vulkan device.
+// validation layer on (tests/vulkan_validation.h): elementwise, conversion and optimizer kernels
+// against the reference backend on shapes that cross the 256-invocation workgroup and the
+// 65535-workgroup grid (the whole kernel table is in tests/test_kernels.cpp), device memory round
+// trips at every alignment, whole runs against the CPU, and no validation message. Skipped,
+// saying why, when this build or machine has no Vulkan device.
 #include <csignal>
 
 #include "core/dtype.h"
@@ -10,6 +11,7 @@
 #include "kernels/device_array.h"
 #include "kernels/vulkan/vulkan.h"
 #include "staging.h"
+#include "vulkan_validation.h"
 #include "test_util.h"
 
 #include <nlohmann/json.hpp>
@@ -23,6 +25,7 @@ namespace {
 
 // The device to test, or why there is none.
 std::string no_device() {
+    lisa_test::vulkan_validation_on();  // before the first Vulkan call
     if (!vulkan_built()) return "built without Vulkan";
     std::string why;
     for (const auto& d : vulkan_devices(&why))
@@ -63,6 +66,15 @@ class vulkan : public ::testing::Test {
 };
 
 }  // namespace
+
+// The validation layer is loaded and its messages reach lisa's counter: a deliberately invalid
+// command draws at least one (so the silent-layer checks above and in the harness can fail).
+TEST_F(vulkan, the_validation_layer_is_listening) {
+    NEED_VULKAN();
+    if (!lisa_test::vulkan_validation_on()) GTEST_SKIP() << "vulkan-validationlayers is not installed";
+    backend_vulkan(0);
+    EXPECT_GE(vulkan_validation_selftest(), 1) << "the validation layer's messages do not reach lisa";
+}
 
 TEST_F(vulkan, devices_are_listed_with_their_memory) {
     NEED_VULKAN();

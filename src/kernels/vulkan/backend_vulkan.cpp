@@ -994,6 +994,28 @@ std::vector<vulkan_device_info> vulkan_devices(std::string* why) {
 
 int vulkan_validation_messages() { return vk::g_validation_messages; }
 
+int vulkan_validation_selftest() {
+    if (!vk::g_dev) return 0;
+    vk::device& d = *vk::g_dev;
+    std::lock_guard<std::recursive_mutex> lock(d.mu);
+    vk::flush(d);
+    const int before = vk::g_validation_messages;
+    VkCommandBuffer cb;
+    VkCommandBufferAllocateInfo cai{VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO};
+    cai.commandPool = d.pool;
+    cai.level = VK_COMMAND_BUFFER_LEVEL_PRIMARY;
+    cai.commandBufferCount = 1;
+    vk::check(vkAllocateCommandBuffers(d.dev, &cai, &cb), "vkAllocateCommandBuffers");
+    VkCommandBufferBeginInfo bi{VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO};
+    vkBeginCommandBuffer(cb, &bi);
+    vkCmdFillBuffer(cb, d.staging, 2, 4, 0);  // invalid: dstOffset must be a multiple of 4
+    vkEndCommandBuffer(cb);
+    vkFreeCommandBuffers(d.dev, d.pool, 1, &cb);
+    const int drawn = vk::g_validation_messages - before;
+    vk::g_validation_messages = before;
+    return drawn;
+}
+
 std::string vulkan_current_device() {
     if (!vk::g_dev) return "";
     VkPhysicalDeviceProperties pr;

@@ -32,6 +32,11 @@ const backend& backend_vulkan(int index);
 int vulkan_validation_messages();
 // "vulkan:N NAME" of the device in use ("" before one is started).
 std::string vulkan_current_device();
+// Whether the validation layer is listening: records one deliberately invalid command (a fill at
+// an offset that is not a multiple of 4) into a command buffer that is never submitted, and
+// returns how many messages it drew (then forgets them, so vulkan_validation_messages() is as
+// before). 0 when the layer is not loaded. For the tests of the tests.
+int vulkan_validation_selftest();
 // Device memory lisa holds now (every live buffer), in bytes.
 void vulkan_memory(uint64_t* bytes);
 // Dispatches and submissions so far (for the log and benchmarks: kernels are recorded into

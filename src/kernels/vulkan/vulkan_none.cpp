@@ -23,6 +23,8 @@ void vulkan_memory(uint64_t* bytes) { *bytes = 0; }
 
 std::string vulkan_current_device() { return ""; }
 
+int vulkan_validation_selftest() { return 0; }
+
 void vulkan_counters(uint64_t* dispatches, uint64_t* submits) { *dispatches = *submits = 0; }
 
 }  // namespace lisa
