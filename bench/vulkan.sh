@@ -39,7 +39,8 @@ run "build/bench_device --model $work/model --device vulkan --tokens $tokens --r
 nm=build/referee/node_modules
 if [ -d "$nm/node-llama-cpp" ]; then
   run "node bench/llama_cpp_prompt.mjs $nm $work/model.gguf cpu $tokens $reps"
-  run "node bench/llama_cpp_prompt.mjs $nm $work/model.gguf vulkan $tokens $reps"
+  # ggml skips CPU-type Vulkan devices (lavapipe) unless told: the same device lisa's run used
+  run "GGML_VK_VISIBLE_DEVICES=${GGML_VK_VISIBLE_DEVICES:-0} node bench/llama_cpp_prompt.mjs $nm $work/model.gguf vulkan $tokens $reps"
 fi
 run "build/bench_device --model $work/model --device cpu --tokens $tokens --reps $reps --train ${pk[*]:-}"
 run "build/bench_device --model $work/model --device vulkan --tokens $tokens --reps $reps --train ${pk[*]:-}"

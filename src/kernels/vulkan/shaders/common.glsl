@@ -4,7 +4,10 @@
 #extension GL_EXT_buffer_reference : require
 #extension GL_EXT_shader_explicit_arithmetic_types_int64 : require
 #extension GL_EXT_shader_16bit_storage : enable
-layout(local_size_x = 256) in;
+#ifndef LOCAL_SIZE
+#define LOCAL_SIZE 256
+#endif
+layout(local_size_x = LOCAL_SIZE) in;
 layout(buffer_reference, std430, buffer_reference_align = 4) buffer f32_buf { float v[]; };
 layout(buffer_reference, std430, buffer_reference_align = 4) buffer i32_buf { int v[]; };
 layout(buffer_reference, std430, buffer_reference_align = 2) buffer u16_buf { uint16_t v[]; };
