@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -80,6 +81,12 @@ inline void write_file(const std::string& path, const std::string& data) {
     FILE* f = fopen(path.c_str(), "wb");
     fwrite(data.data(), 1, data.size(), f);
     fclose(f);
+}
+
+// A whole file's bytes ("" when it cannot be read).
+inline std::string read_file(const std::string& path) {
+    std::ifstream f(path, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
 }
 
 // One JSON value per non-empty line (keys in file order), as the golden .jsonl files hold them.

@@ -312,6 +312,14 @@ TEST_P(vulkan_e2e, training_evaluation_and_generation_match_the_cpu) {
         train("cpu", c.path, args);
         train("vulkan", v.path, args);
         expect_same_losses(losses(v.path), losses(c.path), arch + " " + m);
+        if (m == methods.front()) {  // reductions in a fixed order: the same device repeats a run bit for bit
+            lisa_test::temp_dir again;
+            train("vulkan", again.path, args);
+            EXPECT_EQ(losses(again.path), losses(v.path)) << arch << " " << m << ": a second run's losses";
+            const std::string w1 = lisa_test::read_file(v.path + "/model.safetensors");
+            EXPECT_FALSE(w1.empty()) << v.path << "/model.safetensors";
+            EXPECT_TRUE(lisa_test::read_file(again.path + "/model.safetensors") == w1) << arch << " " << m << ": a second run's weights";
+        }
     }
     // evaluation and greedy decoding of one model on both devices
     for (const char* what : {"eval", "generate"}) {

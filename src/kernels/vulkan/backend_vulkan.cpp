@@ -131,6 +131,12 @@ static std::string unusable(VkPhysicalDevice p) {
     if (!f12.bufferDeviceAddress) return "no buffer device addresses";
     if (!f.features.shaderInt64) return "no 64-bit integers in shaders";
     if (!f11.storageBuffer16BitAccess) return "no 16-bit storage (bf16 weights)";
+    VkPhysicalDeviceSubgroupProperties sg{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SUBGROUP_PROPERTIES};
+    VkPhysicalDeviceProperties2 pr2{VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2};
+    pr2.pNext = &sg;
+    vkGetPhysicalDeviceProperties2(p, &pr2);
+    if (!(sg.supportedStages & VK_SHADER_STAGE_COMPUTE_BIT) || !(sg.supportedOperations & VK_SUBGROUP_FEATURE_ARITHMETIC_BIT))
+        return "no subgroup arithmetic in compute shaders (reductions)";
     return "";
 }
 

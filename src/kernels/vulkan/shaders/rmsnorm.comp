@@ -2,24 +2,12 @@
 #include "common.glsl"
 // RMSNorm with weight offset (Gemma stores w - 1): mode 0 forward y = x·rstd·(off + w), rstd
 // saved; mode 1 dx += r·dy·s - r³·x·mean(dy·s·x) (s = off + w), a workgroup per row with a fixed
-// reduction tree; mode 2 dw += Σ_n dy·x·rstd, an invocation per column summing rows in order.
+// subgroup reduction; mode 2 dw += Σ_n dy·x·rstd, an invocation per column summing rows in order.
 layout(push_constant) uniform P {
     f32_buf y; f32_buf rstd; f32_buf x; f32_buf w; f32_buf dy; f32_buf dx; f32_buf dw;
     uint N, D; float eps, off; uint mode;
 } p;
-shared float red[256];
-float row_sum(float v) {
-    const uint t = gl_LocalInvocationID.x;
-    red[t] = v;
-    barrier();
-    for (uint s = 128u; s > 0u; s >>= 1) {
-        if (t < s) red[t] += red[t + s];
-        barrier();
-    }
-    const float r = red[0];
-    barrier();
-    return r;
-}
+#include "reduce.glsl"
 void main() {
     const uint t = gl_LocalInvocationID.x;
     if (p.mode == 2u) {
@@ -35,14 +23,14 @@ void main() {
         if (p.mode == 0u) {
             float ss = 0.0;
             for (uint i = t; i < p.D; i += 256u) ss += p.x.v[o + i] * p.x.v[o + i];
-            const float r = inversesqrt(row_sum(ss) / float(p.D) + p.eps);
+            const float r = inversesqrt(workgroup_sum(ss) / float(p.D) + p.eps);
             if (t == 0u) p.rstd.v[n] = r;
             for (uint i = t; i < p.D; i += 256u) p.y.v[o + i] = (p.off + p.w.v[i]) * (p.x.v[o + i] * r);
         } else {
             const float r = p.rstd.v[n];
             float dot = 0.0;
             for (uint i = t; i < p.D; i += 256u) dot += p.dy.v[o + i] * (p.off + p.w.v[i]) * p.x.v[o + i];
-            dot = row_sum(dot) / float(p.D);
+            dot = workgroup_sum(dot) / float(p.D);
             for (uint i = t; i < p.D; i += 256u)
                 p.dx.v[o + i] += r * p.dy.v[o + i] * (p.off + p.w.v[i]) - r * r * r * p.x.v[o + i] * dot;
         }

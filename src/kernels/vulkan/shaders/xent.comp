@@ -3,21 +3,9 @@
 // Cross-entropy over a chunk of logits rows [rows, V], a workgroup per row: loss[row] =
 // logsumexp(z) - z[target] (z soft-capped when cap > 0), and the logits replaced in place by
 // d loss / d logit · grad_scale (through the cap); rows without a target (< 0) get loss 0 and a
-// zero gradient. Reductions by a fixed tree.
+// zero gradient. Reductions by subgroups (reduce.glsl).
 layout(push_constant) uniform P { f32_buf logits; i32_buf targets; f32_buf loss; uint rows, V; float grad_scale, cap; } p;
-shared float red[256];
-float reduce(float v, bool is_max) {
-    const uint t = gl_LocalInvocationID.x;
-    red[t] = v;
-    barrier();
-    for (uint s = 128u; s > 0u; s >>= 1) {
-        if (t < s) red[t] = is_max ? max(red[t], red[t + s]) : red[t] + red[t + s];
-        barrier();
-    }
-    const float r = red[0];
-    barrier();
-    return r;
-}
+#include "reduce.glsl"
 void main() {
     const uint t = gl_LocalInvocationID.x;
     for (uint n = gl_WorkGroupID.x; n < p.rows; n += gl_NumWorkGroups.x) {
@@ -35,10 +23,11 @@ void main() {
             p.logits.v[o + v] = z;  // capped from here on; the cap's derivative is 1 - (z/cap)²
             m = max(m, z);
         }
-        m = reduce(m, true);
+        memoryBarrierBuffer();  // the capped logits (z[target] above all) seen by the whole workgroup
+        m = workgroup_max(m);
         float s = 0.0;
         for (uint v = t; v < p.V; v += 256u) s += exp(p.logits.v[o + v] - m);
-        s = reduce(s, false);
+        s = workgroup_sum(s);
         const float zt = p.logits.v[o + uint(target)];
         barrier();
         if (t == 0u) p.loss.v[n] = m + log(s) - zt;
