@@ -198,7 +198,7 @@ TEST(gguf, q8_0_blocks_follow_llama_cpp_definition) {
     }
     EXPECT_EQ((int8_t)q[2 + 5], -127);
     std::vector<float> back(64);
-    dequantize_q8_0(q.data(), back.data(), 64);
+    ggml_dequantize(ggml_type::q8_0, q.data(), back.data(), 64);
     for (int i = 0; i < 64; i++) EXPECT_NEAR(back[i], x[i], (i < 32 ? 2.5f : 0.01f) / 127.0f * 0.51f + 1e-3f) << i;
     std::vector<float> zeros(32, 0.0f);  // an all-zero block: scale 0, no division by zero
     quantize_q8_0(zeros.data(), q.data(), 32);

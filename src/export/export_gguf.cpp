@@ -39,8 +39,8 @@ static uint32_t file_type_of(ggml_type t) {
         case ggml_type::f16: return 1;
         case ggml_type::q8_0: return 7;
         case ggml_type::bf16: return 32;
+        default: return 0;  // (exported types only)
     }
-    return 0;
 }
 
 // ------------------------------------------------------------------ architecture
@@ -72,7 +72,7 @@ static const char* gguf_layer_suffix(int t) {
     return "?";
 }
 
-static std::string gguf_tensor_name(const decoder_tensor_info& t) {
+std::string gguf_tensor_name(const decoder_tensor_info& t) {
     switch (t.field) {
         case kFieldEmbed: return "token_embd.weight";
         case kFieldNorm: return "output_norm.weight";
@@ -82,7 +82,7 @@ static std::string gguf_tensor_name(const decoder_tensor_info& t) {
 }
 
 // llama3 rope scaling as llama.cpp takes it: a rope_freqs tensor of per-frequency divisors
-static std::vector<float> llama3_rope_factors(const model_config& c) {
+std::vector<float> gguf_llama3_rope_factors(const model_config& c) {
     std::vector<float> f;
     const double factor = c.rope.factor, lo = c.rope.low_freq_factor, hi = c.rope.high_freq_factor;
     const double old = (double)c.rope.original_max_position_embeddings, low_wl = old / lo, high_wl = old / hi;
@@ -114,6 +114,12 @@ static const struct {
     {"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+",
      "qwen2"},
 };
+
+const char* gguf_pre_split_regex(const std::string& pre) {
+    for (const auto& k : kKnownSplits)
+        if (pre == k.pre) return k.regex;
+    return nullptr;
+}
 
 static bool has_type(const json& node, const char* type) {
     if (!node.is_object()) return false;
@@ -186,13 +192,14 @@ static std::vector<std::pair<std::string, std::string>> read_merges(const json& 
 }
 
 static gguf_vocab make_vocab(const std::string& dir, int64_t vocab_size, std::vector<std::string>* warnings) {
-    const std::string path = fs_join(dir, "tokenizer.json");
-    if (!fs_is_file(path))
+    const std::string path = model_file_label(dir, "tokenizer.json");
+    std::string text;
+    if (!model_text_file(dir, "tokenizer.json", &text))
         fail(strf("%s: missing; the GGUF needs the tokenizer (copy the base model's tokenizer files into the folder)",
                   path.c_str()));
     json j;
     try {
-        j = json::parse(fs_read_text(path));
+        j = json::parse(text);
     } catch (const json::exception& e) {
         fail(strf("%s: not valid JSON (%s)", path.c_str(), json_error(e).c_str()));
     }
@@ -296,7 +303,7 @@ static gguf_vocab make_vocab(const std::string& dir, int64_t vocab_size, std::ve
 
 // Destination row r of a llama q/k projection comes from this source row: llama.cpp's llama
 // rotates adjacent pairs, Hugging Face the two halves of a head, so each head's rows interleave.
-static int64_t rope_pair_row(int64_t r, int64_t head_dim) {
+int64_t gguf_rope_pair_row(int64_t r, int64_t head_dim) {
     const int64_t h = r / head_dim, w = r % head_dim;
     return h * head_dim + (w % 2) * (head_dim / 2) + w / 2;
 }
@@ -305,10 +312,12 @@ std::vector<std::string> export_gguf(const gguf_export_options& o) {
     const ggml_type outtype = gguf_outtype(o.outtype);
     std::unique_ptr<model_files> mf = model_files_open(o.model_dir);
     const model_config& c = mf->cfg;
-    const std::string cfg_path = fs_join(o.model_dir, "config.json");
+    const std::string cfg_path = model_file_label(o.model_dir, "config.json");
     const std::vector<decoder_tensor_info> table = decoder_tensor_table(c);
-    for (const auto& t : table) model_files_tensor(*mf, t);  // every tensor present, right dtype and shape
-    model_files_check_unexpected(*mf, table);
+    if (!mf->gguf) {  // (a GGUF input was checked whole when opened)
+        for (const auto& t : table) model_files_tensor(*mf, t);  // every tensor present, right dtype and shape
+        model_files_check_unexpected(*mf, table);
+    }
     // what llama.cpp's graph for this architecture needs: refusals, warnings, its own metadata
     const arch_def& ad = arch_of(c);
     gguf_arch_meta arch_meta;
@@ -328,7 +337,8 @@ std::vector<std::string> export_gguf(const gguf_export_options& o) {
                       (long long)d.in, shape_str(it->shape).c_str()));
     }
     const std::string tok_dir = o.model_dir;
-    if (!fs_is_file(fs_join(tok_dir, "tokenizer.json")))
+    std::string tok_text;
+    if (!model_text_file(tok_dir, "tokenizer.json", &tok_text))
         fail(strf("%s: missing; the GGUF needs the tokenizer (copy the base model's tokenizer files into the folder)",
                   fs_join(tok_dir, "tokenizer.json").c_str()));
     // loaded first: it checks every field of tokenizer.json that make_vocab reads again
@@ -342,8 +352,7 @@ std::vector<std::string> export_gguf(const gguf_export_options& o) {
             warnings.push_back(strf("the tokenizer has \"%s\" as an ordinary token; llama.cpp treats it as an "
                                     "end-of-generation control token and matches it as one in text", e));
     }
-    if (fs_read_text(fs_join(tok_dir, "tokenizer.json")).find("\"type\": \"NFC\"") != std::string::npos ||
-        fs_read_text(fs_join(tok_dir, "tokenizer.json")).find("\"type\":\"NFC\"") != std::string::npos)
+    if (tok_text.find("\"type\": \"NFC\"") != std::string::npos || tok_text.find("\"type\":\"NFC\"") != std::string::npos)
         warnings.push_back("the tokenizer normalizes text to NFC; llama.cpp does not, so text that is not already "
                            "NFC (rare: decomposed accents) tokenizes differently");
 
@@ -353,6 +362,7 @@ std::vector<std::string> export_gguf(const gguf_export_options& o) {
     b.add_str("general.architecture", arch);
     std::string name = std::filesystem::path(o.model_dir).lexically_normal().filename().string();
     if (name.empty() || name == ".") name = std::filesystem::absolute(o.model_dir).lexically_normal().parent_path().filename().string();
+    if (mf->gguf) name = gguf_str_or(*mf->gguf->file, "general.name", std::filesystem::path(o.model_dir).stem().string());
     b.add_str("general.name", name);
     b.add_u32("general.file_type", file_type_of(outtype));
     b.add_u32("general.quantization_version", 2);
@@ -401,11 +411,12 @@ std::vector<std::string> export_gguf(const gguf_export_options& o) {
         b.add_bool("tokenizer.ggml.add_bos_token", add_bos);
         b.add_bool("tokenizer.ggml.add_eos_token", add_eos);
     }
-    const std::string tcfg_path = fs_join(tok_dir, "tokenizer_config.json");
-    if (fs_is_file(tcfg_path)) {
+    const std::string tcfg_path = model_file_label(tok_dir, "tokenizer_config.json");
+    std::string tcfg_text;
+    if (model_text_file(tok_dir, "tokenizer_config.json", &tcfg_text)) {
         json tc;
         try {
-            tc = json::parse(fs_read_text(tcfg_path));
+            tc = json::parse(tcfg_text);
         } catch (const json::exception& e) {
             fail(strf("%s: not valid JSON (%s)", tcfg_path.c_str(), json_error(e).c_str()));
         }
@@ -448,7 +459,16 @@ std::vector<std::string> export_gguf(const gguf_export_options& o) {
         const int64_t head_dim = c.head_dim;
         const ggml_type type = gt.type;
         gt.write = [&files, t, row_len, n_rows, permute, shift, delta, head_dim, type, &o](std::FILE* f) {
-            const st_tensor& st = model_files_tensor(files, t);
+            // the source rows: a safetensors tensor as stored, or a GGUF tensor dequantized whole
+            // (its llama.cpp conventions undone) and then seen as an fp32 tensor
+            std::vector<float> whole;
+            st_tensor from_gguf{};
+            if (files.gguf) {
+                whole.resize(t.numel);
+                gguf_model_read(*files.gguf, t, whole.data());
+                from_gguf = st_tensor{t.name, dtype::f32, t.shape, (const uint8_t*)whole.data(), t.numel * 4, t.numel};
+            }
+            const st_tensor& st = files.gguf ? from_gguf : model_files_tensor(files, t);
             const size_t esz = dtype_size(st.dt);
             const int64_t chunk = std::max<int64_t>(1, ((int64_t)1 << 18) / row_len);
             std::vector<float> buf(chunk * row_len);
@@ -460,10 +480,10 @@ std::vector<std::string> export_gguf(const gguf_export_options& o) {
                     if (n_rows == 1 && permute) {  // a bias: permute its values like the rows they belong to
                         std::vector<float> tmp(row_len);
                         convert_to_f32(tmp.data(), st.data, st.dt, row_len);
-                        for (int64_t k = 0; k < row_len; k++) row[k] = tmp[rope_pair_row(k, head_dim)];
+                        for (int64_t k = 0; k < row_len; k++) row[k] = tmp[gguf_rope_pair_row(k, head_dim)];
                         continue;
                     }
-                    const int64_t src = permute ? rope_pair_row(r0 + i, head_dim) : r0 + i;
+                    const int64_t src = permute ? gguf_rope_pair_row(r0 + i, head_dim) : r0 + i;
                     convert_to_f32(row, st.data + (size_t)src * row_len * esz, st.dt, row_len);
                     if (delta)  // W[src, :] += scale · B[src, :]·A
                         for (int64_t k = 0; k < delta->r; k++) {
@@ -481,13 +501,14 @@ std::vector<std::string> export_gguf(const gguf_export_options& o) {
                     case ggml_type::f16:
                     case ggml_type::bf16: convert_from_f32(out.data(), buf.data(), type == ggml_type::f16 ? dtype::f16 : dtype::bf16, n); break;
                     case ggml_type::q8_0: quantize_q8_0(buf.data(), out.data(), n); break;
+                    default: LISA_ASSERT(false, "export_gguf", "an output type without a writer");
                 }
                 if (std::fwrite(out.data(), 1, nbytes, f) != nbytes)
                     fail(strf("%s: write failed (disk full?)", o.outfile.c_str()));
-                if (!permute)  // rows read in order: drop their mapped pages now, not after the tensor
+                if (!permute && !files.gguf)  // rows read in order: drop their mapped pages now, not after the tensor
                     st_release_bytes(st.data + (size_t)r0 * row_len * esz, (size_t)nr * row_len * esz);
             }
-            st_release(st);
+            if (!files.gguf) st_release(st);
         };
         b.tensors.push_back(std::move(gt));
     };
@@ -506,7 +527,7 @@ std::vector<std::string> export_gguf(const gguf_export_options& o) {
                 };
                 b.tensors.push_back(std::move(gt));
             };
-            if (c.rope.kind == rope_kind::llama3) add_factors("rope_freqs.weight", llama3_rope_factors(c));
+            if (c.rope.kind == rope_kind::llama3) add_factors("rope_freqs.weight", gguf_llama3_rope_factors(c));
             if (c.rope.kind == rope_kind::longrope) {
                 add_factors("rope_factors_long.weight", c.rope.long_factor);
                 add_factors("rope_factors_short.weight", c.rope.short_factor);

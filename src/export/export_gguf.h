@@ -28,4 +28,18 @@ ggml_type gguf_outtype(const std::string& s);
 // the caller to show: the library prints nothing.
 std::vector<std::string> export_gguf(const gguf_export_options& o);
 
+// What the reader (model/gguf_model.cpp) undoes, shared with the writer so the two agree:
+struct decoder_tensor_info;
+// llama.cpp's name of a tensor of the size table ("blk.3.ffn_up.weight")
+std::string gguf_tensor_name(const decoder_tensor_info& t);
+// Row r of an exported llama q/k projection is source row gguf_rope_pair_row(r): llama.cpp's
+// llama rotates adjacent pairs, Hugging Face the two halves of a head.
+int64_t gguf_rope_pair_row(int64_t r, int64_t head_dim);
+// llama3 RoPE scaling as llama.cpp takes it: the rope_freqs tensor of per-frequency divisors.
+struct model_config;
+std::vector<float> gguf_llama3_rope_factors(const model_config& c);
+// The Split regex of a byte-level pre-tokenizer by llama.cpp's name for it (tokenizer.ggml.pre),
+// or nullptr when that family is not one a Split regex describes.
+const char* gguf_pre_split_regex(const std::string& pre);
+
 }  // namespace lisa

@@ -15,52 +15,6 @@ static const size_t   kAlignment = 32;  // general.alignment's default
 // gguf value types
 enum : uint32_t { T_U8 = 0, T_I8, T_U16, T_I16, T_U32, T_I32, T_F32, T_BOOL, T_STR, T_ARR, T_U64, T_I64, T_F64 };
 
-const char* ggml_type_name(ggml_type t) {
-    switch (t) {
-        case ggml_type::f32: return "f32";
-        case ggml_type::f16: return "f16";
-        case ggml_type::q8_0: return "q8_0";
-        case ggml_type::bf16: return "bf16";
-    }
-    return "?";
-}
-
-int64_t ggml_block_size(ggml_type t) { return t == ggml_type::q8_0 ? 32 : 1; }
-
-size_t ggml_nbytes(ggml_type t, int64_t n) {
-    switch (t) {
-        case ggml_type::f32: return (size_t)n * 4;
-        case ggml_type::f16:
-        case ggml_type::bf16: return (size_t)n * 2;
-        case ggml_type::q8_0:
-            LISA_ASSERT(n % 32 == 0, "ggml_nbytes", "q8_0 needs a multiple of 32 values");
-            return (size_t)(n / 32) * 34;
-    }
-    return 0;
-}
-
-void quantize_q8_0(const float* x, uint8_t* out, int64_t n) {
-    LISA_ASSERT(n % 32 == 0, "quantize_q8_0", "n must be a multiple of 32");
-    for (int64_t b = 0; b < n / 32; b++, x += 32, out += 34) {
-        float amax = 0.0f;
-        for (int i = 0; i < 32; i++) amax = std::max(amax, std::fabs(x[i]));
-        const float d = amax / 127.0f;
-        const float id = d != 0.0f ? 1.0f / d : 0.0f;
-        const uint16_t dh = f32_to_f16(d);
-        std::memcpy(out, &dh, 2);
-        for (int i = 0; i < 32; i++) out[2 + i] = (uint8_t)(int8_t)std::lround(x[i] * id);
-    }
-}
-
-void dequantize_q8_0(const uint8_t* in, float* x, int64_t n) {
-    for (int64_t b = 0; b < n / 32; b++, x += 32, in += 34) {
-        uint16_t dh;
-        std::memcpy(&dh, in, 2);
-        const float d = f16_to_f32(dh);
-        for (int i = 0; i < 32; i++) x[i] = d * (float)(int8_t)in[2 + i];
-    }
-}
-
 size_t gguf_tensor::nbytes() const {
     int64_t n = 1;
     for (int64_t d : ne) n *= d;

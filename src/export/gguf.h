@@ -13,21 +13,9 @@
 #include <string>
 #include <vector>
 
+#include "io/ggml_quants.h"  // ggml_type, ggml_nbytes, quantize_q8_0
+
 namespace lisa {
-
-// ggml tensor types lisa.cpp writes (values are ggml's)
-enum class ggml_type : uint32_t { f32 = 0, f16 = 1, q8_0 = 8, bf16 = 30 };
-
-const char* ggml_type_name(ggml_type t);
-// Bytes of n values (n a multiple of the block size for block types).
-size_t ggml_nbytes(ggml_type t, int64_t n);
-// Values per block (32 for q8_0, else 1).
-int64_t ggml_block_size(ggml_type t);
-
-// q8_0 as llama.cpp defines it: blocks of 32 values, each an fp16 scale d = max|x| / 127
-// followed by 32 int8 q = round(x / d). n must be a multiple of 32.
-void quantize_q8_0(const float* x, uint8_t* out, int64_t n);
-void dequantize_q8_0(const uint8_t* in, float* x, int64_t n);  // for tests
 
 // One tensor of the file: its name, dims as ggml counts them (ne[0] = the contiguous one, so a
 // row-major [rows, cols] matrix is {cols, rows}), type, and the callback that writes exactly

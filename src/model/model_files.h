@@ -10,6 +10,7 @@
 #include "io/safetensors.h"
 #include "model/config.h"
 #include "model/decoder.h"
+#include "model/gguf_model.h"
 
 namespace lisa {
 
@@ -21,9 +22,10 @@ struct model_files {
     std::map<std::string, std::pair<const st_file*, const st_tensor*>> where;  // tensor name -> file, tensor
     std::map<std::string, std::string>                         weight_map;  // from the index ("" if unsharded)
     std::string                                                index_path;  // "" if unsharded
+    std::unique_ptr<gguf_model>                                gguf;        // set when dir is a GGUF file (then no safetensors)
 };
 
-// Opens config.json and the weight files (single or sharded with an index); refuses .bin-only
+// Opens config.json and the weight files, or a GGUF file (mf->gguf); (single or sharded with an index); refuses .bin-only
 // folders, hub ids and duplicate tensors, naming the file.
 std::unique_ptr<model_files> model_files_open(const std::string& dir);
 // The stored tensor for an entry of the size table, its dtype (F32/BF16/F16) and shape checked.

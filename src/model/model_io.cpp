@@ -23,9 +23,17 @@ static bool is_ignorable(const std::string& name) {
 }
 
 std::unique_ptr<model_files> model_files_open(const std::string& dir) {
+    if (model_path_is_gguf(dir)) {
+        auto mf = std::make_unique<model_files>();
+        mf->dir = dir;
+        mf->gguf = gguf_model_open(dir);
+        mf->cfg = mf->gguf->cfg;
+        return mf;
+    }
     if (!fs_is_dir(dir)) {
         if (fs_is_file(dir))
-            fail(strf("%s: expected a Hugging Face model folder (config.json + *.safetensors), got a file", dir.c_str()));
+            fail(strf("%s: expected a Hugging Face model folder (config.json + *.safetensors) or a GGUF file, got another "
+                      "file", dir.c_str()));
         fail(strf("%s: no such local folder. Models are read from disk, not from a hub: download it first, e.g. "
                   "`huggingface-cli download %s --local-dir models/NAME`, then pass that folder",
                   dir.c_str(), dir.c_str()));
@@ -130,8 +138,37 @@ void model_files_check_unexpected(const model_files& mf, const std::vector<decod
     }
 }
 
+// A GGUF model: each tensor dequantized (and its llama.cpp conventions undone) into fp32, kept in
+// bf16 when the file's matrices are bf16 or quantized (auto), as a bf16 safetensors model is.
+static std::unique_ptr<decoder_model> decoder_model_load_gguf(const gguf_model& g, const std::string& path, int half_mode,
+                                                              const backend* be_in) {
+    const bool half = half_mode == 1 || (half_mode < 0 && g.half);
+    std::unique_ptr<decoder_model> m = decoder_model_init(g.cfg, half, be_in);
+    m->source_dir = path;
+    const backend& be = *m->ctx.be;
+    std::vector<float> f32;
+    std::vector<uint16_t> b16;
+    for (size_t ti = 0; ti < m->tensors.size(); ti++) {
+        const auto& info = m->tensors[ti];
+        f32.resize(info.numel);
+        gguf_model_read(g, info, f32.data());
+        if (half && info.is_matrix) {  // only the bf16 copy: no fp32 pages until a layer trains
+            b16.resize(info.numel);
+            convert_from_f32(b16.data(), f32.data(), dtype::bf16, info.numel);
+            m->params16.write(info.offset, b16.data(), info.numel);
+        } else {
+            m->params.write(info.offset, f32.data(), info.numel);
+        }
+    }
+    (void)be;
+    decoder_model_rebind(m.get());
+    m->stored_dtype = half ? dtype::bf16 : dtype::f32;
+    return m;
+}
+
 std::unique_ptr<decoder_model> decoder_model_load(const std::string& dir, int half_mode, const backend* be_in) {
     std::unique_ptr<model_files> mf = model_files_open(dir);
+    if (mf->gguf) return decoder_model_load_gguf(*mf->gguf, dir, half_mode, be_in);
     // auto: half mode when some matrix is bf16 and none is f16 (a checkpoint mixes fp32 masters
     // with bf16 frozen matrices; both are kept exactly)
     bool any_bf16 = false, any_f16 = false;
@@ -215,6 +252,11 @@ size_t parse_size_option(const std::string& s) {
 // special_tokens_map.json never sits beside a new tokenizer.json.
 void decoder_copy_tokenizer_files(const std::string& from, const std::string& dir) {
     if (from.empty()) return;
+    if (model_path_is_gguf(from)) {  // the tokenizer rebuilt from its metadata, and no other
+        for (const std::string& f : tokenizer_file_names()) fs_remove(fs_join(dir, f));
+        gguf_model_write_text_files(from, dir);
+        return;
+    }
     std::error_code ec;
     if (std::filesystem::equivalent(from, dir, ec)) return;
     for (const std::string& f : tokenizer_file_names()) {
@@ -230,7 +272,7 @@ void decoder_model_save(const decoder_model& m, const std::string& dir, const de
     // keep the fields of the source config we do not model (read before removing: dir may be the source)
     const std::string src = m.source_dir;
     std::string original;
-    if (!src.empty() && fs_is_file(fs_join(src, "config.json"))) original = fs_read_text(fs_join(src, "config.json"));
+    if (!src.empty()) model_text_file(src, "config.json", &original);
     fs_remove(cfg_path);  // the folder must not look complete until everything is written
 
     // shard greedily in table order, as save_pretrained does; each entry points at the host's view

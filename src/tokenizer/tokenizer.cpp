@@ -15,6 +15,7 @@
 #include "core/error.h"
 #include "io/fs.h"
 #include "io/json_reader.h"
+#include "model/gguf_model.h"
 #include "tokenizer/unicode.h"
 
 namespace lisa {
@@ -627,7 +628,12 @@ static std::string config_token(const json_reader& cfg, const char* key) {
 
 std::unique_ptr<tokenizer> tokenizer_load(const std::string& path) {
     std::string file = path, dir;
-    if (fs_is_dir(path)) {
+    const bool gguf = model_path_is_gguf(path);  // the tokenizer rebuilt from a GGUF file's metadata
+    std::string text;
+    if (gguf) {
+        model_text_file(path, "tokenizer.json", &text);
+        file = model_file_label(path, "tokenizer.json");
+    } else if (fs_is_dir(path)) {
         dir = path;
         file = fs_join(path, "tokenizer.json");
         if (!fs_is_file(file))
@@ -636,7 +642,7 @@ std::unique_ptr<tokenizer> tokenizer_load(const std::string& path) {
     }
     json j;
     try {
-        j = json::parse(fs_read_text(file));
+        j = json::parse(gguf ? text : fs_read_text(file));
     } catch (const json::exception& e) {
         fail(strf("%s: not valid JSON (%s)", file.c_str(), json_error(e).c_str()));
     }
@@ -771,11 +777,13 @@ std::unique_ptr<tokenizer> tokenizer_load(const std::string& path) {
         t->trunc_left = direction == "Left";
     }
     // tokenizer_config.json: special token names, and add_bos_token / add_eos_token
-    std::string cfg_path = dir.empty() ? "" : fs_join(dir, "tokenizer_config.json");
-    if (!cfg_path.empty() && fs_is_file(cfg_path)) {
+    const std::string cfg_dir = gguf ? path : dir;
+    std::string cfg_text;
+    if (!cfg_dir.empty() && model_text_file(cfg_dir, "tokenizer_config.json", &cfg_text)) {
+        const std::string cfg_path = model_file_label(cfg_dir, "tokenizer_config.json");
         json cfg;
         try {
-            cfg = json::parse(fs_read_text(cfg_path));
+            cfg = json::parse(cfg_text);
         } catch (const json::exception& e) {
             fail(strf("%s: not valid JSON (%s)", cfg_path.c_str(), json_error(e).c_str()));
         }
