@@ -52,10 +52,10 @@ struct ggml_referee {
         if (llama) {
             quant_defaults = (decltype(quant_defaults))dlsym(llama, "llama_model_quantize_default_params");
             quantize_file = (decltype(quantize_file))dlsym(llama, "llama_model_quantize");
-            // llama.h's defaults: nthread 0, ftype LLAMA_FTYPE_MOSTLY_Q5_1 (9)
+            // llama.h's defaults, which show the layout: nthread 0, ftype MOSTLY_Q8_0 (7; 9, Q5_1, before)
             if (quant_defaults) {
                 quant_params p = quant_defaults();
-                if (p.nthread != 0 || p.ftype != 9) quantize_file = nullptr;
+                if (p.nthread != 0 || (p.ftype != 7 && p.ftype != 9)) quantize_file = nullptr;
             }
         }
         return true;

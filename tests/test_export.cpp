@@ -25,6 +25,8 @@
 #include "tokenizer/tokenizer.h"
 
 #include <utf8proc.h>
+#include "ggml_referee.h"
+#include "io/gguf_read.h"
 #include "test_util.h"
 
 using namespace lisa;
@@ -535,6 +537,83 @@ TEST(gguf_referee, tinystories_as_saved_and_fine_tuned_runs_the_same_in_llama_cp
     ASSERT_EQ(r.code, 0) << r.output;
     auto tuned = decoder_model_load(td.path + "/tuned");
     EXPECT_EQ(expect_same_greedy(*tuned, td.path + "/tuned/model-f32.gguf", prompt, 40, 1e-3, "tinystories LISA"), 40u);
+}
+
+// GGUF in (issue #29): files quantized by llama.cpp itself (llama_model_quantize, the way people's
+// downloads were made) load into lisa.cpp with weights near the originals, within each type's
+// precision, and lisa.cpp's greedy path on the file is llama.cpp's own on the same file. Two
+// models: tinystories (trained; rows of 128 and 384 values, so llama.cpp falls back to its
+// 32-value block types) and a widened random one (rows of 256 and 512: the k-quants proper).
+// A file with a type lisa.cpp does not read (q3_K) is refused naming it.
+TEST(gguf_referee, files_llama_cpp_quantized_load_and_run_as_llama_cpp_runs_them) {
+    NEED_REFEREE();
+    lisa_test::ggml_referee g;
+    if (!g.load() || !g.quant_defaults) GTEST_SKIP() << "llama.cpp's quantizer not loadable: " << g.why;
+    temp_dir td, cfgd, wide;
+    const std::string ts = lisa_test::assets_dir() + "/models/tinystories-656k";
+    json c = {{"architectures", {"LlamaForCausalLM"}}, {"model_type", "llama"}, {"vocab_size", 512},
+              {"hidden_size", 256}, {"intermediate_size", 512}, {"num_hidden_layers", 2}, {"num_attention_heads", 4},
+              {"num_key_value_heads", 2}, {"max_position_embeddings", 256}, {"initializer_range", 0.25},
+              {"tie_word_embeddings", false}, {"bos_token_id", 1}, {"eos_token_id", 2}};
+    lisa_test::write_file(cfgd.path + "/config.json", c.dump());
+    auto r = run_lisa("init --config " + cfgd.path + "/config.json --output_model_path " + wide.path + " --tokenizer_path " +
+                      aidreams() + " --seed 11");
+    ASSERT_EQ(r.code, 0) << r.output;
+    const json gold = json::parse(fs_read_text(lisa_test::golden_dir("") + "/tinystories.json"));
+    const std::vector<int32_t> ts_prompt = gold["greedy"]["prompt_ids"].get<std::vector<int32_t>>();
+    struct ftype { const char* name; int id; double rel_rms; };  // llama.h LLAMA_FTYPE_*, and the error each may cost
+    const ftype types[] = {{"F32", 0, 0.0}, {"Q8_0", 7, 0.01}, {"Q4_0", 2, 0.2}, {"Q4_1", 3, 0.2}, {"Q5_0", 8, 0.1},
+                           {"Q5_1", 9, 0.1}, {"Q4_K_M", 15, 0.2}, {"Q5_K_M", 17, 0.1}, {"Q6_K", 18, 0.05}};
+    for (const auto& [model, prompt, what] : {std::tuple<std::string, std::vector<int32_t>, std::string>{ts, ts_prompt, "tinystories"},
+                                             {wide.path, std::vector<int32_t>{1, 300, 17}, "wide"}}) {
+        export_ok("--model_name_or_path " + model + " --outfile " + td.path + "/" + what + ".gguf --outtype f32");
+        auto orig = decoder_model_load(model, 0);
+        std::set<std::string> seen_types;
+        for (const ftype& ft : types) {
+            const std::string q = td.path + "/" + what + "-" + ft.name + ".gguf";
+            if (ft.id == 0) std::filesystem::copy_file(td.path + "/" + what + ".gguf", q);  // the unquantized file
+            else ASSERT_EQ(g.quantize(td.path + "/" + what + ".gguf", q, ft.id), "") << ft.name;
+            const auto qf = gguf_open(q);  // (kept: its tensors point into its mapping)
+            for (const auto& t : qf->tensors) seen_types.insert(ggml_type_name(t.type));
+            auto m = decoder_model_load(q, 0);
+            for (size_t i = 0; i < m->tensors.size(); i++) {
+                const auto& t = m->tensors[i];
+                std::vector<float> a(t.numel), b(t.numel);
+                orig->params.read(t.offset, a.data(), t.numel);
+                m->params.read(t.offset, b.data(), t.numel);
+                double num = 0, den = 0;
+                for (size_t k = 0; k < a.size(); k++) num += (a[k] - b[k]) * (a[k] - b[k]), den += a[k] * a[k];
+                EXPECT_LE(std::sqrt(num / std::max(den, 1e-30)), ft.rel_rms) << what << " " << ft.name << " " << t.name;
+            }
+            // every tensor of the file as ggml itself dequantizes it, bit for bit
+            for (const auto& t : qf->tensors) {
+                std::vector<float> mine(t.numel), theirs(t.numel);
+                ggml_dequantize(t.type, t.data, mine.data(), t.numel);
+                if (t.type == ggml_type::f32) std::memcpy(theirs.data(), t.data, t.nbytes);  // (ggml has no f32 to_float)
+                else g.get_traits((int)t.type)->to_float(t.data, theirs.data(), t.numel);
+                EXPECT_EQ(std::memcmp(mine.data(), theirs.data(), mine.size() * 4), 0) << what << " " << ft.name << " " << t.name;
+            }
+            // the trained model's greedy path in llama.cpp on the same file (llama.cpp multiplies
+            // by activations it quantizes too, so paths may part at a near-tie of lisa.cpp's
+            // logits; the random wide model's logits are all near-ties at that precision)
+            if (what == "tinystories") {
+                const size_t same = expect_same_greedy(*m, q, prompt, 24, 0.05, what + " " + ft.name);
+                RecordProperty(what + "_" + ft.name + "_same_tokens", (int)same);
+            }
+        }
+        if (what == "wide") {  // the k-quants really were exercised
+            for (const char* t : {"q4_K", "q5_K", "q6_K"}) EXPECT_TRUE(seen_types.count(t)) << what << " " << t;
+        } else {
+            for (const char* t : {"q4_0", "q4_1", "q5_0", "q5_1", "q8_0"}) EXPECT_TRUE(seen_types.count(t)) << what << " " << t;
+        }
+    }
+    // q3_K: refused, naming the tensor and the type number
+    const std::string q3 = td.path + "/wide-Q3_K_M.gguf";
+    ASSERT_EQ(g.quantize(td.path + "/wide.gguf", q3, 12), "");
+    r = run_lisa("info --model_name_or_path " + q3);
+    EXPECT_NE(r.code, 0);
+    EXPECT_NE(r.output.find("ggml type 11 is not one lisa.cpp reads"), std::string::npos) << r.output;
+    EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 1) << r.output;
 }
 
 // The Modelfile written for Ollama: the format the model was trained in as TEMPLATE (raw between
