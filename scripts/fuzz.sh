@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-600}
 shift || true
-targets=("${@:-safetensors config tokenizer tokenizer_config adapter_config dataset jinja gguf outputs}")
+targets=("${@:-safetensors config tokenizer tokenizer_config adapter_config dataset jinja gguf gguf_in outputs}")
 read -r -a targets <<< "${targets[*]}"
 cpus=$(nproc)  # before OMP_NUM_THREADS=1 below, which nproc obeys
 # fresh seeds each run unless FUZZ_SEED is given (printed, so a run can be repeated)

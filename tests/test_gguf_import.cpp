@@ -13,6 +13,7 @@
 #include <random>
 
 #include "core/dtype.h"
+#include "data/chat_template.h"
 #include "io/fs.h"
 #include "io/ggml_quants.h"
 #include "io/gguf_read.h"
@@ -262,6 +263,19 @@ TEST_P(gguf_tokenizer_in, the_rebuilt_tokenizer_gives_hugging_face_ids_on_every_
     }
     EXPECT_EQ(n, 77);
     EXPECT_EQ(bad, 0) << name;
+    // the chat template travels, byte for byte, and is what lisa uses for conversations
+    const std::string tc = tok_dir + "/tokenizer_config.json";
+    const json want_tc = fs_is_file(tc) ? json::parse(fs_read_text(tc)) : json::object();
+    model_chat_template from_gguf;
+    const bool has = model_chat_template_load(td.path + "/t.gguf", &from_gguf);
+    if (want_tc.contains("chat_template") && want_tc["chat_template"].is_string()) {
+        std::string got_tc;
+        ASSERT_TRUE(model_text_file(td.path + "/t.gguf", "tokenizer_config.json", &got_tc));
+        EXPECT_EQ(json::parse(got_tc)["chat_template"], want_tc["chat_template"]) << name;
+        EXPECT_TRUE(has) << name;
+    } else {
+        EXPECT_FALSE(has) << name;
+    }
     EXPECT_EQ(tokenizer_bos_id(*tok), tokenizer_bos_id(*hf)) << name;
     EXPECT_EQ(tokenizer_eos_id(*tok), tokenizer_eos_id(*hf)) << name;
 }
@@ -274,3 +288,121 @@ INSTANTIATE_TEST_SUITE_P(assets, gguf_tokenizer_in,
                              std::replace(s.begin(), s.end(), '-', '_');
                              return s;
                          });
+
+// ------------------------------------------------------------------ every command, and bad files
+
+// Every command that takes --model_name_or_path takes a GGUF file; what a run writes stands on
+// its own (tokenizer files and config rebuilt from the metadata beside the weights).
+TEST(gguf_commands, every_command_reads_a_gguf_and_what_it_writes_stands_alone) {
+    NEED_ASSETS();
+    temp_dir td;
+    const std::string q8 = td.path + "/m-q8_0.gguf";
+    ok("export-gguf --model_name_or_path " + aidreams() + " --outfile " + q8 + " --outtype q8_0");
+    auto r = run_lisa("info --model_name_or_path " + q8);
+    ASSERT_EQ(r.code, 0) << r.output;
+    EXPECT_EQ(json::parse(r.output)["architecture"], "LlamaForCausalLM");
+    EXPECT_EQ(json::parse(r.output)["stored_dtype"], "bfloat16") << "a quantized file's matrices are held in bf16";
+    // eval: the q8_0 file's loss within 1% of the fp32 folder's
+    auto e1 = run_lisa("eval --model_name_or_path " + aidreams() + " --dataset_path " + text_data() + " --block_size 64");
+    auto e2 = run_lisa("eval --model_name_or_path " + q8 + " --dataset_path " + text_data() + " --block_size 64");
+    ASSERT_EQ(e1.code, 0) << e1.output;
+    ASSERT_EQ(e2.code, 0) << e2.output;
+    const double l1 = json::parse(e1.output.substr(e1.output.rfind('{')))["loss"], l2 = json::parse(e2.output.substr(e2.output.rfind('{')))["loss"];
+    EXPECT_NEAR(l2, l1, 0.01 * l1);
+    r = run_lisa("tokenize --model_name_or_path " + q8 + " --text 'Once upon a time'");
+    auto r0 = run_lisa("tokenize --model_name_or_path " + aidreams() + " --text 'Once upon a time'");
+    EXPECT_EQ(r.output, r0.output);
+    r = run_lisa("inspect-data --model_name_or_path " + q8 + " --dataset_path " + text_data() + " --block_size 64");
+    EXPECT_EQ(r.code, 0) << r.output;
+    // LISA from the file: the output folder is a whole model
+    ok("train --model_name_or_path " + q8 + " --dataset_path " + text_data() + " --output_model_path " + td.path +
+       "/lisa --method lisa --lisa_activated_layers 1 --lisa_interval_steps 2 --max_steps 4 --block_size 64 --save_strategy no");
+    for (const char* f : {"config.json", "tokenizer.json", "tokenizer_config.json", "model.safetensors"})
+        EXPECT_TRUE(fs_is_file(td.path + "/lisa/" + f)) << f;
+    r = run_lisa("generate --model_name_or_path " + td.path + "/lisa --prompt 'Once upon a time' --max_new_tokens 8");
+    EXPECT_EQ(r.code, 0) << r.output;
+    // LoRA on the file, then merged into it
+    ok("train --model_name_or_path " + q8 + " --dataset_path " + text_data() + " --output_model_path " + td.path +
+       "/lora --method lora --lora_r 4 --max_steps 4 --block_size 64 --learning_rate 1e-2 --save_strategy no");
+    EXPECT_TRUE(fs_is_file(td.path + "/lora/tokenizer.json"));
+    ok("merge-lora --model_name_or_path " + q8 + " --lora_model_path " + td.path + "/lora --output_model_path " + td.path +
+       "/merged");
+    auto g1 = run_lisa("generate --model_name_or_path " + q8 + " --lora_model_path " + td.path +
+                       "/lora --prompt 'Once upon a time' --max_new_tokens 8");
+    auto g2 = run_lisa("generate --model_name_or_path " + td.path + "/merged --prompt 'Once upon a time' --max_new_tokens 8");
+    ASSERT_EQ(g1.code, 0) << g1.output;
+    EXPECT_EQ(g2.output, g1.output);
+}
+
+namespace {
+
+// bytes of a file, edited and written back to another
+std::string bytes_of(const std::string& p) { return lisa_test::read_file(p); }
+size_t find_after(const std::string& s, const std::string& what) {
+    const size_t at = s.find(what);
+    EXPECT_NE(at, std::string::npos) << what;
+    return at + what.size();
+}
+template <typename T>
+void put_at(std::string& s, size_t at, T v) {
+    std::memcpy(&s[at], &v, sizeof v);
+}
+
+}  // namespace
+
+// Truncated, miscounted, mistyped and hostile files: one line naming the file and the key or
+// tensor, a non-zero exit, nothing allocated from what a file merely claims.
+TEST(gguf_commands, bad_files_are_refused_in_one_line) {
+    NEED_ASSETS();
+    temp_dir td;
+    const std::string good = td.path + "/good.gguf";
+    ok("export-gguf --model_name_or_path " + aidreams() + " --outfile " + good + " --outtype q8_0");
+    const std::string g = bytes_of(good);
+    auto refused = [&](const std::string& name, const std::string& bytes, const std::string& expect) {
+        const std::string p = td.path + "/" + name + ".gguf";
+        lisa_test::write_file(p, bytes);
+        auto r = run_lisa("info --model_name_or_path " + p);
+        EXPECT_NE(r.code, 0) << name;
+        EXPECT_NE(r.output.find(expect), std::string::npos) << name << ": " << r.output;
+        EXPECT_NE(r.output.find(p), std::string::npos) << name << " names the file: " << r.output;
+        EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 1) << name << ": " << r.output;
+    };
+    refused("truncated", g.substr(0, g.size() - 1000), "past the end");
+    refused("header-only", g.substr(0, 20), "at least a 24-byte header");
+    std::string v = g;
+    put_at<uint32_t>(v, 4, 7);
+    refused("version", v, "GGUF version 7");
+    v = g;
+    put_at<uint64_t>(v, 8, (uint64_t)1 << 60);  // tensor count
+    refused("tensor-count", v, "tensor count");
+    v = g;
+    put_at<uint64_t>(v, 16, (uint64_t)1 << 60);  // key/value count
+    refused("kv-count", v, "key/value count");
+    // the embedding's info: name, n_dims, dims, type, offset
+    const size_t info = find_after(g, "token_embd.weight");
+    v = g;
+    put_at<uint32_t>(v, info + 4 + 16, 99);
+    refused("type", v, "ggml type 99 is not one lisa.cpp reads");
+    v = g;
+    put_at<uint64_t>(v, info + 4, (uint64_t)1 << 62);
+    refused("dims", v, "dimension 0");
+    v = g;
+    put_at<uint64_t>(v, info + 4 + 16 + 4, (uint64_t)1 << 50);
+    refused("offset", v, "offset");
+    v = g;
+    put_at<uint32_t>(v, info, 9);
+    refused("n-dims", v, "9 dimensions");
+    // a string whose length runs past the end
+    const size_t arch_key = g.find("general.architecture");
+    v = g;
+    put_at<uint64_t>(v, arch_key + 20 + 4, (uint64_t)1 << 40);
+    refused("string", v, "runs past the end");
+    // an architecture lisa.cpp does not read
+    v = g;
+    std::memcpy(&v[arch_key + 20 + 4 + 8], "gpt9!", 5);
+    refused("arch", v, "key 'general.architecture': \"gpt9!\" is not read");
+    // a tensor the config does not imply
+    v = g;
+    std::memcpy(&v[find_after(g, "blk.0.ffn_up.weight") - 6], "upxx", 4);
+    refused("unknown-tensor", v, "blk.0.ffn_up.weight' is missing");
+}

@@ -17,6 +17,7 @@
 #include "data/dataset.h"
 #include "io/fs.h"
 #include "model/config.h"
+#include "model/gguf_model.h"
 #include "train/evaluate.h"
 #include "train/train_options.h"
 
@@ -48,8 +49,11 @@ command_fn cmd_inspect_data_register(CLI::App& app) {
         ->check(CLI::PositiveNumber);
     app.add_option("--seed", o->seed, "the shuffle whose batches the summary reports");
     return [o] {
-        std::string cfg_path = fs_join(o->model, "config.json");
-        model_config cfg = config_load(cfg_path);
+        std::string cfg_text;
+        if (!model_text_file(o->model, "config.json", &cfg_text))
+            fail(strf("%s: missing; expected a Hugging Face model folder or a GGUF file",
+                      model_file_label(o->model, "config.json").c_str()));
+        model_config cfg = config_parse(cfg_text, model_file_label(o->model, "config.json"));
         auto tok = load_tokenizer_of(o->model);
         cli_data_flags f{o->data, o->tmpl, o->block_size, o->group_texts, o->train_on_prompt, o->packing};
         dataset_options dopt;

@@ -7,6 +7,7 @@
 
 #include "core/error.h"
 #include "io/fs.h"
+#include "model/gguf_model.h"
 #include "template/jinja.h"
 
 namespace lisa {
@@ -107,11 +108,12 @@ static std::string token_string(const ojson& v) {  // "tok" or {"content": "tok"
 // The special tokens HF passes to the template (tokenizer.special_tokens_map).
 static ojson special_tokens(const std::string& model_dir) {
     ojson vars = ojson::object();
-    std::string cfg_path = model_dir + "/tokenizer_config.json";
-    if (!fs_is_file(cfg_path)) return vars;
+    const std::string cfg_path = model_file_label(model_dir, "tokenizer_config.json");
+    std::string cfg_text;
+    if (!model_text_file(model_dir, "tokenizer_config.json", &cfg_text)) return vars;
     ojson cfg;
     try {
-        cfg = ojson::parse(fs_read_text(cfg_path));
+        cfg = ojson::parse(cfg_text);
     } catch (const std::exception& e) {
         fail(strf("%s: not valid JSON (%s)", cfg_path.c_str(), json_error(e).c_str()));
     }
@@ -140,7 +142,7 @@ static std::shared_ptr<const jinja_template> parse_template(const std::string& t
 bool model_chat_template_load(const std::string& model_dir, model_chat_template* out) {
     std::string text, where;
     std::string jinja_file = model_dir + "/chat_template.jinja", json_file = model_dir + "/chat_template.json",
-                cfg_file = model_dir + "/tokenizer_config.json";
+                cfg_file = model_file_label(model_dir, "tokenizer_config.json");
     auto from_field = [&](const std::string& file, const ojson& v) -> bool {
         if (v.is_string()) {
             text = v.get<std::string>();
@@ -162,7 +164,10 @@ bool model_chat_template_load(const std::string& model_dir, model_chat_template*
     };
     auto read_json = [&](const std::string& file) {
         try {
-            return ojson::parse(fs_read_text(file));
+            std::string t;  // (a GGUF model's tokenizer_config.json is rebuilt from its metadata)
+            if (file == cfg_file) model_text_file(model_dir, "tokenizer_config.json", &t);
+            else t = fs_read_text(file);
+            return ojson::parse(t);
         } catch (const std::exception& e) {
             fail(strf("%s: not valid JSON (%s)", file.c_str(), json_error(e).c_str()));
         }
@@ -175,7 +180,7 @@ bool model_chat_template_load(const std::string& model_dir, model_chat_template*
     } else if (fs_is_file(json_file)) {
         ojson j = read_json(json_file);
         found = j.is_object() && j.contains("chat_template") && from_field(json_file, j["chat_template"]);
-    } else if (fs_is_file(cfg_file)) {
+    } else if (std::string t; model_text_file(model_dir, "tokenizer_config.json", &t)) {
         ojson j = read_json(cfg_file);
         found = j.is_object() && j.contains("chat_template") && from_field(cfg_file, j["chat_template"]);
     }

@@ -167,7 +167,7 @@ std::unique_ptr<gguf_file> gguf_open(const std::string& path) {
         if (!a->value.is_number_unsigned() || a->value.get<uint64_t>() == 0 || a->value.get<uint64_t>() > 65536 ||
             (a->value.get<uint64_t>() & (a->value.get<uint64_t>() - 1)) != 0)
             fail(strf("%s: key 'general.alignment': %s, expected a power of two up to 65536", path.c_str(),
-                      cap_message(a->value.dump(), 40).c_str()));
+                      cap_message(a->value.dump(-1, ' ', false, json::error_handler_t::replace), 40).c_str()));
         f->alignment = (size_t)a->value.get<uint64_t>();
     }
     for (uint64_t i = 0; i < n_tensors; i++) {
@@ -236,7 +236,7 @@ static const gguf_kv& need_kv(const gguf_file& f, const std::string& key) {
 
 [[noreturn]] static void bad_kv(const gguf_file& f, const gguf_kv& kv, const char* expected) {
     fail(strf("%s: key '%s': %s %s, expected %s", f.path.c_str(), kv.key.c_str(), gguf_vtype_name(kv.type),
-              cap_message(kv.value.dump(), 40).c_str(), expected));
+              cap_message(kv.value.dump(-1, ' ', false, json::error_handler_t::replace), 40).c_str(), expected));
 }
 
 uint64_t gguf_uint(const gguf_file& f, const std::string& key) {

@@ -14,6 +14,7 @@
 #include "io/safetensors.h"  // shape_str
 #include "model/arch/arch.h"
 #include "model/layer.h"
+#include "tokenizer/unicode.h"
 
 namespace lisa {
 
@@ -60,6 +61,8 @@ static json llama3_scaling_of(const gguf_file& f, const gguf_tensor_info& t, mod
 }
 
 static json build_config(const gguf_file& f, const std::string& arch, bool* rope_pairs) {
+    if (arch != "llama" && arch != "qwen2" && arch != "qwen3" && arch != "gemma3")
+        refuse(f, "general.architecture", "\"" + cap_message(arch, 40) + "\" is not read (llama, qwen2, qwen3, gemma3)");
     auto key = [&](const char* k) { return arch + "." + k; };
     const gguf_tensor_info* embd = gguf_find_tensor(f, "token_embd.weight");
     if (!embd || embd->ne.size() != 2) fail(strf("%s: tensor 'token_embd.weight' is missing or not a matrix", f.path.c_str()));
@@ -139,9 +142,17 @@ static json byte_level(bool use_regex) {
     return {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}, {"use_regex", use_regex}};
 }
 
+// The strings of a key, each valid UTF-8 (tokenizer.json is JSON text)
+static std::vector<std::string> utf8_strings(const gguf_file& f, const std::string& key) {
+    std::vector<std::string> v = gguf_str_array(f, key);
+    for (size_t i = 0; i < v.size(); i++)
+        if (utf8_lossy(v[i]) != v[i]) refuse(f, key, strf("entry %zu is not valid UTF-8", i));
+    return v;
+}
+
 static void build_tokenizer(const gguf_file& f, const model_config& cfg, std::string* tok_json, std::string* tcfg_json) {
     const std::string model = gguf_str(f, "tokenizer.ggml.model");
-    const std::vector<std::string> tokens = gguf_str_array(f, "tokenizer.ggml.tokens");
+    const std::vector<std::string> tokens = utf8_strings(f, "tokenizer.ggml.tokens");
     const int64_t n = (int64_t)tokens.size();
     if (n == 0) refuse(f, "tokenizer.ggml.tokens", "empty vocabulary");
     if (n > cfg.vocab_size)
@@ -196,7 +207,7 @@ static void build_tokenizer(const gguf_file& f, const model_config& cfg, std::st
         bpe["byte_fallback"] = false;
         bpe["ignore_merges"] = pre == "llama-bpe";  // as llama.cpp tokenizes Llama 3
         bpe["vocab"] = vocab;
-        bpe["merges"] = gguf_find(f, "tokenizer.ggml.merges") ? json(gguf_str_array(f, "tokenizer.ggml.merges")) : json::array();
+        bpe["merges"] = gguf_find(f, "tokenizer.ggml.merges") ? json(utf8_strings(f, "tokenizer.ggml.merges")) : json::array();
     } else if (model == "llama") {
         // SentencePiece-style BPE: llama.cpp merges the adjacent pair whose concatenation scores
         // highest. As merges: every split of a token into two tokens, by the token's score.
@@ -260,7 +271,11 @@ static void build_tokenizer(const gguf_file& f, const model_config& cfg, std::st
     if (eos >= 0) tc["eos_token"] = tokens[eos];
     if (unk >= 0) tc["unk_token"] = tokens[unk];
     if (pad >= 0) tc["pad_token"] = tokens[pad];
-    if (gguf_find(f, "tokenizer.chat_template")) tc["chat_template"] = gguf_str(f, "tokenizer.chat_template");
+    if (gguf_find(f, "tokenizer.chat_template")) {
+        const std::string t = gguf_str(f, "tokenizer.chat_template");
+        if (utf8_lossy(t) != t) refuse(f, "tokenizer.chat_template", "not valid UTF-8");
+        tc["chat_template"] = t;
+    }
     *tcfg_json = tc.dump(2);
 }
 

@@ -9,7 +9,7 @@
 //   lisa_fuzz TARGET --replay FILE...     run given inputs once each (regression cases)
 //
 // Targets: safetensors, config, tokenizer, tokenizer_config, adapter_config, dataset, jinja, gguf,
-// outputs. Mutations: bit flips, byte substitutions with values that break parsers (quotes, brackets, NUL, 0xff), numbers replaced by
+// gguf_in, outputs. Mutations: bit flips, byte substitutions with values that break parsers (quotes, brackets, NUL, 0xff), numbers replaced by
 // boundary values (-1, 2^31, 2^63, 1e308, NaN), a per-target dictionary, block deletion,
 // duplication and insertion, and splicing two corpus entries.
 #include <fcntl.h>
@@ -42,6 +42,7 @@
 #include "model/arch/arch.h"
 #include "model/config.h"
 #include "model/decoder.h"
+#include "model/gguf_model.h"
 #include "model/lora.h"
 #include "template/jinja.h"
 #include "tokenizer/tokenizer.h"
@@ -198,6 +199,22 @@ static void target_gguf(const std::string& in) {
     }
 }
 
+// A GGUF file read as a model (issue #29): header, metadata, tensor infos, the config and the
+// tokenizer rebuilt from them, and every tensor the config implies dequantized; then the rebuilt
+// tokenizer encodes and decodes.
+static void target_gguf_in(const std::string& in) {
+    const std::string p = g_work + "/in.gguf";
+    put(p, in);
+    auto g = gguf_model_open(p);
+    for (const decoder_tensor_info& t : decoder_tensor_table(g->cfg)) {
+        std::vector<float> v(t.numel);
+        gguf_model_read(*g, t, v.data());
+    }
+    auto tok = tokenizer_load(p);
+    const std::vector<int32_t> ids = tokenizer_encode(*tok, "Hello world, ünïcödé 🙂 <s>", true);
+    (void)tokenizer_decode(*tok, ids, false);
+}
+
 // What lisa reads in an output folder before writing to it or resuming from it; the first byte
 // picks which file the rest is: a lock file's holder (taken over and named), a checkpoint's
 // trainer_state.json (checked for damage), a run's training_args.json beside a tokenizer_config.json
@@ -246,6 +263,7 @@ static const std::map<std::string, std::function<void(const std::string&)>> kTar
     {"outputs", target_outputs},
     {"safetensors", target_safetensors}, {"config", target_config}, {"tokenizer", target_tokenizer},
     {"dataset", target_dataset},         {"jinja", target_jinja},   {"gguf", target_gguf},
+    {"gguf_in", target_gguf_in},
     {"tokenizer_config", target_tokenizer_config}, {"adapter_config", target_adapter_config}};
 
 static const std::map<std::string, std::vector<std::string>> kDictionary = {
@@ -272,6 +290,12 @@ static const std::map<std::string, std::vector<std::string>> kDictionary = {
                           "\"add_eos_token\"", "\"tokenizer_class\"", "\"LlamaTokenizer\"", "\"content\"",
                           "\"chat_template\"", "\"name\"", "\"default\"", "\"template\"",
                           "\"additional_special_tokens\"", "{{ messages }}", "true", "null"}},
+    {"gguf_in", {"GGUF", "general.architecture", "llama", "qwen2", "qwen3", "gemma3", "tokenizer.ggml.model", "gpt2",
+                 "tokenizer.ggml.pre", "llama-bpe", "qwen2", "smollm", "tokenizer.ggml.tokens", "tokenizer.ggml.merges",
+                 "tokenizer.ggml.scores", "tokenizer.ggml.token_type", "rope_freqs.weight", "token_embd.weight",
+                 "output.weight", "general.alignment", std::string("\x0c\x00\x00\x00", 4), std::string("\x0e\x00\x00\x00", 4),
+                 std::string("\x09\x00\x00\x00", 4), std::string("\xff\xff\xff\xff\xff\xff\xff\x7f", 8),
+                 std::string("\x00\x01\x00\x00\x00\x00\x00\x00", 8)}},
     {"adapter_config", {"\"peft_type\"", "\"LORA\"", "\"r\"", "\"lora_alpha\"", "\"lora_dropout\"",
                         "\"use_rslora\"", "\"target_modules\"", "\"q_proj\"", "\"bias\"", "\"none\"",
                         "\"use_dora\"", "\"modules_to_save\"", "\"fan_in_fan_out\"", "true", "null"}},

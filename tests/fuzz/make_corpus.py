@@ -2,6 +2,11 @@
 """Writes the fuzz targets' seed inputs (tests/fuzz/corpus/TARGET/seed-*): small valid files of
 each kind lisa.cpp reads. Regression inputs (files named TARGET-crash-*) that once crashed it are
 added next to them by hand and kept. Run from the repository root: python3 tests/fuzz/make_corpus.py
+
+The gguf_in seeds are GGUF files written by lisa itself and by llama.cpp's quantizer, kept as
+made (2026-12-05): tiny models from `lisa init` (aidreams' SentencePiece-style vocabulary, the
+bundled byte-level one) exported by `lisa export-gguf --outtype q8_0 / f16`, and a 256-wide Qwen3
+exported as f32 and quantized by llama_model_quantize to Q4_K_M (q4_K, q6_K and fallback blocks).
 """
 import json
 import os
