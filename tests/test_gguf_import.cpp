@@ -14,6 +14,7 @@
 
 #include "core/dtype.h"
 #include "data/chat_template.h"
+#include "export/export_gguf.h"
 #include "io/fs.h"
 #include "io/ggml_quants.h"
 #include "io/gguf_read.h"
@@ -49,6 +50,13 @@ void make_model(const std::string& arch, const std::string& dir) {
         return;
     }
     json c = arch == "qwen2" ? lisa_test::tiny_arch_config("qwen3") : lisa_test::tiny_arch_config(arch);
+    if (arch == "llama3_rope") {  // Llama 3.1's RoPE scaling: llama.cpp keeps only its divisors (rope_freqs)
+        c = json::parse(fs_read_text(lisa_test::test_dir() + "/../configs/tiny-llama.json"));
+        c["rope_theta"] = 500000.0;
+        c["max_position_embeddings"] = 131072;
+        c["rope_scaling"] = {{"rope_type", "llama3"}, {"factor", 8.0}, {"low_freq_factor", 1.0}, {"high_freq_factor", 4.0},
+                             {"original_max_position_embeddings", 8192}};
+    }
     if (arch == "qwen2") {
         c["architectures"] = {"Qwen2ForCausalLM"};
         c["model_type"] = "qwen2";
@@ -170,6 +178,10 @@ TEST_P(gguf_round_trip, a_hugging_face_model_reads_back_from_its_gguf_unchanged)
     EXPECT_EQ(gg->cfg.norm_weight_offset, hf->cfg.norm_weight_offset);
     EXPECT_EQ(gg->cfg.rope.theta, hf->cfg.rope.theta);
     EXPECT_FLOAT_EQ((float)gg->cfg.rms_norm_eps, (float)hf->cfg.rms_norm_eps);
+    EXPECT_EQ(gg->cfg.rope.kind, hf->cfg.rope.kind);
+    if (hf->cfg.rope.kind == rope_kind::llama3) {  // the same divisors (parameters that give them back)
+        EXPECT_EQ(gguf_llama3_rope_factors(gg->cfg), gguf_llama3_rope_factors(hf->cfg));
+    }
     ASSERT_EQ(gg->tensors.size(), hf->tensors.size());
     for (size_t i = 0; i < hf->tensors.size(); i++) {
         const auto& t = hf->tensors[i];
@@ -214,7 +226,7 @@ TEST_P(gguf_round_trip, a_hugging_face_model_reads_back_from_its_gguf_unchanged)
     EXPECT_EQ(g2.output, g1.output) << arch;
 }
 
-INSTANTIATE_TEST_SUITE_P(archs, gguf_round_trip, ::testing::Values("llama", "qwen2", "qwen3", "gemma3", "tinystories"),
+INSTANTIATE_TEST_SUITE_P(archs, gguf_round_trip, ::testing::Values("llama", "llama3_rope", "qwen2", "qwen3", "gemma3", "tinystories"),
                          [](const ::testing::TestParamInfo<const char*>& i) { return std::string(i.param); });
 
 // ------------------------------------------------------------------ tokenizers from metadata
