@@ -418,3 +418,120 @@ TEST(gguf_commands, bad_files_are_refused_in_one_line) {
     std::memcpy(&v[find_after(g, "blk.0.ffn_up.weight") - 6], "upxx", 4);
     refused("unknown-tensor", v, "blk.0.ffn_up.weight' is missing");
 }
+
+// ------------------------------------------------------------------ a quantized base
+
+namespace {
+
+// the loss and the norms' gradients of one batch, every matrix frozen (input gradients only)
+struct pass {
+    double             loss;
+    std::vector<float> norm_grads;
+};
+pass run_pass(const decoder_model& m) {
+    const int64_t B = 2, T = 24;
+    decoder_acts a;
+    decoder_acts_init(&a, m, B, T);
+    decoder_grads gr;
+    decoder_grads_init(&gr, m);
+    for (auto& layer : gr.g.layers)
+        for (int t = 0; t < LT_COUNT; t++)
+            if (t != LT_ATTN_NORM && t != LT_MLP_NORM) layer[t] = nullptr;
+    gr.g.embed = gr.g.lm_head = nullptr;
+    std::vector<int32_t> ids(B * T);
+    for (size_t i = 0; i < ids.size(); i++) ids[i] = (int32_t)(3 + (i * 37) % 500);
+    int64_t n = 0;
+    pass p;
+    p.loss = decoder_forward_backward(m, &a, &gr, ids.data(), ids.data(), 1.0f / (B * T), &n);
+    for (const auto& t : m.tensors)
+        if (t.kind == tensor_kind::norm && t.layer >= 0) {
+            const std::vector<float> g = gr.buf.read(t.offset, t.numel);
+            p.norm_grads.insert(p.norm_grads.end(), g.begin(), g.end());
+        }
+    return p;
+}
+
+}  // namespace
+
+// The decoder layers of a quantized file stay in their blocks (no bf16 or fp32 copy), and compute
+// what the same weights dequantized into fp32 compute (the same model with every layer matrix
+// materialised); a layer that is trained and leaves is held in bf16 and its blocks given back.
+TEST(quantized_base, frozen_blocks_compute_as_their_dequantized_weights) {
+    NEED_ASSETS();
+    temp_dir td;
+    const std::string q8 = td.path + "/m.gguf";
+    ok("export-gguf --model_name_or_path " + aidreams() + " --outfile " + q8 + " --outtype q8_0");
+    auto m = decoder_model_load(q8);
+    ASSERT_TRUE(m->half);
+    size_t blocks = 0, n_blocks = 0;
+    auto g = gguf_model_open(q8);  // (aidreams' rows of 172 values are not whole blocks: written f16)
+    for (size_t i = 0; i < m->tensors.size(); i++) {
+        const auto& t = m->tensors[i];
+        const bool want = t.is_matrix && t.layer >= 0 && gguf_model_type(*g, t) == ggml_type::q8_0;
+        n_blocks += want;
+        EXPECT_EQ(decoder_tensor_quantized(*m, i), want) << t.name;
+        if (want) {
+            EXPECT_EQ(m->q_type[i], (uint32_t)ggml_type::q8_0) << t.name;
+            blocks += ggml_nbytes(ggml_type::q8_0, (int64_t)t.numel);
+        }
+    }
+    EXPECT_GE(n_blocks, 16u);
+    EXPECT_GE(m->paramsq.size(), blocks);
+    const pass q = run_pass(*m);
+    // every layer matrix materialised: fp32 masters dequantized from the same blocks
+    auto f = decoder_model_load(q8);
+    for (size_t i = 0; i < f->tensors.size(); i++)
+        if (decoder_tensor_quantized(*f, i)) decoder_materialize(f.get(), i, i);
+    const pass d = run_pass(*f);
+    EXPECT_NEAR(q.loss, d.loss, 1e-5 * std::fabs(d.loss));
+    ASSERT_EQ(q.norm_grads.size(), d.norm_grads.size());
+    ASSERT_FALSE(q.norm_grads.empty());
+    EXPECT_LE(lisa_test::rel_err(q.norm_grads.data(), d.norm_grads.data(), q.norm_grads.size()), 1e-5);
+    // a trained layer leaving: bf16 of its master, blocks zeroed and no longer used
+    size_t i0 = 0;
+    while (!decoder_tensor_quantized(*m, i0)) i0++;
+    const auto& t0 = m->tensors[i0];
+    decoder_materialize(m.get(), i0, i0);
+    std::vector<float> master = m->params.read(t0.offset, t0.numel);
+    master[0] += 0.25f;  // "trained"
+    m->params.write(t0.offset, master.data(), master.size());
+    decoder_dematerialize(m.get(), i0, i0);
+    EXPECT_FALSE(decoder_tensor_quantized(*m, i0));
+    const std::vector<float> now = decoder_tensor_values(*m, i0);
+    EXPECT_NEAR(now[0], master[0], 4e-3 * std::fabs(master[0]) + 1e-6);
+    EXPECT_TRUE(m->w16.layers[t0.layer][t0.field].is_bf16());
+}
+
+// LISA and LoRA on a quantized file: the run trains (loss falls), resumes from a checkpoint
+// exactly as it would have gone on, and uses less memory than the same model in bf16.
+TEST(quantized_base, lisa_and_lora_train_resume_and_save_on_a_quantized_file) {
+    NEED_ASSETS();
+    temp_dir td;
+    const std::string q8 = td.path + "/m.gguf";
+    ok("export-gguf --model_name_or_path " + aidreams() + " --outfile " + q8 + " --outtype q8_0");
+    const std::string common = " --dataset_path " + text_data() + " --block_size 64 --logging_steps 1 --learning_rate 3e-3 "
+                               "--lr_scheduler_type constant";
+    auto losses = [](const std::string& dir) {
+        std::vector<double> v;
+        for (const auto& j : lisa_test::read_jsonl(dir + "/trainer_log.jsonl"))
+            if (j.contains("loss")) v.push_back(j["loss"].get<double>());
+        return v;
+    };
+    for (const std::string method : {"--method lisa --lisa_activated_layers 1 --lisa_interval_steps 2",
+                                     "--method lora --lora_r 4"}) {
+        temp_dir whole, parts;
+        ok("train --model_name_or_path " + q8 + " --output_model_path " + whole.path + " " + method + common +
+           " --max_steps 6 --save_strategy no");
+        const std::vector<double> w = losses(whole.path);
+        ASSERT_EQ(w.size(), 6u) << method;
+        EXPECT_LT(w.back(), w.front()) << method;
+        ok("train --model_name_or_path " + q8 + " --output_model_path " + parts.path + " " + method + common +
+           " --max_steps 3 --save_strategy steps --save_steps 3");
+        ok("train --model_name_or_path " + q8 + " --output_model_path " + parts.path + " " + method + common +
+           " --max_steps 6 --save_strategy steps --save_steps 3 --resume_from_checkpoint latest");
+        const std::vector<double> p = losses(parts.path);
+        ASSERT_GE(p.size(), 3u) << method;
+        for (size_t k = 0; k < 3; k++)
+            EXPECT_EQ(p[p.size() - 3 + k], w[3 + k]) << method << ": step " << 4 + k << " after resuming";
+    }
+}

@@ -293,7 +293,7 @@ TEST(golden_io, bf16_model_in_half_mode_matches_pytorch_without_fp32_matrices) {
     auto m = decoder_model_load(dir + "/model");
     ASSERT_TRUE(m->half);
     EXPECT_EQ(m->w.layers[0][LT_Q], nullptr);
-    EXPECT_NE(m->w16.layers[0][LT_Q], nullptr);
+    EXPECT_TRUE(m->w16.layers[0][LT_Q].p != nullptr && m->w16.layers[0][LT_Q].is_bf16());
     auto gold = st_open(dir + "/golden.safetensors");
     json b = json::parse(fs_read_text(dir + "/batch.json"));
     std::vector<int32_t> ids, labels;

@@ -134,6 +134,8 @@ const backend& make_checked(const backend& in) {
         LISA_CHECKED(linear_backward);
         LISA_CHECKED(linear_forward_bf16);
         LISA_CHECKED(linear_backward_bf16);
+        LISA_CHECKED(linear_forward_q);
+        LISA_CHECKED(linear_backward_q);
         LISA_CHECKED(rmsnorm_forward);
         LISA_CHECKED(rmsnorm_backward);
         LISA_CHECKED(rope_forward);

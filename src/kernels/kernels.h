@@ -75,6 +75,13 @@ struct backend {
                                 int64_t out);
     // dx += dy·W
     void (*linear_backward_bf16)(float* dx, const float* dy, const uint16_t* w, int64_t N, int64_t in, int64_t out);
+    // the same with the frozen weight in a ggml block type (q8_0, q4_0, q4_K, ...: io/ggml_quants.h):
+    // each row of `in` values is whole blocks, dequantized a block of rows at a time (issue #29).
+    // Host-memory backends only (cpu, ref); elsewhere frozen weights are bf16.
+    void (*linear_forward_q)(float* y, const float* x, const uint8_t* w, uint32_t type, const float* b, int64_t N,
+                             int64_t in, int64_t out);
+    void (*linear_backward_q)(float* dx, const float* dy, const uint8_t* w, uint32_t type, int64_t N, int64_t in,
+                              int64_t out);
 
     // ---- RMSNorm: y = x / sqrt(mean(x²) + eps) * (w_offset + w), in fp32; saves rstd[N] for the
     // backward. w_offset is 0 for Llama, 1 for Gemma (whose norms store w - 1).

@@ -8,21 +8,23 @@ namespace lisa {
 
 // ------------------------------------------------------------------ fp32 or bf16 weights
 
-// y = x·Wᵀ + b from whichever copy of W exists (fp32 when materialised, else bf16)
-static void lin_fwd(const backend& K, float* y, const float* x, const float* w, const uint16_t* w16, const float* b,
+// y = x·Wᵀ + b from whichever copy of W exists (fp32 when materialised, else bf16 or ggml blocks)
+static void lin_fwd(const backend& K, float* y, const float* x, const float* w, frozen_ptr w16, const float* b,
                     int64_t N, int64_t in, int64_t out) {
     if (w) K.linear_forward(y, x, w, b, N, in, out);
-    else K.linear_forward_bf16(y, x, w16, b, N, in, out);
+    else if (w16.is_bf16()) K.linear_forward_bf16(y, x, w16.bf16(), b, N, in, out);
+    else K.linear_forward_q(y, x, (const uint8_t*)w16.p, w16.type, b, N, in, out);
 }
 
 static void lin_bwd(const backend& K, float* dx, float* dw, float* db, const float* dy, const float* x,
-                    const float* w, const uint16_t* w16, int64_t N, int64_t in, int64_t out) {
+                    const float* w, frozen_ptr w16, int64_t N, int64_t in, int64_t out) {
     if (w) {
         K.linear_backward(dx, dw, db, dy, x, w, N, in, out);
         return;
     }
-    LISA_ASSERT(!dw, "linear backward", "a weight held only in bf16 cannot be trained (materialise it first)");
-    if (dx) K.linear_backward_bf16(dx, dy, w16, N, in, out);
+    LISA_ASSERT(!dw, "linear backward", "a frozen weight (bf16 or blocks) cannot be trained (materialise it first)");
+    if (dx && w16.is_bf16()) K.linear_backward_bf16(dx, dy, w16.bf16(), N, in, out);
+    else if (dx) K.linear_backward_q(dx, dy, (const uint8_t*)w16.p, w16.type, N, in, out);
     if (db) K.linear_backward(nullptr, nullptr, db, dy, x, nullptr, N, in, out);
 }
 

@@ -3,6 +3,7 @@
 // attention and MLP blocks (blocks.cpp). No loop over tensor data lives here: every one is a
 // kernel of the model's backend.
 #include "model/decoder.h"
+#include "io/ggml_quants.h"
 
 #include <algorithm>
 #include <cmath>
@@ -46,13 +47,16 @@ float** decoder_weights::slot(const decoder_tensor_info& t) {
     }
 }
 
-static const uint16_t** slot16(decoder_weights16* w, const decoder_tensor_info& t) {
+// a bf16 matrix's pointer (embedding and head are never block types)
+static void set16(decoder_weights16* w, const decoder_tensor_info& t, frozen_ptr p) {
     switch (t.field) {
-        case kFieldEmbed: return &w->embed;
-        case kFieldHead: return &w->lm_head;
-        default: return &w->layers[t.layer][t.field];
+        case kFieldEmbed: w->embed = p.bf16(); return;
+        case kFieldHead: w->lm_head = p.bf16(); return;
+        default: w->layers[t.layer][t.field] = p;
     }
 }
+
+bool decoder_tensor_quantized(const decoder_model& m, size_t i) { return i < m.q_type.size() && m.q_type[i] != 0; }
 
 // Fills a pointer struct for any buffer laid out like the size table (params or grads).
 static decoder_weights pointers_into(const decoder_model& m, float* base) {
@@ -71,8 +75,9 @@ void decoder_model_rebind(decoder_model* m) {
     for (size_t i = 0; i < m->tensors.size(); i++) {
         const auto& t = m->tensors[i];
         if (!t.is_matrix) continue;
-        *slot16(&m->w16, t) = m->params16.data() + t.offset;
-        if (!m->materialized[i]) *m->w.slot(t) = nullptr;  // compute from bf16
+        if (decoder_tensor_quantized(*m, i)) set16(&m->w16, t, frozen_ptr(m->paramsq.data() + m->q_offset[i], m->q_type[i]));
+        else set16(&m->w16, t, frozen_ptr(m->params16.data() + t.offset));
+        if (!m->materialized[i]) *m->w.slot(t) = nullptr;  // compute from bf16 or blocks
     }
     if (m->cfg.tie_word_embeddings) {
         m->w.lm_head = m->w.embed;
@@ -126,7 +131,15 @@ void decoder_materialize(decoder_model* m, size_t first, size_t last) {
     for (size_t i = first; i <= last; i++) {
         if (m->materialized[i]) continue;
         const auto& t = m->tensors[i];
-        m->ctx.be->bf16_to_f32(m->params.data() + t.offset, m->params16.data() + t.offset, (int64_t)t.numel);
+        if (decoder_tensor_quantized(*m, i)) {  // its fp32 master from the blocks (through the host)
+            const ggml_type qt = (ggml_type)m->q_type[i];
+            std::vector<uint8_t> q = m->paramsq.read(m->q_offset[i], ggml_nbytes(qt, (int64_t)t.numel));
+            std::vector<float> f(t.numel);
+            ggml_dequantize(qt, q.data(), f.data(), (int64_t)t.numel);
+            m->params.write(t.offset, f.data(), t.numel);
+        } else {
+            m->ctx.be->bf16_to_f32(m->params.data() + t.offset, m->params16.data() + t.offset, (int64_t)t.numel);
+        }
         m->materialized[i] = true;
     }
     decoder_model_rebind(m);
@@ -139,6 +152,10 @@ void decoder_dematerialize(decoder_model* m, size_t first, size_t last) {
         if (!t.is_matrix || !m->materialized[i]) continue;
         m->ctx.be->f32_to_bf16(m->params16.data() + t.offset, m->params.data() + t.offset, (int64_t)t.numel);
         m->params.release(t.offset, t.numel);
+        if (decoder_tensor_quantized(*m, i)) {  // trained: held in bf16 from now on, its blocks given back
+            m->paramsq.release(m->q_offset[i], ggml_nbytes((ggml_type)m->q_type[i], (int64_t)t.numel));
+            m->q_type[i] = 0;
+        }
         m->materialized[i] = false;
     }
     decoder_model_rebind(m);
@@ -147,7 +164,10 @@ void decoder_dematerialize(decoder_model* m, size_t first, size_t last) {
 std::vector<float> decoder_tensor_values(const decoder_model& m, size_t i) {
     const auto& t = m.tensors[i];
     std::vector<float> v(t.numel);
-    if (m.half && !m.materialized[i]) convert_to_f32(v.data(), m.params16.read(t.offset, t.numel).data(), dtype::bf16, t.numel);
+    if (m.half && !m.materialized[i] && decoder_tensor_quantized(m, i))
+        ggml_dequantize((ggml_type)m.q_type[i], m.paramsq.read(m.q_offset[i], ggml_nbytes((ggml_type)m.q_type[i], (int64_t)t.numel)).data(),
+                        v.data(), (int64_t)t.numel);
+    else if (m.half && !m.materialized[i]) convert_to_f32(v.data(), m.params16.read(t.offset, t.numel).data(), dtype::bf16, t.numel);
     else m.params.read(t.offset, v.data(), t.numel);
     return v;
 }

@@ -351,6 +351,24 @@ void gguf_model_read(const gguf_model& g, const decoder_tensor_info& info, float
     gguf_release(t);
 }
 
+ggml_type gguf_model_type(const gguf_model& g, const decoder_tensor_info& info) {
+    auto it = g.tensors.find(info.name);
+    LISA_ASSERT(it != g.tensors.end(), "gguf_model_type", "a tensor the size table does not hold");
+    return it->second->type;
+}
+
+void gguf_model_read_raw(const gguf_model& g, const decoder_tensor_info& info, uint8_t* out) {
+    const gguf_tensor_info& t = *g.tensors.at(info.name);
+    const bool permute = arch_of(g.cfg).gguf_rope_pairs && (info.field == LT_Q || info.field == LT_K);
+    const int64_t rows = t.numel / t.ne[0];
+    const size_t row_bytes = ggml_nbytes(t.type, t.ne[0]);
+    if (!permute) std::memcpy(out, t.data, t.nbytes);
+    else
+        for (int64_t r = 0; r < rows; r++)
+            std::memcpy(out + (size_t)gguf_rope_pair_row(r, g.cfg.head_dim) * row_bytes, t.data + (size_t)r * row_bytes, row_bytes);
+    gguf_release(t);
+}
+
 // GGUF models opened for their text files, by path (a process reads one or two models)
 static std::mutex g_cache_mu;
 static std::map<std::string, std::shared_ptr<gguf_model>> g_cache;

@@ -33,6 +33,11 @@ std::unique_ptr<gguf_model> gguf_model_open(const std::string& path);
 // info's values as fp32 (info.numel floats).
 void gguf_model_read(const gguf_model& g, const decoder_tensor_info& info, float* out);
 
+// info's stored type, and its raw bytes with the rows in Hugging Face order (llama's q/k rows
+// moved back; blocks untouched): a quantized base kept as the file holds it.
+ggml_type gguf_model_type(const gguf_model& g, const decoder_tensor_info& info);
+void      gguf_model_read_raw(const gguf_model& g, const decoder_tensor_info& info, uint8_t* out);
+
 // Whether a --model_name_or_path names a GGUF file (rather than a Hugging Face folder).
 bool model_path_is_gguf(const std::string& path);
 

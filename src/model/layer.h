@@ -103,8 +103,25 @@ struct layer_set {
         return false;
     }
 };
+// A frozen matrix as the model holds it: bf16 values, or rows of ggml blocks (a quantized base,
+// issue #29: io/ggml_quants.h). Null when the matrix is not frozen-only.
+struct frozen_ptr {
+    const void* p = nullptr;
+    uint32_t    type = 30;  // ggml_type: 30 = bf16, else a block type
+    frozen_ptr() = default;
+    frozen_ptr(const uint16_t* b) : p(b) {}  // bf16
+    frozen_ptr(const uint8_t* q, uint32_t t) : p(q), type(t) {}
+    explicit operator bool() const { return p != nullptr; }
+    bool            is_bf16() const { return type == 30; }
+    const uint16_t* bf16() const { return (const uint16_t*)p; }
+    // rows of a fused bf16 tensor (an offset in values); block types are never fused
+    frozen_ptr operator+(int64_t values) const {
+        if (values == 0) return *this;
+        return frozen_ptr(bf16() + values);
+    }
+};
 using decoder_layer_weights = layer_set<float*>;
-using decoder_layer_weights16 = layer_set<const uint16_t*>;
+using decoder_layer_weights16 = layer_set<frozen_ptr>;
 
 // Parameters of a model with this config, counted from the layer table (defined in layer.cpp).
 int64_t config_num_params(const model_config& c);

@@ -89,8 +89,16 @@ struct decoder_model {
     // trainable ones: masters). Norms and biases are always fp32.
     bool                           half = false;
     device_array<uint16_t>         params16;
-    decoder_weights16                w16;
+    decoder_weights16                w16;           // bf16 or block-type frozen matrices
     std::vector<bool>              materialized;  // per tensor, half mode: fp32 copy is current
+    // A quantized base (a GGUF file's blocks, issue #29; half mode, host-memory backends): the
+    // decoder layers' frozen matrices kept in their ggml block type in paramsq, each at
+    // q_offset[i] bytes; q_type[i] is that type, or 0 for a matrix held in bf16 / fp32. A layer
+    // LISA draws is dequantized into its fp32 master; when it leaves, the master goes to bf16
+    // (params16) and its blocks are given back.
+    device_array<uint8_t>          paramsq;
+    std::vector<size_t>            q_offset;
+    std::vector<uint32_t>          q_type;
     dtype                          stored_dtype;  // dtype of the loaded files (default for saving)
     std::string                    source_dir;    // folder it was loaded from ("" if made here)
     decoder_lora                     lora;          // unmerged adapters (training); empty otherwise
@@ -106,6 +114,11 @@ void decoder_model_rebind(decoder_model* m);
 // Half mode: make tensors [first, last] available in fp32 (bf16 -> fp32 into params), or write
 // them back to bf16 and give their fp32 pages back. No-ops in fp32 mode.
 void decoder_materialize(decoder_model* m, size_t first, size_t last);
+// The weights of c (a checkpoint of m, loaded in m's mode) into m. A quantized base's matrices
+// stay blocks where the checkpoint holds exactly their values in bf16 (not trained since).
+void decoder_model_take_weights(decoder_model* m, decoder_model* c);
+// Whether tensor i is held in a ggml block type (a quantized base's frozen matrix).
+bool decoder_tensor_quantized(const decoder_model& m, size_t i);
 void decoder_dematerialize(decoder_model* m, size_t first, size_t last);
 // A tensor's values in fp32, whatever the mode (for saving and tests).
 std::vector<float> decoder_tensor_values(const decoder_model& m, size_t i);

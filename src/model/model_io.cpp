@@ -8,6 +8,7 @@
 
 #include "core/error.h"
 #include "io/fs.h"
+#include "io/ggml_quants.h"
 #include "io/output_dir.h"
 #include "io/safetensors.h"
 #include "model/decoder.h"
@@ -146,10 +147,32 @@ static std::unique_ptr<decoder_model> decoder_model_load_gguf(const gguf_model& 
     std::unique_ptr<decoder_model> m = decoder_model_init(g.cfg, half, be_in);
     m->source_dir = path;
     const backend& be = *m->ctx.be;
+    // the decoder layers' block-type matrices stay as the file holds them (CPU backends: Vulkan has
+    // no block kernels yet; the embedding and head are held in bf16)
+    const bool keep_blocks = half && std::string(be.name) != "vulkan" && !g.cfg.fused_qkv && !g.cfg.fused_gate_up;
+    m->q_offset.assign(m->tensors.size(), 0);
+    m->q_type.assign(m->tensors.size(), 0);
+    size_t q_bytes = 0;
+    for (size_t ti = 0; keep_blocks && ti < m->tensors.size(); ti++) {
+        const auto& info = m->tensors[ti];
+        const ggml_type t = gguf_model_type(g, info);
+        if (!info.is_matrix || info.layer < 0 || ggml_block_size(t) == 1) continue;
+        m->q_type[ti] = (uint32_t)t;
+        m->q_offset[ti] = q_bytes;
+        q_bytes += (ggml_nbytes(t, (int64_t)info.numel) + 63) / 64 * 64;
+    }
+    if (q_bytes) m->paramsq = device_array<uint8_t>(be, q_bytes);
     std::vector<float> f32;
     std::vector<uint16_t> b16;
+    std::vector<uint8_t> raw;
     for (size_t ti = 0; ti < m->tensors.size(); ti++) {
         const auto& info = m->tensors[ti];
+        if (m->q_type[ti] != 0) {
+            raw.resize(ggml_nbytes((ggml_type)m->q_type[ti], (int64_t)info.numel));
+            gguf_model_read_raw(g, info, raw.data());
+            m->paramsq.write(m->q_offset[ti], raw.data(), raw.size());
+            continue;
+        }
         f32.resize(info.numel);
         gguf_model_read(g, info, f32.data());
         if (half && info.is_matrix) {  // only the bf16 copy: no fp32 pages until a layer trains
@@ -217,6 +240,35 @@ std::unique_ptr<decoder_model> decoder_model_load(const std::string& dir, int ha
     m->stored_dtype = std::max_element(dtype_bytes.begin(), dtype_bytes.end(),
                                        [](auto& a, auto& b) { return a.second < b.second; })->first;
     return m;
+}
+
+void decoder_model_take_weights(decoder_model* m, decoder_model* c) {
+    std::vector<uint32_t> keep = m->q_type;
+    keep.resize(m->tensors.size(), 0);
+    for (size_t i = 0; i < keep.size(); i++) {
+        if (!keep[i]) continue;
+        if (c->materialized[i]) {  // trained now: its master comes from the checkpoint
+            keep[i] = 0;
+            continue;
+        }
+        // the checkpoint holds this matrix in bf16: still the base's values exactly, or trained?
+        const std::vector<float> base = decoder_tensor_values(*m, i);
+        std::vector<uint16_t> want(base.size());
+        convert_from_f32(want.data(), base.data(), dtype::bf16, base.size());
+        if (c->params16.read(c->tensors[i].offset, c->tensors[i].numel) != want) keep[i] = 0;
+    }
+    m->params = std::move(c->params);
+    m->params16 = std::move(c->params16);
+    m->materialized = c->materialized;
+    m->half = c->half;
+    for (size_t i = 0; i < keep.size(); i++) {
+        const auto& t = m->tensors[i];
+        if (keep[i]) m->params16.release(t.offset, t.numel);  // computed from its blocks, as before
+        else if (i < m->q_type.size() && m->q_type[i])
+            m->paramsq.release(m->q_offset[i], ggml_nbytes((ggml_type)m->q_type[i], (int64_t)t.numel));
+    }
+    m->q_type = keep;
+    decoder_model_rebind(m);
 }
 
 dtype parse_dtype_option(const std::string& s) {
@@ -308,6 +360,13 @@ void decoder_model_save(const decoder_model& m, const std::string& dir, const de
             const auto& t = m.tensors[ti];
             st_write_entry& e = shards[s][k];
             const bool b16 = e.src_dt == dtype::bf16;
+            if (b16 && decoder_tensor_quantized(m, ti)) {  // a quantized base's blocks, written as bf16 values
+                const std::vector<float> v = decoder_tensor_values(m, ti);
+                hold.emplace_back(t.numel * 2);
+                convert_from_f32(hold.back().data(), v.data(), dtype::bf16, t.numel);
+                e.data = hold.back().data();
+                continue;
+            }
             void* dev = b16 ? (void*)(m.params16.data() + t.offset) : (void*)(m.params.data() + t.offset);
             const size_t bytes = t.numel * (b16 ? 2 : 4);
             if (void* h = be.mem_host(dev)) {

@@ -3,6 +3,7 @@
 #include "train/trainer.h"
 
 #include <algorithm>
+#include <map>
 #include <atomic>
 #include <chrono>
 #include <cmath>
@@ -16,6 +17,7 @@
 #include "core/threads.h"
 #include "data/dataset.h"
 #include "io/fs.h"
+#include "io/ggml_quants.h"
 #include "io/output_dir.h"
 #include "model/decoder.h"
 #include "tokenizer/tokenizer.h"
@@ -245,11 +247,7 @@ struct trainer {
             if (c->params.size() != m->params.size())
                 fail(strf("%s: checkpoint does not match --model_name_or_path %s", ckpt.c_str(),
                           o.model_name_or_path.c_str()));
-            m->params = std::move(c->params);
-            m->params16 = std::move(c->params16);
-            m->materialized = c->materialized;
-            m->half = c->half;
-            decoder_model_rebind(m.get());
+            decoder_model_take_weights(m.get(), c.get());
         }
         std::string bs_warning;
         block_size = resolve_block_size(o.block_size, m->cfg, &bs_warning);
@@ -475,11 +473,7 @@ struct trainer {
     // The weights (and LoRA's adapters) of a checkpoint, into the model being trained.
     void load_weights_from(const std::string& ckpt) {
         auto c = decoder_model_load(ckpt, m->half ? 1 : 0, m->ctx.be);
-        m->params = std::move(c->params);
-        m->params16 = std::move(c->params16);
-        m->materialized = c->materialized;
-        m->half = c->half;
-        decoder_model_rebind(m.get());
+        decoder_model_take_weights(m.get(), c.get());
         if (o.method == train_method::lora)
             checkpoint_load_optimizer(ckpt, checkpoint_read_state(ckpt, o.method), {}, policy->extra_state());
     }
@@ -652,6 +646,17 @@ struct trainer {
             info(strf("device: %s; the model, its activations and optimizer state live there (%.1f MiB so far; "
                       "device_mib in the log); gradients of ranks are summed through the host",
                       vulkan_current_device().c_str(), (double)used / (1 << 20)));
+        }
+        if (m->paramsq.size() > 0) {  // a quantized base: what its frozen blocks take, and what training adds
+            std::map<std::string, size_t> by_type;
+            size_t n = 0;
+            for (size_t i = 0; i < m->tensors.size(); i++)
+                if (decoder_tensor_quantized(*m, i)) by_type[ggml_type_name((ggml_type)m->q_type[i])]++, n++;
+            std::string types;
+            for (const auto& [t, k] : by_type) types += (types.empty() ? "" : ", ") + strf("%zu %s", k, t.c_str());
+            info(strf("base: %zu frozen layer matrices kept in their GGUF blocks (%s; %.1f MiB); embedding and head in "
+                      "bf16; a layer that trains gets an fp32 master and stays bf16 after it leaves (2 bytes per value)",
+                      n, types.c_str(), (double)m->paramsq.size() / (1 << 20)));
         }
         {  // what padding would cost on this data (the first epoch's batches)
             std::vector<size_t> first = epoch_order(data.samples.size(), o.seed, 0, o.shuffle);

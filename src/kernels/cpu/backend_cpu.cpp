@@ -1,6 +1,7 @@
 // The fast CPU backend: matrix products on OpenBLAS (its OpenMP build, so BLAS and these loops
 // share one thread pool), everything else OpenMP loops with fixed reduction orders.
 #include "kernels/kernels.h"
+#include "io/ggml_quants.h"
 #include "kernels/host_memory.h"
 #include "kernels/vulkan/vulkan.h"
 
@@ -116,6 +117,38 @@ void linear_backward_bf16(float* dx, const float* dy, const uint16_t* w, int64_t
         const int64_t o1 = std::min(out, o0 + kBf16Block);
         const float* wb = bf16_block(w, o0, o1, in);
         // dx[N,in] += dy[:, o0:o1] · W[o0:o1, :]
+        sgemm_tiled(false, false, N, in, (o1 - o0), 1.0f, dy + o0, out, wb, in, 1.0f, dx, in);
+    }
+}
+
+// Rows [o0, o1) of a ggml block-type [out, in] matrix dequantized into the same scratch block.
+static float* q_block(const uint8_t* w, uint32_t type, int64_t o0, int64_t o1, int64_t in) {
+    float* dst = scratch(3, (size_t)(kBf16Block * in));
+    const ggml_type t = (ggml_type)type;
+    const size_t row_bytes = ggml_nbytes(t, in);
+#pragma omp parallel for schedule(static)
+    for (int64_t r = o0; r < o1; r++) ggml_dequantize(t, w + (size_t)r * row_bytes, dst + (r - o0) * in, in);
+    return dst;
+}
+
+void linear_forward_q(float* y, const float* x, const uint8_t* w, uint32_t type, const float* b, int64_t N, int64_t in,
+                      int64_t out) {
+    for (int64_t o0 = 0; o0 < out; o0 += kBf16Block) {
+        const int64_t o1 = std::min(out, o0 + kBf16Block);
+        const float* wb = q_block(w, type, o0, o1, in);
+        sgemm_tiled(false, true, N, (o1 - o0), in, 1.0f, x, in, wb, in, 0.0f, y + o0, out);
+    }
+    if (b) {
+#pragma omp parallel for schedule(dynamic, kRowChunk)
+        for (int64_t n = 0; n < N; n++)
+            for (int64_t o = 0; o < out; o++) y[n * out + o] += b[o];
+    }
+}
+
+void linear_backward_q(float* dx, const float* dy, const uint8_t* w, uint32_t type, int64_t N, int64_t in, int64_t out) {
+    for (int64_t o0 = 0; o0 < out; o0 += kBf16Block) {
+        const int64_t o1 = std::min(out, o0 + kBf16Block);
+        const float* wb = q_block(w, type, o0, o1, in);
         sgemm_tiled(false, false, N, in, (o1 - o0), 1.0f, dy + o0, out, wb, in, 1.0f, dx, in);
     }
 }
@@ -683,6 +716,8 @@ const backend& backend_cpu_plain() {
         cpu::linear_backward,
         cpu::linear_forward_bf16,
         cpu::linear_backward_bf16,
+        cpu::linear_forward_q,
+        cpu::linear_backward_q,
         cpu::rmsnorm_forward,
         cpu::rmsnorm_backward,
         cpu::rope_forward,

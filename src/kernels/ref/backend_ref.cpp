@@ -9,6 +9,7 @@
 #include "core/dtype.h"
 #include "core/rng.h"
 #include "kernels/kernels.h"
+#include "io/ggml_quants.h"
 #include "kernels/host_memory.h"
 
 namespace lisa {
@@ -79,6 +80,22 @@ static void linear_forward_bf16(float* y, const float* x, const uint16_t* w, con
 
 static void linear_backward_bf16(float* dx, const float* dy, const uint16_t* w, int64_t N, int64_t in, int64_t out) {
     linear_backward(dx, nullptr, nullptr, dy, nullptr, widen(w, out * in).data(), N, in, out);
+}
+
+static std::vector<float> widen_q(const uint8_t* w, uint32_t type, int64_t n) {
+    std::vector<float> f(n);
+    ggml_dequantize((ggml_type)type, w, f.data(), n);
+    return f;
+}
+
+static void linear_forward_q(float* y, const float* x, const uint8_t* w, uint32_t type, const float* b, int64_t N,
+                             int64_t in, int64_t out) {
+    linear_forward(y, x, widen_q(w, type, out * in).data(), b, N, in, out);
+}
+
+static void linear_backward_q(float* dx, const float* dy, const uint8_t* w, uint32_t type, int64_t N, int64_t in,
+                              int64_t out) {
+    linear_backward(dx, nullptr, nullptr, dy, nullptr, widen_q(w, type, out * in).data(), N, in, out);
 }
 
 static void rmsnorm_forward(float* y, float* rstd, const float* x, const float* w, int64_t N, int64_t D, float eps,
@@ -432,6 +449,8 @@ const backend& backend_ref() {
         ref::linear_backward,
         ref::linear_forward_bf16,
         ref::linear_backward_bf16,
+        ref::linear_forward_q,
+        ref::linear_backward_q,
         ref::rmsnorm_forward,
         ref::rmsnorm_backward,
         ref::rope_forward,

@@ -714,6 +714,15 @@ static void linear_backward(float* dx, float* dw, float* db, const float* dy, co
     if (dw) gemm_b(true, false, out, in, N, 1.0f, dy, out, x, nullptr, in, 1.0f, dw, in);
     if (db) bias(const_cast<float*>(dy), db, N, out, 1);
 }
+// Quantized frozen weights stay on host-memory backends (models load them in bf16 for Vulkan).
+[[noreturn]] static void no_quantized() {
+    fail("vulkan: frozen weights in ggml block types are not on the Vulkan backend yet (loaded in bf16 there)");
+}
+static void linear_forward_q(float*, const float*, const uint8_t*, uint32_t, const float*, int64_t, int64_t, int64_t) {
+    no_quantized();
+}
+static void linear_backward_q(float*, const float*, const uint8_t*, uint32_t, int64_t, int64_t, int64_t) { no_quantized(); }
+
 static void linear_backward_bf16(float* dx, const float* dy, const uint16_t* w, int64_t N, int64_t in, int64_t out) {
     gemm_b(false, false, N, in, out, 1.0f, dy, out, nullptr, w, in, 1.0f, dx, in);
 }
@@ -923,6 +932,8 @@ t.gemm = vk::gemm;
         t.linear_backward = vk::linear_backward;
         t.linear_forward_bf16 = vk::linear_forward_bf16;
         t.linear_backward_bf16 = vk::linear_backward_bf16;
+        t.linear_forward_q = vk::linear_forward_q;
+        t.linear_backward_q = vk::linear_backward_q;
         t.rmsnorm_forward = vk::rmsnorm_forward;
         t.rmsnorm_backward = vk::rmsnorm_backward;
         t.rope_forward = vk::rope_forward;
