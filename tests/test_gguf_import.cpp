@@ -17,6 +17,7 @@
 #include "export/export_gguf.h"
 #include "io/fs.h"
 #include "io/ggml_quants.h"
+#include "kernels/kernels.h"
 #include "io/gguf_read.h"
 #include "model/decoder.h"
 #include "model/gguf_model.h"
@@ -533,5 +534,44 @@ TEST(quantized_base, lisa_and_lora_train_resume_and_save_on_a_quantized_file) {
         ASSERT_GE(p.size(), 3u) << method;
         for (size_t k = 0; k < 3; k++)
             EXPECT_EQ(p[p.size() - 3 + k], w[3 + k]) << method << ": step " << 4 + k << " after resuming";
+    }
+}
+
+// The block-type matrix products of the CPU backends against the fp32 product on the same
+// weights dequantized: shapes crossing the 256-row tiles, every block type, forward and input
+// gradient.
+TEST(quantized_kernels, block_products_equal_the_fp32_product_on_the_dequantized_weights) {
+    std::mt19937 rng(7);
+    std::uniform_int_distribution<int> byte(0, 255);
+    for (const char* name : {"cpu", "ref"}) {
+        const backend& K = *backend_by_name(name);
+        for (ggml_type t : {ggml_type::q8_0, ggml_type::q4_0, ggml_type::q4_1, ggml_type::q5_0, ggml_type::q5_1,
+                            ggml_type::q4_K, ggml_type::q5_K, ggml_type::q6_K}) {
+            const int64_t bs = ggml_block_size(t), in = bs * (bs == 32 ? 3 : 1), out = 300, N = 5;
+            // random blocks, with their fp16 scales set to small normal values
+            std::vector<uint8_t> w(ggml_nbytes(t, out * in));
+            for (auto& b : w) b = (uint8_t)byte(rng);
+            const size_t bb = ggml_block_bytes(t);
+            for (size_t at = 0; at < w.size(); at += bb) {
+                const uint16_t d = 0x2000 + (uint16_t)byte(rng);  // about 0.008
+                const size_t pos = t == ggml_type::q6_K ? 208 : 0;
+                std::memcpy(&w[at + pos], &d, 2);
+                if (t == ggml_type::q4_1 || t == ggml_type::q5_1 || t == ggml_type::q4_K || t == ggml_type::q5_K)
+                    std::memcpy(&w[at + 2], &d, 2);  // the min / dmin
+            }
+            std::vector<float> wf(out * in), x(N * in), dy(N * out), b(out);
+            ggml_dequantize(t, w.data(), wf.data(), out * in);
+            std::normal_distribution<float> nd(0, 1);
+            for (auto& v : x) v = nd(rng);
+            for (auto& v : dy) v = nd(rng);
+            for (auto& v : b) v = nd(rng);
+            std::vector<float> y1(N * out), y2(N * out), dx1(N * in, 0.5f), dx2(N * in, 0.5f);
+            K.linear_forward_q(y1.data(), x.data(), w.data(), (uint32_t)t, b.data(), N, in, out);
+            K.linear_forward(y2.data(), x.data(), wf.data(), b.data(), N, in, out);
+            EXPECT_LE(lisa_test::rel_err(y1.data(), y2.data(), y1.size()), 1e-6) << name << " " << ggml_type_name(t);
+            K.linear_backward_q(dx1.data(), dy.data(), w.data(), (uint32_t)t, N, in, out);
+            K.linear_backward(dx2.data(), nullptr, nullptr, dy.data(), nullptr, wf.data(), N, in, out);
+            EXPECT_LE(lisa_test::rel_err(dx1.data(), dx2.data(), dx1.size()), 1e-6) << name << " " << ggml_type_name(t);
+        }
     }
 }
