@@ -575,3 +575,77 @@ TEST(quantized_kernels, block_products_equal_the_fp32_product_on_the_dequantized
         }
     }
 }
+
+// lisa.cpp's quantizers (for --base_quant) make the blocks ggml's reference quantizers make.
+TEST(ggml_blocks, quantizers_make_ggml_s_blocks_bit_for_bit) {
+    lisa_test::ggml_referee g;
+    if (!g.load()) GTEST_SKIP() << g.why << ": not checked";
+    std::mt19937 rng(31);
+    std::normal_distribution<float> nd(0.0f, 1.0f);
+    const int64_t rows = 8, cols = 512;
+    std::vector<float> x(rows * cols);
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t c = 0; c < cols; c++)
+            x[r * cols + c] = r == 2 && c < 256 ? 0.0f : (r == 0 ? 1e-3f : r == 1 ? 20.0f : 1.0f) * nd(rng) + (r == 3 ? 0.5f : 0.0f);
+    for (ggml_type t : {ggml_type::q8_0, ggml_type::q4_0, ggml_type::q4_K}) {
+        std::vector<uint8_t> mine(ggml_nbytes(t, rows * cols)), theirs(mine.size());
+        ggml_quantize(t, x.data(), mine.data(), rows * cols);
+        g.quantize_chunk((int)t, x.data(), theirs.data(), 0, rows, cols, nullptr);
+        size_t diff = 0;
+        for (size_t i = 0; i < mine.size(); i++) diff += mine[i] != theirs[i];
+        EXPECT_EQ(diff, 0u) << ggml_type_name(t) << ": bytes that differ from ggml's quantizer";
+    }
+}
+
+// --base_quant: a Hugging Face model's frozen layer matrices quantized at load (q8_0, q4_0, q4_K):
+// the log says what is held, LoRA trains on it, LISA resumes bit for bit, bad uses are refused.
+TEST(quantized_base, base_quant_quantizes_a_hugging_face_model_at_load) {
+    NEED_ASSETS();
+    temp_dir cfgd, model;
+    json c = {{"architectures", {"LlamaForCausalLM"}}, {"model_type", "llama"}, {"vocab_size", 512},
+              {"hidden_size", 256}, {"intermediate_size", 512}, {"num_hidden_layers", 2}, {"num_attention_heads", 4},
+              {"num_key_value_heads", 2}, {"max_position_embeddings", 128}, {"tie_word_embeddings", false},
+              {"bos_token_id", 1}, {"eos_token_id", 2}};
+    lisa_test::write_file(cfgd.path + "/config.json", c.dump());
+    ok("init --config " + cfgd.path + "/config.json --output_model_path " + model.path + " --tokenizer_path " + aidreams() +
+       " --seed 3");
+    const std::string common = " --model_name_or_path " + model.path + " --dataset_path " + text_data() +
+                               " --block_size 64 --logging_steps 1 --learning_rate 3e-3 --lr_scheduler_type constant";
+    auto losses = [](const std::string& dir) {
+        std::vector<double> v;
+        for (const auto& j : lisa_test::read_jsonl(dir + "/trainer_log.jsonl"))
+            if (j.contains("loss")) v.push_back(j["loss"].get<double>());
+        return v;
+    };
+    for (const char* q : {"q8_0", "q4_0", "q4_K"}) {
+        temp_dir out;
+        auto r = run_lisa("train" + common + " --output_model_path " + out.path + " --method lora --lora_r 4 --max_steps 4 "
+                          "--save_strategy no --base_quant " + q);
+        ASSERT_EQ(r.code, 0) << r.output;
+        EXPECT_NE(r.output.find(strf("base: 14 frozen layer matrices held in ggml blocks (14 %s", q)), std::string::npos)
+            << r.output;
+        const auto l = losses(out.path);
+        ASSERT_EQ(l.size(), 4u);
+        EXPECT_LT(l.back(), l.front()) << q;
+        EXPECT_EQ(json::parse(fs_read_text(out.path + "/training_args.json"))["base_quant"], q);
+    }
+    // LISA on a q4_K base resumes bit for bit
+    temp_dir whole, parts;
+    const std::string lisa = " --method lisa --lisa_activated_layers 1 --lisa_interval_steps 2 --base_quant q4_K";
+    ok("train" + common + lisa + " --output_model_path " + whole.path + " --max_steps 6 --save_strategy no");
+    ok("train" + common + lisa + " --output_model_path " + parts.path + " --max_steps 3 --save_strategy steps --save_steps 3");
+    ok("train" + common + lisa + " --output_model_path " + parts.path +
+       " --max_steps 6 --save_strategy steps --save_steps 3 --resume_from_checkpoint latest");
+    const auto w = losses(whole.path), p = losses(parts.path);
+    ASSERT_EQ(w.size(), 6u);
+    ASSERT_GE(p.size(), 3u);
+    for (size_t k = 0; k < 3; k++) EXPECT_EQ(p[p.size() - 3 + k], w[3 + k]) << "step " << 4 + k << " after resuming";
+    // refused: an unknown type, and full fine-tuning (nothing stays frozen)
+    temp_dir bad;
+    auto r = run_lisa("train" + common + " --output_model_path " + bad.path + " --max_steps 1 --base_quant q3_K");
+    EXPECT_NE(r.code, 0);
+    EXPECT_NE(r.output.find("--base_quant q3_K: expected q8_0, q4_0 or q4_K"), std::string::npos) << r.output;
+    r = run_lisa("train" + common + " --output_model_path " + bad.path + "2 --max_steps 1 --method full --base_quant q8_0");
+    EXPECT_NE(r.code, 0);
+    EXPECT_NE(r.output.find("nothing stays frozen"), std::string::npos) << r.output;
+}

@@ -193,6 +193,9 @@ command_fn cmd_train_register(CLI::App& app) {
     add_steps(app, "--eval_steps", &t.eval_steps, &t.eval_steps_fraction, "log eval_loss every N steps");
     app.add_option("--resume_from_checkpoint", t.resume_from_checkpoint, "checkpoint folder, or latest");
     app.add_option("--torch_dtype", t.torch_dtype, "saved dtype: float32 | bfloat16 | float16 (default: the input's)");
+    app.add_option("--base_quant", t.base_quant,
+                   "hold the frozen decoder-layer matrices in ggml blocks: q8_0 | q4_0 | q4_K (QLoRA-style; CPU; a "
+                   "quantized GGUF base keeps its own blocks without it)");
     app.add_option("--max_shard_size", t.max_shard_size, "largest safetensors file before sharding");
     cli_add_bool(app, "--overwrite_output_dir", &o->overwrite, "replace what an earlier run left in the folder (model, adapter, checkpoints, log): all of it");
     cli_add_bool(app, "--do_train", &o->do_train, "accepted for Hugging Face scripts (training is what this command does)");

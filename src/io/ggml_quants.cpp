@@ -213,4 +213,148 @@ void quantize_q8_0(const float* x, uint8_t* out, int64_t n) {
     }
 }
 
+// round to nearest, ties to even, as ggml's nearest_int (|x| < 2^22)
+static int nearest_int(float f) {
+    float v = f + 12582912.f;
+    int32_t i;
+    std::memcpy(&i, &v, 4);
+    return (i & 0x007fffff) - 0x00400000;
+}
+
+static void quantize_q4_0(const float* x, uint8_t* out, int64_t n) {
+    for (int64_t b = 0; b < n / 32; b++, x += 32, out += 18) {
+        float amax = 0.0f, max = 0.0f;  // the value of largest magnitude, with its sign
+        for (int j = 0; j < 32; j++)
+            if (amax < std::fabs(x[j])) amax = std::fabs(x[j]), max = x[j];
+        const float d = max / -8, id = d != 0.0f ? 1.0f / d : 0.0f;
+        const uint16_t dh = f32_to_f16(d);
+        std::memcpy(out, &dh, 2);
+        for (int j = 0; j < 16; j++) {
+            const uint8_t q0 = (uint8_t)std::min(15, (int)(int8_t)(x[j] * id + 8.5f));
+            const uint8_t q1 = (uint8_t)std::min(15, (int)(int8_t)(x[16 + j] * id + 8.5f));
+            out[2 + j] = (uint8_t)(q0 | (q1 << 4));
+        }
+    }
+}
+
+// A 32-value sub-block's scale and min (returned as -min) for levels 0..nmax, searched by
+// weighted least squares over a few candidate scales (ggml's make_qkx2_quants).
+static float qkx2_scale(int n, int nmax, const float* x, const float* w, uint8_t* L, float* the_min, uint8_t* Laux) {
+    const float rmin = -1.0f, rdelta = 0.1f;
+    const int nstep = 20;
+    float min = x[0], max = x[0], sum_w = w[0], sum_x = sum_w * x[0];
+    for (int i = 1; i < n; i++) {
+        if (x[i] < min) min = x[i];
+        if (x[i] > max) max = x[i];
+        sum_w += w[i];
+        sum_x += w[i] * x[i];
+    }
+    if (min > 0) min = 0;
+    if (max == min) {
+        for (int i = 0; i < n; i++) L[i] = 0;
+        *the_min = -min;
+        return 0.0f;
+    }
+    float iscale = nmax / (max - min), scale = 1 / iscale, best = 0;
+    for (int i = 0; i < n; i++) {
+        const int l = nearest_int(iscale * (x[i] - min));
+        L[i] = (uint8_t)std::max(0, std::min(nmax, l));
+        const float diff = scale * L[i] + min - x[i];
+        best += w[i] * (diff * diff);
+    }
+    for (int is = 0; is <= nstep; is++) {
+        iscale = (rmin + rdelta * is + nmax) / (max - min);
+        float sum_l = 0, sum_l2 = 0, sum_xl = 0;
+        for (int i = 0; i < n; i++) {
+            int l = nearest_int(iscale * (x[i] - min));
+            l = std::max(0, std::min(nmax, l));
+            Laux[i] = (uint8_t)l;
+            sum_l += w[i] * l;
+            sum_l2 += w[i] * l * l;
+            sum_xl += w[i] * l * x[i];
+        }
+        const float D = sum_w * sum_l2 - sum_l * sum_l;
+        if (D > 0) {
+            float this_scale = (sum_w * sum_xl - sum_x * sum_l) / D, this_min = (sum_l2 * sum_x - sum_l * sum_xl) / D;
+            if (this_min > 0) {
+                this_min = 0;
+                this_scale = sum_xl / sum_l2;
+            }
+            float mad = 0;
+            for (int i = 0; i < n; i++) {
+                const float diff = this_scale * Laux[i] + this_min - x[i];
+                mad += w[i] * (diff * diff);
+            }
+            if (mad < best) {
+                for (int i = 0; i < n; i++) L[i] = Laux[i];
+                best = mad;
+                scale = this_scale;
+                min = this_min;
+            }
+        }
+    }
+    *the_min = -min;
+    return scale;
+}
+
+static void quantize_q4_K(const float* x, uint8_t* out, int64_t n) {
+    for (int64_t b = 0; b < n / 256; b++, x += 256, out += 144) {
+        uint8_t L[256], Laux[32], sc[12] = {};
+        float weights[32], mins[8], scales[8], max_scale = 0, max_min = 0;
+        for (int j = 0; j < 8; j++) {
+            float sum_x2 = 0;
+            for (int l = 0; l < 32; l++) sum_x2 += x[32 * j + l] * x[32 * j + l];
+            const float av_x = std::sqrt(sum_x2 / 32);
+            for (int l = 0; l < 32; l++) weights[l] = av_x + std::fabs(x[32 * j + l]);
+            scales[j] = qkx2_scale(32, 15, x + 32 * j, weights, L + 32 * j, &mins[j], Laux);
+            if (scales[j] > max_scale) max_scale = scales[j];
+            if (mins[j] > max_min) max_min = mins[j];
+        }
+        const float inv_scale = max_scale > 0 ? 63.f / max_scale : 0.f, inv_min = max_min > 0 ? 63.f / max_min : 0.f;
+        for (int j = 0; j < 8; j++) {
+            const uint8_t ls = (uint8_t)std::min(63, nearest_int(inv_scale * scales[j]));
+            const uint8_t lm = (uint8_t)std::min(63, nearest_int(inv_min * mins[j]));
+            if (j < 4) {
+                sc[j] = ls;
+                sc[j + 4] = lm;
+            } else {
+                sc[j + 4] = (uint8_t)((ls & 0xF) | ((lm & 0xF) << 4));
+                sc[j - 4] |= (uint8_t)((ls >> 4) << 6);
+                sc[j] |= (uint8_t)((lm >> 4) << 6);
+            }
+        }
+        const uint16_t dh = f32_to_f16(max_scale / 63.f), mh = f32_to_f16(max_min / 63.f);
+        std::memcpy(out, &dh, 2);
+        std::memcpy(out + 2, &mh, 2);
+        std::memcpy(out + 4, sc, 12);
+        const float d_all = f16_to_f32(dh), m_all = f16_to_f32(mh);
+        for (int j = 0; j < 8; j++) {
+            uint8_t s, m;
+            scale_min_k4(j, sc, &s, &m);
+            const float d = d_all * s;
+            if (d == 0.0f) continue;
+            const float dm = m_all * m;
+            for (int ii = 0; ii < 32; ii++) {
+                const int l = nearest_int((x[32 * j + ii] + dm) / d);
+                L[32 * j + ii] = (uint8_t)std::max(0, std::min(15, l));
+            }
+        }
+        uint8_t* q = out + 16;
+        for (int j = 0; j < 256; j += 64, q += 32)
+            for (int l = 0; l < 32; l++) q[l] = (uint8_t)(L[j + l] | (L[j + l + 32] << 4));
+    }
+}
+
+bool ggml_can_quantize(ggml_type t) { return t == ggml_type::q8_0 || t == ggml_type::q4_0 || t == ggml_type::q4_K; }
+
+void ggml_quantize(ggml_type t, const float* x, uint8_t* out, int64_t n) {
+    LISA_ASSERT(n % ggml_block_size(t) == 0, "ggml_quantize", "a whole number of blocks");
+    switch (t) {
+        case ggml_type::q8_0: quantize_q8_0(x, out, n); return;
+        case ggml_type::q4_0: quantize_q4_0(x, out, n); return;
+        case ggml_type::q4_K: quantize_q4_K(x, out, n); return;
+        default: LISA_ASSERT(false, "ggml_quantize", "no quantizer for this type");
+    }
+}
+
 }  // namespace lisa

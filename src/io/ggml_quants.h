@@ -38,5 +38,9 @@ void ggml_dequantize(ggml_type t, const uint8_t* src, float* dst, int64_t n);
 // q8_0 as llama.cpp defines it: blocks of 32 values, each an fp16 scale d = max|x| / 127
 // followed by 32 int8 q = round(x / d). n must be a multiple of 32.
 void quantize_q8_0(const float* x, uint8_t* out, int64_t n);
+// n values (a multiple of the block size) in type t, as ggml's reference quantizers make them
+// without an importance matrix (bit for bit): q8_0, q4_0 and q4_K.
+bool ggml_can_quantize(ggml_type t);
+void ggml_quantize(ggml_type t, const float* x, uint8_t* out, int64_t n);
 
 }  // namespace lisa

@@ -161,6 +161,53 @@ void decoder_dematerialize(decoder_model* m, size_t first, size_t last) {
     decoder_model_rebind(m);
 }
 
+void decoder_model_quantize_base(decoder_model* m, uint32_t type) {
+    const ggml_type t = (ggml_type)type;
+    LISA_ASSERT(ggml_can_quantize(t), "--base_quant", "a type lisa.cpp quantizes to");
+    if (std::string(m->ctx.be->name) == "vulkan")
+        fail("--base_quant: the Vulkan backend has no block kernels yet; use --device cpu, or train the bf16 model");
+    if (m->cfg.fused_qkv || m->cfg.fused_gate_up)
+        fail(strf("--base_quant: %s stores fused projections, which are not held in blocks", m->cfg.architecture.c_str()));
+    const backend& be = *m->ctx.be;
+    const size_t n = m->tensors.size();
+    if (!m->half) {  // every tensor's fp32 copy is current; bf16 room for the layers that leave LISA
+        const auto& last = m->tensors.back();
+        m->params16 = device_array<uint16_t>(be, last.offset + last.numel);
+        m->materialized.assign(n, true);
+        m->half = true;
+    }
+    m->q_offset.resize(n, 0);
+    m->q_type.resize(n, 0);
+    // the new blocks after any a GGUF base brought
+    std::vector<size_t> off(n, 0);
+    size_t bytes = m->paramsq.size();
+    for (size_t i = 0; i < n; i++) {
+        const auto& ti = m->tensors[i];
+        if (!ti.is_matrix || ti.layer < 0 || m->q_type[i] != 0 || ti.shape[1] % ggml_block_size(t) != 0) continue;
+        off[i] = bytes;
+        bytes += (ggml_nbytes(t, (int64_t)ti.numel) + 63) / 64 * 64;
+    }
+    if (bytes == m->paramsq.size()) return;
+    device_array<uint8_t> q(be, bytes);
+    if (m->paramsq.size()) be.mem_copy(q.data(), m->paramsq.data(), m->paramsq.size());
+    std::vector<uint8_t> blocks;
+    for (size_t i = 0; i < n; i++) {
+        const auto& ti = m->tensors[i];
+        if (!ti.is_matrix || ti.layer < 0 || m->q_type[i] != 0 || ti.shape[1] % ggml_block_size(t) != 0) continue;
+        const std::vector<float> v = decoder_tensor_values(*m, i);
+        blocks.resize(ggml_nbytes(t, (int64_t)ti.numel));
+        ggml_quantize(t, v.data(), blocks.data(), (int64_t)ti.numel);
+        q.write(off[i], blocks.data(), blocks.size());
+        if (m->materialized[i]) m->params.release(ti.offset, ti.numel);
+        else m->params16.release(ti.offset, ti.numel);
+        m->materialized[i] = false;
+        m->q_offset[i] = off[i];
+        m->q_type[i] = type;
+    }
+    m->paramsq = std::move(q);
+    decoder_model_rebind(m);
+}
+
 std::vector<float> decoder_tensor_values(const decoder_model& m, size_t i) {
     const auto& t = m.tensors[i];
     std::vector<float> v(t.numel);

@@ -117,6 +117,10 @@ void decoder_materialize(decoder_model* m, size_t first, size_t last);
 // The weights of c (a checkpoint of m, loaded in m's mode) into m. A quantized base's matrices
 // stay blocks where the checkpoint holds exactly their values in bf16 (not trained since).
 void decoder_model_take_weights(decoder_model* m, decoder_model* c);
+// --base_quant: the decoder layers' frozen matrices (rows of whole blocks) into ggml blocks of
+// type t (q8_0, q4_0, q4_K), the model switched to half mode if it was not; a matrix already in
+// blocks keeps them. CPU backends only (fails naming the flag elsewhere).
+void decoder_model_quantize_base(decoder_model* m, uint32_t type);
 // Whether tensor i is held in a ggml block type (a quantized base's frozen matrix).
 bool decoder_tensor_quantized(const decoder_model& m, size_t i);
 void decoder_dematerialize(decoder_model* m, size_t first, size_t last);

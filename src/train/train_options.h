@@ -73,6 +73,7 @@ struct train_options {
     std::string resume_from_checkpoint;  // folder or "latest"
     bool        overwrite_output_dir = false;  // replace what an earlier run left in the output folder
     std::string torch_dtype;             // output dtype; "" = the input's
+    std::string base_quant;              // "" or q8_0 | q4_0 | q4_K: frozen layer matrices held in those blocks (CPU)
     std::string max_shard_size = "5GB";
     std::string run_name;                // recorded in training_args.json
     int         threads = 0;             // compute threads; 0 = the process default

@@ -237,6 +237,13 @@ struct trainer {
 
     void load(const std::string& ckpt) {
         m = decoder_model_load(o.model_name_or_path, -1, o.device);
+        if (!o.base_quant.empty()) {
+            const ggml_type bq = o.base_quant == "q8_0" ? ggml_type::q8_0 : o.base_quant == "q4_0" ? ggml_type::q4_0
+                                 : o.base_quant == "q4_K" ? ggml_type::q4_K : ggml_type::f32;
+            if (bq == ggml_type::f32) fail("--base_quant " + o.base_quant + ": expected q8_0, q4_0 or q4_K");
+            if (o.method == train_method::full) fail("--base_quant: full fine-tuning trains every matrix; nothing stays frozen");
+            decoder_model_quantize_base(m.get(), (uint32_t)bq);
+        }
         threads = threads_choose(o.threads);
         m->ctx.threads = m->ctx.max_threads = threads.n;
         thread_governor_init(&governor, threads.n);
@@ -421,6 +428,7 @@ struct trainer {
                 {"save_total_limit", o.save_total_limit},
                 {"eval_steps", o.eval_steps_fraction > 0 ? json(o.eval_steps_fraction) : json(o.eval_steps)},
                 {"torch_dtype", user(o.torch_dtype, !o.torch_dtype.empty())},
+                {"base_quant", o.base_quant.empty() ? json(nullptr) : json(o.base_quant)},
                 {"max_shard_size", o.max_shard_size},
                 {"run_name", o.run_name},
                 {"resolved", {{"max_steps", total_steps},
@@ -654,8 +662,8 @@ struct trainer {
                 if (decoder_tensor_quantized(*m, i)) by_type[ggml_type_name((ggml_type)m->q_type[i])]++, n++;
             std::string types;
             for (const auto& [t, k] : by_type) types += (types.empty() ? "" : ", ") + strf("%zu %s", k, t.c_str());
-            info(strf("base: %zu frozen layer matrices kept in their GGUF blocks (%s; %.1f MiB); embedding and head in "
-                      "bf16; a layer that trains gets an fp32 master and stays bf16 after it leaves (2 bytes per value)",
+            info(strf("base: %zu frozen layer matrices held in ggml blocks (%s; %.1f MiB), the rest as loaded; a layer "
+                      "that trains gets an fp32 master and is held in bf16 after it leaves (2 bytes per value)",
                       n, types.c_str(), (double)m->paramsq.size() / (1 << 20)));
         }
         {  // what padding would cost on this data (the first epoch's batches)
