@@ -87,6 +87,7 @@ int main(int argc, char** argv) {
     o.threads = threads;
     o.model_name_or_path = model;
     o.output_model_path = "/tmp/lisa_bench_out";
+    o.overwrite_output_dir = true;  // a scratch folder, replaced by each run
     o.train_data = &d;
     o.shuffle = false;
     o.save_model = false;

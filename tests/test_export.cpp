@@ -247,7 +247,7 @@ TEST(gguf, bad_requests_fail_with_one_line_and_leave_no_file) {
     temp_dir td;
     auto r = run_lisa("export-gguf --model_name_or_path " + aidreams() + " --outfile " + td.path + "/m.gguf --outtype q4_k");
     EXPECT_NE(r.code, 0);
-    EXPECT_NE(r.output.find("--outtype q4_k: expected f32, f16, bf16 or q8_0"), std::string::npos) << r.output;
+    EXPECT_NE(r.output.find("--outtype q4_k: expected f32, f16, bf16, q8_0, q4_0 or q4_K"), std::string::npos) << r.output;
     // a model folder without tokenizer.json
     temp_dir bare;
     auto m = decoder_model_load(aidreams());
@@ -606,6 +606,15 @@ TEST(gguf_referee, files_llama_cpp_quantized_load_and_run_as_llama_cpp_runs_them
         } else {
             for (const char* t : {"q4_0", "q4_1", "q5_0", "q5_1", "q8_0"}) EXPECT_TRUE(seen_types.count(t)) << what << " " << t;
         }
+    }
+    // files lisa.cpp itself quantized (export-gguf --outtype q4_0 / q4_K; its quantizers make
+    // ggml's bytes, tests/test_gguf_import.cpp): llama.cpp loads them and follows lisa.cpp's path
+    for (const char* outtype : {"q4_0", "q4_K", "q8_0"}) {
+        const std::string f = td.path + "/ts-lisa-" + outtype + ".gguf";
+        export_ok("--model_name_or_path " + ts + " --outfile " + f + " --outtype " + outtype);
+        auto m = decoder_model_load(f, 0);
+        const size_t same = expect_same_greedy(*m, f, ts_prompt, 24, 0.05, std::string("tinystories lisa ") + outtype);
+        RecordProperty(std::string("tinystories_lisa_") + outtype + "_same_tokens", (int)same);
     }
     // q3_K: refused, naming the tensor and the type number
     const std::string q3 = td.path + "/wide-Q3_K_M.gguf";

@@ -1,4 +1,4 @@
-// lisa export-gguf --model_name_or_path DIR --outfile FILE.gguf [--outtype f32|f16|bf16|q8_0]
+// lisa export-gguf --model_name_or_path DIR --outfile FILE.gguf [--outtype f32|f16|bf16|q8_0|q4_0|q4_K]
 //                  [--lora_model_path ADAPTER] [--overwrite]
 // Writes a GGUF that llama.cpp / Ollama / LM Studio run (llama.cpp's converter's flag names).
 // The file is locked while it is written, and an existing one is replaced only with --overwrite.
@@ -24,7 +24,7 @@ command_fn cmd_export_gguf_register(CLI::App& app) {
     app.add_option("--model_name_or_path", o->g.model_dir, "Hugging Face model folder (with its tokenizer.json)")
         ->required();
     app.add_option("--outfile", o->g.outfile, "the .gguf file to write")->required();
-    app.add_option("--outtype", o->g.outtype, "f32 | f16 | bf16 | q8_0 (default f16; norms stay f32)");
+    app.add_option("--outtype", o->g.outtype, "f32 | f16 | bf16 | q8_0 | q4_0 | q4_K (default f16; norms stay f32)");
     app.add_option("--lora_model_path", o->g.lora_dir, "PEFT adapter folder to merge in on the way");
     cli_add_bool(app, "--overwrite", &o->overwrite, "replace FILE.gguf (and the --modelfile) if it exists");
     app.add_option("--modelfile", o->modelfile,

@@ -29,7 +29,9 @@ ggml_type gguf_outtype(const std::string& s) {
     if (s == "f16") return ggml_type::f16;
     if (s == "bf16") return ggml_type::bf16;
     if (s == "q8_0") return ggml_type::q8_0;
-    fail(strf("--outtype %s: expected f32, f16, bf16 or q8_0", s.c_str()));
+    if (s == "q4_0") return ggml_type::q4_0;
+    if (s == "q4_K") return ggml_type::q4_K;
+    fail(strf("--outtype %s: expected f32, f16, bf16, q8_0, q4_0 or q4_K", s.c_str()));
 }
 
 // llama.cpp's file type numbers (LLAMA_FTYPE_*) for general.file_type
@@ -38,6 +40,8 @@ static uint32_t file_type_of(ggml_type t) {
         case ggml_type::f32: return 0;
         case ggml_type::f16: return 1;
         case ggml_type::q8_0: return 7;
+        case ggml_type::q4_0: return 2;   // LLAMA_FTYPE_MOSTLY_Q4_0
+        case ggml_type::q4_K: return 14;  // LLAMA_FTYPE_MOSTLY_Q4_K_S
         case ggml_type::bf16: return 32;
         default: return 0;  // (exported types only)
     }
@@ -442,8 +446,14 @@ std::vector<std::string> export_gguf(const gguf_export_options& o) {
         const int64_t rows = t.shape[0], cols = matrix ? t.shape[1] : t.shape[0];
         gt.ne = matrix ? std::vector<int64_t>{cols, rows} : std::vector<int64_t>{cols};
         gt.type = matrix ? outtype : ggml_type::f32;  // norms and biases stay f32, as llama.cpp's converter keeps them
-        if (gt.type == ggml_type::q8_0 && cols % 32 != 0) {  // said once, for all of them, below
+        // rows that are not whole blocks: q4_K falls back to q8_0 (32-value blocks), then to f16
+        // (said once, for all of them, below)
+        if (gt.type == ggml_type::q4_K && cols % 256 != 0) {
             not_whole_blocks.push_back(gt.name + strf(" (rows of %lld)", (long long)cols));
+            gt.type = ggml_type::q8_0;
+        }
+        if ((gt.type == ggml_type::q8_0 || gt.type == ggml_type::q4_0) && cols % 32 != 0) {
+            if (outtype != ggml_type::q4_K) not_whole_blocks.push_back(gt.name + strf(" (rows of %lld)", (long long)cols));
             gt.type = ggml_type::f16;
         }
         const bool permute = ad.gguf_rope_pairs &&
@@ -500,7 +510,9 @@ std::vector<std::string> export_gguf(const gguf_export_options& o) {
                     case ggml_type::f32: std::memcpy(out.data(), buf.data(), nbytes); break;
                     case ggml_type::f16:
                     case ggml_type::bf16: convert_from_f32(out.data(), buf.data(), type == ggml_type::f16 ? dtype::f16 : dtype::bf16, n); break;
-                    case ggml_type::q8_0: quantize_q8_0(buf.data(), out.data(), n); break;
+                    case ggml_type::q8_0:
+                    case ggml_type::q4_0:
+                    case ggml_type::q4_K: ggml_quantize(type, buf.data(), out.data(), n); break;
                     default: LISA_ASSERT(false, "export_gguf", "an output type without a writer");
                 }
                 if (std::fwrite(out.data(), 1, nbytes, f) != nbytes)
@@ -537,9 +549,11 @@ std::vector<std::string> export_gguf(const gguf_export_options& o) {
         add_tensor(t);
     }
     if (!not_whole_blocks.empty())
-        warnings.push_back(strf("%zu tensor%s with rows that are not whole q8_0 blocks of 32 values %s written as f16: %s%s",
-                                not_whole_blocks.size(), not_whole_blocks.size() == 1 ? "" : "s",
-                                not_whole_blocks.size() == 1 ? "is" : "are", not_whole_blocks[0].c_str(),
+        warnings.push_back(strf("%zu tensor%s with rows that are not whole %s blocks of %lld values %s written as %s: %s%s",
+                                not_whole_blocks.size(), not_whole_blocks.size() == 1 ? "" : "s", ggml_type_name(outtype),
+                                (long long)ggml_block_size(outtype), not_whole_blocks.size() == 1 ? "is" : "are",
+                                outtype == ggml_type::q4_K ? "q8_0 (or f16 where not whole 32-value blocks either)" : "f16",
+                                not_whole_blocks[0].c_str(),
                                 not_whole_blocks.size() > 1 ? strf(" and %zu more", not_whole_blocks.size() - 1).c_str() : ""));
     if (o.on_tensor)  // progress after each tensor
         for (size_t i = 0; i < b.tensors.size(); i++) {

@@ -190,7 +190,7 @@ static void target_gguf(const std::string& in) {
         made = true;
     }
     put(dir + "/config.json", in);
-    for (const char* type : {"f32", "q8_0"}) {
+    for (const char* type : {"f32", "q8_0", "q4_0", "q4_K"}) {
         gguf_export_options o;
         o.model_dir = dir;
         o.outfile = g_work + "/m.gguf";
