@@ -86,12 +86,15 @@ static std::vector<float> logits_after(const decoder_model& m, const std::vector
 
 // llama.cpp's greedy path from `prompt` against lisa.cpp's: equal, or parting only at a near-tie
 // of lisa.cpp's logits (then the rest is not compared). Returns the number of equal tokens.
+// With `lora`, llama.cpp applies that GGUF adapter to `gguf` (its --lora).
 static size_t expect_same_greedy(const decoder_model& m, const std::string& gguf, const std::vector<int32_t>& prompt,
-                                 int n, double tie, const std::string& what) {
+                                 int n, double tie, const std::string& what, const std::string& lora = "") {
     generate_options go;
     go.max_new_tokens = n;
     std::vector<int32_t> mine = generate(m, prompt, go, [](int32_t) {});
-    json got = referee(gguf, {{"generate", {{"prompt", prompt}, {"n", n}}}});
+    json gen = {{"prompt", prompt}, {"n", n}};
+    if (!lora.empty()) gen["lora"] = lora;
+    json got = referee(gguf, {{"generate", gen}});
     std::vector<int32_t> theirs = got.value("ids", std::vector<int32_t>{});
     // llama.cpp's evaluation ends at an end-of-generation token; lisa.cpp's generate (no stop ids
     // given) runs on, so the paths are compared up to there
@@ -330,6 +333,45 @@ TEST(gguf_referee, a_lisa_fine_tune_and_a_lora_adapter_export_as_trained) {
     auto base = decoder_model_load(aidreams());
     lora_merge_adapter(base.get(), lora_out.path);
     EXPECT_EQ(expect_same_greedy(*base, td.path + "/lora.gguf", {1}, 30, 1e-3, "LoRA merged on export"), 30u);
+}
+
+// The adapter alone as a GGUF LoRA adapter: llama.cpp applies it (--lora) to the base model's GGUF
+// and follows the greedy path lisa.cpp follows with the adapter merged. Every Linear is adapted
+// (q and k rows move to llama.cpp's pair order with the base weights'), and an rsLoRA adapter,
+// whose scale is not alpha / r, is exported too. The train command writes adapter.gguf beside
+// the merged model.
+TEST(gguf_referee, a_lora_adapter_runs_in_llama_cpp_as_a_gguf_adapter) {
+    NEED_REFEREE();
+    temp_dir td;
+    export_ok("--model_name_or_path " + aidreams() + " --outfile " + td.path + "/base.gguf --outtype f32");
+    for (const std::string extra : {"", " --use_rslora"}) {
+        temp_dir lora_out;
+        auto r = run_lisa("train --method lora --lora_r 4 --lora_alpha 16 --lora_target_modules all-linear"
+                          " --model_name_or_path " + aidreams() + " --dataset_path " + data_dir() + " --output_model_path " +
+                          lora_out.path + " --max_steps 6 --learning_rate 2e-2 --per_device_train_batch_size 4 "
+                          "--save_gguf f32" + extra);
+        ASSERT_EQ(r.code, 0) << r.output;
+        ASSERT_TRUE(fs_is_file(lora_out.path + "/adapter.gguf")) << r.output;
+        export_ok("--model_name_or_path " + aidreams() + " --lora_model_path " + lora_out.path + " --adapter_only" +
+                  " --outfile " + td.path + "/adapter" + extra.substr(extra.empty() ? 0 : 3) + ".gguf");
+        EXPECT_EQ(fs_read_text(lora_out.path + "/adapter.gguf"),
+                  fs_read_text(td.path + "/adapter" + extra.substr(extra.empty() ? 0 : 3) + ".gguf"))
+            << "train --save_gguf and export-gguf --adapter_only write the same adapter";
+        gguf_read g = read_gguf(lora_out.path + "/adapter.gguf");
+        EXPECT_EQ(g.kv["general.type"], "adapter");
+        EXPECT_EQ(g.kv["adapter.type"], "lora");
+        EXPECT_EQ(g.tensors.size(), 2u * 7 * 4) << "A and B of 7 Linears in each of aidreams' 4 layers";
+        auto tuned = decoder_model_load(aidreams());
+        lora_merge_adapter(tuned.get(), lora_out.path);
+        auto plain = decoder_model_load(aidreams());
+        generate_options go;
+        go.max_new_tokens = 30;
+        EXPECT_NE(generate(*tuned, {1}, go, [](int32_t) {}), generate(*plain, {1}, go, [](int32_t) {}))
+            << "the adapter must change the greedy path, or this test would not see it applied";
+        EXPECT_EQ(expect_same_greedy(*tuned, td.path + "/base.gguf", {1}, 30, 1e-3, "GGUF LoRA adapter" + extra,
+                                     lora_out.path + "/adapter.gguf"),
+                  30u);
+    }
 }
 
 // Every asset tokenizer: a tiny model with its vocabulary, exported, tokenizes the 77 golden

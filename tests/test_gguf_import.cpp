@@ -649,3 +649,76 @@ TEST(quantized_base, base_quant_quantizes_a_hugging_face_model_at_load) {
     EXPECT_NE(r.code, 0);
     EXPECT_NE(r.output.find("nothing stays frozen"), std::string::npos) << r.output;
 }
+
+// --save_gguf from a quantized file: the matrices training left alone keep their original blocks
+// byte for byte (never quantized again); what it changed is written at the chosen type. Whether
+// a matrix was left alone is decided here independently: the saved folder's values against the
+// source's blocks dequantized and rounded to bf16, as the folder stores them.
+TEST(quantized_base, save_gguf_keeps_what_training_left_alone_in_its_original_blocks) {
+    NEED_ASSETS();
+    temp_dir td;
+    const std::string q8 = td.path + "/m.gguf";
+    ok("export-gguf --model_name_or_path " + aidreams() + " --outfile " + q8 + " --outtype q8_0");
+    const std::unique_ptr<gguf_file> src = gguf_open(q8);
+    const std::unique_ptr<gguf_model> srcm = gguf_model_open(q8);
+    const std::string common = " --dataset_path " + text_data() + " --block_size 64 --learning_rate 3e-3 --save_strategy no";
+    // LISA, one interval of one layer: that layer, the embedding and (tied) the head change
+    {
+        temp_dir out;
+        auto r = run_lisa("train --model_name_or_path " + q8 + " --output_model_path " + out.path + common +
+                          " --lisa_activated_layers 1 --lisa_interval_steps 2 --max_steps 2 --save_gguf f16");
+        ASSERT_EQ(r.code, 0) << r.output;
+        EXPECT_NE(r.output.find("21 unchanged matrices kept in their original blocks"), std::string::npos) << r.output;
+        const std::unique_ptr<gguf_file> got = gguf_open(out.path + "/model-f16.gguf");
+        auto folder = decoder_model_load(out.path);
+        size_t kept = 0, changed = 0;
+        for (const decoder_tensor_info& t : folder->tensors) {
+            if (!t.is_matrix) continue;
+            const gguf_tensor_info* gi = gguf_find_tensor(*got, gguf_tensor_name(t));
+            const gguf_tensor_info* si = gguf_find_tensor(*src, gguf_tensor_name(t));
+            ASSERT_TRUE(gi && si) << t.name;
+            std::vector<float> base(t.numel);
+            gguf_model_read(*srcm, t, base.data());
+            for (float& v : base) v = bf16_to_f32(f32_to_bf16(v));
+            const bool same = weights_of(*folder, t) == base;
+            if (same) {
+                kept++;
+                EXPECT_EQ(gi->type, si->type) << t.name;  // q8_0; f16 where rows are not whole blocks (172)
+                ASSERT_EQ(gi->nbytes, si->nbytes) << t.name;
+                EXPECT_EQ(std::memcmp(gi->data, si->data, si->nbytes), 0) << t.name << ": the source's blocks, as they are";
+            } else {
+                changed++;
+                EXPECT_EQ(gi->type, ggml_type::f16) << t.name << " was trained: written at --save_gguf's type";
+            }
+        }
+        EXPECT_EQ(kept, 3u * 7) << "three layers untouched";
+        EXPECT_EQ(changed, 7u + 1) << "one layer and the embedding trained";
+    }
+    // LoRA on q and v: the merged model keeps every other matrix's blocks
+    {
+        temp_dir out;
+        auto r = run_lisa("train --model_name_or_path " + q8 + " --output_model_path " + out.path + common +
+                          " --method lora --lora_r 4 --lora_target_modules q_proj v_proj --max_steps 2 --save_gguf f16");
+        ASSERT_EQ(r.code, 0) << r.output;
+        const std::unique_ptr<gguf_file> got = gguf_open(out.path + "/model-f16.gguf");
+        size_t kept = 0;
+        for (const gguf_tensor_info& gi : got->tensors) {
+            if (gi.ne.size() != 2) continue;
+            const gguf_tensor_info* si = gguf_find_tensor(*src, gi.name);
+            ASSERT_TRUE(si) << gi.name;
+            const bool adapted = gi.name.find("attn_q") != std::string::npos || gi.name.find("attn_v") != std::string::npos;
+            EXPECT_EQ(gi.type, adapted ? ggml_type::f16 : si->type) << gi.name;
+            if (!adapted && gi.nbytes == si->nbytes && std::memcmp(gi.data, si->data, si->nbytes) == 0) kept++;
+        }
+        EXPECT_EQ(kept, 4u * 5 + 1) << "5 unadapted Linears in each of 4 layers, and the embedding";
+        EXPECT_TRUE(fs_is_file(out.path + "/adapter.gguf"));
+    }
+    // export-gguf --base_gguf: a folder that holds the file's values exactly keeps all its blocks
+    temp_dir saved;
+    ok("train --model_name_or_path " + q8 + " --output_model_path " + saved.path + common +
+       " --lisa_activated_layers 1 --lisa_interval_steps 2 --max_steps 1 --learning_rate 0");
+    auto r = run_lisa("export-gguf --model_name_or_path " + saved.path + " --base_gguf " + q8 + " --outfile " + td.path +
+                      "/again.gguf --outtype f16");
+    ASSERT_EQ(r.code, 0) << r.output;
+    EXPECT_NE(r.output.find("29 matrices copied in their original blocks"), std::string::npos) << r.output;
+}

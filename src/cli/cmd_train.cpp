@@ -17,6 +17,7 @@
 #include "export/export_gguf.h"
 #include "export/modelfile.h"
 #include "io/fs.h"
+#include "model/gguf_model.h"
 #include "train/plot.h"
 #include "train/progress.h"
 #include "train/trainer.h"
@@ -363,8 +364,23 @@ command_fn cmd_train_register(CLI::App& app) {
             g.lora_dir = lora ? out : "";
             g.outtype = o->save_gguf;
             g.outfile = fs_join(out, "model-" + o->save_gguf + ".gguf");
+            // a GGUF base: what training left unchanged keeps its original blocks
+            if (model_path_is_gguf(t.model_name_or_path)) g.base_gguf = t.model_name_or_path;
+            size_t kept = 0;
+            g.kept = &kept;
             for (const std::string& w : export_gguf(g)) std::fprintf(stderr, "lisa: export-gguf: warning: %s\n", w.c_str());
+            if (kept)
+                std::fprintf(stderr, "lisa: %zu unchanged matri%s kept in their original blocks from %s\n", kept,
+                             kept == 1 ? "x" : "ces", g.base_gguf.c_str());
             std::fprintf(stderr, "wrote %s\n", g.outfile.c_str());
+            if (lora) {  // and the adapter alone, for llama.cpp's --lora on the base model's GGUF
+                gguf_export_options a = g;
+                a.lora_adapter = true;
+                a.kept = nullptr;
+                a.outfile = fs_join(out, "adapter.gguf");
+                export_gguf(a);
+                std::fprintf(stderr, "wrote %s (LoRA adapter: llama.cpp --lora)\n", a.outfile.c_str());
+            }
             say_modelfile(fs_join(out, "Modelfile"), ollama_modelfile_write(fs_join(out, "Modelfile"), g.model_dir, out,
                                                                             g.outfile));  // for `ollama create`
         }

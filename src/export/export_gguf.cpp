@@ -312,6 +312,63 @@ int64_t gguf_rope_pair_row(int64_t r, int64_t head_dim) {
     return h * head_dim + (w % 2) * (head_dim / 2) + w / 2;
 }
 
+// The adapter alone, as llama.cpp's LoRA adapter files hold one (its convert_lora_to_gguf.py):
+// general.type "adapter", adapter.type "lora", adapter.lora.alpha, and for each module the
+// tensors "<weight>.lora_a" (ggml {in, r}: A as PEFT stores it) and "<weight>.lora_b" ({r, out}),
+// in f32 so that nothing is rounded. llama.cpp scales by alpha / r, r read from each lora_b; a
+// module whose own scale differs from alpha / r (rsLoRA, rank_pattern) has the ratio folded into B.
+// q/k rows of B move as the base weight's rows do (llama.cpp's pair order).
+static std::vector<std::string> export_gguf_lora_adapter(const gguf_export_options& o, const model_config& c,
+                                                         const arch_def& ad,
+                                                         const std::map<std::string, lora_module_delta>& lora,
+                                                         const std::vector<decoder_tensor_info>& table) {
+    if (lora.empty()) fail(strf("--lora_model_path %s: the adapter has no modules", o.lora_dir.c_str()));
+    const lora_module_delta& first = lora.begin()->second;
+    const float alpha = first.scale * (float)first.r;  // PEFT's lora_alpha when scale = alpha / r
+    gguf_builder b;
+    b.add_str("general.architecture", ad.gguf_name);
+    b.add_str("general.type", "adapter");
+    b.add_str("general.name", std::filesystem::path(o.lora_dir).lexically_normal().filename().string());
+    b.add_str("adapter.type", "lora");
+    b.add_f32("adapter.lora.alpha", alpha);
+    for (const decoder_tensor_info& t : table) {
+        if (t.layer < 0 || !t.is_matrix) continue;
+        auto it = lora.find(t.name.substr(0, t.name.size() - 7));  // minus ".weight"
+        if (it == lora.end()) continue;
+        const lora_module_delta* d = &it->second;
+        const bool permute = ad.gguf_rope_pairs && (t.field == LT_Q || t.field == LT_K);
+        const float fold = d->scale * (float)d->r / alpha;  // 1 unless this module's scale differs
+        const int64_t head_dim = c.head_dim;
+        gguf_tensor ta, tb;
+        ta.name = gguf_tensor_name(t) + ".lora_a";
+        ta.ne = {d->in, d->r};
+        ta.type = ggml_type::f32;
+        ta.write = [d, &o](std::FILE* f) {
+            if (std::fwrite(d->A.data(), 4, d->A.size(), f) != d->A.size())
+                fail(strf("%s: write failed (disk full?)", o.outfile.c_str()));
+        };
+        tb.name = gguf_tensor_name(t) + ".lora_b";
+        tb.ne = {d->r, d->out};
+        tb.type = ggml_type::f32;
+        tb.write = [d, permute, fold, head_dim, &o](std::FILE* f) {
+            std::vector<float> rows(d->B.size());
+            for (int64_t r = 0; r < d->out; r++) {
+                const int64_t src = permute ? gguf_rope_pair_row(r, head_dim) : r;
+                for (int64_t k = 0; k < d->r; k++)
+                    rows[r * d->r + k] = fold == 1.0f ? d->B[src * d->r + k] : fold * d->B[src * d->r + k];
+            }
+            if (std::fwrite(rows.data(), 4, rows.size(), f) != rows.size())
+                fail(strf("%s: write failed (disk full?)", o.outfile.c_str()));
+        };
+        b.tensors.push_back(std::move(ta));
+        b.tensors.push_back(std::move(tb));
+    }
+    if (std::filesystem::path(o.outfile).has_parent_path())
+        fs_mkdirs(std::filesystem::path(o.outfile).parent_path().string());
+    gguf_write(o.outfile, b);
+    return {};
+}
+
 std::vector<std::string> export_gguf(const gguf_export_options& o) {
     const ggml_type outtype = gguf_outtype(o.outtype);
     std::unique_ptr<model_files> mf = model_files_open(o.model_dir);
@@ -340,6 +397,7 @@ std::vector<std::string> export_gguf(const gguf_export_options& o) {
             fail(strf("%s: adapter [%lld x %lld] does not fit the base weight %s", d.source.c_str(), (long long)d.out,
                       (long long)d.in, shape_str(it->shape).c_str()));
     }
+    if (o.lora_adapter) return export_gguf_lora_adapter(o, c, ad, lora, table);
     const std::string tok_dir = o.model_dir;
     std::string tok_text;
     if (!model_text_file(tok_dir, "tokenizer.json", &tok_text))
@@ -439,23 +497,58 @@ std::vector<std::string> export_gguf(const gguf_export_options& o) {
 
     // tensors, streamed from the mapped files
     const model_files& files = *mf;
+    // The GGUF whose quantized matrices are copied as they are (never quantized again) where the
+    // model still holds their values: the model itself when it is a GGUF (all but the matrices
+    // an adapter changes), or the file a folder was trained from (what training left alone).
+    std::unique_ptr<gguf_model> base_owned;
+    const gguf_model* base = nullptr;
+    if (!o.base_gguf.empty()) {
+        std::error_code ec;
+        if (mf->gguf && std::filesystem::equivalent(o.base_gguf, o.model_dir, ec)) {
+            base = mf->gguf.get();  // the same file: nothing to compare, only the adapter changes matrices
+        } else {
+            base_owned = gguf_model_open(o.base_gguf);
+            base = base_owned.get();
+        }
+    }
+    size_t kept = 0;
+    // A matrix is copied when the base holds it in a block type (kept whatever type was asked for:
+    // no re-quantization), or in the float type it would be written in anyway (then the copy
+    // undoes the bf16 rounding of a model loaded in bf16).
+    auto kept_block = [&](const decoder_tensor_info& t, bool changed, ggml_type writing) -> const gguf_tensor_info* {
+        if (!base || changed || t.shape.size() != 2) return nullptr;
+        auto it = base->tensors.find(t.name);
+        if (it == base->tensors.end()) return nullptr;
+        const gguf_tensor_info* bi = it->second;
+        const ggml_type bt = bi->type;
+        if ((bt == ggml_type::f32 || bt == ggml_type::f16 || bt == ggml_type::bf16) && bt != writing) return nullptr;
+        if (bi->ne != std::vector<int64_t>{t.shape[1], t.shape[0]}) return nullptr;
+        if (base == mf->gguf.get()) return bi;
+        // another model: kept only if every value is the block's, at the precision the model holds
+        std::vector<float> want(t.numel), have(t.numel);
+        gguf_model_read(*base, t, want.data());
+        dtype held = dtype::f32;
+        if (files.gguf) {
+            gguf_model_read(*files.gguf, t, have.data());
+        } else {
+            const st_tensor& st = model_files_tensor(files, t);
+            held = st.dt;
+            convert_to_f32(have.data(), st.data, st.dt, t.numel);
+            st_release(st);
+        }
+        if (held != dtype::f32) {  // the block's values rounded as the folder's dtype rounds them
+            std::vector<uint8_t> narrow(t.numel * dtype_size(held));
+            convert_from_f32(narrow.data(), want.data(), held, t.numel);
+            convert_to_f32(want.data(), narrow.data(), held, t.numel);
+        }
+        return std::memcmp(want.data(), have.data(), t.numel * sizeof(float)) == 0 ? bi : nullptr;
+    };
     auto add_tensor = [&](const decoder_tensor_info& t) {
         gguf_tensor gt;
         gt.name = gguf_tensor_name(t);
         const bool matrix = t.shape.size() == 2;
         const int64_t rows = t.shape[0], cols = matrix ? t.shape[1] : t.shape[0];
         gt.ne = matrix ? std::vector<int64_t>{cols, rows} : std::vector<int64_t>{cols};
-        gt.type = matrix ? outtype : ggml_type::f32;  // norms and biases stay f32, as llama.cpp's converter keeps them
-        // rows that are not whole blocks: q4_K falls back to q8_0 (32-value blocks), then to f16
-        // (said once, for all of them, below)
-        if (gt.type == ggml_type::q4_K && cols % 256 != 0) {
-            not_whole_blocks.push_back(gt.name + strf(" (rows of %lld)", (long long)cols));
-            gt.type = ggml_type::q8_0;
-        }
-        if ((gt.type == ggml_type::q8_0 || gt.type == ggml_type::q4_0) && cols % 32 != 0) {
-            if (outtype != ggml_type::q4_K) not_whole_blocks.push_back(gt.name + strf(" (rows of %lld)", (long long)cols));
-            gt.type = ggml_type::f16;
-        }
         const bool permute = ad.gguf_rope_pairs &&
                              (t.field == LT_Q || t.field == LT_Q_BIAS || t.field == LT_K || t.field == LT_K_BIAS);
         // llama.cpp's norms scale by w: Gemma's (1 + w) is stored with the 1 added
@@ -465,9 +558,27 @@ std::vector<std::string> export_gguf(const gguf_export_options& o) {
             auto it = lora.find(t.name.substr(0, t.name.size() - 7));  // minus ".weight"
             if (it != lora.end()) delta = &it->second;
         }
+        // norms and biases stay f32, as llama.cpp's converter keeps them; rows that are not whole
+        // blocks: q4_K falls back to q8_0 (32-value blocks), then to f16 (said once, for all, below)
+        ggml_type type = matrix ? outtype : ggml_type::f32;
+        bool fell_back = false;
+        if (type == ggml_type::q4_K && cols % 256 != 0) type = ggml_type::q8_0, fell_back = true;
+        if ((type == ggml_type::q8_0 || type == ggml_type::q4_0) && cols % 32 != 0) type = ggml_type::f16, fell_back = true;
+        if (const gguf_tensor_info* bi = kept_block(t, delta != nullptr, type)) {  // the original bytes, as they are
+            gt.type = bi->type;
+            gt.write = [bi, &o](std::FILE* f) {
+                if (std::fwrite(bi->data, 1, bi->nbytes, f) != bi->nbytes)
+                    fail(strf("%s: write failed (disk full?)", o.outfile.c_str()));
+                gguf_release(*bi);
+            };
+            kept++;
+            b.tensors.push_back(std::move(gt));
+            return;
+        }
+        gt.type = type;
+        if (fell_back) not_whole_blocks.push_back(gt.name + strf(" (rows of %lld)", (long long)cols));
         const int64_t row_len = matrix ? cols : cols, n_rows = matrix ? rows : 1;
         const int64_t head_dim = c.head_dim;
-        const ggml_type type = gt.type;
         gt.write = [&files, t, row_len, n_rows, permute, shift, delta, head_dim, type, &o](std::FILE* f) {
             // the source rows: a safetensors tensor as stored, or a GGUF tensor dequantized whole
             // (its llama.cpp conventions undone) and then seen as an fp32 tensor
@@ -555,6 +666,7 @@ std::vector<std::string> export_gguf(const gguf_export_options& o) {
                                 outtype == ggml_type::q4_K ? "q8_0 (or f16 where not whole 32-value blocks either)" : "f16",
                                 not_whole_blocks[0].c_str(),
                                 not_whole_blocks.size() > 1 ? strf(" and %zu more", not_whole_blocks.size() - 1).c_str() : ""));
+    if (o.kept) *o.kept = kept;
     if (o.on_tensor)  // progress after each tensor
         for (size_t i = 0; i < b.tensors.size(); i++) {
             auto write = b.tensors[i].write;

@@ -14,8 +14,13 @@ namespace lisa {
 struct gguf_export_options {
     std::string model_dir;   // Hugging Face folder (config.json, safetensors, tokenizer.json)
     std::string outfile;     // the .gguf to write (atomically)
-    std::string outtype = "f16";  // f32 | f16 | bf16 | q8_0 (llama.cpp's converter's default: f16)
+    std::string outtype = "f16";  // f32 | f16 | bf16 | q8_0 | q4_0 | q4_K (llama.cpp's converter's default: f16)
     std::string lora_dir;    // PEFT adapter folder to merge in ("" = none)
+    bool lora_adapter = false;  // write lora_dir alone as a GGUF LoRA adapter (llama.cpp's --lora) for model_dir
+    std::string base_gguf;   // a GGUF file the model came from: its quantized matrices whose values the model
+                             // still holds are copied as they are, not quantized again ("" = none; model_dir
+                             // itself: all but what lora_dir changes)
+    size_t* kept = nullptr;  // out (optional): how many matrices were copied in their original blocks
     std::function<void(size_t done, size_t total)> on_tensor;  // after each tensor is written (progress)
 };
 

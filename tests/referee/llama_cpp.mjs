@@ -2,7 +2,8 @@
 // stdin, prints one JSON answer.
 //   node tests/referee/llama_cpp.mjs NODE_MODULES_DIR MODEL.gguf < job.json
 // Jobs: {"tokenize": ["text", ...]}            -> {"ids": [[...], ...], "bos": id|null, "add_bos": bool}
-//       {"generate": {"prompt": [ids], "n": N}} -> {"ids": [...], "top2": [[p1, p2], ...]}
+//       {"generate": {"prompt": [ids], "n": N, "lora": "ADAPTER.gguf"?}} -> {"ids": [...], "top2": [[p1, p2], ...]}
+// (with "lora", the GGUF LoRA adapter is applied at scale 1, as llama.cpp's --lora does)
 // Tokenization parses special-token text but adds no BOS/EOS (Hugging Face's
 // add_special_tokens=False); generation is greedy (temperature 0), no penalties.
 import { pathToFileURL } from "node:url";
@@ -21,8 +22,9 @@ if (job.tokenize) {
     out.add_bos = model.tokens.shouldPrependBosToken ?? null;
 }
 if (job.generate) {
-    const { prompt, n } = job.generate;
-    const context = await model.createContext({ contextSize: Math.max(64, prompt.length + n + 8), threads: 2 });
+    const { prompt, n, lora } = job.generate;
+    const context = await model.createContext({ contextSize: Math.max(64, prompt.length + n + 8), threads: 2,
+                                                ...(lora ? { lora: { adapters: [{ filePath: lora, scale: 1 }] } } : {}) });
     const seq = context.getSequence();
     out.ids = [];
     out.top2 = [];
