@@ -121,6 +121,8 @@ const lisa::backend& staged_table(const lisa::backend& in) {
         LISA_STAGED(linear_backward);
         LISA_STAGED(linear_forward_bf16);
         LISA_STAGED(linear_backward_bf16);
+        LISA_STAGED(linear_forward_q);
+        LISA_STAGED(linear_backward_q);
         LISA_STAGED(rmsnorm_forward);
         LISA_STAGED(rmsnorm_backward);
         LISA_STAGED(rope_forward);
@@ -141,6 +143,7 @@ const lisa::backend& staged_table(const lisa::backend& in) {
         LISA_STAGED(dropout);
         LISA_STAGED(embedding_forward);
         LISA_STAGED(embedding_forward_bf16);
+        LISA_STAGED(embedding_forward_q);
         LISA_STAGED(embedding_backward);
         LISA_STAGED(embedding_backward_rows);
         LISA_STAGED(lmhead_xent);

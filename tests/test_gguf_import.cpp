@@ -468,7 +468,7 @@ TEST(quantized_base, frozen_blocks_compute_as_their_dequantized_weights) {
     auto g = gguf_model_open(q8);  // (aidreams' rows of 172 values are not whole blocks: written f16)
     for (size_t i = 0; i < m->tensors.size(); i++) {
         const auto& t = m->tensors[i];
-        const bool want = t.is_matrix && t.layer >= 0 && gguf_model_type(*g, t) == ggml_type::q8_0;
+        const bool want = t.is_matrix && gguf_model_type(*g, t) == ggml_type::q8_0;  // the embedding too
         n_blocks += want;
         EXPECT_EQ(decoder_tensor_quantized(*m, i), want) << t.name;
         if (want) {
@@ -476,8 +476,13 @@ TEST(quantized_base, frozen_blocks_compute_as_their_dequantized_weights) {
             blocks += ggml_nbytes(ggml_type::q8_0, (int64_t)t.numel);
         }
     }
-    EXPECT_GE(n_blocks, 16u);
+    EXPECT_GE(n_blocks, 16u + 1);
     EXPECT_GE(m->paramsq.size(), blocks);
+    // the tied head is the embedding's blocks: the loss and every gradient below go through the
+    // block-type embedding lookup and head products
+    EXPECT_TRUE(decoder_tensor_quantized(*m, 0)) << m->tensors[0].name;
+    EXPECT_EQ(m->w16.lm_head.type, (uint32_t)ggml_type::q8_0);
+    EXPECT_EQ(m->w16.lm_head.p, m->w16.embed.p);
     const pass q = run_pass(*m);
     // every layer matrix materialised: fp32 masters dequantized from the same blocks
     auto f = decoder_model_load(q8);
@@ -490,7 +495,7 @@ TEST(quantized_base, frozen_blocks_compute_as_their_dequantized_weights) {
     EXPECT_LE(lisa_test::rel_err(q.norm_grads.data(), d.norm_grads.data(), q.norm_grads.size()), 1e-5);
     // a trained layer leaving: bf16 of its master, blocks zeroed and no longer used
     size_t i0 = 0;
-    while (!decoder_tensor_quantized(*m, i0)) i0++;
+    while (!decoder_tensor_quantized(*m, i0) || m->tensors[i0].layer < 0) i0++;
     const auto& t0 = m->tensors[i0];
     decoder_materialize(m.get(), i0, i0);
     std::vector<float> master = m->params.read(t0.offset, t0.numel);
@@ -539,7 +544,7 @@ TEST(quantized_base, lisa_and_lora_train_resume_and_save_on_a_quantized_file) {
 
 // The block-type matrix products of the CPU backends against the fp32 product on the same
 // weights dequantized: shapes crossing the 256-row tiles, every block type, forward and input
-// gradient.
+// gradient; the embedding lookup and the frozen LM head with cross-entropy on the same blocks.
 TEST(quantized_kernels, block_products_equal_the_fp32_product_on_the_dequantized_weights) {
     std::mt19937 rng(7);
     std::uniform_int_distribution<int> byte(0, 255);
@@ -572,6 +577,21 @@ TEST(quantized_kernels, block_products_equal_the_fp32_product_on_the_dequantized
             K.linear_backward_q(dx1.data(), dy.data(), w.data(), (uint32_t)t, N, in, out);
             K.linear_backward(dx2.data(), nullptr, nullptr, dy.data(), nullptr, wf.data(), N, in, out);
             EXPECT_LE(lisa_test::rel_err(dx1.data(), dx2.data(), dx1.size()), 1e-6) << name << " " << ggml_type_name(t);
+            // the same blocks as an embedding table [out, in] and as a frozen LM head [V = out, D = in]
+            std::vector<int32_t> tok = {0, 299, 17, 17, 150};
+            std::vector<float> e1(N * in), e2(N * in);
+            K.embedding_forward_q(e1.data(), tok.data(), w.data(), (uint32_t)t, N, in);
+            K.embedding_forward(e2.data(), tok.data(), wf.data(), N, in);
+            EXPECT_EQ(e1, e2) << name << " " << ggml_type_name(t) << ": embedding rows";
+            std::vector<int32_t> tgt = {3, -100, 299, 0, 42};
+            const int64_t chunk = 2;
+            std::vector<float> sc(lmhead_scratch_floats(chunk, in, out)), hx1(N * in, 0.0f), hx2(N * in, 0.0f);
+            const double l1 = K.lmhead_xent(hx1.data(), nullptr, x.data(), nullptr, w.data(), (uint32_t)t, tgt.data(), N,
+                                            in, out, 0.5f, sc.data(), chunk, 0.0f);
+            const double l2 = K.lmhead_xent(hx2.data(), nullptr, x.data(), wf.data(), nullptr, 30, tgt.data(), N, in, out,
+                                            0.5f, sc.data(), chunk, 0.0f);
+            EXPECT_NEAR(l1, l2, 1e-6 * std::fabs(l2)) << name << " " << ggml_type_name(t) << ": head loss";
+            EXPECT_LE(lisa_test::rel_err(hx1.data(), hx2.data(), hx1.size()), 1e-6) << name << " " << ggml_type_name(t);
         }
     }
 }
@@ -622,8 +642,10 @@ TEST(quantized_base, base_quant_quantizes_a_hugging_face_model_at_load) {
         auto r = run_lisa("train" + common + " --output_model_path " + out.path + " --method lora --lora_r 4 --max_steps 4 "
                           "--save_strategy no --base_quant " + q);
         ASSERT_EQ(r.code, 0) << r.output;
-        EXPECT_NE(r.output.find(strf("base: 14 frozen layer matrices held in ggml blocks (14 %s", q)), std::string::npos)
-            << r.output;
+        EXPECT_NE(r.output.find(strf("base: 14 frozen layer matrices held in ggml blocks (14 %s); embedding in %s "
+                                     "blocks; head in %s blocks", q, q, q)),
+                  std::string::npos)
+            << r.output << "\nLoRA keeps the embedding and head frozen: quantized too";
         const auto l = losses(out.path);
         ASSERT_EQ(l.size(), 4u);
         EXPECT_LT(l.back(), l.front()) << q;
@@ -640,6 +662,16 @@ TEST(quantized_base, base_quant_quantizes_a_hugging_face_model_at_load) {
     ASSERT_EQ(w.size(), 6u);
     ASSERT_GE(p.size(), 3u);
     for (size_t k = 0; k < 3; k++) EXPECT_EQ(p[p.size() - 3 + k], w[3 + k]) << "step " << 4 + k << " after resuming";
+    // LISA trains the embedding and head: they keep their exact values (fp32 masters), unless
+    // LISA is told to leave them frozen
+    temp_dir e1, e2;
+    auto lw = run_lisa("train" + common + lisa + " --output_model_path " + e1.path + " --max_steps 1 --save_strategy no");
+    EXPECT_NE(lw.output.find("; embedding trained (fp32 master); head trained (fp32 master);"), std::string::npos)
+        << lw.output;
+    lw = run_lisa("train" + common + lisa + " --output_model_path " + e2.path + " --max_steps 2 --save_strategy no "
+                  "--lisa_train_embeddings 0 --lisa_train_head 0");
+    EXPECT_NE(lw.output.find("; embedding in q4_K blocks; head in q4_K blocks;"), std::string::npos) << lw.output;
+    EXPECT_EQ(losses(e2.path).size(), 2u);
     // refused: an unknown type, and full fine-tuning (nothing stays frozen)
     temp_dir bad;
     auto r = run_lisa("train" + common + " --output_model_path " + bad.path + " --max_steps 1 --base_quant q3_K");

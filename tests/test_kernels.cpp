@@ -332,7 +332,7 @@ TEST_P(kernels, lmhead_xent_matches_reference_and_finite_differences) {
     for (int64_t chunk : {1, 3, 7}) {  // chunking must not change anything
         fvec scratch(lmhead_scratch_floats(chunk, D, V));
         auto loss = [&] {
-            return scale * K.lmhead_xent(nullptr, nullptr, x.data(), w.data(), nullptr, tgt.data(), N, D, V, 0.0f,
+            return scale * K.lmhead_xent(nullptr, nullptr, x.data(), w.data(), nullptr, 30, tgt.data(), N, D, V, 0.0f,
                                          scratch.data(), chunk, cap);
         };
         // reference loss: explicit logits, log-softmax, in double
@@ -351,7 +351,7 @@ TEST_P(kernels, lmhead_xent_matches_reference_and_finite_differences) {
         }
         EXPECT_NEAR(loss() / scale, ref, 1e-4 * std::fabs(ref)) << "chunk " << chunk;
         fvec dx(N * D, 0.0f), dw(V * D, 0.0f);
-        double l = K.lmhead_xent(dx.data(), dw.data(), x.data(), w.data(), nullptr, tgt.data(), N, D, V, scale,
+        double l = K.lmhead_xent(dx.data(), dw.data(), x.data(), w.data(), nullptr, 30, tgt.data(), N, D, V, scale,
                                  scratch.data(), chunk, cap);
         EXPECT_NEAR(l, ref, 1e-4 * std::fabs(ref));
         EXPECT_GRAD_NEAR(dx, numeric_grad(x, loss), "lmhead dx, chunk " << chunk << " cap " << cap);
@@ -675,18 +675,18 @@ TEST_P(fast_vs_ref, embedding_lmhead_lora_fold_optimizer_and_init) {
         for (int64_t chunk : {(int64_t)1, std::max<int64_t>(1, N / 3), N}) {
             fvec sc(lmhead_scratch_floats(chunk, D, V));
             fvec gx1(N * D, 0.0f), gx2 = gx1, gw1(V * D, 0.0f), gw2 = gw1;
-            double l1 = F.lmhead_xent(gx1.data(), gw1.data(), x2.data(), table.data(), nullptr, tgt.data(), N, D, V,
+            double l1 = F.lmhead_xent(gx1.data(), gw1.data(), x2.data(), table.data(), nullptr, 30, tgt.data(), N, D, V,
                                       scale, sc.data(), chunk, cap);
-            double l2 = R.lmhead_xent(gx2.data(), gw2.data(), x2.data(), table.data(), nullptr, tgt.data(), N, D, V,
+            double l2 = R.lmhead_xent(gx2.data(), gw2.data(), x2.data(), table.data(), nullptr, 30, tgt.data(), N, D, V,
                                       scale, sc.data(), chunk, cap);
             EXPECT_NEAR(l1, l2, 2e-5 * std::max(1.0, std::fabs(l2))) << "lmhead_xent loss, chunk " << chunk;
             EXPECT_CLOSE(gx1, gx2, 2e-5, "lmhead_xent dx");
             EXPECT_CLOSE(gw1, gw2, 2e-5, "lmhead_xent dw");
             std::fill(gx1.begin(), gx1.end(), 0.0f);
             std::fill(gx2.begin(), gx2.end(), 0.0f);
-            l1 = F.lmhead_xent(gx1.data(), nullptr, x2.data(), nullptr, t16.data(), tgt.data(), N, D, V, scale, sc.data(),
+            l1 = F.lmhead_xent(gx1.data(), nullptr, x2.data(), nullptr, t16.data(), 30, tgt.data(), N, D, V, scale, sc.data(),
                                chunk, cap);
-            l2 = R.lmhead_xent(gx2.data(), nullptr, x2.data(), nullptr, t16.data(), tgt.data(), N, D, V, scale, sc.data(),
+            l2 = R.lmhead_xent(gx2.data(), nullptr, x2.data(), nullptr, t16.data(), 30, tgt.data(), N, D, V, scale, sc.data(),
                                chunk, cap);
             EXPECT_NEAR(l1, l2, 2e-5 * std::max(1.0, std::fabs(l2))) << "lmhead_xent bf16 loss";
             EXPECT_CLOSE(gx1, gx2, 2e-5, "lmhead_xent bf16 dx");

@@ -8,6 +8,7 @@
 
 #include "core/dtype.h"
 #include "core/rng.h"
+#include "io/ggml_quants.h"
 #include "kernels/device_array.h"
 #include "kernels/vulkan/vulkan.h"
 #include "staging.h"
@@ -222,6 +223,63 @@ TEST_F(vulkan, conversions_embedding_adamw_and_sum_of_squares_match_the_referenc
     }
 }
 
+// Frozen weights in ggml block types (issue #29): dequant.comp's values equal the CPU's
+// dequantization bit for bit for every type (an embedding lookup of every row shows each value,
+// f16 scales subnormal and negative included), and the products and the frozen LM head built
+// on its tiles agree with the reference backend; q8_0's matrix crosses a tile of rows.
+TEST_F(vulkan, block_type_weights_dequantize_as_the_cpu_does) {
+    NEED_VULKAN();
+    const backend& F = *lisa_test::staged("vulkan");
+    const backend& R = *lisa_test::staged("ref");
+    rng r;
+    rng_init(&r, 11);
+    for (ggml_type t : {ggml_type::q8_0, ggml_type::q4_0, ggml_type::q4_1, ggml_type::q5_0, ggml_type::q5_1,
+                        ggml_type::q4_K, ggml_type::q5_K, ggml_type::q6_K}) {
+        const int64_t bs = ggml_block_size(t), in = bs * (bs == 32 ? 3 : 2), N = 5;
+        const int64_t out = t == ggml_type::q8_0 ? 44000 : 37;  // (Vulkan's tiles hold 2^22 / in rows)
+        hvec<uint8_t> w(ggml_nbytes(t, out * in));
+        for (auto& b : w) b = (uint8_t)(rng_next(&r) & 0xff);
+        const size_t bb = ggml_block_bytes(t);
+        size_t k = 0;
+        for (size_t at = 0; at < w.size(); at += bb, k++) {
+            // scales about ±0.008, one in 7 subnormal
+            uint16_t d = (uint16_t)(k % 7 == 3 ? (rng_next(&r) & 0x3ff) : 0x2000 + (rng_next(&r) & 0xff));
+            if (k % 2) d |= 0x8000;
+            const size_t pos = t == ggml_type::q6_K ? 208 : 0;
+            std::memcpy(&w[at + pos], &d, 2);
+            if (t == ggml_type::q4_1 || t == ggml_type::q5_1 || t == ggml_type::q4_K || t == ggml_type::q5_K)
+                std::memcpy(&w[at + 2], &d, 2);  // the min / dmin
+        }
+        std::vector<float> want(out * in);
+        ggml_dequantize(t, w.data(), want.data(), out * in);
+        ivec rows(out);
+        for (int64_t i = 0; i < out; i++) rows[i] = (int32_t)((i * 7 + 3) % out);
+        fvec e(out * in);
+        F.embedding_forward_q(e.data(), rows.data(), w.data(), (uint32_t)t, out, in);
+        size_t differ = 0;
+        for (int64_t i = 0; i < out * in; i++)
+            differ += std::memcmp(&e[i], &want[rows[i / in] * in + i % in], 4) != 0;
+        EXPECT_EQ(differ, 0u) << ggml_type_name(t) << ": values unlike the CPU's dequantization";
+        fvec x = randv(N * in, 12), dy = randv(N * out, 13), b = randv(out, 14);
+        fvec y1(N * out), y2(N * out), dx1(N * in, 0.5f), dx2(N * in, 0.5f);
+        F.linear_forward_q(y1.data(), x.data(), w.data(), (uint32_t)t, b.data(), N, in, out);
+        R.linear_forward_q(y2.data(), x.data(), w.data(), (uint32_t)t, b.data(), N, in, out);
+        EXPECT_LT(rel(y1, y2), 1e-5) << ggml_type_name(t) << " linear_forward_q";
+        F.linear_backward_q(dx1.data(), dy.data(), w.data(), (uint32_t)t, N, in, out);
+        R.linear_backward_q(dx2.data(), dy.data(), w.data(), (uint32_t)t, N, in, out);
+        EXPECT_LT(rel(dx1, dx2), 1e-5) << ggml_type_name(t) << " linear_backward_q";
+        ivec tgt = {3, -100, (int32_t)out - 1, 0, 17};
+        const int64_t chunk = 2;
+        fvec sc(lmhead_scratch_floats(chunk, in, out)), hx1(N * in, 0.0f), hx2(N * in, 0.0f);
+        const double l1 = F.lmhead_xent(hx1.data(), nullptr, x.data(), nullptr, w.data(), (uint32_t)t, tgt.data(), N, in,
+                                        out, 0.5f, sc.data(), chunk, 0.0f);
+        const double l2 = R.lmhead_xent(hx2.data(), nullptr, x.data(), nullptr, w.data(), (uint32_t)t, tgt.data(), N, in,
+                                        out, 0.5f, sc.data(), chunk, 0.0f);
+        EXPECT_NEAR(l1, l2, 1e-5 * std::fabs(l2)) << ggml_type_name(t) << " lmhead_xent loss";
+        EXPECT_LT(rel(hx1, hx2), 1e-5) << ggml_type_name(t) << " lmhead_xent dx";
+    }
+}
+
 // `lisa devices` lists what the library sees; a device that is not there is one clear line.
 TEST(vulkan_cli, devices_are_listed_and_a_wrong_device_is_one_line) {
     auto r = lisa_test::run_lisa("devices --json");
@@ -360,3 +418,33 @@ TEST_P(vulkan_e2e, a_checkpoint_resumes_on_the_other_device) {
 
 INSTANTIATE_TEST_SUITE_P(archs, vulkan_e2e, ::testing::Values("llama", "qwen3", "gemma3"),
                          [](const ::testing::TestParamInfo<const char*>& i) { return std::string(i.param); });
+
+// A quantized GGUF base on the Vulkan device (issue #29): its block-type matrices (the tied
+// embedding and head among them) stay blocks in device memory and LoRA, LISA and --base_quant
+// train on them as on the CPU.
+TEST_F(vulkan, a_quantized_base_trains_as_on_the_cpu) {
+    NEED_VULKAN();
+    if (lisa_test::assets_dir().empty()) GTEST_SKIP() << "../shared/assets not found (set LISA_ASSETS)";
+    lisa_test::temp_dir td;
+    const std::string q8 = td.path + "/m-q8_0.gguf";
+    auto r = lisa_test::run_lisa("export-gguf --model_name_or_path " + aidreams() + " --outfile " + q8 + " --outtype q8_0");
+    ASSERT_EQ(r.code, 0) << r.output;
+    for (const std::string model_args : {" --model_name_or_path " + q8 + " --method lora --lora_r 4",
+                                         " --model_name_or_path " + q8 + " --method lisa --lisa_activated_layers 1 "
+                                                                          "--lisa_interval_steps 3",
+                                         " --model_name_or_path " + aidreams() + " --method lora --lora_r 4 --base_quant q4_0"}) {
+        lisa_test::temp_dir c, v;
+        std::string out[2];
+        for (int k = 0; k < 2; k++) {
+            auto t = lisa_test::run_lisa(std::string("train --device ") + (k ? "vulkan" : "cpu") + model_args +
+                                         " --dataset_path " + text_data() + " --output_model_path " + (k ? v.path : c.path) +
+                                         " --logging_steps 1 --block_size 64 --per_device_train_batch_size 4 --max_steps 8 "
+                                         "--learning_rate 1e-3 --save_strategy no");
+            ASSERT_EQ(t.code, 0) << t.output;
+            out[k] = t.output;
+        }
+        EXPECT_NE(out[1].find("held in ggml blocks"), std::string::npos) << out[1];
+        EXPECT_EQ(out[1].find("vulkan validation"), std::string::npos) << out[1];
+        expect_same_losses(losses(v.path), losses(c.path), "quantized base:" + model_args);
+    }
+}

@@ -156,6 +156,7 @@ const backend& make_checked(const backend& in) {
         LISA_CHECKED(dropout);
         LISA_CHECKED(embedding_forward);
         LISA_CHECKED(embedding_forward_bf16);
+        LISA_CHECKED(embedding_forward_q);
         LISA_CHECKED(embedding_backward);
         LISA_CHECKED(embedding_backward_rows);
         LISA_CHECKED(lmhead_xent);

@@ -77,7 +77,7 @@ struct backend {
     void (*linear_backward_bf16)(float* dx, const float* dy, const uint16_t* w, int64_t N, int64_t in, int64_t out);
     // the same with the frozen weight in a ggml block type (q8_0, q4_0, q4_K, ...: io/ggml_quants.h):
     // each row of `in` values is whole blocks, dequantized a block of rows at a time (issue #29).
-    // Host-memory backends only (cpu, ref); elsewhere frozen weights are bf16.
+    // Every backend: the CPU ones in tiles of 256 rows, Vulkan in tiles of ~16 MiB (dequant.comp).
     void (*linear_forward_q)(float* y, const float* x, const uint8_t* w, uint32_t type, const float* b, int64_t N,
                              int64_t in, int64_t out);
     void (*linear_backward_q)(float* dx, const float* dy, const uint8_t* w, uint32_t type, int64_t N, int64_t in,
@@ -140,6 +140,10 @@ struct backend {
     // ---- embedding: x[N,D] = table[tokens[n]]
     void (*embedding_forward)(float* x, const int32_t* tokens, const float* table, int64_t N, int64_t D);
     void (*embedding_forward_bf16)(float* x, const int32_t* tokens, const uint16_t* table, int64_t N, int64_t D);
+    // the table in a ggml block type (each row of D values whole blocks), rows dequantized as
+    // looked up.
+    void (*embedding_forward_q)(float* x, const int32_t* tokens, const uint8_t* table, uint32_t type, int64_t N,
+                                int64_t D);
     // dtable[tokens[n]] += dx[n]
     void (*embedding_backward)(float* dtable, const float* dx, const int32_t* tokens, int64_t N, int64_t D);
     // sparse: grad[row_of[tokens[n]]] += dx[n] (row_of maps a token to its gradient row)
@@ -148,10 +152,10 @@ struct backend {
 
     // ---- LM head fused with cross-entropy, in row chunks: never more than chunk×V logits.
     // Rows with targets[n] >= 0: loss_n = logsumexp(x_n·Wᵀ) - (x_n·Wᵀ)[target]; returns Σ loss_n.
-    // dx, dw (may be null) += gradients of grad_scale · Σ loss_n. w16: the head in bf16 when w is
-    // null (frozen). scratch holds lmhead_scratch_floats(chunk, D, V) floats. softcap > 0: the
+    // dx, dw (may be null) += gradients of grad_scale · Σ loss_n. w16: the head held frozen when w
+    // is null, in bf16 (w16_type 30) or a ggml block type. scratch holds lmhead_scratch_floats(chunk, D, V) floats. softcap > 0: the
     // logits are cap·tanh(logit/cap) (Gemma's final_logit_softcapping).
-    double (*lmhead_xent)(float* dx, float* dw, const float* x, const float* w, const uint16_t* w16,
+    double (*lmhead_xent)(float* dx, float* dw, const float* x, const float* w, const void* w16, uint32_t w16_type,
                           const int32_t* targets, int64_t N, int64_t D, int64_t V, float grad_scale, float* scratch,
                           int64_t chunk, float softcap);
 

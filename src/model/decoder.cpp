@@ -47,11 +47,11 @@ float** decoder_weights::slot(const decoder_tensor_info& t) {
     }
 }
 
-// a bf16 matrix's pointer (embedding and head are never block types)
+// a frozen matrix's pointer, bf16 or blocks
 static void set16(decoder_weights16* w, const decoder_tensor_info& t, frozen_ptr p) {
     switch (t.field) {
-        case kFieldEmbed: w->embed = p.bf16(); return;
-        case kFieldHead: w->lm_head = p.bf16(); return;
+        case kFieldEmbed: w->embed = p; return;
+        case kFieldHead: w->lm_head = p; return;
         default: w->layers[t.layer][t.field] = p;
     }
 }
@@ -137,6 +137,9 @@ void decoder_materialize(decoder_model* m, size_t first, size_t last) {
             std::vector<float> f(t.numel);
             ggml_dequantize(qt, q.data(), f.data(), (int64_t)t.numel);
             m->params.write(t.offset, f.data(), t.numel);
+            // trained from here on: held in bf16 when it leaves, so the blocks are given back now
+            m->paramsq.release(m->q_offset[i], ggml_nbytes(qt, (int64_t)t.numel));
+            m->q_type[i] = 0;
         } else {
             m->ctx.be->bf16_to_f32(m->params.data() + t.offset, m->params16.data() + t.offset, (int64_t)t.numel);
         }
@@ -152,20 +155,14 @@ void decoder_dematerialize(decoder_model* m, size_t first, size_t last) {
         if (!t.is_matrix || !m->materialized[i]) continue;
         m->ctx.be->f32_to_bf16(m->params16.data() + t.offset, m->params.data() + t.offset, (int64_t)t.numel);
         m->params.release(t.offset, t.numel);
-        if (decoder_tensor_quantized(*m, i)) {  // trained: held in bf16 from now on, its blocks given back
-            m->paramsq.release(m->q_offset[i], ggml_nbytes((ggml_type)m->q_type[i], (int64_t)t.numel));
-            m->q_type[i] = 0;
-        }
         m->materialized[i] = false;
     }
     decoder_model_rebind(m);
 }
 
-void decoder_model_quantize_base(decoder_model* m, uint32_t type) {
+void decoder_model_quantize_base(decoder_model* m, uint32_t type, bool embed, bool head) {
     const ggml_type t = (ggml_type)type;
     LISA_ASSERT(ggml_can_quantize(t), "--base_quant", "a type lisa.cpp quantizes to");
-    if (std::string(m->ctx.be->name) == "vulkan")
-        fail("--base_quant: the Vulkan backend has no block kernels yet; use --device cpu, or train the bf16 model");
     if (m->cfg.fused_qkv || m->cfg.fused_gate_up)
         fail(strf("--base_quant: %s stores fused projections, which are not held in blocks", m->cfg.architecture.c_str()));
     const backend& be = *m->ctx.be;
@@ -178,12 +175,17 @@ void decoder_model_quantize_base(decoder_model* m, uint32_t type) {
     }
     m->q_offset.resize(n, 0);
     m->q_type.resize(n, 0);
+    auto quantize = [&](size_t i) {
+        const auto& ti = m->tensors[i];
+        const bool wanted = ti.layer >= 0 || (ti.field == kFieldEmbed && embed) || (ti.field == kFieldHead && head);
+        return ti.is_matrix && wanted && m->q_type[i] == 0 && ti.shape[1] % ggml_block_size(t) == 0;
+    };
     // the new blocks after any a GGUF base brought
     std::vector<size_t> off(n, 0);
     size_t bytes = m->paramsq.size();
     for (size_t i = 0; i < n; i++) {
         const auto& ti = m->tensors[i];
-        if (!ti.is_matrix || ti.layer < 0 || m->q_type[i] != 0 || ti.shape[1] % ggml_block_size(t) != 0) continue;
+        if (!quantize(i)) continue;
         off[i] = bytes;
         bytes += (ggml_nbytes(t, (int64_t)ti.numel) + 63) / 64 * 64;
     }
@@ -193,7 +195,7 @@ void decoder_model_quantize_base(decoder_model* m, uint32_t type) {
     std::vector<uint8_t> blocks;
     for (size_t i = 0; i < n; i++) {
         const auto& ti = m->tensors[i];
-        if (!ti.is_matrix || ti.layer < 0 || m->q_type[i] != 0 || ti.shape[1] % ggml_block_size(t) != 0) continue;
+        if (!quantize(i)) continue;
         const std::vector<float> v = decoder_tensor_values(*m, i);
         blocks.resize(ggml_nbytes(t, (int64_t)ti.numel));
         ggml_quantize(t, v.data(), blocks.data(), (int64_t)ti.numel);
@@ -518,7 +520,8 @@ static void check_ids(const decoder_model& m, const int32_t* ids, int64_t n, con
 // x = embed_scale · embedding rows (Gemma scales by sqrt(hidden_size); the tied head does not)
 static void embed_fwd(const decoder_model& m, float* x, const int32_t* tokens, int64_t N) {
     if (m.w.embed) m.ctx.be->embedding_forward(x, tokens, m.w.embed, N, m.cfg.hidden_size);
-    else m.ctx.be->embedding_forward_bf16(x, tokens, m.w16.embed, N, m.cfg.hidden_size);
+    else if (m.w16.embed.is_bf16()) m.ctx.be->embedding_forward_bf16(x, tokens, m.w16.embed.bf16(), N, m.cfg.hidden_size);
+    else m.ctx.be->embedding_forward_q(x, tokens, (const uint8_t*)m.w16.embed.p, m.w16.embed.type, N, m.cfg.hidden_size);
     if (m.cfg.embed_scale != 1.0) m.ctx.be->scale(x, N * m.cfg.hidden_size, (float)m.cfg.embed_scale);
 }
 
@@ -533,7 +536,8 @@ static void head_logits(const decoder_model& m, float* logits, const float* xn, 
     const backend& K = *m.ctx.be;
     const int64_t D = m.cfg.hidden_size, V = m.cfg.vocab_size;
     if (m.w.lm_head) K.linear_forward(logits, xn, m.w.lm_head, nullptr, N, D, V);
-    else K.linear_forward_bf16(logits, xn, m.w16.lm_head, nullptr, N, D, V);
+    else if (m.w16.lm_head.is_bf16()) K.linear_forward_bf16(logits, xn, m.w16.lm_head.bf16(), nullptr, N, D, V);
+    else K.linear_forward_q(logits, xn, (const uint8_t*)m.w16.lm_head.p, m.w16.lm_head.type, nullptr, N, D, V);
     if (m.cfg.final_logit_softcap > 0) K.softcap(logits, N * V, (float)m.cfg.final_logit_softcap);
 }
 
@@ -602,7 +606,7 @@ double decoder_forward_backward(const decoder_model& m, decoder_acts* a, decoder
     a->training = gr != nullptr;  // loss only (evaluation): no dropout
     decoder_forward(m, a, tokens);
     if (!gr)
-        return K.lmhead_xent(nullptr, nullptr, a->xn_f, m.w.lm_head, m.w16.lm_head, a->targets.data(), N, D, V, 0.0f,
+        return K.lmhead_xent(nullptr, nullptr, a->xn_f, m.w.lm_head, m.w16.lm_head.p, m.w16.lm_head.type, a->targets.data(), N, D, V, 0.0f,
                              a->head_scratch, a->head_chunk, (float)c.final_logit_softcap);
     const decoder_weights& g = gr->g;
     // Lowest layer whose backward is needed: below it nothing is trainable.
@@ -622,7 +626,7 @@ double decoder_forward_backward(const decoder_model& m, decoder_acts* a, decoder
     // LM head + cross-entropy: dxn_f into dxn, head weight gradient into g.lm_head
     K.zero(a->dxn, N * D);
     K.zero(a->dresid, N * D);
-    double loss = K.lmhead_xent(a->dxn, g.lm_head, a->xn_f, m.w.lm_head, m.w16.lm_head, a->targets.data(), N, D, V,
+    double loss = K.lmhead_xent(a->dxn, g.lm_head, a->xn_f, m.w.lm_head, m.w16.lm_head.p, m.w16.lm_head.type, a->targets.data(), N, D, V,
                                 grad_scale, a->head_scratch, a->head_chunk, (float)c.final_logit_softcap);
     K.rmsnorm_backward(a->dresid, g.norm, a->dxn, a->resid[c.num_layers], m.w.norm, a->rstd_f, N, D,
                        (float)c.norm_weight_offset);

@@ -44,12 +44,12 @@ enum { kFieldEmbed = -1, kFieldNorm = -2, kFieldHead = -3 };
 // The size table of a config (names, shapes, offsets), in the order tensors are stored.
 std::vector<decoder_tensor_info> decoder_tensor_table(const model_config& c);
 
-// bf16 copies of the matrices of a model kept in bf16 ("half" mode), same layout as the fp32
-// pointers; null in fp32 mode.
+// The frozen copies of the matrices of a model kept in bf16 ("half" mode), bf16 or ggml blocks
+// (a quantized base), same layout as the fp32 pointers; null in fp32 mode.
 struct decoder_weights16 {
-    const uint16_t*                    embed = nullptr;
+    frozen_ptr                           embed;
     std::vector<decoder_layer_weights16> layers;
-    const uint16_t*                    lm_head = nullptr;
+    frozen_ptr                           lm_head;
 };
 
 // LoRA adapters on the decoder's Linear layers, computed unmerged (y += s·B·A·x) so that only
@@ -91,11 +91,11 @@ struct decoder_model {
     device_array<uint16_t>         params16;
     decoder_weights16                w16;           // bf16 or block-type frozen matrices
     std::vector<bool>              materialized;  // per tensor, half mode: fp32 copy is current
-    // A quantized base (a GGUF file's blocks, issue #29; half mode, host-memory backends): the
-    // decoder layers' frozen matrices kept in their ggml block type in paramsq, each at
-    // q_offset[i] bytes; q_type[i] is that type, or 0 for a matrix held in bf16 / fp32. A layer
-    // LISA draws is dequantized into its fp32 master; when it leaves, the master goes to bf16
-    // (params16) and its blocks are given back.
+    // A quantized base (a GGUF file's blocks, or --base_quant; issue #29; half mode, host-memory
+    // backends): frozen matrices kept in their ggml block type in paramsq, each at q_offset[i]
+    // bytes; q_type[i] is that type, or 0 for a matrix held in bf16 / fp32. A matrix that starts
+    // training (a layer LISA draws, a trained embedding) is dequantized into its fp32 master and
+    // its blocks are given back; when a LISA layer leaves, its master goes to bf16 (params16).
     device_array<uint8_t>          paramsq;
     std::vector<size_t>            q_offset;
     std::vector<uint32_t>          q_type;
@@ -118,9 +118,11 @@ void decoder_materialize(decoder_model* m, size_t first, size_t last);
 // stay blocks where the checkpoint holds exactly their values in bf16 (not trained since).
 void decoder_model_take_weights(decoder_model* m, decoder_model* c);
 // --base_quant: the decoder layers' frozen matrices (rows of whole blocks) into ggml blocks of
-// type t (q8_0, q4_0, q4_K), the model switched to half mode if it was not; a matrix already in
-// blocks keeps them. CPU backends only (fails naming the flag elsewhere).
-void decoder_model_quantize_base(decoder_model* m, uint32_t type);
+// type t (q8_0, q4_0, q4_K), and the embedding / head too when `embed` / `head` (when they stay
+// frozen: a trained one keeps its exact values for its fp32 master), the model switched to half
+// mode if it was not; a matrix already in blocks keeps them. CPU backends only (fails naming the
+// flag elsewhere).
+void decoder_model_quantize_base(decoder_model* m, uint32_t type, bool embed, bool head);
 // Whether tensor i is held in a ggml block type (a quantized base's frozen matrix).
 bool decoder_tensor_quantized(const decoder_model& m, size_t i);
 void decoder_dematerialize(decoder_model* m, size_t first, size_t last);

@@ -147,16 +147,15 @@ static std::unique_ptr<decoder_model> decoder_model_load_gguf(const gguf_model& 
     std::unique_ptr<decoder_model> m = decoder_model_init(g.cfg, half, be_in);
     m->source_dir = path;
     const backend& be = *m->ctx.be;
-    // the decoder layers' block-type matrices stay as the file holds them (CPU backends: Vulkan has
-    // no block kernels yet; the embedding and head are held in bf16)
-    const bool keep_blocks = half && std::string(be.name) != "vulkan" && !g.cfg.fused_qkv && !g.cfg.fused_gate_up;
+    // the block-type matrices stay as the file holds them, the embedding and head included
+    const bool keep_blocks = half && !g.cfg.fused_qkv && !g.cfg.fused_gate_up;
     m->q_offset.assign(m->tensors.size(), 0);
     m->q_type.assign(m->tensors.size(), 0);
     size_t q_bytes = 0;
     for (size_t ti = 0; keep_blocks && ti < m->tensors.size(); ti++) {
         const auto& info = m->tensors[ti];
         const ggml_type t = gguf_model_type(g, info);
-        if (!info.is_matrix || info.layer < 0 || ggml_block_size(t) == 1) continue;
+        if (!info.is_matrix || ggml_block_size(t) == 1) continue;
         m->q_type[ti] = (uint32_t)t;
         m->q_offset[ti] = q_bytes;
         q_bytes += (ggml_nbytes(t, (int64_t)info.numel) + 63) / 64 * 64;

@@ -242,7 +242,10 @@ struct trainer {
                                  : o.base_quant == "q4_K" ? ggml_type::q4_K : ggml_type::f32;
             if (bq == ggml_type::f32) fail("--base_quant " + o.base_quant + ": expected q8_0, q4_0 or q4_K");
             if (o.method == train_method::full) fail("--base_quant: full fine-tuning trains every matrix; nothing stays frozen");
-            decoder_model_quantize_base(m.get(), (uint32_t)bq);
+            // the embedding and head too where they stay frozen (LoRA; LISA told not to train them)
+            const bool lisa = o.method == train_method::lisa;
+            decoder_model_quantize_base(m.get(), (uint32_t)bq, !lisa || !o.lisa_train_embeddings,
+                                        !lisa || !o.lisa_train_head);
         }
         threads = threads_choose(o.threads);
         m->ctx.threads = m->ctx.max_threads = threads.n;
@@ -657,14 +660,25 @@ struct trainer {
         }
         if (m->paramsq.size() > 0) {  // a quantized base: what its frozen blocks take, and what training adds
             std::map<std::string, size_t> by_type;
-            size_t n = 0;
-            for (size_t i = 0; i < m->tensors.size(); i++)
-                if (decoder_tensor_quantized(*m, i)) by_type[ggml_type_name((ggml_type)m->q_type[i])]++, n++;
+            size_t n = 0, bytes = 0;
+            std::string ends;  // the embedding and head: in blocks, trained, or bf16
+            for (size_t i = 0; i < m->tensors.size(); i++) {
+                const decoder_tensor_info& t = m->tensors[i];
+                const bool q = decoder_tensor_quantized(*m, i);
+                if (q) bytes += ggml_nbytes((ggml_type)m->q_type[i], (int64_t)t.numel);
+                if (t.layer >= 0 && q) by_type[ggml_type_name((ggml_type)m->q_type[i])]++, n++;
+                if (t.field != kFieldEmbed && t.field != kFieldHead) continue;
+                const char* what = t.field == kFieldEmbed ? (m->cfg.tie_word_embeddings ? "embedding (tied head)" : "embedding")
+                                                          : "head";
+                ends += strf("; %s %s", what,
+                             q ? strf("in %s blocks", ggml_type_name((ggml_type)m->q_type[i])).c_str()
+                             : m->materialized[i] ? "trained (fp32 master)" : "in bf16");
+            }
             std::string types;
             for (const auto& [t, k] : by_type) types += (types.empty() ? "" : ", ") + strf("%zu %s", k, t.c_str());
-            info(strf("base: %zu frozen layer matrices held in ggml blocks (%s; %.1f MiB), the rest as loaded; a layer "
-                      "that trains gets an fp32 master and is held in bf16 after it leaves (2 bytes per value)",
-                      n, types.c_str(), (double)m->paramsq.size() / (1 << 20)));
+            info(strf("base: %zu frozen layer matrices held in ggml blocks (%s)%s; %.1f MiB of blocks; a layer that "
+                      "trains gets an fp32 master and is held in bf16 after it leaves (2 bytes per value)",
+                      n, types.c_str(), ends.c_str(), (double)bytes / (1 << 20)));
         }
         {  // what padding would cost on this data (the first epoch's batches)
             std::vector<size_t> first = epoch_order(data.samples.size(), o.seed, 0, o.shuffle);

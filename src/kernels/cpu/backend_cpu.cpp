@@ -472,6 +472,12 @@ void embedding_forward_bf16(float* x, const int32_t* tokens, const uint16_t* tab
     }
 }
 
+void embedding_forward_q(float* x, const int32_t* tokens, const uint8_t* table, uint32_t type, int64_t N, int64_t D) {
+    const size_t row_bytes = ggml_nbytes((ggml_type)type, D);
+#pragma omp parallel for schedule(dynamic, kRowChunk)
+    for (int64_t n = 0; n < N; n++) ggml_dequantize((ggml_type)type, table + (size_t)tokens[n] * row_bytes, x + n * D, D);
+}
+
 void embedding_backward(float* dtable, const float* dx, const int32_t* tokens, int64_t N, int64_t D) {
     // parallel over columns: a token may repeat, so rows would race; columns never do
 #pragma omp parallel for schedule(dynamic, kRowChunk)
@@ -480,7 +486,7 @@ void embedding_backward(float* dtable, const float* dx, const int32_t* tokens, i
 }
 
 // ============================================================================ lm head + cross-entropy
-double lmhead_xent(float* dx, float* dw, const float* x, const float* w, const uint16_t* w16, const int32_t* targets,
+double lmhead_xent(float* dx, float* dw, const float* x, const float* w, const void* w16, uint32_t w16_type, const int32_t* targets,
                    int64_t N, int64_t D, int64_t V, float grad_scale, float* buf, int64_t chunk, float cap) {
     float* logits = buf;                     // [chunk, V]
     float* xs = buf + chunk * V;             // [chunk, D] gathered input rows
@@ -503,7 +509,8 @@ double lmhead_xent(float* dx, float* dw, const float* x, const float* w, const u
         if (R == 0) continue;
         for (int64_t r = 0; r < R; r++) std::memcpy(xs + r * D, x + rows[r] * D, D * sizeof(float));
         if (w) linear_forward(logits, xs, w, nullptr, R, D, V);
-        else linear_forward_bf16(logits, xs, w16, nullptr, R, D, V);
+        else if (w16_type == (uint32_t)ggml_type::bf16) linear_forward_bf16(logits, xs, (const uint16_t*)w16, nullptr, R, D, V);
+        else linear_forward_q(logits, xs, (const uint8_t*)w16, w16_type, nullptr, R, D, V);
         const bool grad = dx || dw;
 #pragma omp parallel for schedule(dynamic, kRowChunk)
         for (int64_t r = 0; r < R; r++) {
@@ -536,7 +543,8 @@ double lmhead_xent(float* dx, float* dw, const float* x, const float* w, const u
         if (dx) {
             std::memset(dxs, 0, R * D * sizeof(float));
             if (w) linear_backward(dxs, nullptr, nullptr, logits, xs, w, R, D, V);
-            else linear_backward_bf16(dxs, logits, w16, R, D, V);
+            else if (w16_type == (uint32_t)ggml_type::bf16) linear_backward_bf16(dxs, logits, (const uint16_t*)w16, R, D, V);
+            else linear_backward_q(dxs, logits, (const uint8_t*)w16, w16_type, R, D, V);
             for (int64_t r = 0; r < R; r++) {
                 float* d = dx + rows[r] * D;
                 for (int64_t i = 0; i < D; i++) d[i] += dxs[r * D + i];
@@ -738,6 +746,7 @@ const backend& backend_cpu_plain() {
         cpu::dropout,
         cpu::embedding_forward,
         cpu::embedding_forward_bf16,
+        cpu::embedding_forward_q,
         cpu::embedding_backward,
         cpu::embedding_backward_rows,
         cpu::lmhead_xent,

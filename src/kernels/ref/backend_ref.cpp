@@ -332,6 +332,12 @@ static void embedding_forward_bf16(float* x, const int32_t* tokens, const uint16
         for (int64_t i = 0; i < D; i++) x[n * D + i] = bf16_to_f32(table[(int64_t)tokens[n] * D + i]);
 }
 
+static void embedding_forward_q(float* x, const int32_t* tokens, const uint8_t* table, uint32_t type, int64_t N,
+                                int64_t D) {
+    const size_t row_bytes = ggml_nbytes((ggml_type)type, D);
+    for (int64_t n = 0; n < N; n++) ggml_dequantize((ggml_type)type, table + (size_t)tokens[n] * row_bytes, x + n * D, D);
+}
+
 static void embedding_backward(float* dtable, const float* dx, const int32_t* tokens, int64_t N, int64_t D) {
     for (int64_t n = 0; n < N; n++)
         for (int64_t i = 0; i < D; i++) dtable[(int64_t)tokens[n] * D + i] += dx[n * D + i];
@@ -343,11 +349,12 @@ static void embedding_backward_rows(float* grad, const int32_t* row_of, const fl
         for (int64_t i = 0; i < D; i++) grad[(int64_t)row_of[tokens[n]] * D + i] += dx[n * D + i];
 }
 
-static double lmhead_xent(float* dx, float* dw, const float* x, const float* w, const uint16_t* w16,
+static double lmhead_xent(float* dx, float* dw, const float* x, const float* w, const void* w16, uint32_t w16_type,
                           const int32_t* targets, int64_t N, int64_t D, int64_t V, float grad_scale, float*, int64_t,
                           float cap) {
     std::vector<float> wf;
-    if (!w) wf = widen(w16, V * D), w = wf.data();
+    if (!w && w16_type == 30) wf = widen((const uint16_t*)w16, V * D), w = wf.data();
+    if (!w) wf.resize(V * D), ggml_dequantize((ggml_type)w16_type, (const uint8_t*)w16, wf.data(), V * D), w = wf.data();
     std::vector<double> z(V), th(V);
     double total = 0;
     for (int64_t n = 0; n < N; n++) {
@@ -471,6 +478,7 @@ const backend& backend_ref() {
         ref::dropout,
         ref::embedding_forward,
         ref::embedding_forward_bf16,
+        ref::embedding_forward_q,
         ref::embedding_backward,
         ref::embedding_backward_rows,
         ref::lmhead_xent,

@@ -22,6 +22,7 @@
 #include <vulkan/vulkan.h>
 
 #include "core/error.h"
+#include "io/ggml_quants.h"
 #include "kernels/host_memory.h"
 #include "kernels/vulkan/shaders.h"
 
@@ -180,6 +181,8 @@ struct device {
     std::vector<float>              partials;  // sum_of_squares: the workgroups' sums on the host
     float*                          scratch = nullptr;  // device floats for kernels' partial results
     size_t                          scratch_n = 0;
+    float*                          tile = nullptr;     // a block-type weight's rows dequantized for a product
+    size_t                          tile_n = 0;
     std::recursive_mutex            mu;
 };
 
@@ -714,14 +717,58 @@ static void linear_backward(float* dx, float* dw, float* db, const float* dy, co
     if (dw) gemm_b(true, false, out, in, N, 1.0f, dy, out, x, nullptr, in, 1.0f, dw, in);
     if (db) bias(const_cast<float*>(dy), db, N, out, 1);
 }
-// Quantized frozen weights stay on host-memory backends (models load them in bf16 for Vulkan).
-[[noreturn]] static void no_quantized() {
-    fail("vulkan: frozen weights in ggml block types are not on the Vulkan backend yet (loaded in bf16 there)");
+// ---- frozen weights in ggml block types (issue #29): dequant.comp turns a tile of rows into
+// fp32 (the CPU's values bit for bit), which the fp32 product then uses: never the whole matrix
+// in fp32, as the CPU backend's 256-row tiles
+
+static void dequant(float* dst, const uint8_t* w, uint32_t type, int64_t first, int64_t n, const int32_t* tokens,
+                    int64_t D) {
+    LOCK;
+    LISA_ASSERT(ggml_block_size((ggml_type)type) > 1, "vulkan dequant", "a ggml block type");
+    LISA_ASSERT(first + n < ((int64_t)1 << 32) && ggml_nbytes((ggml_type)type, first + n) < ((size_t)1 << 32),
+                "vulkan dequant", "a block-type tensor under 4 GiB");
+    struct { uint64_t src, dst, tokens; uint32_t n, type, D, mode, first; } pc{
+        addr(d, w, "dequant"), addr(d, dst, "dequant"), addr(d, tokens, "dequant"), (uint32_t)n, type, (uint32_t)D,
+        tokens ? 1u : 0u, (uint32_t)first};
+    dispatch(d, "dequant", groups_for(n), pc);
 }
-static void linear_forward_q(float*, const float*, const uint8_t*, uint32_t, const float*, int64_t, int64_t, int64_t) {
-    no_quantized();
+// rows of W per tile: about 16 MiB of fp32, whole rows, at least one
+static int64_t tile_rows(int64_t in, int64_t out) { return std::max<int64_t>(1, std::min<int64_t>(out, ((int64_t)1 << 22) / in)); }
+static float* tile(device& d, size_t n) {
+    if (n > d.tile_n) {
+        if (d.tile) mem_free(d.tile, d.tile_n * 4);
+        d.tile = (float*)mem_alloc(n * 4);
+        d.tile_n = n;
+    }
+    return d.tile;
 }
-static void linear_backward_q(float*, const float*, const uint8_t*, uint32_t, int64_t, int64_t, int64_t) { no_quantized(); }
+static void linear_forward_q(float* y, const float* x, const uint8_t* w, uint32_t type, const float* b, int64_t N,
+                             int64_t in, int64_t out) {
+    LOCK;
+    const int64_t R = tile_rows(in, out);
+    float* t = tile(d, (size_t)(R * in));
+    for (int64_t r0 = 0; r0 < out; r0 += R) {  // y[:, r0:r0+nr] = x · W[r0:r0+nr, :]ᵀ
+        const int64_t nr = std::min(R, out - r0);
+        dequant(t, w, type, r0 * in, nr * in, nullptr, in);
+        gemm_b(false, true, N, nr, in, 1.0f, x, in, t, nullptr, in, 0.0f, y + r0, out);
+    }
+    if (b) bias(y, const_cast<float*>(b), N, out, 0);
+}
+static void linear_backward_q(float* dx, const float* dy, const uint8_t* w, uint32_t type, int64_t N, int64_t in,
+                              int64_t out) {
+    LOCK;
+    const int64_t R = tile_rows(in, out);
+    float* t = tile(d, (size_t)(R * in));
+    for (int64_t r0 = 0; r0 < out; r0 += R) {  // dx += dy[:, r0:r0+nr] · W[r0:r0+nr, :]
+        const int64_t nr = std::min(R, out - r0);
+        dequant(t, w, type, r0 * in, nr * in, nullptr, in);
+        gemm_b(false, false, N, in, nr, 1.0f, dy + r0, out, t, nullptr, in, 1.0f, dx, in);
+    }
+}
+static void embedding_forward_q(float* x, const int32_t* tokens, const uint8_t* table, uint32_t type, int64_t N,
+                                int64_t D) {
+    dequant(x, table, type, 0, N * D, tokens, D);
+}
 
 static void linear_backward_bf16(float* dx, const float* dy, const uint16_t* w, int64_t N, int64_t in, int64_t out) {
     gemm_b(false, false, N, in, out, 1.0f, dy, out, nullptr, w, in, 1.0f, dx, in);
@@ -836,21 +883,26 @@ static void attention_forward_kv(float* out, const float* q, const float* kc, co
 // ---- LM head with cross-entropy, in chunks of rows: logits of a chunk by a matrix product into
 // scratch, the loss and d logits by xent.comp, then dx and dw by two more products
 
-static double lmhead_xent(float* dx, float* dw, const float* x, const float* w, const uint16_t* w16,
-                          const int32_t* targets, int64_t N, int64_t D, int64_t V, float grad_scale, float* scr,
-                          int64_t chunk, float softcap) {
+static double lmhead_xent(float* dx, float* dw, const float* x, const float* w, const void* w16_any,
+                          uint32_t w16_type, const int32_t* targets, int64_t N, int64_t D, int64_t V, float grad_scale,
+                          float* scr, int64_t chunk, float softcap) {
+    const bool blocks = !w && w16_type != 30;  // a frozen head in a ggml block type
+    const uint16_t* w16 = blocks ? nullptr : (const uint16_t*)w16_any;
+    const uint8_t* wq = blocks ? (const uint8_t*)w16_any : nullptr;
     LOCK;
     if (N <= 0) return 0.0;
     float* loss = scratch(d, (size_t)N);
     for (int64_t c0 = 0; c0 < N; c0 += chunk) {
         const int64_t rows = std::min(chunk, N - c0);
         float* logits = scr;  // [rows, V]
-        gemm_b(false, true, rows, V, D, 1.0f, x + c0 * D, D, w, w ? nullptr : w16, D, 0.0f, logits, V);
+        if (blocks) linear_forward_q(logits, x + c0 * D, wq, w16_type, nullptr, rows, D, V);
+        else gemm_b(false, true, rows, V, D, 1.0f, x + c0 * D, D, w, w ? nullptr : w16, D, 0.0f, logits, V);
         struct { uint64_t logits, targets, loss; uint32_t rows, V; float grad_scale, cap; } pc{
             addr(d, logits, "lmhead_xent"), addr(d, targets + c0, "lmhead_xent"), addr(d, loss + c0, "lmhead_xent"),
             (uint32_t)rows, (uint32_t)V, grad_scale, softcap};
         dispatch(d, "xent", (uint32_t)std::min<int64_t>(rows, kMaxGroups), pc);
-        if (dx) gemm_b(false, false, rows, D, V, 1.0f, logits, V, w, w ? nullptr : w16, D, 1.0f, dx + c0 * D, D);
+        if (dx && blocks) linear_backward_q(dx + c0 * D, logits, wq, w16_type, rows, D, V);
+        else if (dx) gemm_b(false, false, rows, D, V, 1.0f, logits, V, w, w ? nullptr : w16, D, 1.0f, dx + c0 * D, D);
         if (dw) gemm_b(true, false, V, D, rows, 1.0f, logits, V, x + c0 * D, nullptr, D, 1.0f, dw, D);
     }
     d.partials.resize((size_t)N);
@@ -960,6 +1012,7 @@ t.gemm = vk::gemm;
         t.copy = vk::copy;
         t.embedding_forward = vk::embedding_forward;
         t.embedding_forward_bf16 = vk::embedding_forward_bf16;
+        t.embedding_forward_q = vk::embedding_forward_q;
         t.adamw_update = vk::adamw_update;
         t.sum_of_squares = vk::sum_of_squares;
         t.fill = vk::fill;
