@@ -13,6 +13,7 @@
 #include "infer/generate.h"
 #include "tokenizer/tokenizer.h"
 #include "train/optim.h"
+#include "train/preference.h"
 #include <set>
 #include "test_util.h"
 
@@ -616,3 +617,124 @@ TEST(tinystories, lisa_lora_and_full_fine_tunes_train_and_load) {
         EXPECT_LT(after, 0.9 * before) << method << ": 10 steps on three stories must lower their loss";
     }
 }
+
+// ------------------------------------------------------------------ preference objectives (issue #30)
+// DPO (sigmoid, label-smoothed, hinge, IPO) and ORPO on pairs of replies to shared prompts,
+// against PyTorch's autograd of the published formulas (make_golden.py make_preference): the
+// loss, TRL's metrics, every gradient of full fine-tuning, and LoRA's adapter gradients.
+// Chosen and rejected replies differ in length; each pair's rows are right-padded.
+struct pref_case {
+    std::vector<int32_t>      ids, labels;
+    int64_t                   B = 0, T = 0;
+    std::vector<pref_pair>    pairs;  // lengths and reference sums (the policy's filled in per run)
+    json                      meta;
+};
+
+static pref_case load_pref_case() {
+    pref_case c;
+    c.meta = json::parse(fs_read_text(lisa_test::golden_dir("preference") + "/pairs.json"));
+    std::vector<std::vector<int32_t>> rows, labs;
+    for (size_t i = 0; i < c.meta["pairs"].size(); i++) {
+        const json& p = c.meta["pairs"][i];
+        const auto prompt = p["prompt"].get<std::vector<int32_t>>();
+        pref_pair pp;
+        for (const char* k : {"chosen", "rejected"}) {
+            const auto reply = p[k].get<std::vector<int32_t>>();
+            std::vector<int32_t> ids = prompt, lab(prompt.size(), -100);
+            ids.insert(ids.end(), reply.begin(), reply.end());
+            lab.insert(lab.end(), reply.begin(), reply.end());
+            rows.push_back(ids);
+            labs.push_back(lab);
+            (k[0] == 'c' ? pp.len_chosen : pp.len_rejected) = (int64_t)reply.size();
+        }
+        pp.ref_chosen = c.meta["ref_chosen"][i].get<double>();
+        pp.ref_rejected = c.meta["ref_rejected"][i].get<double>();
+        c.pairs.push_back(pp);
+    }
+    c.B = (int64_t)rows.size();
+    for (const auto& r : rows) c.T = std::max(c.T, (int64_t)r.size());
+    for (int64_t b = 0; b < c.B; b++) {
+        rows[b].resize(c.T, 0);
+        labs[b].resize(c.T, -100);
+        c.ids.insert(c.ids.end(), rows[b].begin(), rows[b].end());
+        c.labels.insert(c.labels.end(), labs[b].begin(), labs[b].end());
+    }
+    return c;
+}
+
+// one step of the objective: the loss and metrics; gradients accumulated into gr
+static pref_result pref_step(const decoder_model& m, const pref_case& c, const pref_options& o, decoder_grads* gr) {
+    decoder_acts a;
+    decoder_acts_init(&a, m, c.B, c.T);
+    std::vector<decoder_span> spans;
+    for (int64_t b = 0; b < c.B; b++) spans.push_back({b * c.T, c.T});
+    std::vector<double> logp(spans.size());
+    decoder_span_logps(m, &a, c.ids.data(), c.labels.data(), spans.data(), spans.size(), true, logp.data());
+    std::vector<pref_pair> pairs = c.pairs;
+    for (size_t i = 0; i < pairs.size(); i++) pairs[i].logp_chosen = logp[2 * i], pairs[i].logp_rejected = logp[2 * i + 1];
+    pref_result r = pref_batch(o, pairs);
+    std::vector<double> w(spans.size());
+    for (size_t i = 0; i < pairs.size(); i++) w[2 * i] = r.dlogp_chosen[i], w[2 * i + 1] = r.dlogp_rejected[i];
+    decoder_span_backward(m, &a, gr, c.ids.data(), spans.data(), spans.size(), w.data());
+    return r;
+}
+
+class golden_preference : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(golden_preference, loss_metrics_and_every_gradient_match_pytorch) {
+    const std::string name = GetParam();
+    const pref_case c = load_pref_case();
+    const json& v = c.meta["variants"][name];
+    pref_options o;
+    o.objective = pref_objective_parse(v["objective"].get<std::string>());
+    o.loss_type = pref_loss_type_parse(v["loss_type"].get<std::string>());
+    o.beta = v["beta"].get<double>();
+    o.label_smoothing = v["label_smoothing"].get<double>();
+    auto gold = st_open(lisa_test::golden_dir("preference") + "/golden.safetensors");
+    // full fine-tuning: every parameter's gradient
+    auto m = decoder_model_load(lisa_test::golden_dir("llama2") + "/model");
+    decoder_grads gr;
+    decoder_grads_init(&gr, *m);
+    const pref_result r = pref_step(*m, c, o, &gr);
+    const float want = lisa_test::read_f32(*gold, name + ".loss")[0];
+    EXPECT_NEAR(r.loss, want, 1e-4 * std::fabs(want)) << name << " loss";
+    for (const char* k : {"rewards_chosen", "rewards_rejected", "rewards_margin", "logps_chosen", "logps_rejected"}) {
+        const double got = std::string(k) == "rewards_chosen"     ? r.rewards_chosen
+                           : std::string(k) == "rewards_rejected" ? r.rewards_rejected
+                           : std::string(k) == "rewards_margin"   ? r.rewards_margin
+                           : std::string(k) == "logps_chosen"     ? r.logps_chosen
+                                                                  : r.logps_rejected;
+        EXPECT_NEAR(got, v[k].get<double>(), 1e-4 * std::max(1.0, std::fabs(v[k].get<double>()))) << name << " " << k;
+    }
+    EXPECT_EQ(r.rewards_accuracy, v["rewards_accuracy"].get<double>()) << name;
+    for (size_t i = 0; i < m->tensors.size(); i++) {
+        const auto& t = m->tensors[i];
+        const std::vector<float> g = lisa_test::read_f32(*gold, name + ".grad." + t.name);
+        const float* mine = decoder_grad_of(gr, *m, i);
+        ASSERT_NE(mine, nullptr);
+        EXPECT_LT(lisa_test::rel_err(device_read(*m->ctx.be, mine, t.numel).data(), g.data(), t.numel), 1e-3)
+            << name << ": gradient of " << t.name;
+    }
+    if (name != "dpo_sigmoid" && name != "orpo") return;
+    // LoRA (r 2, scale 1.5, every Linear): the adapters' gradients, the base frozen
+    auto ml = decoder_model_load(lisa_test::golden_dir("llama2") + "/model");
+    lora_fixture fx;
+    attach_lora(ml.get(), &fx, gold.get(), 1.5f, 0.0f);
+    const pref_result rl = pref_step(*ml, c, o, &fx.gr);
+    const float want_l = lisa_test::read_f32(*gold, name + ".lora.loss")[0];
+    EXPECT_NEAR(rl.loss, want_l, 1e-4 * std::fabs(want_l)) << name << " LoRA loss";
+    for (int l = 0; l < (int)ml->cfg.num_layers; l++)
+        for (int t = 0; t < LORA_N; t++) {
+            if (!lora_target_present(ml->cfg, t)) continue;
+            const std::string mod = lora_module_name(l, t);
+            for (const char* ab : {"A", "B"}) {
+                const std::vector<float> g = lisa_test::read_f32(*gold, name + ".lora.grad." + mod + "." + ab);
+                const float* mine = ab[0] == 'A' ? fx.gr.lora[l].A[t] : fx.gr.lora[l].B[t];
+                const std::vector<float> got = device_read(*ml->ctx.be, mine, g.size());
+                EXPECT_LT(lisa_test::rel_err(got.data(), g.data(), g.size()), 1e-3) << name << " LoRA " << mod << "." << ab;
+            }
+        }
+}
+
+INSTANTIATE_TEST_SUITE_P(objectives, golden_preference,
+                         ::testing::Values("dpo_sigmoid", "dpo_smoothed", "dpo_hinge", "dpo_ipo", "orpo"));

@@ -584,11 +584,10 @@ void decoder_logits(const decoder_model& m, const decoder_acts& a, float* logits
 
 // ------------------------------------------------------------------ backward
 
-double decoder_forward_backward(const decoder_model& m, decoder_acts* a, decoder_grads* gr, const int32_t* tokens,
-                              const int32_t* labels, float grad_scale, int64_t* n_tokens) {
-    const model_config& c = m.cfg;
-    const backend& K = *m.ctx.be;
-    const int64_t B = a->B, T = a->T, N = B * T, D = c.hidden_size, V = c.vocab_size;
+// targets[n] = the label position n is trained to predict (labels shifted by one inside each
+// sample, -100 where none), written to the device; returns how many there are.
+static int64_t set_targets(const decoder_model& m, decoder_acts* a, const int32_t* labels) {
+    const int64_t B = a->B, T = a->T, N = B * T;
     check_ids(m, labels, N, "labels", true);
     // shift: position t predicts labels[t+1] of the same sample (never the first token of the next
     // sample in a row of several)
@@ -602,12 +601,18 @@ double decoder_forward_backward(const decoder_model& m, decoder_acts* a, decoder
             count += y >= 0;
         }
     a->targets.write(0, a->host_targets.data(), (size_t)N);
-    if (n_tokens) *n_tokens = count;
-    a->training = gr != nullptr;  // loss only (evaluation): no dropout
-    decoder_forward(m, a, tokens);
-    if (!gr)
-        return K.lmhead_xent(nullptr, nullptr, a->xn_f, m.w.lm_head, m.w16.lm_head.p, m.w16.lm_head.type, a->targets.data(), N, D, V, 0.0f,
-                             a->head_scratch, a->head_chunk, (float)c.final_logit_softcap);
+    return count;
+}
+
+// The backward below the LM head: `head` computes the head's loss and gradients (dxn, and the
+// head weight's into g.lm_head) after dxn and dresid are zeroed; then the final norm, the layers
+// (from the lowest one that trains) and the embedding. Returns what `head` returned.
+template <typename Head>
+static double backward_through(const decoder_model& m, decoder_acts* a, decoder_grads* gr, const int32_t* tokens,
+                               Head head) {
+    const model_config& c = m.cfg;
+    const backend& K = *m.ctx.be;
+    const int64_t N = a->B * a->T, D = c.hidden_size, V = c.vocab_size;
     const decoder_weights& g = gr->g;
     // Lowest layer whose backward is needed: below it nothing is trainable.
     int64_t lowest = 0;
@@ -623,11 +628,9 @@ double decoder_forward_backward(const decoder_model& m, decoder_acts* a, decoder
             }
         }
     }
-    // LM head + cross-entropy: dxn_f into dxn, head weight gradient into g.lm_head
     K.zero(a->dxn, N * D);
     K.zero(a->dresid, N * D);
-    double loss = K.lmhead_xent(a->dxn, g.lm_head, a->xn_f, m.w.lm_head, m.w16.lm_head.p, m.w16.lm_head.type, a->targets.data(), N, D, V,
-                                grad_scale, a->head_scratch, a->head_chunk, (float)c.final_logit_softcap);
+    const double loss = head();
     K.rmsnorm_backward(a->dresid, g.norm, a->dxn, a->resid[c.num_layers], m.w.norm, a->rstd_f, N, D,
                        (float)c.norm_weight_offset);
     if (gr->layer_done) gr->layer_done(c.num_layers);
@@ -661,6 +664,61 @@ double decoder_forward_backward(const decoder_model& m, decoder_acts* a, decoder
         K.embedding_backward_rows(er.grad.data(), er.row_of_dev.data(), a->dresid, a->tokens.data(), N, D);
     }
     return loss;
+}
+
+double decoder_forward_backward(const decoder_model& m, decoder_acts* a, decoder_grads* gr, const int32_t* tokens,
+                              const int32_t* labels, float grad_scale, int64_t* n_tokens) {
+    const model_config& c = m.cfg;
+    const backend& K = *m.ctx.be;
+    const int64_t N = a->B * a->T, D = c.hidden_size, V = c.vocab_size;
+    const int64_t count = set_targets(m, a, labels);
+    if (n_tokens) *n_tokens = count;
+    a->training = gr != nullptr;  // loss only (evaluation): no dropout
+    decoder_forward(m, a, tokens);
+    if (!gr)
+        return K.lmhead_xent(nullptr, nullptr, a->xn_f, m.w.lm_head, m.w16.lm_head.p, m.w16.lm_head.type,
+                             a->targets.data(), N, D, V, 0.0f, a->head_scratch, a->head_chunk,
+                             (float)c.final_logit_softcap);
+    // LM head + cross-entropy: dxn_f into dxn, head weight gradient into g.lm_head
+    return backward_through(m, a, gr, tokens, [&] {
+        return K.lmhead_xent(a->dxn, gr->g.lm_head, a->xn_f, m.w.lm_head, m.w16.lm_head.p, m.w16.lm_head.type,
+                             a->targets.data(), N, D, V, grad_scale, a->head_scratch, a->head_chunk,
+                             (float)c.final_logit_softcap);
+    });
+}
+
+void decoder_span_logps(const decoder_model& m, decoder_acts* a, const int32_t* tokens, const int32_t* labels,
+                        const decoder_span* spans, size_t n_spans, bool training, double* logp) {
+    const model_config& c = m.cfg;
+    const backend& K = *m.ctx.be;
+    const int64_t N = a->B * a->T, D = c.hidden_size, V = c.vocab_size;
+    set_targets(m, a, labels);
+    a->training = training;
+    decoder_forward(m, a, tokens);
+    for (size_t s = 0; s < n_spans; s++) {
+        const decoder_span& sp = spans[s];
+        LISA_ASSERT(sp.row0 >= 0 && sp.n >= 0 && sp.row0 + sp.n <= N, "decoder_span_logps", "a span inside the batch");
+        logp[s] = -K.lmhead_xent(nullptr, nullptr, a->xn_f + sp.row0 * D, m.w.lm_head, m.w16.lm_head.p,
+                                 m.w16.lm_head.type, a->targets.data() + sp.row0, sp.n, D, V, 0.0f, a->head_scratch,
+                                 a->head_chunk, (float)c.final_logit_softcap);
+    }
+}
+
+void decoder_span_backward(const decoder_model& m, decoder_acts* a, decoder_grads* gr, const int32_t* tokens,
+                           const decoder_span* spans, size_t n_spans, const double* weight) {
+    const model_config& c = m.cfg;
+    const backend& K = *m.ctx.be;
+    const int64_t D = c.hidden_size, V = c.vocab_size;
+    backward_through(m, a, gr, tokens, [&] {
+        for (size_t s = 0; s < n_spans; s++) {  // d (w · Σ log p) = −w · d Σ CE
+            const decoder_span& sp = spans[s];
+            if (weight[s] == 0.0 || sp.n == 0) continue;
+            K.lmhead_xent(a->dxn + sp.row0 * D, gr->g.lm_head, a->xn_f + sp.row0 * D, m.w.lm_head, m.w16.lm_head.p,
+                          m.w16.lm_head.type, a->targets.data() + sp.row0, sp.n, D, V, (float)-weight[s],
+                          a->head_scratch, a->head_chunk, (float)c.final_logit_softcap);
+        }
+        return 0.0;
+    });
 }
 
 // ------------------------------------------------------------------ generation (KV cache)

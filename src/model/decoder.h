@@ -62,6 +62,19 @@ void decoder_logits(const decoder_model& m, const decoder_acts& a, float* logits
 double decoder_forward_backward(const decoder_model& m, decoder_acts* a, decoder_grads* gr, const int32_t* tokens,
                               const int32_t* labels, float grad_scale, int64_t* n_tokens);
 
+// Sequence-level objectives (preference tuning, train/preference.h) in two passes over one batch:
+// a span is rows [row0, row0 + n) of the flattened [B*T] batch (one reply and the positions
+// predicting it). decoder_span_logps runs the forward (training: with dropout) and writes each
+// span's Σ log p of its label tokens (labels as above); decoder_span_backward then ACCUMULATES
+// into gr the gradients of Σ_s weight[s] · logp[s], from the activations the forward kept.
+struct decoder_span {
+    int64_t row0 = 0, n = 0;
+};
+void decoder_span_logps(const decoder_model& m, decoder_acts* a, const int32_t* tokens, const int32_t* labels,
+                        const decoder_span* spans, size_t n_spans, bool training, double* logp);
+void decoder_span_backward(const decoder_model& m, decoder_acts* a, decoder_grads* gr, const int32_t* tokens,
+                           const decoder_span* spans, size_t n_spans, const double* weight);
+
 // KV cache for generation: keys (after RoPE) and values of every layer, for up to max_T positions,
 // and the scratch of the blocks (grown to the largest chunk of tokens decoded at once).
 struct decoder_kv_cache {

@@ -497,6 +497,116 @@ def make_flavour(name, spec):
     print(f"{name}: loss {loss.item():.6f} over {count} label tokens")
 
 
+# ---------------------------------------------------------------- preference objectives (issue #30)
+# Written from the papers' formulas as TRL's DPOTrainer / ORPOTrainer apply them, independently of
+# the C++ (src/train/preference.cpp): per pair the summed log-probabilities of the reply tokens,
+# DPO's sigmoid (with label smoothing), hinge and IPO (per-token means) losses against given
+# reference sums, and ORPO (per-token means, NLL over the chosen tokens). Mean over pairs.
+PREF_VARIANTS = {
+    "dpo_sigmoid": dict(objective="dpo", loss_type="sigmoid", beta=0.1, label_smoothing=0.0),
+    "dpo_smoothed": dict(objective="dpo", loss_type="sigmoid", beta=0.5, label_smoothing=0.2),
+    "dpo_hinge": dict(objective="dpo", loss_type="hinge", beta=0.1, label_smoothing=0.0),
+    "dpo_ipo": dict(objective="dpo", loss_type="ipo", beta=0.1, label_smoothing=0.0),
+    "orpo": dict(objective="orpo", loss_type="sigmoid", beta=0.1, label_smoothing=0.0),
+}
+
+
+def pref_loss(v, pc, pr, lc, lr, refc, refr):
+    """pc, pr: [P] summed log-probs; lc, lr: [P] reply lengths; refc, refr: [P] reference sums."""
+    F = torch.nn.functional
+    beta = v["beta"]
+    if v["objective"] == "orpo":
+        ac, ar = pc / lc, pr / lr
+        log_odds = (ac - ar) - (torch.log1p(-torch.exp(ac)) - torch.log1p(-torch.exp(ar)))
+        ratio = F.logsigmoid(log_odds)
+        nll = -pc.sum() / lc.sum()
+        loss = nll - beta * ratio.mean()
+        return loss, beta * ac.detach(), beta * ar.detach(), ac.detach(), ar.detach()
+    if v["loss_type"] == "ipo":
+        pc, pr, refc, refr = pc / lc, pr / lr, refc / lc, refr / lr
+    h = (pc - pr) - (refc - refr)
+    if v["loss_type"] == "sigmoid":
+        e = v["label_smoothing"]
+        losses = -F.logsigmoid(beta * h) * (1 - e) - F.logsigmoid(-beta * h) * e
+    elif v["loss_type"] == "hinge":
+        losses = torch.relu(1 - beta * h)
+    else:
+        losses = (h - 1 / (2 * beta)) ** 2
+    return losses.mean(), beta * (pc - refc).detach(), beta * (pr - refr).detach(), pc.detach(), pr.detach()
+
+
+def make_preference():
+    """tests/golden/preference/: pairs on the llama2 flavour's model; for each variant the loss, the
+    metrics and every gradient (full), and for dpo_sigmoid and orpo LoRA's A/B gradients too."""
+    out = os.path.join(HERE, "preference")
+    os.makedirs(out, exist_ok=True)
+    cfg = FLAVOURS["llama2"]["cfg"]
+    P = st_load(os.path.join(HERE, "llama2", "model", "model.safetensors"))
+    V = cfg["vocab_size"]
+    g = torch.Generator().manual_seed(7)
+    # two pairs: a shared prompt, replies of different lengths (the rejected one longer in one pair)
+    pairs = []
+    for plen, clen, rlen in ((5, 4, 7), (3, 6, 2)):
+        prompt = torch.randint(3, V, (plen,), generator=g).tolist()
+        pairs.append({"prompt": prompt, "chosen": torch.randint(3, V, (clen,), generator=g).tolist(),
+                      "rejected": torch.randint(3, V, (rlen,), generator=g).tolist()})
+
+    def seq_logps(params, lora=None):
+        pcs, prs = [], []
+        for p in pairs:
+            for key, acc in (("chosen", pcs), ("rejected", prs)):
+                ids = torch.tensor(p["prompt"] + p[key])
+                lg = forward(cfg, params, ids, lora)
+                lp = torch.log_softmax(lg[:-1], dim=-1)
+                n = len(p["prompt"])
+                tgt = ids[n:]
+                acc.append(lp[n - 1:].gather(1, tgt[:, None]).sum())
+        return torch.stack(pcs), torch.stack(prs)
+
+    lc = torch.tensor([float(len(p["chosen"])) for p in pairs])
+    lr = torch.tensor([float(len(p["rejected"])) for p in pairs])
+    with torch.no_grad():
+        pc0, pr0 = seq_logps(P)
+    # reference sums: near the policy's for pair 0, far for pair 1 (β·h > 1 there: hinge's flat side)
+    refc = torch.stack([pc0[0] + 0.3, pc0[1] - 5.0]).detach()
+    refr = torch.stack([pr0[0] - 0.2, pr0[1] + 8.0]).detach()
+    gold, meta = {}, {"pairs": pairs, "ref_chosen": refc.tolist(), "ref_rejected": refr.tolist(), "variants": {}}
+    gl = torch.Generator().manual_seed(51)
+    adapters0 = {}
+    for n, shp in param_shapes(cfg).items():
+        if len(shp) == 2 and ".layers." in n:
+            adapters0[n[: -len(".weight")]] = (torch.randn(2, shp[1], generator=gl) * 0.3,
+                                               torch.randn(shp[0], 2, generator=gl) * 0.3)
+    for mod, (A, B) in adapters0.items():
+        gold["lora." + mod + ".A"] = A
+        gold["lora." + mod + ".B"] = B
+    for name, v in PREF_VARIANTS.items():
+        P32 = {n: t.clone().requires_grad_(True) for n, t in P.items()}
+        pc, pr = seq_logps(P32)
+        loss, rc, rr, lpc, lpr = pref_loss(v, pc, pr, lc, lr, refc, refr)
+        loss.backward()
+        gold[name + ".loss"] = loss.detach().reshape(1)
+        for n, t in P32.items():
+            gold[name + ".grad." + n] = t.grad
+        meta["variants"][name] = dict(v, rewards_chosen=float(rc.mean()), rewards_rejected=float(rr.mean()),
+                                      rewards_accuracy=float((rc > rr).float().mean()),
+                                      rewards_margin=float((rc - rr).mean()), logps_chosen=float(lpc.mean()),
+                                      logps_rejected=float(lpr.mean()))
+        if name in ("dpo_sigmoid", "orpo"):  # LoRA (r 2, scale 1.5) on every Linear, base frozen
+            ad = {m: (A.clone().requires_grad_(True), B.clone().requires_grad_(True)) for m, (A, B) in adapters0.items()}
+            pc, pr = seq_logps(P, (1.5, ad))
+            loss_l = pref_loss(v, pc, pr, lc, lr, refc, refr)[0]
+            loss_l.backward()
+            gold[name + ".lora.loss"] = loss_l.detach().reshape(1)
+            for mod, (A, B) in ad.items():
+                gold[name + ".lora.grad." + mod + ".A"] = A.grad
+                gold[name + ".lora.grad." + mod + ".B"] = B.grad
+        print(f"preference {name}: loss {loss.item():.6f}")
+    st_save(os.path.join(out, "golden.safetensors"), gold)
+    with open(os.path.join(out, "pairs.json"), "w") as f:
+        json.dump(meta, f, indent=1)
+
+
 def decode_sentencepiece(tok, ids):
     vocab = {i: s for s, i in tok["model"]["vocab"].items()}
     out = bytearray()
@@ -660,3 +770,5 @@ if __name__ == "__main__":
     if not only:
         make_aidreams()
         make_aidreams_data()
+    if not only or "preference" in only:
+        make_preference()
