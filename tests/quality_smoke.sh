@@ -15,7 +15,7 @@ out=$(mktemp -d /tmp/lisa_quality_smoke.XXXXXX)
 trap 'rm -rf "$out"' EXIT
 bench/quality.sh --smoke --lisa "$lisa" --out "$out"
 /usr/bin/python3 - "$out" <<'PY'
-import json, math, os, sys
+import json, math, os, re, sys
 out = sys.argv[1]
 r = json.load(open(os.path.join(out, "results.json")))
 methods = {"lisa_g1_k5", "lisa_g1_k20", "lisa_g2_k5", "lisa_g2_k20", "lora_r8", "lora_r64", "full",
@@ -41,6 +41,14 @@ assert "owlore sampling: outlier ratios" in log, log
 report = open(os.path.join(out, "report.md")).read()
 for m in methods:
     assert "| %s |" % m in report, m
+# the quantized-base rows: the runs held their base in blocks, and quant.md lists them beside fp32
+quant = open(os.path.join(out, "quant.md")).read()
+for method, base in (("lisa_g2_k5", "fp32"), ("lisa_g2_k5", "q8_0"), ("lora_r8", "fp32"), ("lora_r8", "q4_0")):
+    assert re.search(r"\| %s \| [^|]+ \| %s \| [0-9.]+ ± " % (method, base), quant), (method, base, quant)
+for name, q in (("lisa_g2_k5_q8_0", "q8_0"), ("lora_r8_q4_0", "q4_0")):
+    logs = [open(os.path.join(dp, "train.log")).read() for dp, _, fs in os.walk(os.path.join(out, "runs", "define"))
+            if "train.log" in fs and os.path.basename(dp).startswith(name + "_lr")]
+    assert logs and all("held in ggml blocks (" in l and " " + q + ")" in l for l in logs), (name, logs[:1])
 png = open(os.path.join(out, "quality.png"), "rb").read()
 assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10000, len(png)
 print("quality.smoke: %d runs checked" % len(r["runs"]))

@@ -203,7 +203,7 @@ TEST(dataset, bad_inputs_name_file_instance_and_field) {
         {file("[1, 2]"), "d.json: [0]: expected an object, got number 1"},
         {file("7"), "d.json: expected a JSON object {\"type\": ..., \"instances\": [...]} or a list of records"},
         {file(R"({"instances": []})"), "d.json: field 'type': expected"},
-        {file(R"({"type": "chat", "instances": []})"), "d.json: field 'type': expected \"text_only\", \"text2text\" or \"conversation\", got \"chat\""},
+        {file(R"({"type": "chat", "instances": []})"), "d.json: field 'type': expected \"text_only\", \"text2text\", \"conversation\" or \"paired_conversation\", got \"chat\""},
         {file(R"({"type": "text_only", "instances": {}})"), "d.json: field 'instances': expected a list"},
         {file(R"({"type": "text_only", "instances": [{"text": "a"}, {"txt": "b"}]})"), "d.json: instances[1]: field 'text' is missing"},
         {file(R"({"type": "text2text", "instances": [{"input": "a", "output": 3}]})"), "d.json: instances[0]: field 'output': expected a string, got number 3"},

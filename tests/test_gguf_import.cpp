@@ -217,7 +217,9 @@ TEST_P(gguf_round_trip, a_hugging_face_model_reads_back_from_its_gguf_unchanged)
         EXPECT_EQ(x.name, y.name);
         EXPECT_EQ(x.type, y.type);
         const bool same = x.nbytes == y.nbytes && std::memcmp(x.data, y.data, x.nbytes) == 0;
-        if (hf->cfg.norm_weight_offset == 0) EXPECT_TRUE(same) << arch << " " << x.name;  // (else 1 + w rounds)
+        if (hf->cfg.norm_weight_offset == 0) {
+            EXPECT_TRUE(same) << arch << " " << x.name;  // (else 1 + w rounds)
+        }
     }
     // the same greedy text from the folder and from the file
     auto g1 = run_lisa("generate --model_name_or_path " + model + " --prompt 'Once upon a time' --max_new_tokens 16");

@@ -102,7 +102,7 @@ command_fn cmd_train_register(CLI::App& app) {
         int           use_lisa = -1, use_lora = -1, train_emb = 0, train_head = 0, aggregated = 0,
                       disable_group_texts = -1;
         bool          overwrite = false, do_train = false, bf16 = false, fp16 = false, no_bar = false, plot = false;
-        std::string   run_name, method, schedule, save_gguf, optim = "adamw_torch";
+        std::string   run_name, method, schedule, save_gguf, optim = "adamw_torch", objective = "sft", loss_type = "sigmoid";
         std::vector<std::string> lora_targets;
         int64_t       batch_size = 0;
         bool          rslora = false;
@@ -227,6 +227,14 @@ command_fn cmd_train_register(CLI::App& app) {
     }
     cli_add_bool(app, "--use_rslora", &o->rslora, "rank-stabilised LoRA: scale adapters by lora_alpha / sqrt(r)");
     app.add_option("--run_name", o->run_name, "a name recorded in training_args.json");
+    // preference tuning (TRL's names)
+    app.add_option("--objective", o->objective,
+                   "sft (supervised, the default) | dpo | orpo: DPO and ORPO train on preference data (records with "
+                   "chosen and rejected)");
+    app.add_option("--loss_type", o->loss_type, "DPO's loss: sigmoid | ipo | hinge");
+    app.add_option("--beta", t.pref.beta, "DPO's temperature; ORPO's weight of the odds-ratio term");
+    app.add_option("--label_smoothing", t.pref.label_smoothing,
+                   "DPO sigmoid: the share of preferences taken as flipped (conservative DPO)");
     app.add_option("--save_gguf", o->save_gguf,
                    "also write OUTPUT/model-TYPE.gguf for llama.cpp / Ollama when training ends (TYPE: f32, f16, bf16, "
                    "q8_0; under LoRA the merged model), and OUTPUT/Modelfile for `ollama create`");
@@ -234,6 +242,8 @@ command_fn cmd_train_register(CLI::App& app) {
         train_options& t = o->t;
         if (!train_method_parse(o->method, &t.method))
             fail(strf("--method \"%s\": expected lisa, full or lora", o->method.c_str()));
+        t.pref.objective = pref_objective_parse(o->objective);
+        t.pref.loss_type = pref_loss_type_parse(o->loss_type);
         // Hugging Face's cosine_with_restarts with its default one cycle is cosine at every step
         if (o->schedule == "cosine_with_restarts") o->schedule = "cosine";
         if (!lr_schedule_parse(o->schedule, &t.lr_scheduler_type))

@@ -18,6 +18,7 @@ const char* dataset_type_name(dataset_type t) {
         case dataset_type::text_only: return "text_only";
         case dataset_type::text2text: return "text2text";
         case dataset_type::conversation: return "conversation";
+        case dataset_type::preference: return "preference";
     }
     return "?";
 }
@@ -148,7 +149,7 @@ record read_record(const json& o, const std::string& lmflow_type, bool named_tem
         else if (o.contains("input") || o.contains("output")) shape = "text2text";
         else
             fail(strf("%s: %s: unknown record: expected fields \"messages\" (chat), \"conversations\" (ShareGPT), "
-                      "\"instruction\" (Alpaca), \"text\" or \"input\"/\"output\"",
+                      "\"instruction\" (Alpaca), \"text\", \"input\"/\"output\" or \"chosen\"/\"rejected\" (preference)",
                       file.c_str(), where.c_str()));
     }
     if (shape == "text_only") {
@@ -215,6 +216,103 @@ record read_record(const json& o, const std::string& lmflow_type, bool named_tem
     return r;
 }
 
+// A preference record: a prompt and two replies, as plain text or as chat turns.
+struct pref_record {
+    bool        chat = false;
+    std::string prompt, chosen, rejected;             // plain text
+    json        prompt_msgs, chosen_msgs, rejected_msgs;  // chat: the shared turns, each reply's turns
+    json        tools;
+};
+
+// A reply or a prompt given as chat turns: a list of messages, or LMFlow's {"system"?, "messages"}.
+static json turns_of(const json& v, const char* field, const std::string& file, const std::string& where) {
+    if (v.is_array()) return v;
+    if (v.is_object() && v.contains("messages") && v["messages"].is_array()) {
+        json msgs = json::array();
+        if (v.contains("system") && v["system"].is_string() && !v["system"].get<std::string>().empty())
+            msgs.push_back({{"role", "system"}, {"content", v["system"]}});
+        for (const auto& m : v["messages"]) msgs.push_back(m);
+        return msgs;
+    }
+    fail(strf("%s: %s: field '%s': expected a string, a list of {\"role\", \"content\"} or {\"messages\": [...]}, "
+              "got %s", file.c_str(), where.c_str(), field, json_kind(v).c_str()));
+}
+
+pref_record read_pref_record(const json& o, bool named_template, const std::string& file, const std::string& where) {
+    if (!o.is_object()) fail(strf("%s: %s: expected an object, got %s", file.c_str(), where.c_str(), json_kind(o).c_str()));
+    for (const char* k : {"chosen", "rejected"})
+        if (!o.contains(k) || o[k].is_null())
+            fail(strf("%s: %s: field '%s' is missing (a preference record has \"chosen\" and \"rejected\")",
+                      file.c_str(), where.c_str(), k));
+    pref_record r;
+    const json& c = o["chosen"];
+    const json& rj = o["rejected"];
+    const json* prompt = o.contains("prompt") && !o["prompt"].is_null() ? &o["prompt"] : nullptr;
+    if (c.is_string() != rj.is_string())
+        fail(strf("%s: %s: fields 'chosen' and 'rejected': expected both strings or both chat turns", file.c_str(),
+                  where.c_str()));
+    if (c.is_string() && (!prompt || prompt->is_string())) {  // plain text
+        if (!prompt) fail(strf("%s: %s: field 'prompt' is missing (text replies need the prompt they answer)",
+                               file.c_str(), where.c_str()));
+        r.prompt = prompt->get<std::string>();
+        r.chosen = c.get<std::string>();
+        r.rejected = rj.get<std::string>();
+        for (const auto& [k, v] : {std::pair<const char*, const std::string*>{"chosen", &r.chosen}, {"rejected", &r.rejected}})
+            if (v->empty()) fail(strf("%s: %s: field '%s': an empty reply", file.c_str(), where.c_str(), k));
+        return r;
+    }
+    r.chat = true;
+    json cm, rm;
+    if (c.is_string()) {  // explicit chat prompt, each reply one assistant turn
+        cm = json::array({{{"role", "assistant"}, {"content", c}}});
+        rm = json::array({{{"role", "assistant"}, {"content", rj}}});
+        r.prompt_msgs = turns_of(*prompt, "prompt", file, where);
+    } else {
+        cm = turns_of(c, "chosen", file, where);
+        rm = turns_of(rj, "rejected", file, where);
+        if (prompt && prompt->is_array()) {  // explicit
+            r.prompt_msgs = *prompt;
+        } else {  // implicit: the turns both conversations share
+            size_t k = 0;
+            while (k < cm.size() && k < rm.size() && cm[k] == rm[k]) k++;
+            // the shared turns end before the last assistant turn of either
+            while (k > 0 && (k >= cm.size() || k >= rm.size())) k--;
+            r.prompt_msgs = json::array();
+            for (size_t i = 0; i < k; i++) r.prompt_msgs.push_back(cm[i]);
+            cm = json(cm.begin() + (long)k, cm.end());
+            rm = json(rm.begin() + (long)k, rm.end());
+            if (k == 0 && prompt && prompt->is_string())  // a string prompt the conversations do not repeat
+                r.prompt_msgs.push_back({{"role", "user"}, {"content", *prompt}});
+        }
+    }
+    if (o.contains("system") && o["system"].is_string() && !o["system"].get<std::string>().empty() &&
+        (r.prompt_msgs.empty() || r.prompt_msgs[0].value("role", "") != "system"))
+        r.prompt_msgs.insert(r.prompt_msgs.begin(), json{{"role", "system"}, {"content", o["system"]}});
+    for (const auto& [k, msgs] : {std::pair<const char*, const json*>{"chosen", &cm}, {"rejected", &rm}}) {
+        if (msgs->empty() || (*msgs)[msgs->size() - 1].value("role", "") != "assistant")
+            fail(strf("%s: %s: field '%s': the reply must end with an assistant turn after the prompt's turns",
+                      file.c_str(), where.c_str(), k));
+        for (const auto& m : *msgs)
+            if (m.value("role", "") == "assistant" && m.contains("content") && m["content"].is_string() &&
+                m["content"].get<std::string>().empty())
+                fail(strf("%s: %s: field '%s': an empty reply", file.c_str(), where.c_str(), k));
+        json whole = r.prompt_msgs;
+        for (const auto& m : *msgs) whole.push_back(m);
+        check_messages(whole, named_template, file, where + "." + k);
+    }
+    r.chosen_msgs = cm;
+    r.rejected_msgs = rm;
+    const json* tools = c.is_object() && c.contains("tools") ? &c["tools"] : o.contains("tools") ? &o["tools"] : nullptr;
+    r.tools = nullptr;
+    if (tools && tools->is_array() && !tools->empty() && !(tools->size() == 1 && (*tools)[0] == "")) {
+        if (named_template)
+            fail(strf("%s: %s: field 'tools': the named chat templates cannot show tools; use the model's own "
+                      "(--conversation_template auto)", file.c_str(), where.c_str()));
+        r.tools = *tools;
+    }
+    return r;
+}
+
 }  // namespace
 
 // Token ids and labels of one record.
@@ -247,6 +345,53 @@ static sample make_sample(const record& r, const tokenizer& tok, const dataset_o
         }
     }
     return s;
+}
+
+// The two samples of a preference record: the prompt's tokens (unlabelled) then each reply's. In
+// chat form the reply's turns are rendered after the prompt's, and the prompt's own rendering
+// (with the generation prompt) must be where the conversation's tokens start.
+static void make_pref_samples(const pref_record& r, const tokenizer& tok, const dataset_options& opt, dataset* d,
+                              sample* chosen, sample* rejected) {
+    if (!r.chat) {
+        const std::vector<int32_t> p = tokenizer_encode(tok, r.prompt, true);
+        for (const auto& [reply, s] : {std::pair<const std::string*, sample*>{&r.chosen, chosen}, {&r.rejected, rejected}}) {
+            s->ids = p;
+            s->labels.assign(p.size(), -100);
+            std::vector<int32_t> c = tokenizer_encode(tok, *reply, false);
+            c.push_back(opt.eos_id);
+            append(&s->ids, c);
+            append(&s->labels, c);
+        }
+        return;
+    }
+    // the prompt alone, as generation would start from it
+    std::vector<int32_t> prompt_ids, unused;
+    if (opt.model_template) {
+        chat_render pr = model_chat_template_render(*opt.model_template, r.prompt_msgs, r.tools, true);
+        chat_tokenize(tok, pr, false, &prompt_ids, &unused);
+    } else {
+        std::vector<chat_message> msgs;
+        for (const auto& m : r.prompt_msgs) msgs.push_back({m["role"].get<std::string>(), m["content"].get<std::string>()});
+        for (const chat_segment& seg : chat_template_render(opt.conversation_template, msgs, true)) {
+            std::vector<int32_t> ids = tokenizer_encode(tok, seg.text, false);
+            if (seg.append_eos && opt.eos_id >= 0) ids.push_back(opt.eos_id);
+            append(&prompt_ids, ids);
+        }
+    }
+    for (const auto& [turns, s] : {std::pair<const json*, sample*>{&r.chosen_msgs, chosen}, {&r.rejected_msgs, rejected}}) {
+        record whole;
+        whole.type = dataset_type::conversation;
+        whole.messages = r.prompt_msgs;
+        for (const auto& m : *turns) whole.messages.push_back(m);
+        whole.tools = r.tools;
+        dataset_options o = opt;
+        o.train_on_prompt = false;
+        *s = make_sample(whole, tok, o, d);
+        if (s->ids.size() < prompt_ids.size() || !std::equal(prompt_ids.begin(), prompt_ids.end(), s->ids.begin()))
+            fail("the chat template renders the prompt differently inside the conversation than alone (with the "
+                 "generation prompt): the reply's tokens cannot be told from the prompt's");
+        for (size_t i = 0; i < prompt_ids.size(); i++) s->labels[i] = -100;  // the prompt's turns are context
+    }
 }
 
 dataset dataset_load(const std::string& dir, const tokenizer& tok, const dataset_options& opt) {
@@ -307,6 +452,56 @@ dataset dataset_load(const std::string& dir, const tokenizer& tok, const dataset
         d.samples.push_back(std::move(s));
         d.sources.push_back(file + ": " + where);
     };
+    // a preference record: two samples, kept or dropped together
+    auto add_pair = [&](const json& o, const std::string& file, const std::string& where) {
+        if (d.n_instances == 0) {
+            d.type = dataset_type::preference;
+            first_where = file + ": " + where;
+        } else if (d.type != dataset_type::preference) {
+            fail(strf("%s: %s: a preference record, but %s is %s (all records of a dataset must have one type)",
+                      file.c_str(), where.c_str(), first_where.c_str(), dataset_type_name(d.type)));
+        }
+        const pref_record r = read_pref_record(o, named, file, where);
+        if (!r.chat && opt.eos_id < 0)
+            fail(strf("%s: the tokenizer has no EOS token (set eos_token in tokenizer_config.json)", file.c_str()));
+        if (r.chat && named && opt.conversation_template.empty())
+            fail(strf("%s: %s: chat preference data needs a chat template: the model has none, so pass "
+                      "--conversation_template (llama3, chatml, llama2, mistral, empty, or a .jinja file)",
+                      file.c_str(), where.c_str()));
+        sample c, rj;
+        try {
+            make_pref_samples(r, tok, opt, &d, &c, &rj);
+        } catch (const error& e) {
+            fail(strf("%s: %s: %s", file.c_str(), where.c_str(), e.what()));
+        }
+        if (c.ids == rj.ids) fail(strf("%s: %s: fields 'chosen' and 'rejected' are the same reply", file.c_str(), where.c_str()));
+        d.n_instances++;
+        bool cut = false;
+        for (sample* s : {&c, &rj})
+            if (opt.truncate && (int64_t)s->ids.size() > opt.block_size) {
+                s->ids.resize(opt.block_size);
+                s->labels.resize(opt.block_size);
+                cut = true;
+            }
+        d.n_truncated += cut;
+        if (sample_label_tokens(c) == 0 || sample_label_tokens(rj) == 0) {  // the prompt fills the block
+            d.n_dropped++;
+            if (d.n_dropped <= 3)
+                d.notes.push_back(strf("%s: %s: the prompt leaves no room for a reply at --block_size %lld; the pair "
+                                       "is not trained on", file.c_str(), where.c_str(), (long long)opt.block_size));
+            return;
+        }
+        d.samples.push_back(std::move(c));
+        d.samples.push_back(std::move(rj));
+        d.sources.push_back(file + ": " + where + " (chosen)");
+        d.sources.push_back(file + ": " + where + " (rejected)");
+    };
+    auto add_json = [&](const json& o, const std::string& lmflow_type, const std::string& file, const std::string& where) {
+        if (lmflow_type == "paired_conversation" || (lmflow_type.empty() && o.is_object() && o.contains("chosen")))
+            add_pair(o, file, where);
+        else
+            add(read_record(o, lmflow_type, named, file, where), file, where);
+    };
     for (const std::string& file : d.files) {
         std::string content = fs_read_text(file);
         if (ends_with(file, ".jsonl")) {
@@ -326,7 +521,7 @@ dataset dataset_load(const std::string& dir, const tokenizer& tok, const dataset
                 } catch (const json::exception& e) {
                     fail(strf("%s: %s: not valid JSON (%s)", file.c_str(), where.c_str(), json_error(e).c_str()));
                 }
-                add(read_record(o, "", named, file, where), file, where);
+                add_json(o, "", file, where);
             }
             continue;
         }
@@ -339,7 +534,7 @@ dataset dataset_load(const std::string& dir, const tokenizer& tok, const dataset
         if (j.is_array()) {  // a list of records (Alpaca's and ShareGPT's files are)
             for (size_t i = 0; i < j.size(); i++) {
                 std::string where = strf("[%zu]", i);
-                add(read_record(j[i], "", named, file, where), file, where);
+                add_json(j[i], "", file, where);
             }
             continue;
         }
@@ -347,19 +542,20 @@ dataset dataset_load(const std::string& dir, const tokenizer& tok, const dataset
             fail(strf("%s: expected a JSON object {\"type\": ..., \"instances\": [...]} or a list of records, got %s",
                       file.c_str(), json_kind(j).c_str()));
         if (!j.contains("type") || !j["type"].is_string())
-            fail(strf("%s: field 'type': expected \"text_only\", \"text2text\" or \"conversation\", got %s", file.c_str(),
+            fail(strf("%s: field 'type': expected \"text_only\", \"text2text\", \"conversation\" or "
+                      "\"paired_conversation\", got %s", file.c_str(),
                       j.contains("type") ? json_kind(j["type"]).c_str() : "nothing"));
         std::string ts = j["type"].get<std::string>();
-        if (ts != "text_only" && ts != "text2text" && ts != "conversation")
-            fail(strf("%s: field 'type': expected \"text_only\", \"text2text\" or \"conversation\", got \"%s\"",
-                      file.c_str(), ts.c_str()));
+        if (ts != "text_only" && ts != "text2text" && ts != "conversation" && ts != "paired_conversation")
+            fail(strf("%s: field 'type': expected \"text_only\", \"text2text\", \"conversation\" or "
+                      "\"paired_conversation\", got \"%s\"", file.c_str(), ts.c_str()));
         if (!j.contains("instances") || !j["instances"].is_array())
             fail(strf("%s: field 'instances': expected a list, got %s", file.c_str(),
                       j.contains("instances") ? json_kind(j["instances"]).c_str() : "nothing"));
         const json& inst = j["instances"];
         for (size_t i = 0; i < inst.size(); i++) {
             std::string where = strf("instances[%zu]", i);
-            add(read_record(inst[i], ts, named, file, where), file, where);
+            add_json(inst[i], ts, file, where);
         }
     }
     if (d.samples.empty())

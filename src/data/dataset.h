@@ -15,6 +15,17 @@
 //   {"instruction", "input"?, "output"}    Alpaca -> a conversation: user = instruction, then
 //                                          "\n\n" + input if any; assistant = output; "system"?
 //   {"text"} / {"input", "output"}          text_only / text2text
+//
+// Preference data (--objective dpo|orpo, issue #30): records with "chosen" and "rejected",
+//   {"prompt": s, "chosen": s, "rejected": s}     plain text: prompt encoded with special tokens,
+//                                                 each reply after it, then EOS
+//   {"prompt": [msgs]?, "chosen": [msgs], "rejected": [msgs]}   chat (TRL's conversational form:
+//        the prompt explicit, or implicit: the turns chosen and rejected share; a string prompt
+//        beside full conversations, as ultrafeedback_binarized has, is the user turn they share)
+//   {"prompt": [msgs], "chosen": s, "rejected": s}  chat, the replies one assistant turn each
+//   LMFlow's paired_conversation: {"chosen": {"system"?, "messages": [...]}, "rejected": {...}}
+// rendered with the chat template; only the reply's tokens are labelled (the prompt's assistant
+// turns are context). dataset::samples holds the pairs in order: [2i] chosen, [2i+1] rejected.
 // Errors name the file, the record (instances[i], [i] or line N) and the field.
 #pragma once
 #include <cstdint>
@@ -26,7 +37,7 @@
 
 namespace lisa {
 
-enum class dataset_type { text_only, text2text, conversation };
+enum class dataset_type { text_only, text2text, conversation, preference };
 const char* dataset_type_name(dataset_type t);
 
 struct sample {
@@ -60,7 +71,7 @@ struct dataset {
     std::vector<std::string> files;            // files read, sorted
     int64_t                  n_instances = 0;  // instances in the files
     int64_t                  n_truncated = 0;  // samples cut to block_size
-    int64_t                  n_dropped = 0;    // samples with no label token left (not trained on)
+    int64_t                  n_dropped = 0;    // samples (preference: pairs) with no label token left
     int64_t                  n_piecewise = 0;  // conversations tokenized piece by piece (see chat_tokenize)
     std::vector<std::string> sources;          // per sample: "file: record" (what inspect-data shows)
     std::vector<std::string> notes;            // what the loader passed over, for the caller to print

@@ -16,16 +16,27 @@ static double sigmoid(double x) {
 }
 
 pref_result pref_batch(const pref_options& o, const std::vector<pref_pair>& pairs) {
-    LISA_ASSERT(o.objective != pref_objective::none, "pref_batch", "a preference objective");
     pref_result r;
-    const size_t P = pairs.size();
+    pref_batch_into(o, pairs.data(), pairs.size(), &r);
+    return r;
+}
+
+void pref_batch_into(const pref_options& o, const pref_pair* pairs, size_t P, pref_result* out) {
+    LISA_ASSERT(o.objective != pref_objective::none, "pref_batch", "a preference objective");
+    pref_result& r = *out;
+    {  // zero the sums, keep the vectors' capacity
+        std::vector<double> c = std::move(r.dlogp_chosen), j = std::move(r.dlogp_rejected);
+        r = pref_result{};
+        r.dlogp_chosen = std::move(c);
+        r.dlogp_rejected = std::move(j);
+    }
     r.dlogp_chosen.assign(P, 0.0);
     r.dlogp_rejected.assign(P, 0.0);
-    if (P == 0) return r;
+    if (P == 0) return;
     const double beta = o.beta;
     const bool mean_logps = o.objective == pref_objective::orpo || o.loss_type == pref_loss_type::ipo;
     int64_t chosen_tokens = 0;
-    for (const pref_pair& p : pairs) chosen_tokens += p.len_chosen;
+    for (size_t i = 0; i < P; i++) chosen_tokens += pairs[i].len_chosen;
     for (size_t i = 0; i < P; i++) {
         const pref_pair& p = pairs[i];
         LISA_ASSERT(p.len_chosen > 0 && p.len_rejected > 0, "pref_batch", "every reply has tokens");
@@ -87,12 +98,11 @@ pref_result pref_batch(const pref_options& o, const std::vector<pref_pair>& pair
     }
     if (o.objective == pref_objective::orpo) {  // NLL of the chosen replies: mean over their tokens
         double nll = 0;
-        for (const pref_pair& p : pairs) nll -= p.logp_chosen;
+        for (size_t i = 0; i < P; i++) nll -= pairs[i].logp_chosen;
         r.nll_loss = nll / (double)chosen_tokens;
         r.loss += r.nll_loss;
         for (size_t i = 0; i < P; i++) r.dlogp_chosen[i] -= 1.0 / (double)chosen_tokens;
     }
-    return r;
 }
 
 pref_objective pref_objective_parse(const std::string& s) {

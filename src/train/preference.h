@@ -50,6 +50,8 @@ struct pref_result {
 };
 
 pref_result pref_batch(const pref_options& o, const std::vector<pref_pair>& pairs);
+// The same into *r, reusing its vectors' capacity (the training step allocates nothing).
+void pref_batch_into(const pref_options& o, const pref_pair* pairs, size_t n, pref_result* r);
 
 // Parses --objective / --loss_type; throws naming the flag and the accepted values.
 pref_objective pref_objective_parse(const std::string& s);

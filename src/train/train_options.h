@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "train/optim.h"
+#include "train/preference.h"
 
 namespace lisa {
 
@@ -74,6 +75,7 @@ struct train_options {
     bool        overwrite_output_dir = false;  // replace what an earlier run left in the output folder
     std::string torch_dtype;             // output dtype; "" = the input's
     std::string base_quant;              // "" or q8_0 | q4_0 | q4_K: frozen layer matrices held in those blocks (CPU)
+    pref_options pref;                   // --objective dpo|orpo and its hyperparameters (preference data)
     std::string max_shard_size = "5GB";
     std::string run_name;                // recorded in training_args.json
     int         threads = 0;             // compute threads; 0 = the process default

@@ -157,6 +157,12 @@ class model_env final : public policy_env {
     int32_t                  pad_id_ = 0;
 };
 
+// TRL's preference metrics, in the order pref_micro_batch sums them (ORPO's last three)
+constexpr int kPrefMetrics = 9;
+constexpr const char* kPrefMetricNames[kPrefMetrics] = {
+    "rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins", "logps/chosen", "logps/rejected",
+    "nll_loss", "log_odds_ratio", "log_odds_chosen"};
+
 struct trainer {
     train_options                 o;  // a copy: fractions of steps are resolved into it
     const train_callbacks&        cb;
@@ -175,7 +181,18 @@ struct trainer {
     std::unique_ptr<train_policy> policy;
     decoder_acts                    acts, eval_acts;
     std::vector<batch>            mbs;         // the micro-batches of a step (reused)
+    std::vector<size_t>           mb_first, mb_count;  // each micro-batch's samples: order[first .. first+count)
     std::vector<size_t>           order;       // the epoch's sample order (reused)
+    // preference tuning (--objective dpo|orpo): samples come in pairs ([2i] chosen, [2i+1]
+    // rejected) and are ordered and batched as pairs; the reference model's Σ log p of every
+    // sample is computed once before training (DPO) and kept in OUTPUT/reference_logps.json
+    bool                          pref = false;
+    std::vector<size_t>           pair_order;  // the epoch's pair order (reused)
+    std::vector<double>           ref_logp;    // [sample] the reference model's Σ log p (DPO)
+    std::vector<decoder_span>     spans;       // a micro-batch's samples as spans of rows (reused)
+    std::vector<double>           span_logp, span_weight;
+    std::vector<pref_pair>        pairs;
+    pref_result                   pres;
     int64_t                       total_steps = 0, steps_per_epoch = 0, warmup = 0, step = 0;
     int32_t                       pad_id = 0;
     std::string                   last_checkpoint;
@@ -279,6 +296,29 @@ struct trainer {
         pad_id = resolve_pad_id(*tok, dopt.eos_id);
         data = dataset_load(o.dataset_path, *tok, dopt);
         for (const std::string& n : data.notes) info("lisa: note: " + n);
+        pref = o.pref.objective != pref_objective::none;
+        if (pref && data.type != dataset_type::preference)
+            fail(strf("--objective %s: %s holds %s records; preference tuning needs records with \"chosen\" and "
+                      "\"rejected\" (docs/datasets.md)", pref_objective_name(o.pref.objective), o.dataset_path.c_str(),
+                      dataset_type_name(data.type)));
+        if (!pref && data.type == dataset_type::preference)
+            fail(strf("%s: preference records (\"chosen\" / \"rejected\") train with --objective dpo or orpo",
+                      o.dataset_path.c_str()));
+        if (pref) {
+            const char* bad = o.group_texts ? "--group_texts" : o.packing ? "--packing" : o.group_by_length ? "--group_by_length"
+                            : !o.eval_dataset_path.empty() ? "--eval_dataset_path"
+                            : o.validation_split_percentage > 0 ? "--validation_split_percentage" : nullptr;
+            if (bad)
+                fail(strf("%s: not with --objective %s (pairs are batched whole; preference evaluation is not there "
+                          "yet)", bad, pref_objective_name(o.pref.objective)));
+            if (!(o.pref.beta > 0)) fail(strf("--beta %g: must be > 0", o.pref.beta));
+            if (o.pref.label_smoothing < 0 || o.pref.label_smoothing >= 0.5)
+                fail(strf("--label_smoothing %g: expected a value in [0, 0.5)", o.pref.label_smoothing));
+            info(strf("data: %zu preference pairs; objective %s%s, beta %g", data.samples.size() / 2,
+                      pref_objective_name(o.pref.objective),
+                      o.pref.objective == pref_objective::dpo ? strf(" (%s)", pref_loss_type_name(o.pref.loss_type)).c_str() : "",
+                      o.pref.beta));
+        }
         if (data.type == dataset_type::conversation)
             info(strf("data: conversations rendered with %s", dopt.model_template ? dopt.model_template->where.c_str()
                                                                                  : ("the named template " + dopt.conversation_template).c_str()));
@@ -328,7 +368,21 @@ struct trainer {
 
     // One optimizer step takes gradient_accumulation_steps micro-batches of the global batch
     // per_device_train_batch_size x world size (rank r gets its r-th slice of each).
-    int64_t global_batch() const { return o.per_device_train_batch_size * (int64_t)world->size(); }
+    // Preference: the batch size counts pairs, two rows each.
+    int64_t unit() const { return pref ? 2 : 1; }
+    int64_t device_rows() const { return o.per_device_train_batch_size * unit(); }
+    int64_t global_batch() const { return device_rows() * (int64_t)world->size(); }
+    // The epoch's order of samples (preference: pairs shuffled, each pair's two samples together)
+    void order_epoch(int64_t epoch) {
+        if (!pref) {
+            epoch_order_into(&order, data.samples.size(), o.seed, epoch, o.shuffle);
+            if (o.group_by_length) order_group_by_length(&order, data, mega_batch());
+            return;
+        }
+        epoch_order_into(&pair_order, data.samples.size() / 2, o.seed, epoch, o.shuffle);
+        order.resize(2 * pair_order.size());
+        for (size_t i = 0; i < pair_order.size(); i++) order[2 * i] = 2 * pair_order[i], order[2 * i + 1] = 2 * pair_order[i] + 1;
+    }
     // --group_by_length's megabatch: 50 global batches, as Hugging Face's LengthGroupedSampler
     size_t mega_batch() const { return (size_t)(50 * global_batch()); }
 
@@ -354,15 +408,26 @@ struct trainer {
     int64_t plan() {
         int64_t max_T = 1;
         for (const sample& s : data.samples) max_T = std::max<int64_t>(max_T, (int64_t)s.ids.size());
-        const int64_t B = std::min<int64_t>(o.per_device_train_batch_size, std::max<size_t>(1, data.samples.size()));
+        const int64_t B = std::min<int64_t>(device_rows(), std::max<size_t>(1, data.samples.size()));
         batch_plan(data, B, layout(), &plan_B, &plan_T);
         mbs.resize(o.gradient_accumulation_steps);
+        mb_first.resize(o.gradient_accumulation_steps);
+        mb_count.resize(o.gradient_accumulation_steps);
         for (batch& b : mbs) {
             b.ids.reserve(B * max_T);
             b.labels.reserve(B * max_T);
             b.pos.reserve(B * max_T);
         }
         order.reserve(data.samples.size());
+        if (pref) {
+            pair_order.reserve(data.samples.size() / 2);
+            spans.reserve(B);
+            span_logp.reserve(B);
+            span_weight.reserve(B);
+            pairs.reserve(B / 2 + 1);
+            pres.dlogp_chosen.reserve(B / 2 + 1);
+            pres.dlogp_rejected.reserve(B / 2 + 1);
+        }
         // most distinct tokens one step can see (over every rank: the sparse rows are the union)
         return o.gradient_accumulation_steps * B * max_T * (int64_t)world->size();
     }
@@ -432,6 +497,10 @@ struct trainer {
                 {"eval_steps", o.eval_steps_fraction > 0 ? json(o.eval_steps_fraction) : json(o.eval_steps)},
                 {"torch_dtype", user(o.torch_dtype, !o.torch_dtype.empty())},
                 {"base_quant", o.base_quant.empty() ? json(nullptr) : json(o.base_quant)},
+                {"objective", pref_objective_name(o.pref.objective)},
+                {"loss_type", pref_loss_type_name(o.pref.loss_type)},
+                {"beta", o.pref.beta},
+                {"label_smoothing", o.pref.label_smoothing},
                 {"max_shard_size", o.max_shard_size},
                 {"run_name", o.run_name},
                 {"resolved", {{"max_steps", total_steps},
@@ -530,6 +599,96 @@ struct trainer {
         info(strf("resumed from %s at step %lld", ckpt.c_str(), (long long)step));
     }
 
+    // A micro-batch's samples as spans of rows: padded, a row each; padding-free, each sample's
+    // stretch of the one row (make_batch_into lays them out in this order).
+    void batch_spans(const batch& b, size_t first, size_t count) {
+        spans.clear();
+        int64_t at = 0;
+        for (size_t i = 0; i < count; i++) {
+            const int64_t len = (int64_t)data.samples[order[first + i]].ids.size();
+            if (b.B == 1 && count > 1) spans.push_back({at, len}), at += len;  // end to end in one row
+            else spans.push_back({(int64_t)i * b.T, b.T});
+        }
+    }
+
+    // Preference: one micro-batch's forward, the objective over its pairs, and the backward with
+    // each reply's weight. Returns its loss times its share of the step's pairs (so the step's
+    // loss is the mean over all pairs, as with one batch); adds the metrics likewise into sums.
+    double pref_micro_batch(const batch& b, size_t first, size_t count, int64_t step_pairs, double* sums) {
+        batch_spans(b, first, count);
+        span_logp.resize(spans.size());
+        decoder_span_logps(*m, &acts, b.ids.data(), b.labels.data(), spans.data(), spans.size(), true, span_logp.data());
+        pairs.clear();
+        for (size_t i = 0; i + 1 < count; i += 2) {
+            const size_t c = order[first + i], r = order[first + i + 1];
+            pref_pair p;
+            p.logp_chosen = span_logp[i];
+            p.logp_rejected = span_logp[i + 1];
+            p.len_chosen = sample_label_tokens(data.samples[c]);
+            p.len_rejected = sample_label_tokens(data.samples[r]);
+            if (!ref_logp.empty()) p.ref_chosen = ref_logp[c], p.ref_rejected = ref_logp[r];
+            pairs.push_back(p);
+        }
+        pref_batch_into(o.pref, pairs.data(), pairs.size(), &pres);
+        const double share = (double)pairs.size() / (double)std::max<int64_t>(1, step_pairs);
+        span_weight.resize(spans.size());
+        for (size_t i = 0; i < pairs.size(); i++) {
+            span_weight[2 * i] = pres.dlogp_chosen[i] * share;
+            span_weight[2 * i + 1] = pres.dlogp_rejected[i] * share;
+        }
+        decoder_span_backward(*m, &acts, &gr, b.ids.data(), spans.data(), spans.size(), span_weight.data());
+        const double v[kPrefMetrics] = {pres.rewards_chosen, pres.rewards_rejected, pres.rewards_accuracy,
+                                        pres.rewards_margin, pres.logps_chosen, pres.logps_rejected,
+                                        pres.nll_loss, pres.log_odds_ratio, pres.log_odds_chosen};
+        for (int i = 0; i < kPrefMetrics; i++) sums[i] += v[i] * share;
+        return pres.loss * share;
+    }
+
+    // DPO's reference: Σ log p of every training sample under the model as it starts (LoRA: the
+    // base, its adapters zero), without dropout, computed once and kept in the output folder so a
+    // resumed run (whose model has trained) uses the same values.
+    void reference_logps(bool resumed) {
+        if (o.pref.objective != pref_objective::dpo) return;
+        const std::string path = fs_join(o.output_model_path, "reference_logps.json");
+        if (resumed) {
+            if (!fs_is_file(path))
+                fail(strf("%s: missing; a resumed DPO run needs the reference log-probabilities its first run "
+                          "computed (start the run again without --resume_from_checkpoint)", path.c_str()));
+            const json j = json::parse(fs_read_text(path));
+            ref_logp = j.at("logps").get<std::vector<double>>();
+            if (ref_logp.size() != data.samples.size())
+                fail(strf("%s: %zu values for %zu samples: the dataset changed since the run started", path.c_str(),
+                          ref_logp.size(), data.samples.size()));
+            info(strf("dpo: reference log-probabilities of %zu replies from %s", ref_logp.size(), path.c_str()));
+            return;
+        }
+        const auto t0 = std::chrono::steady_clock::now();
+        ref_logp.assign(data.samples.size(), 0.0);
+        std::vector<size_t> all(data.samples.size());
+        for (size_t i = 0; i < all.size(); i++) all[i] = i;
+        order = all;  // batch_spans reads the order
+        batch b;
+        const size_t B = (size_t)device_rows();
+        for (size_t first = 0; first < all.size(); first += B) {
+            const size_t count = std::min(B, all.size() - first);
+            make_batch_into(&b, data, all.data() + first, count, pad_id, layout());
+            decoder_acts_shape(&acts, *m, b.B, b.T, b.pos.empty() ? nullptr : b.pos.data());
+            batch_spans(b, first, count);
+            span_logp.resize(spans.size());
+            decoder_span_logps(*m, &acts, b.ids.data(), b.labels.data(), spans.data(), spans.size(), false,
+                               span_logp.data());
+            for (size_t i = 0; i < count; i++) ref_logp[first + i] = span_logp[i];
+        }
+        order.clear();
+        if (world->is_root())
+            fs_write_atomic(path, json({{"model", o.model_name_or_path}, {"dataset", o.dataset_path},
+                                        {"logps", ref_logp}}).dump() + "\n");
+        info(strf("dpo: reference log-probabilities of %zu replies computed in %.1f s (the model as it starts%s), kept "
+                  "in %s", ref_logp.size(),
+                  std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(),
+                  o.method == train_method::lora ? ": the base, adapters zero" : "", path.c_str()));
+    }
+
     // The micro-batches of this step, and the label tokens of all of them (the loss is the mean
     // over the whole accumulated batch). Returns how many micro-batches were filled.
     // Each micro-batch is this rank's slice of the global one; label_tokens counts the whole
@@ -537,14 +696,19 @@ struct trainer {
     size_t fill_step_batches(int64_t in_epoch, int64_t* label_tokens) {
         size_t used = 0;
         *label_tokens = 0;
-        const size_t B = (size_t)o.per_device_train_batch_size, G = (size_t)global_batch();
+        const size_t B = (size_t)device_rows(), G = (size_t)global_batch();
         for (int64_t a = 0; a < o.gradient_accumulation_steps; a++) {
             size_t g0 = (size_t)(in_epoch * o.gradient_accumulation_steps + a) * G;
             if (g0 >= order.size()) break;
             size_t g1 = std::min(order.size(), g0 + G);
-            for (size_t i = g0; i < g1; i++) *label_tokens += sample_label_tokens(data.samples[order[i]]);
+            if (pref) *label_tokens += (int64_t)(g1 - g0) / 2;  // preference: the loss is the mean over pairs
+            else
+                for (size_t i = g0; i < g1; i++) *label_tokens += sample_label_tokens(data.samples[order[i]]);
             size_t b0 = std::min(g1, g0 + (size_t)world->rank() * B), b1 = std::min(g1, b0 + B);
-            if (b1 > b0) make_batch_into(&mbs[used++], data, order.data() + b0, b1 - b0, pad_id, layout());
+            if (b1 > b0) {
+                mb_first[used] = b0, mb_count[used] = b1 - b0;
+                make_batch_into(&mbs[used++], data, order.data() + b0, b1 - b0, pad_id, layout());
+            }
         }
         return used;
     }
@@ -641,6 +805,7 @@ struct trainer {
         policy->setup(*env);
         if (ckpt.empty()) policy->prepare(*env);  // a resumed run restores what it measured
         decoder_acts_init(&acts, *m, plan_B, plan_T, o.gradient_checkpointing);
+        if (pref) reference_logps(!ckpt.empty());
         if (!ckpt.empty()) resume(ckpt);
         if (world->is_root()) {
             fs_write_atomic(fs_join(o.output_model_path, "training_args.json"), args_json(ckpt).dump(2) + "\n");
@@ -698,6 +863,7 @@ struct trainer {
         auto t_log = t_start;
         int64_t tokens_since_log = 0, tokens_total = 0, steps_this_run = 0, steps_since_log = 0;
         double loss_since_log = 0, loss_logged_sum = 0;
+        double pref_since_log[kPrefMetrics] = {};
         int64_t logged = 0;
         int64_t cur_epoch = -1;
         adamw_hparams h = o.adam;
@@ -711,8 +877,7 @@ struct trainer {
             const std::vector<param_group*>& groups = policy->groups();
             const int64_t epoch = step / steps_per_epoch, in_epoch = step % steps_per_epoch;
             if (epoch != cur_epoch) {
-                epoch_order_into(&order, data.samples.size(), o.seed, epoch, o.shuffle);
-                if (o.group_by_length) order_group_by_length(&order, data, mega_batch());
+                order_epoch(epoch);
                 cur_epoch = epoch;
             }
             int64_t label_tokens = 0;
@@ -723,6 +888,7 @@ struct trainer {
             for (param_group* g : groups) sparse_embed |= g->sparse;
             if (sparse_embed && world->size() > 1) touch_global_rows(in_epoch);
             double loss_sum = 0;
+            double pref_sums[kPrefMetrics] = {};  // preference: TRL's metrics, weighted means over the step's pairs
             int64_t step_tokens = 0;  // this rank's tokens (not padding) in the step
             // ranks: what trains now is summed as the backward finishes it (grad_sync.h); a
             // single process: nothing to sum
@@ -734,8 +900,11 @@ struct trainer {
                 m->lora.dropout_seed = o.seed * 0x2545f4914f6cdd1dull + (uint64_t)(step * 1000 + (int64_t)k);
                 decoder_acts_shape(&acts, *m, b.B, b.T, b.pos.empty() ? nullptr : b.pos.data());
                 if (ranks && k + 1 == n_mb) gr.layer_done = layer_done;
-                loss_sum += decoder_forward_backward(*m, &acts, &gr, b.ids.data(), b.labels.data(),
-                                                   1.0f / (float)std::max<int64_t>(1, label_tokens), nullptr);
+                if (pref)
+                    loss_sum += pref_micro_batch(b, mb_first[k], mb_count[k], label_tokens, pref_sums);
+                else
+                    loss_sum += decoder_forward_backward(*m, &acts, &gr, b.ids.data(), b.labels.data(),
+                                                         1.0f / (float)std::max<int64_t>(1, label_tokens), nullptr);
                 gr.layer_done = nullptr;
                 step_tokens += b.tokens;
             }
@@ -744,12 +913,15 @@ struct trainer {
                                  embed_rows.rows.size() * (size_t)embed_rows.width);
             const uint64_t step_reduced = world->reduced_bytes - reduced_before;
             // with the loss: the tokens, and whether any rank was asked to stop (all stop at one step)
-            double sums[3] = {loss_sum, (double)step_tokens, g_stop.load() ? 1.0 : 0.0};
-            world->all_reduce_sum(sums, 3);
+            double sums[3 + kPrefMetrics] = {loss_sum, (double)step_tokens, g_stop.load() ? 1.0 : 0.0};
+            for (int i = 0; i < kPrefMetrics; i++) sums[3 + i] = pref_sums[i];
+            world->all_reduce_sum(sums, pref ? 3 + kPrefMetrics : 3);
             loss_sum = sums[0];
             tokens_since_log += (int64_t)sums[1];
             const bool stop = sums[2] > 0;
-            const double loss = loss_sum / (double)std::max<int64_t>(1, label_tokens);
+            // preference: the micro-batches' losses are already means weighted by their share of pairs
+            const double loss = pref ? loss_sum : loss_sum / (double)std::max<int64_t>(1, label_tokens);
+            for (int i = 0; i < kPrefMetrics; i++) pref_since_log[i] += sums[3 + i];
             auto diverged = [&](const char* what) {
                 fail(strf("step %lld: %s; stopping without saving a model. %s", (long long)step, what,
                           last_checkpoint.empty() ? "No checkpoint was written (see --save_steps)."
@@ -816,6 +988,12 @@ struct trainer {
                     j["device_dispatches"] = dispatches;
                     j["device_submits"] = submits;
                 }
+                if (pref)  // TRL's names
+                    for (int i = 0; i < kPrefMetrics; i++) {
+                        if (o.pref.objective != pref_objective::orpo && i >= 6) continue;
+                        j[kPrefMetricNames[i]] = pref_since_log[i] / (double)steps_since_log;
+                        pref_since_log[i] = 0;
+                    }
                 j.update(policy->state_json());
                 write_log(j);
                 loss_logged_sum += loss_since_log / (double)steps_since_log;

@@ -152,6 +152,11 @@ static void target_dataset(const std::string& in) {
     for (const sample& s : d.samples)
         if (s.ids.size() != s.labels.size() || (int64_t)s.ids.size() > opt.block_size)
             throw std::runtime_error("fuzz: a sample breaks the dataset's invariants");
+    if (d.type == dataset_type::preference) {  // whole pairs, each reply labelled
+        if (d.samples.size() % 2 != 0) throw std::runtime_error("fuzz: a preference dataset with half a pair");
+        for (const sample& s : d.samples)
+            if (sample_label_tokens(s) == 0) throw std::runtime_error("fuzz: a preference reply without a label");
+    }
 }
 
 static void target_jinja(const std::string& in) {
@@ -278,7 +283,8 @@ static const std::map<std::string, std::vector<std::string>> kDictionary = {
                    "\"TemplateProcessing\"", "\"byte_fallback\"", "\"<0x41>\"", "\"Ġ\"", "\"▁\""}},
     {"dataset", {"\"type\"", "\"instances\"", "\"text2text\"", "\"text_only\"", "\"conversation\"", "\"input\"",
                  "\"output\"", "\"text\"", "\"messages\"", "\"role\"", "\"content\"", "\"user\"", "\"assistant\"",
-                 "\"system\"", "\"conversations\"", "\"from\"", "\"value\"", "\"instruction\"", "\n"}},
+                 "\"system\"", "\"conversations\"", "\"from\"", "\"value\"", "\"instruction\"", "\n",
+                 "\"chosen\"", "\"rejected\"", "\"prompt\"", "\"paired_conversation\""}},
     {"jinja", {"{%", "%}", "{{", "}}", "{#", "#}", "{%-", "-%}", "for ", "endfor", "if ", "endif", "elif", "else",
                "set ", "macro ", "endmacro", "namespace(", "loop.index", "messages", "|tojson", "|length", "raise_exception(",
                "generation", "endgeneration", "recursive", "[::-1]", "~", " is defined", " in "}},
