@@ -3,7 +3,9 @@
 # fine-tuning at equal steps, learning rates swept per method, 3 seeds, on a Llama pretrained here
 # from scratch on the King James Bible and fine-tuned on Webster's 1913 definitions and on fortunes;
 # outlier-weighted LISA layer sampling (--lisa_layer_sampling owlore) beside uniform.
-#   bench/quality.sh [--smoke] [--out DIR] [--lisa BINARY] [--stages data,base,sweep,main,report]
+# Quantized-base rows (issue #29, stage quant: LISA and LoRA with --base_quant q8_0/q4_0/q4_K beside
+# the fp32 base) go to DIR/quant.md; `--stages data,base,quant` runs them alone (about 40 minutes).
+#   bench/quality.sh [--smoke] [--out DIR] [--lisa BINARY] [--stages data,base,sweep,main,report,quant]
 # Output: DIR/report.md (tables), DIR/results.json, DIR/quality.png; default DIR bench/out/quality
 # (bench/out/quality-smoke with --smoke). Every stage keeps its results there, so a rerun resumes
 # where an interrupted one stopped. Data: Debian's bible-kjv, dict-gcide and fortunes (installed

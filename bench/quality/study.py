@@ -75,6 +75,12 @@ METHODS = {
 OWLORE = {"lisa_g1_k20_owlore": "lisa_g1_k20", "lisa_g2_k5_owlore": "lisa_g2_k5"}
 # What LISA's parts are worth: the same run with the embedding and the head frozen.
 ABLATIONS = {"lisa_g2_k5_frozen_emb_head": ("lisa_g2_k5", ["--lisa_train_embeddings", "0", "--lisa_train_head", "0"])}
+# A quantized base (issue #29): the same runs with the base's frozen matrices held in ggml blocks
+# (--base_quant), beside the fp32 base, definitions only. The base's down_proj rows (688 values)
+# are not whole blocks: those stay in bf16.
+QUANT = {"%s_%s" % (twin, q): (twin, ["--base_quant", q]) for twin in ("lisa_g2_k5", "lora_r8")
+         for q in ("q8_0", "q4_0", "q4_K")}
+QUANT_SMOKE = ("lisa_g2_k5_q8_0", "lora_r8_q4_0")
 COMMON = ["--lr_scheduler_type", "linear", "--warmup_steps", "10", "--weight_decay", "0", "--max_grad_norm", "1",
           "--per_device_eval_batch_size", "32", "--disable_tqdm", "1"]
 
@@ -251,6 +257,36 @@ class Study:
                 results.append(self.run_one("define", name, METHODS[twin][0] + extra, best[twin], seed))
         return results
 
+    def stage_quant(self, best):
+        """The quantized-base rows beside their fp32 twins (definitions, every seed); quant.md."""
+        if best is None:  # (run alone: the sweep's choice if there was one)
+            f = os.path.join(self.out, "best_lr.json")
+            best = json.load(open(f)) if os.path.exists(f) else {}
+        names = [n for n in QUANT if not self.smoke or n in QUANT_SMOKE]
+        rows = []
+        for twin in dict.fromkeys(QUANT[n][0] for n in names):
+            lr = best.get(twin, "3e-3")  # 3e-3: the sweep's choice for both twins (docs/quality.md)
+            for name, extra in [(twin, [])] + [(n, QUANT[n][1]) for n in names if QUANT[n][0] == twin]:
+                rs = [self.run_one("define", name, METHODS[twin][0] + extra, lr, seed) for seed in self.s["seeds"]]
+                rows.append((name, lr, extra[1] if extra else "fp32", rs))
+        L = ["Quantized base (definitions, mean ± sd over %d seeds; --base_quant, down_proj stays bf16)" %
+             len(self.s["seeds"]), "",
+             "| method | lr | base | held-out loss | Δ loss vs fp32 | EM first word | EM first 3 words | peak RSS MiB |",
+             "|---|---|---|---|---|---|---|---|"]
+        ref = {}
+        for name, lr, q, rs in rows:
+            loss = mean_sd([m["eval_loss"] for m in rs])
+            twin = QUANT[name][0] if name in QUANT else name
+            if q == "fp32":
+                ref[twin] = loss[0]
+            L.append("| %s | %s | %s | %.3f ± %.3f | %s | %.3f ± %.3f | %.3f ± %.3f | %.0f |" % (
+                twin, lr, q, loss[0], loss[1], "–" if q == "fp32" else "%+.3f" % (loss[0] - ref[twin]),
+                *mean_sd([m["em1"] for m in rs]), *mean_sd([m["em3"] for m in rs]),
+                mean_sd([m["peak_rss_mib"] for m in rs])[0]))
+        text = "\n".join(L) + "\n"
+        open(os.path.join(self.out, "quant.md"), "w").write(text)
+        print(text)
+
     def base_metrics(self):
         """The base model before fine-tuning: held-out loss of both tasks and the exact match."""
         f = os.path.join(self.out, "base_metrics.json")
@@ -409,14 +445,14 @@ def main():
     ap.add_argument("--lisa", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--smoke", action="store_true")
-    ap.add_argument("--stages", default="data,base,sweep,main,report")
+    ap.add_argument("--stages", default="data,base,sweep,main,report,quant")
     a = ap.parse_args()
     os.makedirs(a.out, exist_ok=True)
     st = Study(os.path.abspath(a.lisa), os.path.abspath(a.out), a.smoke)
     stages = a.stages.split(",")
     wall = {}
     best, results = None, None
-    for stage in ("data", "base", "sweep", "main", "report"):
+    for stage in ("data", "base", "sweep", "main", "report", "quant"):
         if stage not in stages and not (stage in ("sweep", "main") and "report" in stages):
             continue
         t = time.time()
@@ -428,6 +464,8 @@ def main():
             best = st.stage_sweep()
         elif stage == "main":
             results = st.stage_main(best)
+        elif stage == "quant":
+            st.stage_quant(best)
         else:
             report(st, best, results, wall)
         wall[stage] = time.time() - t
