@@ -1,7 +1,8 @@
 // Data-parallel training over MPI: 2 ranks (mpirun -np 2) against one process taking the same
 // global batch (per-device batch x 2), for LISA, full fine-tuning and LoRA: the same losses, grad
 // norms and final weights up to summation order; ranks agree on their weights; a resumed 2-rank
-// run ends bit-identical to an uninterrupted one; a failing rank ends the job with one message.
+// run ends bit-identical to an uninterrupted one; a failing rank ends the job with one message;
+// DPO over 2 ranks as one process.
 // Skipped (and reported as skipped) when lisa was built without MPI or mpirun is missing.
 #include <gtest/gtest.h>
 
@@ -120,6 +121,37 @@ TEST_P(MpiMethods, TwoRanksTrainAsOneProcessWithTheGlobalBatch) {
     // the largest total move (lr 1e-3 x 6 steps)
     const std::string file = method == "lora" ? "/adapter_model.safetensors" : "/model.safetensors";
     EXPECT_LT(max_weight_diff(t.dir.path + "/one" + file, t.dir.path + "/two" + file), 0.05 * 1e-3 * 6);
+}
+
+// Preference tuning (DPO, issue #30) over 2 ranks: pairs split between the ranks, the loss and
+// TRL's metrics the means over the whole global batch, as one process taking it.
+TEST(MpiPreference, TwoRanksDpoAsOneProcess) {
+    NEED_MPI();
+    if (lisa_test::assets_dir().empty()) GTEST_SKIP() << "../shared/assets not found (set LISA_ASSETS)";
+    temp_dir d;
+    std::string lines;
+    const char* openings[] = {"Once upon a time", "One day", "The little girl", "A big dog", "The sun"};
+    for (int i = 0; i < 16; i++)
+        lines += json({{"prompt", openings[i % 5]}, {"chosen", i % 3 ? " she was happy." : " it was big."},
+                       {"rejected", " he was sad."}}).dump() + "\n";
+    lisa_test::write_file(d.path + "/pairs.jsonl", lines);
+    const std::string common = "train --model_name_or_path " + lisa_test::assets_dir() + "/models/aidreams-260k --dataset_path " +
+                               d.path + "/pairs.jsonl --objective dpo --method lisa --lisa_activated_layers 2 "
+                               "--lisa_interval_steps 2 --max_steps 4 --logging_steps 1 --learning_rate 5e-3 --seed 3 ";
+    auto one = run_lisa(common + "--per_device_train_batch_size 4 --output_model_path " + d.path + "/one");
+    ASSERT_EQ(one.code, 0) << one.output;
+    auto two = run_ranks(2, common + "--per_device_train_batch_size 2 --output_model_path " + d.path + "/two");
+    ASSERT_EQ(two.code, 0) << two.output;
+    auto a = log_of(d.path + "/one"), b = log_of(d.path + "/two");
+    ASSERT_EQ(a.size(), 4u);
+    ASSERT_EQ(b.size(), 4u);
+    // step 1 computes on the starting weights: equal to summation order; later steps move apart
+    // as AdamW's normalised update amplifies that order (see the weights above): 1e-4
+    for (size_t i = 0; i < a.size(); i++)
+        for (const char* k : {"loss", "rewards/margins", "rewards/accuracies", "logps/chosen"})
+            EXPECT_NEAR(a[i][k].get<double>(), b[i][k].get<double>(),
+                        (i == 0 ? 1e-6 : 1e-4) * std::max(1.0, std::fabs(a[i][k].get<double>())))
+                << k << ", step " << i + 1;
 }
 
 INSTANTIATE_TEST_SUITE_P(mpi, MpiMethods, ::testing::Values("lisa", "full", "lora", "lisa --lisa_layer_sampling owlore"),
