@@ -273,6 +273,19 @@ TEST(preference_train, a_resumed_dpo_run_continues_bit_for_bit) {
     }
 }
 
+// `lisa inspect-data` shows each pair's replies as what is scored, after the same prompt.
+TEST(preference_data, inspect_data_shows_the_scored_replies) {
+    NEED_ASSETS();
+    temp_dir td;
+    const std::string data = write_pairs(td);
+    auto r = run_lisa("inspect-data --model_name_or_path " + aidreams() + " --dataset_path " + data + " --block_size 64");
+    ASSERT_EQ(r.code, 0) << r.output;
+    EXPECT_NE(r.output.find("--- preference: 16 pairs"), std::string::npos) << r.output;
+    EXPECT_NE(r.output.find("line 1 (chosen)"), std::string::npos) << r.output;
+    EXPECT_NE(r.output.find("Once upon a time[[ she was happy.</s>]]"), std::string::npos) << r.output;
+    EXPECT_NE(r.output.find("Once upon a time[[ he was sad.</s>]]"), std::string::npos) << r.output;
+}
+
 // Preference data and the objective go together; what does not is refused before training.
 TEST(preference_train, mismatched_data_and_objective_are_refused) {
     NEED_ASSETS();

@@ -97,9 +97,15 @@ command_fn cmd_inspect_data_register(CLI::App& app) {
             trained += sample_label_tokens(s);
             longest = std::max<int64_t>(longest, (int64_t)s.ids.size());
         }
-        std::string tmpl = d.type != dataset_type::conversation ? "none (not conversations)"
+        // (preference pairs in plain text have no template either; chat pairs use the one chosen)
+        const bool chat = d.type == dataset_type::conversation ||
+                          (d.type == dataset_type::preference && (dopt.model_template || !dopt.conversation_template.empty()));
+        std::string tmpl = !chat ? "none (not conversations)"
                          : dopt.model_template ? dopt.model_template->where
                                                : "named: " + dopt.conversation_template;
+        if (d.type == dataset_type::preference)
+            std::printf("--- preference: %zu pairs (samples 2i chosen, 2i+1 rejected; only replies are scored)\n",
+                        d.samples.size() / 2);
         std::printf("--- summary\n");
         std::printf("files: %zu   records: %lld   type: %s   chat template: %s\n", d.files.size(),
                     (long long)d.n_instances, dataset_type_name(d.type), tmpl.c_str());
