@@ -224,6 +224,13 @@ struct pref_record {
     json        tools;
 };
 
+// A turn's role, or "" when the turn is not an object with a string role (check_messages says why).
+static std::string role_of(const json& m) {
+    if (!m.is_object()) return "";
+    auto r = m.find("role");
+    return r != m.end() && r->is_string() ? r->get<std::string>() : "";
+}
+
 // A reply or a prompt given as chat turns: a list of messages, or LMFlow's {"system"?, "messages"}.
 static json turns_of(const json& v, const char* field, const std::string& file, const std::string& where) {
     if (v.is_array()) return v;
@@ -286,19 +293,19 @@ pref_record read_pref_record(const json& o, bool named_template, const std::stri
         }
     }
     if (o.contains("system") && o["system"].is_string() && !o["system"].get<std::string>().empty() &&
-        (r.prompt_msgs.empty() || r.prompt_msgs[0].value("role", "") != "system"))
+        (r.prompt_msgs.empty() || role_of(r.prompt_msgs[0]) != "system"))
         r.prompt_msgs.insert(r.prompt_msgs.begin(), json{{"role", "system"}, {"content", o["system"]}});
     for (const auto& [k, msgs] : {std::pair<const char*, const json*>{"chosen", &cm}, {"rejected", &rm}}) {
-        if (msgs->empty() || (*msgs)[msgs->size() - 1].value("role", "") != "assistant")
+        json whole = r.prompt_msgs;
+        for (const auto& m : *msgs) whole.push_back(m);
+        check_messages(whole, named_template, file, where + "." + k);  // every turn an object with a role first
+        if (msgs->empty() || role_of((*msgs)[msgs->size() - 1]) != "assistant")
             fail(strf("%s: %s: field '%s': the reply must end with an assistant turn after the prompt's turns",
                       file.c_str(), where.c_str(), k));
         for (const auto& m : *msgs)
-            if (m.value("role", "") == "assistant" && m.contains("content") && m["content"].is_string() &&
+            if (role_of(m) == "assistant" && m.contains("content") && m["content"].is_string() &&
                 m["content"].get<std::string>().empty())
                 fail(strf("%s: %s: field '%s': an empty reply", file.c_str(), where.c_str(), k));
-        json whole = r.prompt_msgs;
-        for (const auto& m : *msgs) whole.push_back(m);
-        check_messages(whole, named_template, file, where + "." + k);
     }
     r.chosen_msgs = cm;
     r.rejected_msgs = rm;
