@@ -154,6 +154,35 @@ TEST(MpiPreference, TwoRanksDpoAsOneProcess) {
                 << k << ", step " << i + 1;
 }
 
+// ORPO's NLL is a mean over a micro-batch's chosen tokens (TRL; across ranks, DDP averages the
+// ranks' losses): two ranks of 2 pairs equal one process accumulating two micro-batches of 2.
+TEST(MpiPreference, TwoRanksOrpoAsOneProcessAccumulating) {
+    NEED_MPI();
+    if (lisa_test::assets_dir().empty()) GTEST_SKIP() << "../shared/assets not found (set LISA_ASSETS)";
+    temp_dir d;
+    std::string lines;
+    const char* openings[] = {"Once upon a time", "One day", "The little girl", "A big dog", "The sun"};
+    for (int i = 0; i < 16; i++)  // replies of different lengths, so the token means differ by micro-batch
+        lines += json({{"prompt", openings[i % 5]}, {"chosen", i % 3 ? " she was very happy that day." : " it was big."},
+                       {"rejected", " he was sad."}}).dump() + "\n";
+    lisa_test::write_file(d.path + "/pairs.jsonl", lines);
+    const std::string common = "train --model_name_or_path " + lisa_test::assets_dir() + "/models/aidreams-260k --dataset_path " +
+                               d.path + "/pairs.jsonl --objective orpo --method full --max_steps 3 --logging_steps 1 "
+                               "--learning_rate 5e-3 --seed 5 --per_device_train_batch_size 2 ";
+    auto one = run_lisa(common + "--gradient_accumulation_steps 2 --output_model_path " + d.path + "/one");
+    ASSERT_EQ(one.code, 0) << one.output;
+    auto two = run_ranks(2, common + "--output_model_path " + d.path + "/two");
+    ASSERT_EQ(two.code, 0) << two.output;
+    auto a = log_of(d.path + "/one"), b = log_of(d.path + "/two");
+    ASSERT_EQ(a.size(), 3u);
+    ASSERT_EQ(b.size(), 3u);
+    for (size_t i = 0; i < a.size(); i++)
+        for (const char* k : {"loss", "nll_loss", "log_odds_ratio", "rewards/accuracies"})
+            EXPECT_NEAR(a[i][k].get<double>(), b[i][k].get<double>(),
+                        (i == 0 ? 1e-6 : 1e-4) * std::max(1.0, std::fabs(a[i][k].get<double>())))
+                << k << ", step " << i + 1;
+}
+
 INSTANTIATE_TEST_SUITE_P(mpi, MpiMethods, ::testing::Values("lisa", "full", "lora", "lisa --lisa_layer_sampling owlore"),
                          [](const auto& info) {
                              std::string name = info.param;  // a test name: letters, digits, _

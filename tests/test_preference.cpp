@@ -309,3 +309,131 @@ TEST(preference_train, mismatched_data_and_objective_are_refused) {
     EXPECT_NE(r.code, 0);
     EXPECT_NE(r.output.find("--loss_type robust: expected sigmoid"), std::string::npos) << r.output;
 }
+
+namespace {
+// The first value of key k in `lisa eval`'s JSON line.
+double eval_value(const std::string& out, const char* k) {
+    const size_t p = out.rfind("{\"");
+    if (p == std::string::npos) return NAN;
+    const json j = json::parse(out.substr(p, out.find('\n', p) - p));
+    return j.contains(k) ? j[k].get<double>() : NAN;
+}
+}  // namespace
+
+// Evaluation on pairs: during training (--eval_dataset_path, TRL's eval_ names) and with `lisa
+// eval` afterwards agree on the same weights; the starting model scored against itself is DPO's
+// fixed point (loss log 2, no margin); a reply's log-likelihood equals what the supervised loss
+// gives for the same prompt and reply (two code paths); the plot shows the reward accuracy.
+TEST(preference_eval, during_training_and_lisa_eval_agree) {
+    NEED_ASSETS();
+    temp_dir td, out;
+    const std::string data = write_pairs(td);
+    std::string held;
+    const char* openings[] = {"Once upon a time", "The little girl", "One day"};
+    for (int i = 0; i < 3; i++)
+        held += json({{"prompt", openings[i]}, {"chosen", " she was happy."}, {"rejected", " he was sad."}}).dump() + "\n";
+    lisa_test::write_file(td.path + "/held/pairs.jsonl", held);
+    auto r = run_lisa("train --model_name_or_path " + aidreams() + " --dataset_path " + data + " --eval_dataset_path " +
+                      td.path + "/held --output_model_path " + out.path + " --objective dpo --method lisa "
+                      "--lisa_activated_layers 2 --learning_rate 5e-3 --max_steps 8 --per_device_train_batch_size 4 "
+                      "--logging_steps 1 --eval_steps 4 --per_device_eval_batch_size 2 --plot_loss");
+    ASSERT_EQ(r.code, 0) << r.output;
+    std::vector<json> evals;
+    for (const auto& j : lisa_test::read_jsonl(out.path + "/trainer_log.jsonl"))
+        if (j.contains("eval_loss")) evals.push_back(json::parse(j.dump()));
+    ASSERT_EQ(evals.size(), 2u) << r.output;  // steps 4 and 8
+    for (const char* k : {"eval_rewards/chosen", "eval_rewards/rejected", "eval_rewards/accuracies",
+                          "eval_rewards/margins", "eval_logps/chosen", "eval_logps/rejected"})
+        ASSERT_TRUE(evals.back().contains(k)) << k << ": " << evals.back().dump();
+    EXPECT_GT(evals.back()["eval_rewards/margins"].get<double>(), 0.0);
+    EXPECT_LT(evals.back()["eval_loss"].get<double>(), std::log(2.0));
+
+    // lisa eval of the trained model, the starting model as the reference: the same numbers
+    // (other batch shapes, so summation order: 1e-6 relative)
+    r = run_lisa("eval --model_name_or_path " + out.path + " --dataset_path " + td.path + "/held --objective dpo "
+                 "--ref_model_path " + aidreams());
+    ASSERT_EQ(r.code, 0) << r.output;
+    for (auto [mine, trl] : {std::pair{"loss", "eval_loss"}, {"rewards/margins", "eval_rewards/margins"},
+                             {"rewards/accuracies", "eval_rewards/accuracies"}, {"logps/chosen", "eval_logps/chosen"}}) {
+        const double want = evals.back()[trl].get<double>();
+        EXPECT_NEAR(eval_value(r.output, mine), want, 1e-6 * std::max(1.0, std::fabs(want))) << mine << "\n" << r.output;
+    }
+    EXPECT_EQ(eval_value(r.output, "pairs"), 3);
+    // the starting model against itself: every reward 0, loss log 2
+    r = run_lisa("eval --model_name_or_path " + aidreams() + " --dataset_path " + td.path + "/held --objective dpo "
+                 "--ref_model_path " + aidreams());
+    ASSERT_EQ(r.code, 0) << r.output;
+    EXPECT_NEAR(eval_value(r.output, "loss"), std::log(2.0), 1e-12) << r.output;
+    EXPECT_EQ(eval_value(r.output, "rewards/margins"), 0.0) << r.output;
+    EXPECT_EQ(eval_value(r.output, "rewards/accuracies"), 0.0) << r.output;  // TRL: chosen > rejected, strictly
+    // DPO without a reference is refused, naming the flag
+    r = run_lisa("eval --model_name_or_path " + out.path + " --dataset_path " + td.path + "/held --objective dpo");
+    EXPECT_NE(r.code, 0);
+    EXPECT_NE(r.output.find("--ref_model_path"), std::string::npos) << r.output;
+
+    // no objective: the mean Σ log p of the chosen reply equals the supervised loss of the same
+    // prompt and reply (as text2text) times its tokens per sample
+    r = run_lisa("eval --model_name_or_path " + out.path + " --dataset_path " + td.path + "/held");
+    ASSERT_EQ(r.code, 0) << r.output;
+    const double chosen = eval_value(r.output, "logps/chosen"), margin = eval_value(r.output, "logps/margins");
+    EXPECT_NEAR(margin, chosen - eval_value(r.output, "logps/rejected"), 1e-9);
+    EXPECT_GE(eval_value(r.output, "logps/accuracies"), 0.0);
+    json t2t = {{"type", "text2text"}, {"instances", json::array()}};
+    for (int i = 0; i < 3; i++) t2t["instances"].push_back({{"input", openings[i]}, {"output", " she was happy."}});
+    lisa_test::write_file(td.path + "/sft/data.json", t2t.dump());
+    auto s = run_lisa("eval --model_name_or_path " + out.path + " --dataset_path " + td.path + "/sft");
+    ASSERT_EQ(s.code, 0) << s.output;
+    const double sft_sum = -eval_value(s.output, "loss") * eval_value(s.output, "tokens") / 3;
+    EXPECT_NEAR(chosen, sft_sum, 1e-5 * std::fabs(sft_sum)) << r.output << "\n" << s.output;
+
+    // the plot: the reward accuracy of every logged step and of every evaluation
+    const std::string svg = fs_read_text(out.path + "/training_loss.svg");
+    auto points_of = [&](const std::string& cls) {
+        size_t p = svg.find("class=\"" + cls + "\" points=\"");
+        if (p == std::string::npos) return -1;
+        p = svg.find("points=\"", p) + 8;
+        std::string pts = svg.substr(p, svg.find('"', p) - p);
+        return (int)std::count(pts.begin(), pts.end(), ',');
+    };
+    EXPECT_EQ(points_of("reward-accuracy"), 8);
+    EXPECT_EQ(points_of("eval-reward-accuracy"), 2);
+    EXPECT_NE(svg.find("lisa dpo on"), std::string::npos);
+}
+
+// The held-out share of --validation_split_percentage is whole pairs; --group_by_length batches
+// pairs by their longer reply; ORPO evaluates without a reference; LoRA's reference is its base.
+TEST(preference_eval, split_group_by_length_orpo_and_lora) {
+    NEED_ASSETS();
+    temp_dir td, a, b;
+    const std::string data = write_pairs(td);
+    auto r = run_lisa("train --model_name_or_path " + aidreams() + " --dataset_path " + data + " --output_model_path " +
+                      a.path + " --objective orpo --method lora --lora_r 4 --learning_rate 2e-2 --max_steps 6 "
+                      "--per_device_train_batch_size 2 --validation_split_percentage 25 --group_by_length --logging_steps 1");
+    ASSERT_EQ(r.code, 0) << r.output;
+    EXPECT_NE(r.output.find("data: 4 pairs held out for eval_loss (--validation_split_percentage 25), 12 train"),
+              std::string::npos) << r.output;
+    json last;
+    for (const auto& j : lisa_test::read_jsonl(a.path + "/trainer_log.jsonl"))
+        if (j.contains("eval_loss")) last = json::parse(j.dump());
+    ASSERT_TRUE(last.contains("eval_nll_loss")) << last.dump();
+    EXPECT_TRUE(last.contains("eval_log_odds_ratio")) << last.dump();
+    // LoRA output: lisa eval with the adapter, its base the DPO reference
+    r = run_lisa("eval --model_name_or_path " + aidreams() + " --lora_model_path " + a.path + " --dataset_path " + data +
+                 " --objective dpo");
+    ASSERT_EQ(r.code, 0) << r.output;
+    auto r2 = run_lisa("eval --model_name_or_path " + aidreams() + " --lora_model_path " + a.path + " --dataset_path " +
+                       data + " --objective dpo --ref_model_path " + aidreams());
+    ASSERT_EQ(r2.code, 0) << r2.output;
+    EXPECT_EQ(eval_value(r.output, "loss"), eval_value(r2.output, "loss"));
+    EXPECT_GT(eval_value(r.output, "rewards/accuracies"), 0.5) << r.output;
+    // pairs as eval data for supervised training, and supervised records as eval data for DPO
+    r = run_lisa("train --model_name_or_path " + aidreams() + " --dataset_path " + lisa_test::golden_dir("aidreams_data") +
+                 "/text_only --eval_dataset_path " + data + " --output_model_path " + b.path + "/x --max_steps 1");
+    EXPECT_NE(r.code, 0);
+    EXPECT_NE(r.output.find("preference pairs evaluate with --objective dpo or orpo"), std::string::npos) << r.output;
+    r = run_lisa("train --model_name_or_path " + aidreams() + " --dataset_path " + data + " --eval_dataset_path " +
+                 lisa_test::golden_dir("aidreams_data") + "/text_only --output_model_path " + b.path + "/y --max_steps 1 "
+                 "--objective dpo");
+    EXPECT_NE(r.code, 0);
+    EXPECT_NE(r.output.find("with --objective dpo it needs preference pairs"), std::string::npos) << r.output;
+}

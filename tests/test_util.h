@@ -78,7 +78,10 @@ inline run_result run_lisa(const std::string& args, const std::string& prefix = 
 }
 
 inline void write_file(const std::string& path, const std::string& data) {
+    const size_t slash = path.rfind('/');
+    if (slash != std::string::npos && slash > 0) std::filesystem::create_directories(path.substr(0, slash));
     FILE* f = fopen(path.c_str(), "wb");
+    if (!f) throw std::runtime_error("write_file: cannot open " + path);
     fwrite(data.data(), 1, data.size(), f);
     fclose(f);
 }

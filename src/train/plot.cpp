@@ -57,7 +57,7 @@ std::string plot_training_loss(const std::string& dir) {
     const std::string log_path = fs_join(dir, "trainer_log.jsonl");
     if (!fs_is_file(log_path)) fail(strf("%s: no trainer_log.jsonl (not a lisa train output folder?)", dir.c_str()));
     std::ifstream f(log_path);
-    std::vector<point> train, eval, lr;
+    std::vector<point> train, eval, lr, acc, eval_acc;  // acc: preference tuning's reward accuracy
     std::vector<std::pair<double, std::string>> switches;  // LISA: step where the layers changed
     std::string last_layers;
     std::string line;
@@ -74,6 +74,10 @@ std::string plot_training_loss(const std::string& dir) {
         if (j.contains("loss") && j["loss"].is_number()) train.push_back({s, j["loss"].get<double>()});
         if (j.contains("eval_loss") && j["eval_loss"].is_number()) eval.push_back({s, j["eval_loss"].get<double>()});
         if (j.contains("learning_rate") && j["learning_rate"].is_number()) lr.push_back({s, j["learning_rate"].get<double>()});
+        if (j.contains("rewards/accuracies") && j["rewards/accuracies"].is_number())
+            acc.push_back({s, j["rewards/accuracies"].get<double>()});
+        if (j.contains("eval_rewards/accuracies") && j["eval_rewards/accuracies"].is_number())
+            eval_acc.push_back({s, j["eval_rewards/accuracies"].get<double>()});
         if (j.contains("active_layers")) {
             std::string layers = j["active_layers"].dump();
             if (layers != last_layers) {
@@ -89,7 +93,9 @@ std::string plot_training_loss(const std::string& dir) {
     if (fs_is_file(args_path)) {
         try {
             auto a = nlohmann::json::parse(fs_read_text(args_path));
-            title = a.value("method", std::string("lisa")) + " on " + a.value("model_name_or_path", std::string("?"));
+            const std::string objective = a.value("objective", std::string("sft"));
+            title = a.value("method", std::string("lisa")) + (objective == "sft" ? "" : " " + objective) + " on " +
+                    a.value("model_name_or_path", std::string("?"));
         } catch (const std::exception&) {
         }
     }
@@ -112,6 +118,10 @@ std::string plot_training_loss(const std::string& dir) {
     auto X = [&](double x) { return L + (x - x0) / (x1 - x0) * pw; };
     auto Y = [&](double y) { return T + (1 - (y - y0) / (y1 - y0)) * ph; };
     auto YL = [&](double y) { return T + (1 - (y - l0) / (l1 - l0)) * ph; };
+    // preference runs: the right axis is the reward accuracy (0 to 1); the learning rate keeps
+    // its shape, scaled to the plot's height, its peak in the legend
+    const bool pref = !acc.empty() || !eval_acc.empty();
+    auto YA = [&](double y) { return T + (1 - y) * ph; };
     std::string s;
     s += strf("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" viewBox=\"0 0 %.0f %.0f\" "
               "font-family=\"sans-serif\" font-size=\"13\">\n", W, H, W, H);
@@ -126,16 +136,20 @@ std::string plot_training_loss(const std::string& dir) {
         s += strf("<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#f0f0f0\"/>\n", X(t), T, X(t), T + ph);
         s += strf("<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">%s</text>\n", X(t), T + ph + 18, num(t).c_str());
     }
-    if (!lr.empty())
+    if (pref)
+        for (double t : ticks(0, 1, 5))
+            s += strf("<text x=\"%.1f\" y=\"%.1f\" fill=\"#2ca02c\">%s</text>\n", L + pw + 6, YA(t) + 4, num(t).c_str());
+    else if (!lr.empty())
         for (double t : ticks(l0, l1, 5))
             s += strf("<text x=\"%.1f\" y=\"%.1f\" fill=\"#888\">%s</text>\n", L + pw + 6, YL(t) + 4, num(t).c_str());
     s += strf("<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"none\" stroke=\"#333\"/>\n", L, T, pw, ph);
     s += strf("<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">optimizer step</text>\n", L + pw / 2, H - 18);
     s += strf("<text x=\"18\" y=\"%.1f\" text-anchor=\"middle\" transform=\"rotate(-90 18 %.1f)\">loss</text>\n",
               T + ph / 2, T + ph / 2);
-    if (!lr.empty())
-        s += strf("<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\" fill=\"#888\" transform=\"rotate(90 %.1f %.1f)\">"
-                  "learning rate</text>\n", W - 16, T + ph / 2, W - 16, T + ph / 2);
+    if (pref || !lr.empty())
+        s += strf("<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\" fill=\"%s\" transform=\"rotate(90 %.1f %.1f)\">"
+                  "%s</text>\n", W - 16, T + ph / 2, pref ? "#2ca02c" : "#888", W - 16, T + ph / 2,
+                  pref ? "reward accuracy" : "learning rate");
     // LISA's layer switches (at most ~40 labels, so a long run stays readable)
     size_t label_every = std::max<size_t>(1, switches.size() / 40);
     for (size_t k = 0; k < switches.size(); k++) {
@@ -147,22 +161,28 @@ std::string plot_training_loss(const std::string& dir) {
                       esc(switches[k].second).c_str());
     }
     auto polyline = [&](const std::vector<point>& v, const char* cls, const char* colour, const char* extra,
-                        bool lr_axis) {
+                        int axis) {  // 0: loss, 1: learning rate, 2: accuracy
         std::string pts;
         for (const auto& p : v)
-            if (std::isfinite(p.y)) pts += strf("%.1f,%.1f ", X(p.x), lr_axis ? YL(p.y) : Y(p.y));
+            if (std::isfinite(p.y)) pts += strf("%.1f,%.1f ", X(p.x), axis == 1 ? YL(p.y) : axis == 2 ? YA(p.y) : Y(p.y));
         s += strf("<polyline class=\"%s\" points=\"%s\" fill=\"none\" stroke=\"%s\" stroke-width=\"2\" %s/>\n", cls,
                   pts.c_str(), colour, extra);
     };
-    if (!lr.empty()) polyline(lr, "learning-rate", "#aaaaaa", "stroke-dasharray=\"6 4\"", true);
-    polyline(train, "train-loss", "#1f77b4", "", false);
+    if (!lr.empty()) polyline(lr, "learning-rate", "#aaaaaa", "stroke-dasharray=\"6 4\"", 1);
+    if (!acc.empty()) polyline(acc, "reward-accuracy", "#2ca02c", "stroke-opacity=\"0.8\"", 2);
+    if (!eval_acc.empty()) {
+        polyline(eval_acc, "eval-reward-accuracy", "#2ca02c", "stroke-dasharray=\"2 3\"", 2);
+        for (const auto& p : eval_acc)
+            s += strf("<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3.5\" fill=\"#2ca02c\"/>\n", X(p.x), YA(p.y));
+    }
+    polyline(train, "train-loss", "#1f77b4", "", 0);
     if (!eval.empty()) {
-        polyline(eval, "eval-loss", "#ff7f0e", "", false);
+        polyline(eval, "eval-loss", "#ff7f0e", "", 0);
         for (const auto& p : eval)
             s += strf("<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3.5\" fill=\"#ff7f0e\"/>\n", X(p.x), Y(p.y));
     }
     // legend, top right (loss curves fall, so that corner is usually free), on a white card
-    const int entries = 1 + !eval.empty() + !lr.empty() + !switches.empty();
+    const int entries = 1 + !eval.empty() + !lr.empty() + !switches.empty() + !acc.empty() + !eval_acc.empty();
     double lx = L + pw - 230, ly = T + 40;
     s += strf("<rect x=\"%.1f\" y=\"%.1f\" width=\"222\" height=\"%d\" fill=\"white\" fill-opacity=\"0.85\" "
               "stroke=\"#ddd\"/>\n", lx - 8, ly - 12, entries * 18 + 8);
@@ -173,7 +193,12 @@ std::string plot_training_loss(const std::string& dir) {
     };
     legend("#1f77b4", strf("train loss (last %.4g)", train.back().y).c_str(), "");
     if (!eval.empty()) legend("#ff7f0e", strf("eval loss (last %.4g)", eval.back().y).c_str(), "");
-    if (!lr.empty()) legend("#aaaaaa", "learning rate", "stroke-dasharray=\"6 4\"");
+    if (!acc.empty()) legend("#2ca02c", strf("reward accuracy (last %.3g)", acc.back().y).c_str(), "");
+    if (!eval_acc.empty())
+        legend("#2ca02c", strf("eval reward accuracy (last %.3g)", eval_acc.back().y).c_str(), "stroke-dasharray=\"2 3\"");
+    if (!lr.empty())
+        legend("#aaaaaa", pref ? strf("learning rate (peak %.3g)", l1).c_str() : "learning rate",
+               "stroke-dasharray=\"6 4\"");
     if (!switches.empty()) legend("#9b59b6", strf("LISA layer switch (%zu)", switches.size()).c_str(), "stroke-opacity=\"0.5\"");
     s += "</svg>\n";
     const std::string out = fs_join(dir, "training_loss.svg");

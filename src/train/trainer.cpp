@@ -189,6 +189,7 @@ struct trainer {
     bool                          pref = false;
     std::vector<size_t>           pair_order;  // the epoch's pair order (reused)
     std::vector<double>           ref_logp;    // [sample] the reference model's Σ log p (DPO)
+    std::vector<double>           eval_ref_logp, eval_logp;  // the same of the evaluation samples; the model's
     std::vector<decoder_span>     spans;       // a micro-batch's samples as spans of rows (reused)
     std::vector<double>           span_logp, span_weight;
     std::vector<pref_pair>        pairs;
@@ -305,12 +306,10 @@ struct trainer {
             fail(strf("%s: preference records (\"chosen\" / \"rejected\") train with --objective dpo or orpo",
                       o.dataset_path.c_str()));
         if (pref) {
-            const char* bad = o.group_texts ? "--group_texts" : o.packing ? "--packing" : o.group_by_length ? "--group_by_length"
-                            : !o.eval_dataset_path.empty() ? "--eval_dataset_path"
-                            : o.validation_split_percentage > 0 ? "--validation_split_percentage" : nullptr;
+            const char* bad = o.group_texts ? "--group_texts" : o.packing ? "--packing" : nullptr;
             if (bad)
-                fail(strf("%s: not with --objective %s (pairs are batched whole; preference evaluation is not there "
-                          "yet)", bad, pref_objective_name(o.pref.objective)));
+                fail(strf("%s: not with --objective %s (a pair's replies are scored as whole sequences, never cut "
+                          "or packed together)", bad, pref_objective_name(o.pref.objective)));
             if (!(o.pref.beta > 0)) fail(strf("--beta %g: must be > 0", o.pref.beta));
             if (o.pref.label_smoothing < 0 || o.pref.label_smoothing >= 0.5)
                 fail(strf("--label_smoothing %g: expected a value in [0, 0.5)", o.pref.label_smoothing));
@@ -335,28 +334,37 @@ struct trainer {
             // a seeded share of the samples, held out of training for eval_loss
             if (o.validation_split_percentage >= 100)
                 fail(strf("--validation_split_percentage %g: must be below 100", o.validation_split_percentage));
-            std::vector<size_t> order = epoch_order(data.samples.size(), o.seed ^ 0x5eed5a1177ull, 0, true);
-            size_t n_eval = std::max<size_t>(1, (size_t)(data.samples.size() * o.validation_split_percentage / 100.0));
-            if (n_eval >= data.samples.size())
-                fail(strf("--validation_split_percentage %g: would leave no training sample (%zu in all)",
-                          o.validation_split_percentage, data.samples.size()));
-            std::vector<bool> held(data.samples.size(), false);
+            // (preference: whole pairs)
+            const size_t u = (size_t)unit(), n_units = data.samples.size() / u;
+            std::vector<size_t> order = epoch_order(n_units, o.seed ^ 0x5eed5a1177ull, 0, true);
+            size_t n_eval = std::max<size_t>(1, (size_t)(n_units * o.validation_split_percentage / 100.0));
+            if (n_eval >= n_units)
+                fail(strf("--validation_split_percentage %g: would leave no training %s (%zu in all)",
+                          o.validation_split_percentage, pref ? "pair" : "sample", n_units));
+            std::vector<bool> held(n_units, false);
             for (size_t i = 0; i < n_eval; i++) held[order[i]] = true;
             dataset train_part;
             train_part.type = eval_data.type = data.type;
             for (size_t i = 0; i < data.samples.size(); i++)
-                (held[i] ? eval_data : train_part).samples.push_back(std::move(data.samples[i]));
+                (held[i / u] ? eval_data : train_part).samples.push_back(std::move(data.samples[i]));
             data.samples = std::move(train_part.samples);
             data.sources.clear();
             has_eval = true;
-            info(strf("data: %zu samples held out for eval_loss (--validation_split_percentage %g), %zu train",
-                      eval_data.samples.size(), o.validation_split_percentage, data.samples.size()));
+            info(strf("data: %zu %s held out for eval_loss (--validation_split_percentage %g), %zu train",
+                      eval_data.samples.size() / u, pref ? "pairs" : "samples", o.validation_split_percentage,
+                      data.samples.size() / u));
         }
         if (!o.eval_dataset_path.empty()) {
             eval_data = dataset_load(o.eval_dataset_path, *tok, dopt);
             for (const std::string& n : eval_data.notes) info("lisa: note: " + n);
             if (o.group_texts) dataset_group_texts(&eval_data, dopt.block_size);
             if (o.packing) dataset_pack(&eval_data, dopt.block_size);
+            if (pref != (eval_data.type == dataset_type::preference))
+                fail(pref ? strf("--eval_dataset_path %s: holds %s records; with --objective %s it needs preference "
+                                 "pairs (\"chosen\" / \"rejected\")", o.eval_dataset_path.c_str(),
+                                 dataset_type_name(eval_data.type), pref_objective_name(o.pref.objective))
+                          : strf("--eval_dataset_path %s: preference pairs evaluate with --objective dpo or orpo (or "
+                                 "`lisa eval` on the trained model)", o.eval_dataset_path.c_str()));
             has_eval = true;
         }
         if (!has_eval && (o.eval_steps > 0 || o.eval_steps_fraction > 0 || o.eval_strategy == "steps" || o.eval_strategy == "epoch"))
@@ -380,6 +388,13 @@ struct trainer {
             return;
         }
         epoch_order_into(&pair_order, data.samples.size() / 2, o.seed, epoch, o.shuffle);
+        if (o.group_by_length) {  // as order_group_by_length, a pair's length its longer reply's
+            const size_t mega = std::max<size_t>(1, mega_batch() / 2);
+            auto len = [&](size_t p) { return std::max(data.samples[2 * p].ids.size(), data.samples[2 * p + 1].ids.size()); };
+            for (size_t i = 0; i < pair_order.size(); i += mega)
+                std::sort(pair_order.begin() + i, pair_order.begin() + std::min(pair_order.size(), i + mega),
+                          [&](size_t a, size_t b) { return len(a) != len(b) ? len(a) > len(b) : a < b; });
+        }
         order.resize(2 * pair_order.size());
         for (size_t i = 0; i < pair_order.size(); i++) order[2 * i] = 2 * pair_order[i], order[2 * i + 1] = 2 * pair_order[i] + 1;
     }
@@ -511,6 +526,20 @@ struct trainer {
                               {"resumed_from", ckpt.empty() ? json(nullptr) : json(abs(ckpt))}}}};
     }
 
+    // Preference: the objective and TRL's metrics over every evaluation pair (pairs of
+    // --per_device_eval_batch_size per forward), logged with TRL's eval_ prefix.
+    double eval_preference(json* metrics) {
+        evaluate_sample_logps(*m, eval_data, o.per_device_eval_batch_size * 2, pad_id, &eval_logp, &eval_acts, nullptr,
+                              layout());
+        const pref_result r = evaluate_preference(o.pref, eval_data, eval_logp, eval_ref_logp);
+        const double v[kPrefMetrics] = {r.rewards_chosen, r.rewards_rejected, r.rewards_accuracy, r.rewards_margin,
+                                        r.logps_chosen,   r.logps_rejected,   r.nll_loss,         r.log_odds_ratio,
+                                        r.log_odds_chosen};
+        for (int i = 0; i < kPrefMetrics; i++)
+            if (o.pref.objective == pref_objective::orpo || i < 6) (*metrics)[std::string("eval_") + kPrefMetricNames[i]] = v[i];
+        return r.loss;
+    }
+
     double eval_loss() {
         int64_t n = 0;
         double sum = evaluate_loss_sum(*m, eval_data, o.per_device_eval_batch_size, pad_id, &n, &eval_acts, nullptr,
@@ -602,13 +631,7 @@ struct trainer {
     // A micro-batch's samples as spans of rows: padded, a row each; padding-free, each sample's
     // stretch of the one row (make_batch_into lays them out in this order).
     void batch_spans(const batch& b, size_t first, size_t count) {
-        spans.clear();
-        int64_t at = 0;
-        for (size_t i = 0; i < count; i++) {
-            const int64_t len = (int64_t)data.samples[order[first + i]].ids.size();
-            if (b.B == 1 && count > 1) spans.push_back({at, len}), at += len;  // end to end in one row
-            else spans.push_back({(int64_t)i * b.T, b.T});
-        }
+        batch_sample_spans(b, data, order.data() + first, count, &spans);
     }
 
     // Preference: one micro-batch's forward, the objective over its pairs, and the backward with
@@ -644,9 +667,9 @@ struct trainer {
         return pres.loss * share;
     }
 
-    // DPO's reference: Σ log p of every training sample under the model as it starts (LoRA: the
-    // base, its adapters zero), without dropout, computed once and kept in the output folder so a
-    // resumed run (whose model has trained) uses the same values.
+    // DPO's reference: Σ log p of every training (and evaluation) sample under the model as it
+    // starts (LoRA: the base, its adapters zero), without dropout, computed once and kept in the
+    // output folder so a resumed run (whose model has trained) uses the same values.
     void reference_logps(bool resumed) {
         if (o.pref.objective != pref_objective::dpo) return;
         const std::string path = fs_join(o.output_model_path, "reference_logps.json");
@@ -656,35 +679,26 @@ struct trainer {
                           "computed (start the run again without --resume_from_checkpoint)", path.c_str()));
             const json j = json::parse(fs_read_text(path));
             ref_logp = j.at("logps").get<std::vector<double>>();
-            if (ref_logp.size() != data.samples.size())
-                fail(strf("%s: %zu values for %zu samples: the dataset changed since the run started", path.c_str(),
-                          ref_logp.size(), data.samples.size()));
-            info(strf("dpo: reference log-probabilities of %zu replies from %s", ref_logp.size(), path.c_str()));
+            eval_ref_logp = j.value("eval_logps", std::vector<double>{});
+            if (ref_logp.size() != data.samples.size() || eval_ref_logp.size() != eval_data.samples.size())
+                fail(strf("%s: %zu + %zu values for %zu training and %zu evaluation samples: the data changed since "
+                          "the run started", path.c_str(), ref_logp.size(), eval_ref_logp.size(), data.samples.size(),
+                          eval_data.samples.size()));
+            info(strf("dpo: reference log-probabilities of %zu replies from %s", ref_logp.size() + eval_ref_logp.size(),
+                      path.c_str()));
             return;
         }
         const auto t0 = std::chrono::steady_clock::now();
-        ref_logp.assign(data.samples.size(), 0.0);
-        std::vector<size_t> all(data.samples.size());
-        for (size_t i = 0; i < all.size(); i++) all[i] = i;
-        order = all;  // batch_spans reads the order
-        batch b;
-        const size_t B = (size_t)device_rows();
-        for (size_t first = 0; first < all.size(); first += B) {
-            const size_t count = std::min(B, all.size() - first);
-            make_batch_into(&b, data, all.data() + first, count, pad_id, layout());
-            decoder_acts_shape(&acts, *m, b.B, b.T, b.pos.empty() ? nullptr : b.pos.data());
-            batch_spans(b, first, count);
-            span_logp.resize(spans.size());
-            decoder_span_logps(*m, &acts, b.ids.data(), b.labels.data(), spans.data(), spans.size(), false,
-                               span_logp.data());
-            for (size_t i = 0; i < count; i++) ref_logp[first + i] = span_logp[i];
-        }
-        order.clear();
+        evaluate_sample_logps(*m, data, device_rows(), pad_id, &ref_logp, &acts, nullptr, layout());
+        eval_ref_logp.clear();
+        if (has_eval)
+            evaluate_sample_logps(*m, eval_data, o.per_device_eval_batch_size * 2, pad_id, &eval_ref_logp, &eval_acts,
+                                  nullptr, layout());
         if (world->is_root())
             fs_write_atomic(path, json({{"model", o.model_name_or_path}, {"dataset", o.dataset_path},
-                                        {"logps", ref_logp}}).dump() + "\n");
+                                        {"logps", ref_logp}, {"eval_logps", eval_ref_logp}}).dump() + "\n");
         info(strf("dpo: reference log-probabilities of %zu replies computed in %.1f s (the model as it starts%s), kept "
-                  "in %s", ref_logp.size(),
+                  "in %s", ref_logp.size() + eval_ref_logp.size(),
                   std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(),
                   o.method == train_method::lora ? ": the base, adapters zero" : "", path.c_str()));
     }
@@ -1009,8 +1023,11 @@ struct trainer {
                                                           : at_point(o.eval_strategy, o.eval_steps);
             if (has_eval && eval_now) {
                 if (world->is_root()) {  // rank 0's; the others go on
-                    last_eval_loss = eval_loss();
-                    write_log({{"step", step}, {"eval_loss", last_eval_loss}});
+                    json metrics = json::object();
+                    last_eval_loss = pref ? eval_preference(&metrics) : eval_loss();
+                    json line = {{"step", step}, {"eval_loss", last_eval_loss}};
+                    line.update(metrics);
+                    write_log(line);
                 }
                 last_eval_step = step;
             }
