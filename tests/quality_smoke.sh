@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # ctest quality.smoke: bench/quality.sh --smoke end to end (data, tokenizer learning, pretraining,
-# every method's fine-tuning, owlore sampling, evaluation, exact match, report, plot) with the
+# every method's fine-tuning, owlore sampling, evaluation, exact match, report, plot, quantized
+# bases, DPO and ORPO after supervised tuning) with the
 # binary under test, then checks what it wrote. Exit 77 (skipped) when Debian's data packages
 # are not installed (scripts/install-deps.sh installs them).
 #   tests/quality_smoke.sh LISA_BINARY
@@ -49,6 +50,19 @@ for name, q in (("lisa_g2_k5_q8_0", "q8_0"), ("lora_r8_q4_0", "q4_0")):
     logs = [open(os.path.join(dp, "train.log")).read() for dp, _, fs in os.walk(os.path.join(out, "runs", "define"))
             if "train.log" in fs and os.path.basename(dp).startswith(name + "_lr")]
     assert logs and all("held in ggml blocks (" in l and " " + q + ")" in l for l in logs), (name, logs[:1])
+# the preference stage: every objective and method from the supervised start, measured on the
+# held-out pairs against it; DPO's reference pass logged; rewards in [0, 1]
+pj = json.load(open(os.path.join(out, "pref.json")))
+assert {(row["objective"], row["method"]) for row in pj["rows"]} == {
+    (o, m) for o in ("dpo", "orpo") for m in ("lisa_g2_k5", "lora_r8", "full")}, pj["rows"]
+for row in pj["rows"]:
+    for run in row["runs"]:
+        assert 0 <= run["reward_accuracy"] <= 1 and 0 <= run["logp_accuracy"] <= 1, run
+        assert math.isfinite(run["eval_loss"]) and math.isfinite(run["define_eval_loss"]), run
+dpo_logs = [open(os.path.join(dp, "train.log")).read() for dp, _, fs in os.walk(os.path.join(out, "pref", "runs"))
+            if "train.log" in fs and os.path.basename(dp).startswith("dpo_")]
+assert dpo_logs and all("dpo: reference log-probabilities of" in l for l in dpo_logs), dpo_logs[:1]
+assert "| (supervised start) |" in open(os.path.join(out, "pref.md")).read()
 png = open(os.path.join(out, "quality.png"), "rb").read()
 assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10000, len(png)
 print("quality.smoke: %d runs checked" % len(r["runs"]))

@@ -2,7 +2,7 @@
 """The quality study: does LISA, as lisa.cpp implements it, learn as well as LoRA and full
 fine-tuning? Run by bench/quality.sh; see docs/quality.md for the design and the results.
 
-  study.py --lisa BUILD/lisa --out DIR [--smoke] [--stages data,base,sweep,main,report]
+  study.py --lisa BUILD/lisa --out DIR [--smoke] [--stages data,base,sweep,main,report,quant,pref]
 
 Stages (each keeps its outputs under DIR and is skipped when they are already there, so an
 interrupted study resumes where it stopped):
@@ -12,6 +12,8 @@ interrupted study resumes where it stopped):
   main    every method at its best learning rate on both tasks, all seeds; owlore sampling beside
           uniform for two LISA settings
   report  DIR/report.md (tables), DIR/results.json, DIR/quality.png (plot)
+  quant   LISA and LoRA on quantized bases beside the fp32 base: DIR/quant.md
+  pref    DPO and ORPO after supervised tuning, LISA against LoRA and full: DIR/pref.md
 """
 import argparse
 import json
@@ -71,6 +73,15 @@ METHODS = {
     "lora_r64": (["--method", "lora", "--lora_r", "64", "--lora_alpha", "128", "--lora_dropout", "0.05"], LR_LORA),
     "full": (["--method", "full"], LR_DENSE),
 }
+# Preference tuning (issue #30, stage pref): DPO and ORPO from one supervised model (full
+# fine-tuning on the definitions), on pairs "Define: WORD" -> the word's definition (chosen)
+# against another word's definition of as many words (rejected); LISA against LoRA and full at
+# equal steps, each method and objective's rate picked from PREF_LR on held-out preference loss.
+PREF = {"full": {"pairs_train": 2000, "steps": 80, "batch": 8, "eval_every": 20},
+        "smoke": {"pairs_train": 40, "steps": 4, "batch": 4, "eval_every": 2}}
+PREF_METHODS = ("lisa_g2_k5", "lora_r8", "full")
+PREF_LR = {"lisa_g2_k5": ["1e-4", "3e-4", "1e-3"], "full": ["1e-4", "3e-4", "1e-3"], "lora_r8": ["3e-4", "1e-3", "3e-3"]}
+PREF_OBJECTIVES = {"dpo": ["--objective", "dpo", "--beta", "0.1"], "orpo": ["--objective", "orpo", "--beta", "0.1"]}
 # Outlier-weighted sampling, each beside its uniform twin (same γ, K and learning rate).
 OWLORE = {"lisa_g1_k20_owlore": "lisa_g1_k20", "lisa_g2_k5_owlore": "lisa_g2_k5"}
 # What LISA's parts are worth: the same run with the embedding and the head frozen.
@@ -287,6 +298,141 @@ class Study:
         open(os.path.join(self.out, "quant.md"), "w").write(text)
         print(text)
 
+    # ---- preference tuning ----------------------------------------------------------------------
+    def pref_data(self):
+        """Pairs from the definitions: chosen the word's own, rejected another word's definition of
+        as many words (so length does not give the answer away); train from the training words,
+        eval from the held-out ones. Written once (seeded)."""
+        d = os.path.join(self.out, "pref")
+        if os.path.exists(os.path.join(d, "eval", "pairs.jsonl")):
+            return d
+        import random
+        rng = random.Random(30)
+        cfg = PREF["smoke" if self.smoke else "full"]
+        for part, n in (("train", cfg["pairs_train"]), ("eval", None)):
+            inst = json.load(open(os.path.join(self.data, "define", part, "define.json")))["instances"]
+            by_len = {}
+            for x in inst:
+                by_len.setdefault(len(x["output"].split()), []).append(x["output"])
+            pairs = []
+            for x in inst[:n] if n else inst:
+                others = [o for o in by_len[len(x["output"].split())] if o != x["output"]]
+                if not others:
+                    continue
+                pairs.append({"prompt": x["input"], "chosen": x["output"], "rejected": rng.choice(others)})
+            os.makedirs(os.path.join(d, part), exist_ok=True)
+            with open(os.path.join(d, part, "pairs.jsonl.tmp"), "w") as f:
+                for p in pairs:
+                    f.write(json.dumps(p) + "\n")
+            os.replace(os.path.join(d, part, "pairs.jsonl.tmp"), os.path.join(d, part, "pairs.jsonl"))
+        return d
+
+    def pref_sft(self):
+        """The supervised start: full fine-tuning on the definitions (the main study's rate, seed 1)."""
+        sft = os.path.join(self.out, "pref", "sft")
+        if os.path.exists(os.path.join(sft, "train_results.json")):
+            return sft
+        shutil.rmtree(sft, ignore_errors=True)
+        run([self.lisa, "train", "--model_name_or_path", os.path.join(self.out, "base"), "--dataset_path",
+             os.path.join(self.data, "define", "train"), "--output_model_path", sft, "--learning_rate", "3e-3",
+             "--seed", "1", "--max_steps", str(self.s["steps"]["define"]), "--save_strategy", "no"]
+            + COMMON + self.s["tasks"]["define"] + ["--method", "full"], os.path.join(self.out, "pref", "sft.log"))
+        return sft
+
+    def pref_eval(self, model, lora, out):
+        """Held-out pairs: DPO's reward accuracy and margin against the supervised start, and each
+        reply's log-likelihood (no reference): the same measure for every objective and method."""
+        sft = os.path.join(self.out, "pref", "sft")
+        m = ["--model_name_or_path", sft, "--lora_model_path", model] if lora else ["--model_name_or_path", model]
+        pairs = os.path.join(self.out, "pref", "eval", "pairs.jsonl")
+        run([self.lisa, "eval"] + m + ["--dataset_path", pairs, "--block_size", "64", "--objective", "dpo",
+                                        "--beta", "0.1", "--ref_model_path", sft], out + ".dpo.json")
+        run([self.lisa, "eval"] + m + ["--dataset_path", pairs, "--block_size", "64"], out + ".logps.json")
+        run([self.lisa, "eval"] + m + ["--dataset_path", os.path.join(self.data, "define", "eval"), "--block_size",
+                                        "64"], out + ".sft.json")
+        last = lambda f: json.loads(open(f).read().strip().splitlines()[-1])
+        a, b, c = last(out + ".dpo.json"), last(out + ".logps.json"), last(out + ".sft.json")
+        return {"reward_accuracy": a["rewards/accuracies"], "reward_margin": a["rewards/margins"],
+                "logp_accuracy": b["logps/accuracies"], "logp_margin": b["logps/margins"],
+                "chosen_logp": b["logps/chosen"], "define_eval_loss": c["loss"]}
+
+    def pref_run(self, method, objective, lr, seed):
+        d = os.path.join(self.out, "pref", "runs", "%s_%s_lr%s_s%d" % (objective, method, lr, seed))
+        mfile = os.path.join(d, "metrics.json")
+        if os.path.exists(mfile):
+            return json.load(open(mfile))
+        shutil.rmtree(d, ignore_errors=True)
+        os.makedirs(d)
+        model = os.path.join(d, "model")
+        cfg = PREF["smoke" if self.smoke else "full"]
+        flags = METHODS[method][0]
+        t = time.time()
+        run([self.lisa, "train", "--model_name_or_path", self.pref_sft(), "--dataset_path",
+             os.path.join(self.out, "pref", "train"), "--eval_dataset_path", os.path.join(self.out, "pref", "eval"),
+             "--output_model_path", model, "--learning_rate", lr, "--seed", str(seed), "--max_steps",
+             str(cfg["steps"]), "--per_device_train_batch_size", str(cfg["batch"]), "--eval_steps",
+             str(cfg["eval_every"]), "--logging_steps", str(cfg["eval_every"]), "--block_size", "64",
+             "--save_strategy", "no"] + COMMON + flags + PREF_OBJECTIVES[objective], os.path.join(d, "train.log"))
+        wall = time.time() - t
+        recs = read_jsonl(os.path.join(model, "trainer_log.jsonl"))
+        res = json.load(open(os.path.join(model, "train_results.json")))
+        evals = [r for r in recs if "eval_loss" in r]
+        m = {"method": method, "objective": objective, "lr": lr, "seed": seed, "eval_loss": evals[-1]["eval_loss"],
+             "eval_curve": [(r["step"], r["eval_rewards/accuracies"]) for r in evals],
+             "peak_rss_mib": res["peak_rss_mib"], "wall_s": wall,
+             "optimizer_state_mib": max(r.get("optimizer_state_bytes", 0) for r in recs) / 1048576.0}
+        m.update(self.pref_eval(model, method.startswith("lora"), os.path.join(d, "eval")))
+        json.dump(m, open(mfile + ".tmp", "w"))
+        os.replace(mfile + ".tmp", mfile)
+        for f in os.listdir(model):
+            if f.endswith(".safetensors"):
+                os.remove(os.path.join(model, f))
+        log("pref %-4s %-10s lr %-5s seed %d: held-out preference loss %.4f, reward accuracy %.3f, logp accuracy "
+            "%.3f, %.0f s" % (objective, method, lr, seed, m["eval_loss"], m["reward_accuracy"], m["logp_accuracy"], wall))
+        return m
+
+    def stage_pref(self):
+        """DPO and ORPO after supervised tuning: a rate per method and objective (seed 1, held-out
+        preference loss), then every seed; DIR/pref.md."""
+        self.pref_data()
+        sft = self.pref_sft()
+        start_f = os.path.join(self.out, "pref", "sft_metrics.json")
+        if not os.path.exists(start_f):
+            json.dump(self.pref_eval(sft, False, os.path.join(self.out, "pref", "sft_eval")), open(start_f, "w"))
+        start = json.load(open(start_f))
+        rows = []
+        for objective in PREF_OBJECTIVES:
+            for method in PREF_METHODS:
+                grid = PREF_LR[method] if not self.smoke else PREF_LR[method][1:2]
+                sweep = [self.pref_run(method, objective, lr, self.s["seeds"][0]) for lr in grid]
+                lr = min(sweep, key=lambda m: m["eval_loss"])["lr"]
+                rs = [self.pref_run(method, objective, lr, seed) for seed in self.s["seeds"]]
+                rows.append((objective, method, lr, rs, {m["lr"]: m["eval_loss"] for m in sweep}))
+        f = lambda rs, k: "%.3f ± %.3f" % mean_sd([m[k] for m in rs])
+        L = ["Preference tuning after supervised fine-tuning (definitions: the word's own definition against "
+             "another word's of as many words; %d held-out pairs; mean ± sd over %d seeds)" % (
+                 sum(1 for _ in open(os.path.join(self.out, "pref", "eval", "pairs.jsonl"))), len(self.s["seeds"])), "",
+             "| objective | method | lr | reward accuracy | reward margin | log-lik. accuracy | log-lik. margin "
+             "| chosen log-lik. | definitions held-out loss | AdamW state MiB | peak RSS MiB | wall s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|",
+             "| (supervised start) | full | – | – | – | %.3f | %.3f | %.3f | %.3f | – | – | – |" % (
+                 start["logp_accuracy"], start["logp_margin"], start["chosen_logp"], start["define_eval_loss"])]
+        for objective, method, lr, rs, _ in rows:
+            L.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %.1f | %.0f | %.0f |" % (
+                objective, method, lr, f(rs, "reward_accuracy"), f(rs, "reward_margin"), f(rs, "logp_accuracy"),
+                f(rs, "logp_margin"), f(rs, "chosen_logp"), f(rs, "define_eval_loss"),
+                rs[0]["optimizer_state_mib"], mean_sd([m["peak_rss_mib"] for m in rs])[0],
+                mean_sd([m["wall_s"] for m in rs])[0]))
+        L += ["", "Rate picked per method and objective (seed %d, held-out preference loss):" % self.s["seeds"][0], ""]
+        for objective, method, lr, _, sweep in rows:
+            L.append("- %s %s: %s" % (objective, method, ", ".join("%s %.4f" % kv for kv in sweep.items())))
+        text = "\n".join(L) + "\n"
+        open(os.path.join(self.out, "pref.md"), "w").write(text)
+        json.dump({"start": start, "rows": [{"objective": o, "method": m, "lr": lr, "runs": rs}
+                                             for o, m, lr, rs, _ in rows]},
+                  open(os.path.join(self.out, "pref.json"), "w"), indent=1)
+        print(text)
+
     def base_metrics(self):
         """The base model before fine-tuning: held-out loss of both tasks and the exact match."""
         f = os.path.join(self.out, "base_metrics.json")
@@ -445,14 +591,14 @@ def main():
     ap.add_argument("--lisa", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--smoke", action="store_true")
-    ap.add_argument("--stages", default="data,base,sweep,main,report,quant")
+    ap.add_argument("--stages", default="data,base,sweep,main,report,quant,pref")
     a = ap.parse_args()
     os.makedirs(a.out, exist_ok=True)
     st = Study(os.path.abspath(a.lisa), os.path.abspath(a.out), a.smoke)
     stages = a.stages.split(",")
     wall = {}
     best, results = None, None
-    for stage in ("data", "base", "sweep", "main", "report", "quant"):
+    for stage in ("data", "base", "sweep", "main", "report", "quant", "pref"):
         if stage not in stages and not (stage in ("sweep", "main") and "report" in stages):
             continue
         t = time.time()
@@ -466,6 +612,8 @@ def main():
             results = st.stage_main(best)
         elif stage == "quant":
             st.stage_quant(best)
+        elif stage == "pref":
+            st.stage_pref()
         else:
             report(st, best, results, wall)
         wall[stage] = time.time() - t
