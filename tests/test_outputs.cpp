@@ -524,7 +524,7 @@ TEST(habits, long_work_and_limits_are_told) {
     r = run_lisa("chat --model_name_or_path " + aidreams() + " < /dev/null");
     EXPECT_EQ(r.code, 1) << r.output;
     EXPECT_TRUE(has(r.output, "has no chat template (no chat_template in tokenizer_config.json, no chat_template.jinja): "
-                              "pass --conversation_template with llama3, chatml")) << r.output;
+                              "pass --conversation_template with one of LMFlow's names (llama3, chatml")) << r.output;
     // progress: on a terminal (a pseudo-terminal from script(1)) and not in a pipe
     const std::string eval = std::string(LISA_BIN) + " eval --model_name_or_path " + aidreams() + " --dataset_path " +
                              data_dir();

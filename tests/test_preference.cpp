@@ -86,6 +86,10 @@ TEST(preference_data, every_chat_form_reads_into_the_same_pair) {
                           {"rejected", {{"system", "Be brief."}, {"messages", json(prompt.begin() + 1, prompt.end())}}}}}}}},
     };
     const int32_t eot = 128009;  // <|eot_id|>
+    // LMFlow's llama3 learns each reply's whole assistant turn: header, reply, <|eot_id|>
+    const int32_t assistant = tokenizer_token_to_id(*tok, "assistant");
+    ASSERT_GE(assistant, 0);
+    const ids_t header = cat_ids({128006, assistant, 128007}, g["\n\n"]["ids"].get<ids_t>());
     std::vector<sample> first;
     for (auto [what, content] : forms) {
         if (std::string(what) == "LMFlow paired_conversation") {  // the replies go into each conversation
@@ -102,8 +106,10 @@ TEST(preference_data, every_chat_form_reads_into_the_same_pair) {
         EXPECT_EQ(d.type, dataset_type::preference) << what;
         ASSERT_EQ(d.samples.size(), 2u) << what;
         const sample &c = d.samples[0], &r = d.samples[1];
-        EXPECT_EQ(labelled(c), cat_ids(g["Hello World!"]["ids"].get<ids_t>(), {eot})) << what << ": the chosen reply";
-        EXPECT_EQ(labelled(r), cat_ids(g["Hello, world!"]["ids"].get<ids_t>(), {eot})) << what << ": the rejected reply";
+        EXPECT_EQ(labelled(c), cat_ids(header, cat_ids(g["Hello World!"]["ids"].get<ids_t>(), {eot})))
+            << what << ": the chosen reply";
+        EXPECT_EQ(labelled(r), cat_ids(header, cat_ids(g["Hello, world!"]["ids"].get<ids_t>(), {eot})))
+            << what << ": the rejected reply";
         // the same prompt tokens before each reply, the prompt's assistant turn not learned
         const size_t pc = c.ids.size() - labelled(c).size(), pr = r.ids.size() - labelled(r).size();
         EXPECT_EQ(pc, pr) << what;
@@ -128,8 +134,9 @@ TEST(preference_data, ultrafeedback_shape_and_plain_text_pairs) {
     lisa_test::write_file(td.path + "/train.jsonl", uf.dump() + "\n" + uf.dump() + "\n");
     dataset d = dataset_load(td.path, *tok, o);
     ASSERT_EQ(d.samples.size(), 4u);
-    EXPECT_EQ(labelled(d.samples[0]), cat_ids(g["3333"]["ids"].get<ids_t>(), {128009}));
-    EXPECT_EQ(labelled(d.samples[1]), cat_ids(g["Hello World!"]["ids"].get<ids_t>(), {128009}));
+    const ids_t header = cat_ids({128006, tokenizer_token_to_id(*tok, "assistant"), 128007}, g["\n\n"]["ids"].get<ids_t>());
+    EXPECT_EQ(labelled(d.samples[0]), cat_ids(header, cat_ids(g["3333"]["ids"].get<ids_t>(), {128009})));
+    EXPECT_EQ(labelled(d.samples[1]), cat_ids(header, cat_ids(g["Hello World!"]["ids"].get<ids_t>(), {128009})));
     // plain text: the prompt with the tokenizer's special tokens, each reply after it, then EOS
     auto mt = tokenizer_load(lisa_test::assets_dir() + "/tokenizers/mistral");
     auto gm = golden_ids("mistral");

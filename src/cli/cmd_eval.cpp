@@ -108,7 +108,7 @@ command_fn cmd_eval_register(CLI::App& app) {
     app.add_option("--per_device_eval_batch_size", o->batch_size, "sequences per forward pass")
         ->check(CLI::PositiveNumber);
     app.add_option("--lora_model_path", o->lora, "PEFT adapter folder to apply");
-    app.add_option("--conversation_template", o->tmpl, "chat template for conversation data: auto (the model's own, the default when it has one), llama3, chatml, llama2, mistral, empty, or a .jinja file");
+    app.add_option("--conversation_template", o->tmpl, cli_template_help());
     cli_add_bool(app, "--group_texts", &o->group_texts, "concatenate samples and cut into blocks of --block_size");
     cli_add_bool(app, "--packing,--sample_packing", &o->packing,
                  "fill rows of --block_size with whole samples, each attending only to itself");

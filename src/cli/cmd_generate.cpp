@@ -41,8 +41,7 @@ void add_common(CLI::App& app, gen_opts* o, bool chat) {
     app.add_option("--top_k", o->g.top_k, "sample among the K most likely tokens; 0 = all (default 0)")->check(CLI::NonNegativeNumber);
     app.add_option("--seed", o->g.seed, "random seed for sampling (default 42)");
     app.add_option("--conversation_template", o->tmpl,
-                   std::string("wrap the turns: auto (the model's own template") + (chat ? ", the default" : "") +
-                       "), llama3, chatml, llama2, mistral, empty, or a .jinja file");
+                   cli_template_help() + (chat ? " (lisa chat: auto is the default)" : ""));
     app.add_option("--system", o->system, "system prompt before the first user turn (with a template)");
     app.add_option("--lora_model_path", o->lora, "PEFT adapter folder to apply");
 }
@@ -86,11 +85,9 @@ struct session {
                 fail("the named templates take messages with a string 'content'");
             cm.push_back({mm.value("role", ""), mm["content"].get<std::string>()});
         }
-        std::vector<int32_t> ids;
-        for (const auto& seg : chat_template_render(dopt.conversation_template, cm, true)) {
-            auto part = tokenizer_encode(*tok, seg.text, false);
-            ids.insert(ids.end(), part.begin(), part.end());
-        }
+        std::vector<int32_t> ids, labels;
+        chat_segments_encode(*tok, dopt.conversation_template, chat_template_render(dopt.conversation_template, cm, true),
+                             false, &ids, &labels);
         return ids;
     }
 
@@ -247,8 +244,8 @@ command_fn cmd_chat_register(CLI::App& app) {
             model_chat_template t;
             if (!model_chat_template_load(o->model, &t))
                 fail(strf("lisa chat: %s has no chat template (no chat_template in tokenizer_config.json, no "
-                          "chat_template.jinja): pass --conversation_template with llama3, chatml, llama2, mistral, "
-                          "empty or a .jinja file, or continue plain text with lisa generate --prompt", o->model.c_str()));
+                          "chat_template.jinja): pass --conversation_template with one of "
+                          "LMFlow's names (llama3, chatml, ...) or a .jinja file, or continue plain text with lisa generate --prompt", o->model.c_str()));
         }
         session s(*o);
         const bool tty = isatty(fileno(stdin));

@@ -36,8 +36,7 @@ command_fn cmd_inspect_data_register(CLI::App& app) {
         ->required();
     app.add_option("--dataset_path", o->data, "folder of datasets (*.json / *.jsonl)")->required();
     app.add_option("--conversation_template", o->tmpl,
-                   "auto (the model's own, the default when it has one), llama3, chatml, llama2, mistral, empty, or a "
-                   ".jinja file");
+                   cli_template_help());
     app.add_option("--block_size", o->block_size, "truncate sequences to N tokens (0: min(1024, model context))");
     app.add_option("--limit", o->limit, "samples to show (default 5; 0 = all); the summary covers all")
         ->check(CLI::NonNegativeNumber);

@@ -160,7 +160,7 @@ command_fn cmd_train_register(CLI::App& app) {
     app.add_option("--gradient_accumulation_steps", t.gradient_accumulation_steps, "micro-batches per optimizer step");
     app.add_option("--block_size,--max_seq_length,--model_max_length,--cutoff_len,--sequence_len", t.block_size,
                    "truncate samples to N tokens (default min(1024, model context))");
-    app.add_option("--conversation_template", t.conversation_template, "chat template for conversation data: auto (the model's own, the default when it has one), llama3, chatml, llama2, mistral, empty, or a .jinja file");
+    app.add_option("--conversation_template", t.conversation_template, cli_template_help());
     cli_add_bool(app, "--train_on_prompt", &t.train_on_prompt, "conversation: train on prompt turns too");
     cli_add_bool(app, "--group_texts", &t.group_texts,
                  "concatenate samples and cut into blocks of --block_size (LMFlow: samples attend across their "

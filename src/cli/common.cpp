@@ -1,5 +1,7 @@
 #include "cli/common.h"
 
+#include "data/chat_template.h"
+
 #include <chrono>
 #include <cstdio>
 #include <unistd.h>
@@ -103,6 +105,13 @@ void drop_model_folder(output_lock* lock, const std::string& dir, bool created) 
     output_lock_release(lock);
     std::error_code ec;
     std::filesystem::remove_all(dir, ec);
+}
+
+std::string cli_template_help() {
+    std::string names;
+    for (const std::string& n : chat_template_names()) names += (names.empty() ? "" : ", ") + n;
+    return "chat template for conversation data: auto (the model's own, the default when it has one), one of LMFlow's "
+           "(" + names + "; docs/datasets.md), or a .jinja file";
 }
 
 }  // namespace lisa

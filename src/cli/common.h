@@ -61,4 +61,7 @@ dataset cli_load_dataset(const cli_data_flags& f, const std::string& model_dir, 
 // A note to stderr, one line, starting with "lisa: ".
 void cli_note(const std::string& s);
 
+// --conversation_template's help: auto, the named templates (LMFlow's names), or a .jinja file.
+std::string cli_template_help();
+
 }  // namespace lisa

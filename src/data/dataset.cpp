@@ -58,18 +58,25 @@ void dataset_choose_template(const std::string& name, const std::string& model_d
                              model_chat_template* storage, dataset_options* opt) {
     opt->model_template = nullptr;
     opt->conversation_template.clear();
-    bool named = false;
-    for (const auto& n : chat_template_names()) named |= n == name;
-    if (named) {  // its markers must be single tokens of this tokenizer, or the text means nothing to it
-        std::vector<const char*> markers;
-        if (name == "llama3") markers = {"<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"};
-        if (name == "chatml") markers = {"<|im_start|>", "<|im_end|>"};
-        if (name == "llama2" || name == "mistral") markers = {"<s>", "</s>"};
-        for (const char* mk : markers)
+    if (chat_template_is_named(name)) {  // its markers must be single tokens of this tokenizer, or the text means nothing to it
+        for (const std::string& mk : chat_template_markers(name))
             if (tokenizer_token_to_id(tok, mk) < 0)
                 fail(strf("--conversation_template %s: the tokenizer of %s has no %s token (the template is for another "
-                          "model family; auto uses the model's own template)", name.c_str(), model_dir.c_str(), mk));
+                          "model family; auto uses the model's own template)", name.c_str(), model_dir.c_str(), mk.c_str()));
         opt->conversation_template = name;
+        return;
+    }
+    if (chat_template_is_builtin_jinja(name)) {  // LMFlow's Jinja presets: rendered whole, tokenized as HF does
+        for (const std::string& mk : chat_template_markers(name))
+            if (tokenizer_token_to_id(tok, mk) < 0)
+                fail(strf("--conversation_template %s: the tokenizer of %s has no %s token (the template is for another "
+                          "model family; auto uses the model's own template)", name.c_str(), model_dir.c_str(), mk.c_str()));
+        const int32_t bos = tokenizer_bos_id(tok);
+        if ((name == "gemma3" || name.rfind("deepseek", 0) == 0) && bos < 0)
+            fail(strf("--conversation_template %s: the template writes the tokenizer's BOS token, and the tokenizer of %s "
+                      "has none", name.c_str(), model_dir.c_str()));
+        chat_template_builtin(name, bos >= 0 ? tokenizer_token_text(tok, bos) : "", storage);
+        opt->model_template = storage;
         return;
     }
     if (ends_with(name, ".jinja")) {
@@ -79,8 +86,8 @@ void dataset_choose_template(const std::string& name, const std::string& model_d
         if (!model_chat_template_load(model_dir, storage)) {
             if (name == "auto")
                 fail(strf("--conversation_template auto: %s has no chat template (no chat_template in "
-                          "tokenizer_config.json, no chat_template.jinja); name one of llama3, chatml, llama2, "
-                          "mistral, empty, or a .jinja file", model_dir.c_str()));
+                          "tokenizer_config.json, no chat_template.jinja); name a template (lisa train --help lists "
+                          "them) or a .jinja file", model_dir.c_str()));
             return;
         }
     } else {
@@ -173,10 +180,7 @@ record read_record(const json& o, const std::string& lmflow_type, bool named_tem
             fail(strf("%s: %s: a system prompt both in field 'system' and as messages[0]", file.c_str(), where.c_str()));
         if (o.contains("tools") && !o["tools"].is_null()) {
             if (!o["tools"].is_array()) fail(strf("%s: %s: field 'tools': expected a list", file.c_str(), where.c_str()));
-            if (named_template)
-                fail(strf("%s: %s: field 'tools': the named chat templates cannot show tools; use the model's own "
-                          "(--conversation_template auto)", file.c_str(), where.c_str()));
-            r.tools = o["tools"];
+            r.tools = o["tools"];  // (a named template shows them or ignores them with a note, as LMFlow)
         }
     } else if (shape == "sharegpt") {
         r.type = dataset_type::conversation;
@@ -311,16 +315,30 @@ pref_record read_pref_record(const json& o, bool named_template, const std::stri
     r.rejected_msgs = rm;
     const json* tools = c.is_object() && c.contains("tools") ? &c["tools"] : o.contains("tools") ? &o["tools"] : nullptr;
     r.tools = nullptr;
-    if (tools && tools->is_array() && !tools->empty() && !(tools->size() == 1 && (*tools)[0] == "")) {
-        if (named_template)
-            fail(strf("%s: %s: field 'tools': the named chat templates cannot show tools; use the model's own "
-                      "(--conversation_template auto)", file.c_str(), where.c_str()));
+    if (tools && tools->is_array() && !tools->empty() && !(tools->size() == 1 && (*tools)[0] == ""))
         r.tools = *tools;
-    }
     return r;
 }
 
 }  // namespace
+
+// A conversation with a named (LMFlow) template: encoded piece by piece as LMFlow does; what
+// LMFlow passes over (a trailing user turn, tools the template does not show) noted once.
+static void named_encode(const json& messages, const json& tools, const tokenizer& tok, const dataset_options& opt,
+                         bool train_all, dataset* d, std::vector<int32_t>* ids, std::vector<int32_t>* labels,
+                         std::vector<int>* turn) {
+    std::vector<chat_message> msgs;
+    for (const auto& m : messages) msgs.push_back({m["role"].get<std::string>(), m["content"].get<std::string>()});
+    std::vector<std::string> warnings;
+    const auto segs = chat_template_render(opt.conversation_template, msgs, false, tools.is_null() ? nullptr : &tools,
+                                           &warnings);
+    chat_segments_encode(tok, opt.conversation_template, segs, train_all, ids, labels, turn);
+    const size_t first = !msgs.empty() && msgs[0].role == "system" ? 1 : 0;
+    if (msgs.size() > first && msgs.back().role == "user")
+        warnings.push_back("conversations ending with a user turn: that turn is left out (as LMFlow does)");
+    for (const std::string& w : warnings)
+        if (std::find(d->notes.begin(), d->notes.end(), w) == d->notes.end()) d->notes.push_back(w);
+}
 
 // Token ids and labels of one record.
 static sample make_sample(const record& r, const tokenizer& tok, const dataset_options& opt, dataset* d) {
@@ -340,16 +358,7 @@ static sample make_sample(const record& r, const tokenizer& tok, const dataset_o
         chat_render cr = model_chat_template_render(*opt.model_template, r.messages, r.tools, false);
         if (!chat_tokenize(tok, cr, opt.train_on_prompt, &s.ids, &s.labels)) d->n_piecewise++;
     } else {
-        std::vector<chat_message> msgs;
-        for (const auto& m : r.messages) msgs.push_back({m["role"].get<std::string>(), m["content"].get<std::string>()});
-        for (const chat_segment& seg : chat_template_render(opt.conversation_template, msgs, false)) {
-            // each segment is encoded on its own, as LMFlow's conversation templates do
-            std::vector<int32_t> ids = tokenizer_encode(tok, seg.text, false);
-            if (seg.append_eos && opt.eos_id >= 0) ids.push_back(opt.eos_id);
-            bool train = seg.trainable || opt.train_on_prompt;
-            append(&s.ids, ids);
-            for (int32_t id : ids) s.labels.push_back(train ? id : -100);
-        }
+        named_encode(r.messages, r.tools, tok, opt, opt.train_on_prompt, d, &s.ids, &s.labels, nullptr);
     }
     return s;
 }
@@ -371,20 +380,21 @@ static void make_pref_samples(const pref_record& r, const tokenizer& tok, const 
         }
         return;
     }
+    if (!opt.model_template) {  // named: LMFlow's pieces; the reply is every turn after the prompt's
+        for (const auto& [turns, s] : {std::pair<const json*, sample*>{&r.chosen_msgs, chosen}, {&r.rejected_msgs, rejected}}) {
+            json whole = r.prompt_msgs;
+            for (const auto& m : *turns) whole.push_back(m);
+            std::vector<int> turn;
+            named_encode(whole, r.tools, tok, opt, false, d, &s->ids, &s->labels, &turn);
+            for (size_t i = 0; i < s->ids.size(); i++)
+                if (turn[i] < (int)r.prompt_msgs.size()) s->labels[i] = -100;  // the prompt's turns are context
+        }
+        return;
+    }
     // the prompt alone, as generation would start from it
     std::vector<int32_t> prompt_ids, unused;
-    if (opt.model_template) {
-        chat_render pr = model_chat_template_render(*opt.model_template, r.prompt_msgs, r.tools, true);
-        chat_tokenize(tok, pr, false, &prompt_ids, &unused);
-    } else {
-        std::vector<chat_message> msgs;
-        for (const auto& m : r.prompt_msgs) msgs.push_back({m["role"].get<std::string>(), m["content"].get<std::string>()});
-        for (const chat_segment& seg : chat_template_render(opt.conversation_template, msgs, true)) {
-            std::vector<int32_t> ids = tokenizer_encode(tok, seg.text, false);
-            if (seg.append_eos && opt.eos_id >= 0) ids.push_back(opt.eos_id);
-            append(&prompt_ids, ids);
-        }
-    }
+    chat_render pr = model_chat_template_render(*opt.model_template, r.prompt_msgs, r.tools, true);
+    chat_tokenize(tok, pr, false, &prompt_ids, &unused);
     for (const auto& [turns, s] : {std::pair<const json*, sample*>{&r.chosen_msgs, chosen}, {&r.rejected_msgs, rejected}}) {
         record whole;
         whole.type = dataset_type::conversation;
@@ -438,7 +448,7 @@ dataset dataset_load(const std::string& dir, const tokenizer& tok, const dataset
             fail(strf("%s: the tokenizer has no EOS token (set eos_token in tokenizer_config.json)", file.c_str()));
         if (r.type == dataset_type::conversation && named && opt.conversation_template.empty())
             fail(strf("%s: %s: conversation data needs a chat template: the model has none, so pass "
-                      "--conversation_template (llama3, chatml, llama2, mistral, empty, or a .jinja file)",
+                      "--conversation_template (an LMFlow name such as llama3, chatml, qwen2, gemma, phi3, or a .jinja file)",
                       file.c_str(), where.c_str()));
         sample s;
         try {
@@ -473,7 +483,7 @@ dataset dataset_load(const std::string& dir, const tokenizer& tok, const dataset
             fail(strf("%s: the tokenizer has no EOS token (set eos_token in tokenizer_config.json)", file.c_str()));
         if (r.chat && named && opt.conversation_template.empty())
             fail(strf("%s: %s: chat preference data needs a chat template: the model has none, so pass "
-                      "--conversation_template (llama3, chatml, llama2, mistral, empty, or a .jinja file)",
+                      "--conversation_template (an LMFlow name such as llama3, chatml, qwen2, gemma, phi3, or a .jinja file)",
                       file.c_str(), where.c_str()));
         sample c, rj;
         try {

@@ -85,14 +85,20 @@ modelfile_info ollama_modelfile(const std::string& model_dir, const std::string&
         }
     }
     const format_spec* f = nullptr;
-    if (named == "chatml" || named == "llama3") {
+    // LMFlow's names by the format Ollama's template needs
+    const std::string family = named == "qwen2" || named == "yi" || named == "internlm2" || named == "qwen2_5" ||
+                                       named == "qwen2_5_1m" || named == "qwen2_5_math" || named == "qwen_qwq" ||
+                                       named == "qwen3"
+                                   ? "chatml"
+                               : named == "gemma3" ? "gemma" : named;
+    if (family == "chatml" || family == "llama3" || family == "gemma") {
         for (const format_spec& s : kFormats)
-            if (named == s.name) f = &s;
+            if (family == s.name) f = &s;
         r.why = "training_args.json: conversation_template " + named;
     } else if (named == "llama2" || named == "mistral") {
         f = &kFormats[3];
         r.why = "training_args.json: conversation_template " + named;
-    } else if (named == "empty") {
+    } else if (named == "empty" || named == "disable" || named == "empty_no_special_tokens") {
         r.why = "training_args.json: conversation_template empty (no chat wrapping)";
     } else if (named == "plain") {
     } else {

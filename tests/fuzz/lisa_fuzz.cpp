@@ -136,7 +136,9 @@ static void target_adapter_config(const std::string& in) {
     (void)lora_config_load(path);
 }
 
-// The first byte picks the file's name (LMFlow .json, .jsonl, or a .json list), the rest is it.
+// The first byte picks the file's name (LMFlow .json, .jsonl, or a .json list) and the template
+// (none, LMFlow's pieces presets chatml / llama2 / hymba / zephyr, its Jinja presets qwen3 /
+// gemma3), the rest is it.
 static void target_dataset(const std::string& in) {
     const std::string dir = g_work + "/data";
     stdfs::remove_all(dir);
@@ -146,7 +148,15 @@ static void target_dataset(const std::string& in) {
     put(dir + (pick % 2 ? "/train.jsonl" : "/train.json"), body);
     dataset_options opt;
     opt.block_size = 256;
-    opt.conversation_template = pick % 4 >= 2 ? "chatml" : "";
+    static const char* const templates[8] = {"", "", "chatml", "llama2", "hymba", "zephyr", "qwen3", "gemma3"};
+    const std::string tmpl = templates[(pick / 2) % 8];
+    model_chat_template builtin;
+    if (chat_template_is_builtin_jinja(tmpl)) {
+        chat_template_builtin(tmpl, "<s>", &builtin);
+        opt.model_template = &builtin;
+    } else {
+        opt.conversation_template = tmpl;
+    }
     opt.eos_id = 2;
     dataset d = dataset_load(dir, fixed_tokenizer(), opt);
     for (const sample& s : d.samples)

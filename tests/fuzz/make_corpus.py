@@ -95,14 +95,30 @@ put("adapter_config", "peft", json.dumps({
 put("dataset", "text2text", "\x00" + json.dumps({"type": "text2text", "instances": [
     {"input": "What sound does a dog make?", "output": "A dog says woof."}, {"input": "Hot?", "output": "Cold."}]}))
 put("dataset", "text_only", "\x00" + json.dumps({"type": "text_only", "instances": [{"text": "one two three"}, {"text": ""}]}))
-put("dataset", "conversation", "\x02" + json.dumps({"type": "conversation", "instances": [
+put("dataset", "conversation", "\x04" + json.dumps({"type": "conversation", "instances": [
     {"system": "Be brief.", "messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"},
                                          {"role": "user", "content": "Bye"}, {"role": "assistant", "content": "Bye!"}]}]}))
-put("dataset", "openai-jsonl", "\x03" + "\n".join(json.dumps(r) for r in [
+put("dataset", "openai-jsonl", "\x05" + "\n".join(json.dumps(r) for r in [
     {"messages": [{"role": "system", "content": "S"}, {"role": "user", "content": "Q"}, {"role": "assistant", "content": "A"}]},
     {"conversations": [{"from": "human", "value": "Q2"}, {"from": "gpt", "value": "A2"}]}]) + "\n")
-put("dataset", "alpaca-list", "\x02" + json.dumps([{"instruction": "Add", "input": "1 2", "output": "3"},
+put("dataset", "alpaca-list", "\x04" + json.dumps([{"instruction": "Add", "input": "1 2", "output": "3"},
                                                   {"instruction": "Greet", "output": "Hi"}]))
+
+# LMFlow's documented record (conversation_id, system, tools, messages, a trailing user turn) with
+# its templates: the first byte picks llama2 (6), hymba (8), zephyr (10), qwen3 (12), gemma3 (14)
+lmflow_rec = {"type": "conversation", "instances": [
+    {"conversation_id": "c1", "system": "S", "tools": ["TOOL_1", "TOOL_2"],
+     "messages": [{"role": "user", "content": "U1"}, {"role": "assistant", "content": "<think>\nr\n</think>\n\nA1"},
+                  {"role": "user", "content": "U2"}, {"role": "assistant", "content": ""}, {"role": "user", "content": "U3"}]},
+    {"conversation_id": "c2", "system": "  ", "tools": [],
+     "messages": [{"role": "user", "content": " U "}, {"role": "assistant", "content": " A "}]}]}
+for pick, name in ((6, "llama2"), (8, "hymba"), (10, "zephyr")):
+    put("dataset", "lmflow-" + name, chr(pick) + json.dumps(lmflow_rec))
+for pick, name in ((12, "qwen3"), (14, "gemma3")):  # (the Jinja presets take no tools)
+    rec = json.loads(json.dumps(lmflow_rec))
+    for r in rec["instances"]:
+        r["tools"] = []
+    put("dataset", "lmflow-" + name, chr(pick) + json.dumps(rec))
 
 for name in ("chatml", "chatml_generation", "mistral"):
     put("jinja", name, open(os.path.join(ROOT, "tests", "golden", "chat", name + ".jinja")).read())
