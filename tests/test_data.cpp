@@ -220,6 +220,14 @@ TEST(chat_template, each_template_renders_as_lmflow_documents_it) {
     chat_template_render("chatml", no_sys, false, &tools, &warnings);
     ASSERT_EQ(warnings.size(), 1u);
     EXPECT_NE(warnings[0].find("does not show tools"), std::string::npos);
+    // the *_for_tool variants: the tools joined by "," after the system prompt, no warning
+    const nlohmann::ordered_json two_tools = {"a", "b"};
+    warnings.clear();
+    std::vector<chat_segment> ft = chat_template_render("llama3_for_tool", m, false, &two_tools, &warnings);
+    ASSERT_GE(ft.size(), 2u);
+    EXPECT_EQ(ft[1].text, "<|start_header_id|>system<|end_header_id|>\n\nSa,b<|eot_id|>");
+    EXPECT_TRUE(warnings.empty());
+    EXPECT_EQ(chat_template_render("qwen2_for_tool", no_sys, false, &two_tools)[0].text, "<|im_start|>system\na,b<|im_end|>\n");
     EXPECT_THROW(chat_template_render("vicuna", m, false), lisa::error);
     EXPECT_THROW(chat_template_render("empty", m, false), lisa::error);  // a system prompt it has no place for
 }
@@ -767,7 +775,8 @@ TEST(dataset, lmflow_conversation_records_with_lmflow_templates) {
     for (const auto& n : d3.notes) EXPECT_EQ(n.find("tools"), std::string::npos) << n;
     // every name LMFlow documents is there
     for (const char* n : {"chatglm3", "chatml", "deepseek", "deepseek_v2", "disable", "empty", "empty_no_special_tokens",
-                          "gemma", "hymba", "internlm2", "llama2", "llama3", "phi3", "qwen2", "yi", "yi1_5", "zephyr"})
+                          "gemma", "hymba", "internlm2", "llama2", "llama3", "llama3_for_tool", "phi3", "qwen2",
+                          "qwen2_for_tool", "yi", "yi1_5", "zephyr"})
         EXPECT_TRUE(chat_template_is_named(n)) << n;
 }
 

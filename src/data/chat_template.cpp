@@ -47,6 +47,7 @@ struct preset {
     std::vector<piece> starter, stopper;  // before the first turn (context); after the last reply (learned)
     bool               force_system = false;       // the system formatter even without a system prompt
     bool               tools_in_system = false;    // tools listed in the system prompt (hymba)
+    bool               tools_joined = false;       // tools joined by "," after the system prompt (*_for_tool)
     bool               zephyr_first_user = false;  // no leading newline on the first user turn without a system
     int32_t            strip_last_id = -1;         // remove_last_sep: a token id the last reply may end with
     bool               gemma_system_warning = false;
@@ -126,6 +127,10 @@ const std::vector<preset>& presets() {
             t.starter = {BOS};
             t.markers = {"<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"};
             p.push_back(t);
+            t.name = "llama3_for_tool";
+            t.purpose = "Llama 3 with the tools appended to the system prompt";
+            t.tools_joined = true;
+            p.push_back(t);
         }
         {
             preset t{"phi3", "Phi-3", {T("<|user|>\n{{content}}<|end|>\n")}, {T("<|assistant|>\n{{content}}<|end|>\n")},
@@ -136,6 +141,11 @@ const std::vector<preset>& presets() {
             p.push_back(t);
         }
         p.push_back(chatml("qwen2", "Qwen2 (its separator is never removed, so as chatml)"));
+        {  // LMFlow's tool-use variants: the tools joined by "," after the system prompt
+            preset t = chatml("qwen2_for_tool", "Qwen2 with the tools appended to the system prompt");
+            t.tools_joined = true;
+            p.push_back(t);
+        }
         p.push_back(chatml("yi", "Yi (chatml)"));
         {
             preset t = chatml("yi1_5", "Yi-1.5 (the system prompt as plain text)");
@@ -346,6 +356,13 @@ std::vector<chat_segment> chat_template_render(const std::string& name, const st
                           "each as <tool> TEXT </tool>)", name.c_str()));
             tool_text += "\n<tool> " + v.get<std::string>() + " </tool>";
         }
+    } else if (have_tools && t->tools_joined) {
+        for (size_t k = 0; k < tools->size(); k++) {
+            if (!(*tools)[k].is_string())
+                fail(strf("--conversation_template %s: field 'tools': expected a list of strings (the template joins "
+                          "them with \",\" after the system prompt)", name.c_str()));
+            tool_text += (k ? "," : "") + (*tools)[k].get<std::string>();
+        }
     } else if (have_tools) {
         warn(strf("the %s template does not show tools: they are ignored (as LMFlow does; put them in the system "
                   "prompt to train on them)", t->name));
@@ -359,7 +376,7 @@ std::vector<chat_segment> chat_template_render(const std::string& name, const st
     std::vector<chat_segment> out;
     emit(&out, t->starter, "", false, -1);
     std::string sys_text = has_system ? system : "";
-    if (t->tools_in_system) sys_text += tool_text;
+    if (t->tools_in_system || t->tools_joined) sys_text += tool_text;
     const bool sys_turn = t->sys == system_style::turn && (!sys_text.empty() || t->force_system);
     if (sys_turn) emit(&out, t->system, sys_text, false, has_system ? 0 : -1);
     std::string folded;  // llama2: the system prompt's text inside the first user turn
