@@ -8,4 +8,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export LISA_CHECK_DEVICE_MEMORY=1
 ctest --test-dir build --output-on-failure -j"$(nproc)" \
-  -R '^(backends/|cpu_threads|flavours/|golden|aidreams|tinystories|train\.|no_allocation|policy|model_io|mpi|archs/archs\.|archs/vulkan_e2e|vulkan|quantized_base|gguf_commands|objectives/|preference_train)' "$@"
+  -R '^(backends/|cpu_threads|flavours/|golden|aidreams|tinystories|train\.|no_allocation|policy|model_io|mpi|archs/archs\.|archs/vulkan_e2e|vulkan|quantized_base|gguf_commands|objectives/|preference_train|preference_eval)' "$@"
