@@ -549,6 +549,11 @@ TEST(progress, the_bar_fits_any_terminal_width) {
     }
     EXPECT_EQ(progress_bar_line(s, 80).find("layers"), std::string::npos) << "the layers go first";
     EXPECT_NE(progress_bar_line(s, 80).find("tok/s"), std::string::npos) << progress_bar_line(s, 80);
+    // preference tuning: TRL's reward accuracy beside the loss, and still never wider than the terminal
+    s.reward_accuracy = 0.8125;
+    EXPECT_NE(progress_bar_line(s, 200).find("loss 2.7183 rewards/accuracies 0.81 |"), std::string::npos)
+        << progress_bar_line(s, 200);
+    for (int cols = 1; cols <= 200; cols++) EXPECT_LE((int)progress_bar_line(s, cols).size(), std::max(1, cols - 1)) << cols;
 }
 
 // Log records on the terminal are rounded for reading; integers and strings stay as they are.

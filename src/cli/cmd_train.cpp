@@ -330,8 +330,14 @@ command_fn cmd_train_register(CLI::App& app) {
             clear_bar();
             std::fprintf(stderr, "%s\n", s.c_str());
         };
+        double reward_accuracy = -1;  // preference runs: the bar shows the last logged one
         cb.on_log = [&](const std::string& line) {  // on a terminal, rounded for reading
             clear_bar();
+            if (tty && line.find("\"rewards/accuracies\"") != std::string::npos) {
+                const auto j = nlohmann::json::parse(line, nullptr, false);
+                if (j.is_object() && j.contains("rewards/accuracies") && j["rewards/accuracies"].is_number())
+                    reward_accuracy = j["rewards/accuracies"].get<double>();
+            }
             std::fprintf(stderr, "%s\n", tty ? progress_round_json(line).c_str() : line.c_str());
         };
         // the bar (only on a terminal: set only then, so the step loop builds no text otherwise),
@@ -340,7 +346,7 @@ command_fn cmd_train_register(CLI::App& app) {
                                       const std::vector<int>* layers, size_t adam_bytes) {
             progress_state ps;
             ps.step = step, ps.total = total, ps.loss = loss, ps.tokens_per_s = tps, ps.eta_s = eta;
-            ps.active_layers = layers, ps.optimizer_bytes = adam_bytes;
+            ps.active_layers = layers, ps.optimizer_bytes = adam_bytes, ps.reward_accuracy = reward_accuracy;
             struct winsize ws {};
             const int cols = ioctl(STDERR_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0 ? ws.ws_col : 80;
             std::fprintf(stderr, "\r\033[K%s", progress_bar_line(ps, cols).c_str());

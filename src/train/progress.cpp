@@ -19,7 +19,9 @@ static std::string fmt_eta(double s) {
 std::string progress_bar_line(const progress_state& s, int cols) {
     const size_t room = (size_t)std::max(1, cols - 1);
     const std::string count = strf("%lld/%lld", (long long)s.step, (long long)s.total);
-    const std::string loss = strf("loss %.4f", s.loss);
+    // (preference runs: TRL's reward accuracy beside the loss)
+    const std::string loss = strf("loss %.4f", s.loss) +
+                             (s.reward_accuracy >= 0 ? strf(" rewards/accuracies %.2f", s.reward_accuracy) : "");
     const std::string eta = "ETA " + fmt_eta(s.eta_s);
     std::string layers;
     if (s.active_layers) {

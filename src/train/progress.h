@@ -17,6 +17,7 @@ struct progress_state {
     double                  eta_s = -1;               // < 0: unknown
     const std::vector<int>* active_layers = nullptr;  // LISA's trained layers now, else null
     size_t                  optimizer_bytes = 0;
+    double                  reward_accuracy = -1;     // preference tuning: the last logged rewards/accuracies; < 0: none
 };
 
 // The bar as one line of at most cols - 1 characters (so it never wraps), without the carriage
