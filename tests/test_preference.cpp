@@ -366,6 +366,13 @@ TEST(preference_eval, during_training_and_lisa_eval_agree) {
         EXPECT_NEAR(eval_value(r.output, mine), want, 1e-6 * std::max(1.0, std::fabs(want))) << mine << "\n" << r.output;
     }
     EXPECT_EQ(eval_value(r.output, "pairs"), 3);
+    // padded rows score the same replies (padding is never a label): the same numbers
+    auto padded = run_lisa("eval --model_name_or_path " + out.path + " --dataset_path " + td.path + "/held --objective dpo "
+                           "--ref_model_path " + aidreams() + " --padding_free false --per_device_eval_batch_size 2");
+    ASSERT_EQ(padded.code, 0) << padded.output;
+    EXPECT_NEAR(eval_value(padded.output, "loss"), eval_value(r.output, "loss"), 1e-6 * std::max(1.0, eval_value(r.output, "loss")));
+    EXPECT_NEAR(eval_value(padded.output, "logps/chosen"), eval_value(r.output, "logps/chosen"),
+                1e-6 * std::fabs(eval_value(r.output, "logps/chosen")));
     // the starting model against itself: every reward 0, loss log 2
     r = run_lisa("eval --model_name_or_path " + aidreams() + " --dataset_path " + td.path + "/held --objective dpo "
                  "--ref_model_path " + aidreams());
